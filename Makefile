@@ -1,0 +1,63 @@
+# Supernode: `make run` and `make test` are the two commands; `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/supernode/v1/*.proto)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help setup redis protos protos-check run up down test test-unit test-service test-e2e lint bench \
+        bench-fidelity load load-prefill load-decode load-slo load-cache load-trace clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) redis ## Create .venv, install the package and dev tools, make sure redis-server exists
+
+redis: ## Make sure redis-server is installed (Debian's package when run as root)
+	@bash infra/ensure-redis.sh
+
+protos: $(STAMP) ## Regenerate the gRPC stubs in services/supernode/v1
+	$(PY) -m grpc_tools.protoc -I protos --python_out=services --grpc_python_out=services \
+	  --pyi_out=services $(PROTOS)
+
+protos-check: $(STAMP) ## Fail when the checked-in stubs are stale
+	@tmp=$$(mktemp -d); \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTOS); \
+	if diff -r -x __init__.py -x __pycache__ -x py.typed $$tmp/supernode/v1 services/supernode/v1 >/dev/null; then \
+	  echo "protos: stubs are fresh"; rm -rf $$tmp; \
+	else diff -r -x __init__.py -x __pycache__ -x py.typed $$tmp/supernode/v1 services/supernode/v1 | head -20; \
+	  rm -rf $$tmp; echo "protos: stubs are stale, run 'make protos'"; exit 1; fi
+
+run: setup ## Start the local topology, send a demo workload, print a report, stop
+	$(VENV)/bin/supernode demo
+
+up: ## docker compose up (needs a Docker engine)
+	docker compose up -d --build
+
+down: ## docker compose down
+	docker compose down
+
+test: setup ## Unit, service and end-to-end tests
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check services tests benchmarks
+	$(VENV)/bin/ruff format --check services tests benchmarks
+	$(VENV)/bin/mypy services/supernode/hw services/supernode/core services/supernode/runtime services/supernode/sdk
+
+bench: setup ## Micro-benchmarks into reports/bench.json
+	$(PY) -m benchmarks
+
+clean: ## Remove the venv and reports
+	rm -rf $(VENV) reports .run
