@@ -1,0 +1,131 @@
+"""The one place that reads the environment: `Settings`, from `SUPERNODE_<SECTION>__<FIELD>` variables.
+
+Every service takes its configuration from here; nothing else calls `os.environ`. Lists accept JSON
+(`["a:1","b:2"]`) or comma-separated text (`a:1,b:2`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+AddressList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class RuntimeSettings(BaseModel):
+    """Shared by every service."""
+
+    time_scale: float = Field(1.0, gt=0, le=1000, description="Emulated seconds per wall second (0.1 = 10x slower)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    bind_host: str = Field("127.0.0.1", description="Interface the gRPC and metrics servers bind (0.0.0.0 in containers)")
+    drain_timeout_s: float = Field(30.0, gt=0, description="Wall seconds to finish in-flight work after SIGTERM")
+    rpc_timeout_s: float = Field(30.0, gt=0, description="Wall-second timeout on every unary call between services")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024, description="gRPC send/receive limit")
+
+
+class FabricSettings(BaseModel):
+    port: int = Field(50051, ge=0, le=65535)
+    address: str = Field("127.0.0.1:50051", description="Where workers reach the fabric")
+    metrics_port: int = Field(9151, ge=0, le=65535)
+    lease_ttl_s: float = Field(10.0, gt=0, description="Wall seconds a die lease lives without a heartbeat")
+    max_inflight_transfers: int = Field(100_000, ge=1, description="Bound on concurrent Transfer calls")
+
+
+class KvPoolSettings(BaseModel):
+    port: int = Field(50052, ge=0, le=65535)
+    address: str = Field("127.0.0.1:50052", description="Where workers reach the KV pool")
+    metrics_port: int = Field(9152, ge=0, le=65535)
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="The Redis the pool stores blocks in")
+    namespace: str = Field("sn", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Key prefix of this pool")
+    block_tokens: int = Field(128, ge=16, le=4096, description="Tokens per KV block (paper: 128-512)")
+    payload_ratio: float = Field(
+        1 / 1024, gt=0, le=1, description="Stored payload bytes / nominal MLA bytes (1.0 = full size)"
+    )
+    max_blocks_per_call: int = Field(4096, ge=1, description="Bound on blocks in one Put/Get/Lookup")
+    redis_maxmemory: str = Field("512mb", description="LRU memory cap given to the local redis-server")
+
+
+class PrefillSettings(BaseModel):
+    port: int = Field(50060, ge=0, le=65535)
+    metrics_port: int = Field(9160, ge=0, le=65535)
+    worker_id: str = Field("", description="Unique id ('' = prefill-<port>)")
+    num_npus: int = Field(16, ge=1, le=384, description="NPUs in the emulated prefill instance (paper: 16)")
+    max_queue: int = Field(1024, ge=1, description="Requests waiting for a batch before RESOURCE_EXHAUSTED")
+    tokens_per_npu: int = Field(16384, ge=128, description="Batch token budget per NPU (paper: 16,384)")
+
+
+class DecodeSettings(BaseModel):
+    port: int = Field(50070, ge=0, le=65535)
+    metrics_port: int = Field(9170, ge=0, le=65535)
+    worker_id: str = Field("", description="Unique id ('' = decode-<port>)")
+    num_dies: int = Field(2, ge=1, le=768, description="Data-parallel ranks (dies) this service emulates")
+    max_batch_per_die: int = Field(96, ge=1, le=1024, description="Sequences per die in one step")
+    max_queue: int = Field(1024, ge=1, description="Reserved requests waiting to join the batch")
+    reservation_ttl_s: float = Field(300.0, gt=0, description="Wall seconds a reservation waits for its Decode")
+
+
+class RouterSettings(BaseModel):
+    port: int = Field(50050, ge=0, le=65535)
+    address: str = Field("127.0.0.1:50050", description="Where clients (frontend, SDK) reach the router")
+    metrics_port: int = Field(9150, ge=0, le=65535)
+    prefill_addresses: AddressList = Field(default_factory=lambda: ["127.0.0.1:50060"])
+    decode_addresses: AddressList = Field(default_factory=lambda: ["127.0.0.1:50070"])
+    max_tokens_limit: int = Field(32768, ge=1, description="Largest max_tokens a request may ask for")
+    max_context_tokens: int = Field(
+        163840, ge=16, description="Prompt + max_tokens limit (DeepSeek-R1 max_position_embeddings)"
+    )
+    max_inflight: int = Field(4096, ge=1, description="Requests in flight before RESOURCE_EXHAUSTED")
+    load_poll_s: float = Field(0.5, gt=0, description="Wall seconds between load probes of the workers")
+
+    _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
+
+
+class FrontendSettings(BaseModel):
+    port: int = Field(8000, ge=0, le=65535)
+    model_name: str = Field("deepseek-r1", description="Model id served under /v1/models")
+    api_keys: AddressList = Field(default_factory=list, description="Accepted bearer tokens (empty = no auth)")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted")
+
+    _split = field_validator("api_keys", mode="before")(_split_list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SUPERNODE_", env_nested_delimiter="__", extra="ignore")
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    fabric: FabricSettings = Field(default_factory=FabricSettings)
+    kvpool: KvPoolSettings = Field(default_factory=KvPoolSettings)
+    prefill: PrefillSettings = Field(default_factory=PrefillSettings)
+    decode: DecodeSettings = Field(default_factory=DecodeSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    frontend: FrontendSettings = Field(default_factory=FrontendSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
+
+
+def known_env_vars() -> set[str]:
+    """Every `SUPERNODE_*` variable the settings understand (for compose and docs checks)."""
+    names: set[str] = set()
+    for section, info in Settings.model_fields.items():
+        model = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+        for field in type(model).model_fields:
+            names.add(f"SUPERNODE_{section.upper()}__{field.upper()}")
+    return names

@@ -1,0 +1,121 @@
+"""Domain errors, each with its gRPC status and HTTP status, mapped in this one place.
+
+Services raise these; `runtime.server` turns them into gRPC statuses, the SDK turns gRPC statuses back
+into them, and the HTTP frontend into OpenAI-style error bodies.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SupernodeError(Exception):
+    """Base of every domain error. `field` names the offending request field when there is one."""
+
+    grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    http_status: int = 500
+    openai_type: str = "server_error"
+
+    def __init__(self, message: str, *, field: str = "", retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.retry_after_s = retry_after_s
+
+    @property
+    def code(self) -> str:
+        """The gRPC status name, e.g. "INVALID_ARGUMENT"."""
+        return self.grpc_code.name
+
+
+class InvalidArgumentError(SupernodeError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    openai_type = "invalid_request_error"
+
+
+class FailedPreconditionError(SupernodeError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    openai_type = "invalid_request_error"
+
+
+class NotFoundError(SupernodeError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    openai_type = "invalid_request_error"
+
+
+class ResourceExhaustedError(SupernodeError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    openai_type = "rate_limit_error"
+
+
+class UnavailableError(SupernodeError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    openai_type = "server_error"
+
+
+class DeadlineExceededError(SupernodeError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+    openai_type = "timeout_error"
+
+
+class DataLossError(SupernodeError):
+    grpc_code = grpc.StatusCode.DATA_LOSS
+    http_status = 500
+    openai_type = "server_error"
+
+
+class UnauthenticatedError(SupernodeError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    openai_type = "authentication_error"
+
+
+class InternalError(SupernodeError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[SupernodeError]] = {
+    cls.grpc_code: cls
+    for cls in (
+        InvalidArgumentError,
+        FailedPreconditionError,
+        NotFoundError,
+        ResourceExhaustedError,
+        UnavailableError,
+        DeadlineExceededError,
+        DataLossError,
+        UnauthenticatedError,
+        InternalError,
+    )
+}
+_BY_CODE[grpc.StatusCode.CANCELLED] = UnavailableError
+_BY_CODE[grpc.StatusCode.UNKNOWN] = InternalError
+
+RETRY_AFTER_KEY = "retry-after-s"
+
+
+def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
+    """The domain error for a failed call (what the SDK and inter-service clients raise)."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else None) or str(code)
+    retry_after: float | None = None
+    trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                retry_after = float(value)
+            except (TypeError, ValueError):
+                retry_after = None
+    cls = _BY_CODE.get(code, InternalError)
+    return cls(details, retry_after_s=retry_after)
+
+
+def invalid(field: str, rule: str) -> InvalidArgumentError:
+    """An INVALID_ARGUMENT naming the field and the rule it broke."""
+    return InvalidArgumentError(f"{field}: {rule}", field=field)
