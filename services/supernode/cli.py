@@ -1,0 +1,117 @@
+"""The `supernode` command."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+
+import typer
+from rich.console import Console
+
+from supernode.launcher import SERVICES, LocalStack, StackConfig
+
+app = typer.Typer(help="Supernode: an emulator of CloudMatrix-Infer serving DeepSeek-R1.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def serve(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}")) -> None:
+    """Run one service in the foreground (configured by SUPERNODE_* environment variables)."""
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}", param_hint="name")
+    importlib.import_module(f"supernode.{name}.__main__").main()
+
+
+@app.command()
+def up(
+    prefill: int = typer.Option(2, min=1, max=16, help="Prefill instances"),
+    decode: int = typer.Option(1, min=1, max=16, help="Decode instances"),
+    frontend: bool = typer.Option(True, help="Also start the OpenAI-compatible HTTP frontend"),
+) -> None:
+    """Start redis-server and every service as local processes; Ctrl-C stops them all."""
+    stack = LocalStack(StackConfig(num_prefill=prefill, num_decode=decode, with_frontend=frontend))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stack.start()
+        console.print(f"[bold green]Supernode is up[/] (logs in {stack.log_dir})")
+        console.print(f"  redis     {stack.redis_url}")
+        for proc in stack.procs:
+            console.print(f"  {proc.name:<10}{proc.address}")
+        console.print("Ctrl-C stops everything.")
+        await stop.wait()
+
+    try:
+        asyncio.run(run())
+    finally:
+        console.print("stopping...")
+        codes = stack.stop()
+        console.print("stopped: " + ", ".join(f"{k}={v}" for k, v in codes.items()))
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="Text prompt"),
+    max_tokens: int = typer.Option(32, min=1, help="Tokens to generate"),
+    seed: int = typer.Option(0, help="Token-model seed"),
+    router: str = typer.Option("127.0.0.1:50050", envvar="SUPERNODE_ROUTER__ADDRESS", help="Router address"),
+) -> None:
+    """Send one prompt to a running router and stream the answer."""
+    from supernode.sdk import Client, SupernodeError
+
+    try:
+        with Client(router) as client:
+            stats = None
+            for chunk in client.generate(prompt, max_tokens=max_tokens, seed=seed):
+                console.print(chunk.text, end="", markup=False, highlight=False)
+                stats = chunk.stats or stats
+    except SupernodeError as err:
+        console.print(f"\n[red]{err.code}[/]: {err.message}")
+        raise typer.Exit(1) from err
+    console.print()
+    if stats:
+        console.print(
+            f"[dim]{stats.num_prompt_tokens} prompt + {stats.num_output_tokens} output tokens, "
+            f"{stats.num_cached_tokens} cached; TTFT {stats.ttft_s * 1e3:.1f} ms, "
+            f"TPOT {stats.tpot_s * 1e3:.2f} ms (emulated)[/]"
+        )
+
+
+@app.command()
+def demo(
+    requests: int = typer.Option(40, min=1, max=10_000, help="Requests to send"),
+    concurrency: int = typer.Option(16, min=1, max=1024, help="Requests in flight"),
+) -> None:
+    """Start the local topology, send a demo workload, print a report, stop (what `make run` does)."""
+    from supernode.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(requests, concurrency, console)))
+
+
+def _register_optional() -> None:
+    """Commands contributed by other modules (cost model, load generator, fabric tools)."""
+    for module in ("supernode.cli_model", "supernode.loadgen.cli", "supernode.fabric.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""KV blocks: prefix-chained block keys and the deterministic payload stored for each block.
+
+A block holds `block_tokens` consecutive prompt tokens (the last one may be partial). Its key is a
+hash chained over the whole prefix: key_i = H(key_{i-1} || tokens of block i), so equal keys mean equal
+prefixes (the paper's EMS context-cache keys, reference 2.3). The payload that really travels through
+Redis is derived from the tokens: a header, the token ids (so a reader can rebuild the context and
+re-derive the key), and deterministic filler up to the scaled size; a digest protects all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAGIC = b"SNKV1"
+DIGEST_BYTES = 16
+_HEADER = struct.Struct("<5sHI")  # magic, number of tokens, reserved
+
+
+def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
+    """Keys of every block of `token_ids` in order (the last may cover a partial block)."""
+    keys: list[str] = []
+    previous = b""
+    for start in range(0, len(token_ids), block_tokens):
+        chunk = token_ids[start : start + block_tokens]
+        h = hashlib.blake2b(previous, digest_size=16)
+        h.update(struct.pack(f"<{len(chunk)}I", *chunk))
+        previous = h.digest()
+        keys.append(previous.hex())
+    return keys
+
+
+def split_blocks(token_ids: Sequence[int], block_tokens: int) -> list[list[int]]:
+    """The token ids of each block, in order."""
+    return [list(token_ids[i : i + block_tokens]) for i in range(0, len(token_ids), block_tokens)]
+
+
+def payload_size(num_tokens: int, nominal_bytes_per_token: int, ratio: float) -> int:
+    """Stored payload bytes for a block: nominal size x ratio, never smaller than the tokens it carries."""
+    minimum = _HEADER.size + 4 * num_tokens
+    return max(minimum, int(num_tokens * nominal_bytes_per_token * ratio))
+
+
+def make_payload(key: str, tokens: Sequence[int], size: int) -> bytes:
+    """The block's payload: header, token ids, deterministic filler derived from the key, `size` bytes."""
+    body = _HEADER.pack(MAGIC, len(tokens), 0) + struct.pack(f"<{len(tokens)}I", *tokens)
+    filler_len = max(0, size - len(body))
+    seed = bytes.fromhex(key)
+    filler = bytearray()
+    counter = 0
+    while len(filler) < filler_len:
+        filler += hashlib.blake2b(seed + counter.to_bytes(4, "little"), digest_size=64).digest()
+        counter += 1
+    return body + bytes(filler[:filler_len])
+
+
+def seal(payload: bytes) -> bytes:
+    """Digest + payload: what is stored under the block's key."""
+    return hashlib.blake2b(payload, digest_size=DIGEST_BYTES).digest() + payload
+
+
+class CorruptBlockError(ValueError):
+    """A stored block whose digest, header or key does not match."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedBlock:
+    tokens: list[int]
+    payload: bytes
+
+
+def open_sealed(sealed: bytes) -> OpenedBlock:
+    """Verifies the digest and returns the tokens and payload; raises CorruptBlockError."""
+    if len(sealed) < DIGEST_BYTES + _HEADER.size:
+        raise CorruptBlockError("block shorter than its header")
+    digest, payload = sealed[:DIGEST_BYTES], sealed[DIGEST_BYTES:]
+    if hashlib.blake2b(payload, digest_size=DIGEST_BYTES).digest() != digest:
+        raise CorruptBlockError("digest mismatch")
+    magic, num_tokens, _ = _HEADER.unpack_from(payload)
+    if magic != MAGIC or len(payload) < _HEADER.size + 4 * num_tokens:
+        raise CorruptBlockError("bad block header")
+    tokens = list(struct.unpack_from(f"<{num_tokens}I", payload, _HEADER.size))
+    return OpenedBlock(tokens, payload)
+
+
+def verify_chain(keys: Sequence[str], token_blocks: Sequence[Sequence[int]], block_tokens: int) -> bool:
+    """True when the blocks' tokens re-derive exactly these keys (the reader's end-to-end check)."""
+    flat = [t for block in token_blocks for t in block]
+    return block_keys(flat, block_tokens) == list(keys)

@@ -1,0 +1,136 @@
+"""Tokens: a reversible byte-level tokenizer and the deterministic in-context token model.
+
+Token ids 0..255 are the UTF-8 bytes of text; 256 is end-of-sequence; 257..VOCAB_SIZE-1 are "words"
+that only the token model emits, rendered as a deterministic pseudo-word each. `encode` then `decode`
+gives back the text exactly.
+
+The token model stands in for DeepSeek-R1's weights. Given the context (prompt + tokens so far) it
+continues by copying: it finds the longest suffix of the context (of 16, 8 or 4 tokens) that occurred
+earlier and emits the token that followed its latest occurrence; with no earlier match it emits a pseudo-random word drawn from a hash of (seed, position, last token). The same prompt and seed
+give the same tokens on any worker and at any batch size, so retries and recovery are checkable and
+retrieval-style prompts have checkable answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+VOCAB_SIZE = 129_280  # DeepSeek-R1 vocabulary (reference section 9)
+NUM_BYTE_TOKENS = 256
+EOS_TOKEN = 256
+FIRST_WORD_TOKEN = 257
+MATCH_LENGTHS = (16, 8, 4)  # suffix lengths tried, longest first
+
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "da", "pe", "zu", "ha", "ri", "go", "be", "ny")
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of `text` (its UTF-8 bytes)."""
+    return list(text.encode("utf-8"))
+
+
+def decode(token_ids: Sequence[int]) -> str:
+    """Text of `token_ids`: bytes as text (invalid UTF-8 replaced), words as ' <word>', EOS as ''."""
+    out: list[str] = []
+    pending = bytearray()
+    for token in token_ids:
+        if token < NUM_BYTE_TOKENS:
+            pending.append(token)
+            continue
+        if pending:
+            out.append(pending.decode("utf-8", errors="replace"))
+            pending.clear()
+        if token >= FIRST_WORD_TOKEN:
+            out.append(" " + word(token))
+    if pending:
+        out.append(pending.decode("utf-8", errors="replace"))
+    return "".join(out)
+
+
+def word(token: int) -> str:
+    """The pseudo-word a word token renders as (two to four syllables picked by its id)."""
+    n = token - FIRST_WORD_TOKEN
+    syllables = []
+    for _ in range(2 + n % 3):
+        syllables.append(_SYLLABLES[n % len(_SYLLABLES)])
+        n //= len(_SYLLABLES)
+    return "".join(syllables)
+
+
+def is_valid_token(token: int) -> bool:
+    return 0 <= token < VOCAB_SIZE
+
+
+def random_word(seed: int, position: int, previous: int) -> int:
+    """A pseudo-random word token for (seed, position, previous token); stable across processes."""
+    digest = hashlib.blake2b(f"{seed}:{position}:{previous}".encode(), digest_size=8).digest()
+    return FIRST_WORD_TOKEN + int.from_bytes(digest, "little") % (VOCAB_SIZE - FIRST_WORD_TOKEN)
+
+
+class TokenModel:
+    """The deterministic next-token model for one sequence; constant work per token.
+
+    It indexes the context's n-grams of each length in MATCH_LENGTHS by the token that followed them,
+    so the longest earlier match of the current suffix is one dictionary look-up per length.
+    """
+
+    def __init__(self, context: Sequence[int], seed: int) -> None:
+        self.seed = seed
+        self.tokens: list[int] = []
+        self._next_after: dict[tuple[int, ...], int] = {}
+        for token in context:
+            self.append(token)
+
+    def append(self, token: int) -> None:
+        """Adds a token to the context (prompt token or one just generated)."""
+        self.tokens.append(token)
+        end = len(self.tokens) - 1
+        # Record, for each n-gram ending just before `token`, that `token` followed it.
+        for n in MATCH_LENGTHS:
+            if n <= end:
+                self._next_after[tuple(self.tokens[end - n : end])] = token
+
+    def next_token(self) -> int:
+        """The token that follows the current context."""
+        tokens = self.tokens
+        for n in MATCH_LENGTHS:
+            if n > len(tokens):
+                continue
+            follower = self._next_after.get(tuple(tokens[len(tokens) - n :]))
+            if follower is not None:
+                return follower
+        previous = tokens[-1] if tokens else 0
+        return random_word(self.seed, len(tokens), previous)
+
+    def generate(self, count: int) -> list[int]:
+        """Generates and appends `count` tokens."""
+        out = []
+        for _ in range(count):
+            token = self.next_token()
+            self.append(token)
+            out.append(token)
+        return out
+
+
+class IncrementalDetokenizer:
+    """Detokenizes a stream chunk by chunk without splitting a UTF-8 character across chunks."""
+
+    def __init__(self) -> None:
+        import codecs
+
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token_ids: Sequence[int]) -> str:
+        out: list[str] = []
+        for token in token_ids:
+            if token < NUM_BYTE_TOKENS:
+                out.append(self._decoder.decode(bytes((token,))))
+            else:
+                out.append(self._decoder.decode(b"", final=True))
+                if token >= FIRST_WORD_TOKEN:
+                    out.append(" " + word(token))
+        return "".join(out)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)

@@ -1,0 +1,163 @@
+"""The KV pool service (the paper's EMS): the only service that talks to Redis.
+
+A block's life: a prefill worker `Put`s it (the pool derives the payload from its tokens and seals it
+with a digest; content-addressed, so a block already present is not written again); `Lookup` tells
+how many leading blocks of a prefix are present (context caching); decode `Get`s the blocks, the pool
+verifies every digest and serves a corrupt block as missing; Redis's LRU cap evicts cold blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+
+import grpc
+
+from supernode.core import blocks
+from supernode.hw.specs import KV_BYTES_PER_TOKEN
+from supernode.kvpool.store import KvStore
+from supernode.runtime.config import Settings
+from supernode.runtime.errors import invalid
+from supernode.runtime.server import Drain, unary
+from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
+
+log = logging.getLogger(__name__)
+_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.num_hits = 0
+        self.num_misses = 0
+        self.bytes_written = 0
+        self.bytes_read = 0
+        self.num_digest_failures = 0
+
+
+class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
+    service_names = (kvpool_pb2.DESCRIPTOR.services_by_name["KvPool"].full_name,)
+
+    def __init__(self, settings: Settings, store: KvStore, drain: Drain) -> None:
+        self.settings = settings
+        self.cfg = settings.kvpool
+        self.store = store
+        self.drain = drain
+        self.counters: defaultdict[str, Counters] = defaultdict(Counters)
+
+    async def start(self) -> None:
+        await self.store.ping()
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    @unary()
+    async def Lookup(self, request: kvpool_pb2.LookupRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        namespace = self._namespace(request.namespace)
+        keys = self._keys(request.block_keys, "block_keys")
+        present = await self.store.exists_many(namespace, keys)
+        num_cached = next((i for i, ok in enumerate(present) if not ok), len(present))
+        counters = self.counters[namespace]
+        counters.num_hits += num_cached
+        counters.num_misses += len(keys) - num_cached
+        return kvpool_pb2.LookupResponse(num_cached_blocks=num_cached)
+
+    @unary()
+    async def Put(self, request: kvpool_pb2.PutRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        namespace = self._namespace(request.namespace)
+        self._count(len(request.blocks), "blocks")
+        items = []
+        for i, block in enumerate(request.blocks):
+            self._keys([block.key], f"blocks[{i}].key")
+            if not 1 <= len(block.tokens) <= self.cfg.block_tokens:
+                raise invalid(f"blocks[{i}].tokens", f"must hold 1..{self.cfg.block_tokens} tokens")
+            size = blocks.payload_size(len(block.tokens), KV_BYTES_PER_TOKEN, self.cfg.payload_ratio)
+            payload = blocks.make_payload(block.key, block.tokens, size)
+            items.append((block.key, blocks.seal(payload)))
+        written = await self.store.put_many(namespace, items)
+        payload_bytes = sum(len(value) for (_, value), ok in zip(items, written, strict=True) if ok)
+        self.counters[namespace].bytes_written += payload_bytes
+        num_stored = sum(written)
+        return kvpool_pb2.PutResponse(
+            num_stored=num_stored, num_already_cached=len(items) - num_stored, payload_bytes=payload_bytes
+        )
+
+    @unary()
+    async def Get(self, request: kvpool_pb2.GetRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        namespace = self._namespace(request.namespace)
+        keys = self._keys(request.block_keys, "block_keys")
+        values = await self.store.get_many(namespace, keys)
+        counters = self.counters[namespace]
+        reply = kvpool_pb2.GetResponse()
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                counters.num_misses += 1
+                reply.missing_keys.append(key)
+                continue
+            try:
+                opened = blocks.open_sealed(value)
+            except blocks.CorruptBlockError as err:
+                log.warning("block %s failed verification (%s); dropping it", key, err)
+                counters.num_digest_failures += 1
+                await self.store.delete(namespace, key)
+                reply.missing_keys.append(key)
+                continue
+            counters.num_hits += 1
+            counters.bytes_read += len(value)
+            reply.blocks.append(
+                kvpool_pb2.Block(
+                    key=key,
+                    tokens=opened.tokens,
+                    payload=opened.payload if request.with_payload else b"",
+                    nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
+                )
+            )
+        return reply
+
+    @unary(track=False)
+    async def Stats(self, request: kvpool_pb2.StatsRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        namespace = self._namespace(request.namespace)
+        counters = self.counters[namespace]
+        used, evicted = await self.store.memory_info()
+        return kvpool_pb2.StatsResponse(
+            num_hits=counters.num_hits,
+            num_misses=counters.num_misses,
+            bytes_written=counters.bytes_written,
+            bytes_read=counters.bytes_read,
+            num_keys=await self.store.num_keys(namespace),
+            redis_used_memory=used,
+            redis_evicted_keys=evicted,
+            num_digest_failures=counters.num_digest_failures,
+        )
+
+    def _namespace(self, namespace: str) -> str:
+        if not namespace:
+            return self.cfg.namespace
+        if not _NAMESPACE_RE.match(namespace):
+            raise invalid("namespace", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        return namespace
+
+    def _count(self, n: int, field: str) -> None:
+        if n > self.cfg.max_blocks_per_call:
+            raise invalid(field, f"at most {self.cfg.max_blocks_per_call} per call, got {n}")
+
+    def _keys(self, keys: object, field: str) -> list[str]:
+        out = list(keys)  # type: ignore[call-overload]
+        self._count(len(out), field)
+        for i, key in enumerate(out):
+            if not _KEY_RE.match(key):
+                raise invalid(f"{field}[{i}]", "must be a 32-character lowercase hex block key")
+        return out
+
+
+def build(settings: Settings, store: KvStore | None = None):  # type: ignore[no-untyped-def]
+    """The host's factory: registers the servicer on a server."""
+    from supernode.kvpool.store import RedisKvStore
+
+    def _build(server: grpc.aio.Server, drain: Drain) -> KvPoolService:
+        service = KvPoolService(settings, store or RedisKvStore(settings.kvpool.redis_url), drain)
+        kvpool_pb2_grpc.add_KvPoolServicer_to_server(service, server)
+        return service
+
+    return _build

@@ -1,0 +1,232 @@
+"""The local topology as processes: redis-server and every service, started in dependency order.
+
+`supernode up`, `make run`, the end-to-end tests and the benchmarks all use `LocalStack`; it is the
+same topology docker-compose.yml describes, on one machine's loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supernode.runtime.channels import wait_serving
+from supernode.runtime.config import Settings
+
+SERVICES = ("fabric", "kvpool", "prefill", "decode", "router", "frontend")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    address: str
+    log_path: Path
+
+
+@dataclass
+class StackConfig:
+    num_prefill: int = 2
+    num_decode: int = 1
+    with_frontend: bool = False
+    ephemeral_ports: bool = False  # tests: every port picked free
+    redis_url: str = ""  # use this Redis instead of starting one
+    env: dict[str, str] = field(default_factory=dict)  # extra SUPERNODE_* settings for every service
+    log_dir: Path | None = None
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None, settings: Settings | None = None) -> None:
+        self.config = config or StackConfig()
+        self.settings = settings or Settings()
+        self.procs: list[Proc] = []
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_url = self.config.redis_url
+        self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="supernode-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._redis_dir: str | None = None
+        self.ports = self._plan_ports()
+
+    # -- planning
+
+    def _port(self, default: int) -> int:
+        return free_port() if self.config.ephemeral_ports else default
+
+    def _plan_ports(self) -> dict[str, int]:
+        s = self.settings
+        ports = {
+            "redis": self._port(6379),
+            "fabric": self._port(s.fabric.port),
+            "kvpool": self._port(s.kvpool.port),
+            "router": self._port(s.router.port),
+            "frontend": self._port(s.frontend.port),
+        }
+        for i in range(self.config.num_prefill):
+            ports[f"prefill-{i}"] = self._port(s.prefill.port + i)
+        for i in range(self.config.num_decode):
+            ports[f"decode-{i}"] = self._port(s.decode.port + i)
+        return ports
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    @property
+    def router_address(self) -> str:
+        return self.address("router")
+
+    def base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERNODE_")}
+        env.update({k: v for k, v in os.environ.items() if k.startswith("SUPERNODE_")})
+        env.update(
+            {
+                "SUPERNODE_FABRIC__ADDRESS": self.address("fabric"),
+                "SUPERNODE_KVPOOL__ADDRESS": self.address("kvpool"),
+                "SUPERNODE_KVPOOL__REDIS_URL": self.redis_url,
+                "SUPERNODE_ROUTER__ADDRESS": self.router_address,
+                "SUPERNODE_ROUTER__PREFILL_ADDRESSES": ",".join(
+                    self.address(f"prefill-{i}") for i in range(self.config.num_prefill)
+                ),
+                "SUPERNODE_ROUTER__DECODE_ADDRESSES": ",".join(
+                    self.address(f"decode-{i}") for i in range(self.config.num_decode)
+                ),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.config.ephemeral_ports:
+            for key in ("FABRIC", "KVPOOL", "PREFILL", "DECODE", "ROUTER"):
+                env[f"SUPERNODE_{key}__METRICS_PORT"] = "0"
+        env.update(self.config.env)
+        return env
+
+    # -- lifecycle
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        if not self.redis_url:
+            self._start_redis()
+        self._spawn("fabric", "fabric", {"SUPERNODE_FABRIC__PORT": str(self.ports["fabric"])})
+        self._spawn("kvpool", "kvpool", {"SUPERNODE_KVPOOL__PORT": str(self.ports["kvpool"])})
+        await self._wait(["fabric", "kvpool"], timeout_s)
+        workers = []
+        for i in range(self.config.num_prefill):
+            name = f"prefill-{i}"
+            self._spawn(name, "prefill", {"SUPERNODE_PREFILL__PORT": str(self.ports[name]),
+                                          "SUPERNODE_PREFILL__WORKER_ID": name})
+            workers.append(name)
+        for i in range(self.config.num_decode):
+            name = f"decode-{i}"
+            self._spawn(name, "decode", {"SUPERNODE_DECODE__PORT": str(self.ports[name]),
+                                         "SUPERNODE_DECODE__WORKER_ID": name})
+            workers.append(name)
+        await self._wait(workers, timeout_s)
+        self._spawn("router", "router", {"SUPERNODE_ROUTER__PORT": str(self.ports["router"])})
+        await self._wait(["router"], timeout_s)
+        if self.config.with_frontend:
+            self._spawn("frontend", "frontend", {"SUPERNODE_FRONTEND__PORT": str(self.ports["frontend"])})
+            await self._wait_http(self.ports["frontend"], timeout_s)
+
+    def _start_redis(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: run `make setup` or `apt-get install -y redis-server`")
+        self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")
+        port = self.ports["redis"]
+        cmd = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--maxmemory", self.settings.kvpool.redis_maxmemory, "--maxmemory-policy", "allkeys-lru",
+            "--dir", self._redis_dir, "--protected-mode", "yes",
+        ]
+        log = open(self.log_dir / "redis.log", "wb")  # noqa: SIM115
+        self.redis = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                if self.redis.poll() is not None:
+                    raise RuntimeError(f"redis-server exited; see {self.log_dir / 'redis.log'}") from None
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def _spawn(self, name: str, module: str, extra: dict[str, str]) -> None:
+        env = self.base_env()
+        env.update(extra)
+        log_path = self.log_dir / f"{name}.log"
+        log = open(log_path, "wb")  # noqa: SIM115
+        popen = subprocess.Popen(
+            [sys.executable, "-m", f"supernode.{module}"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(Proc(name, popen, self.address(name), log_path))
+
+    async def _wait(self, names: list[str], timeout_s: float) -> None:
+        async def one(name: str) -> None:
+            proc = self.proc(name)
+            try:
+                await wait_serving(proc.address, self.settings, timeout_s)
+            except TimeoutError as err:
+                raise RuntimeError(f"{name} did not become healthy; log: {proc.log_path}\n{self.tail(name)}") from err
+
+        await asyncio.gather(*(one(n) for n in names))
+
+    async def _wait_http(self, port: int, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/health", timeout=1.0)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"frontend did not become healthy; log: {self.log_dir / 'frontend.log'}")
+
+    def proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM in reverse start order, waiting for each; returns exit codes."""
+        codes: dict[str, int | None] = {}
+        for proc in reversed(self.procs):
+            codes[proc.name] = terminate(proc.popen, timeout_s)
+        self.procs.clear()
+        if self.redis is not None:
+            terminate(self.redis, 5.0)
+            self.redis = None
+        if self._redis_dir:
+            shutil.rmtree(self._redis_dir, ignore_errors=True)
+        return codes
+
+
+def terminate(popen: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    if popen.poll() is not None:
+        return popen.returncode
+    popen.send_signal(signal.SIGTERM)
+    try:
+        return popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+        return None

@@ -1,0 +1,16 @@
+"""`python -m supernode.router`: the router."""
+
+from __future__ import annotations
+
+from supernode.router.service import build
+from supernode.runtime import server
+from supernode.runtime.config import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    server.run("router", settings, build(settings), settings.router.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The router: validates, schedules prefill and decode, streams tokens back (the paper's flow).
+
+A request's states here:
+1. validated and tokenized (byte-level tokenizer, or token ids as given);
+2. KV capacity reserved on a decode instance first (`Decode.Reserve`; the paper's asynchronous
+   prefill scheduling: decode never waits on an unplanned prefill);
+3. the prompt sent to the least-loaded prefill instance, which answers with the first token and a
+   KvHandle; the first token goes to the client at once (TTFT);
+4. `Decode.Decode` streams the rest; chunks are relayed as they come;
+5. the last chunk carries the request's stats: TTFT, TPOT, token counts, cached tokens (emulated time).
+If the decode side finds the prompt KV gone from the pool, the prompt is prefilled again once
+(recomputed, never answered wrongly). A failed instance is skipped for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from supernode.core import policy, tokens
+from supernode.router.workers import Worker, WorkerSet
+from supernode.runtime.clock import Clock, ScaledClock
+from supernode.runtime.config import Settings
+from supernode.runtime.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    ResourceExhaustedError,
+    SupernodeError,
+    UnavailableError,
+    from_rpc_error,
+    invalid,
+)
+from supernode.runtime.server import Drain, stream, unary
+from supernode.v1 import common_pb2, decode_pb2, prefill_pb2, router_pb2, router_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class RouterService(router_pb2_grpc.RouterServicer):
+    service_names = (router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,)
+
+    def __init__(self, settings: Settings, clock: Clock, drain: Drain) -> None:
+        self.settings = settings
+        self.cfg = settings.router
+        self.clock = clock
+        self.drain = drain
+        self.workers = WorkerSet(settings)
+        self.num_inflight = 0
+        self._rr = itertools.count()
+
+    async def start(self) -> None:
+        self.workers.start()
+
+    async def stop(self) -> None:
+        await self.workers.close()
+
+    @stream()
+    async def Generate(self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        prompt = self._validate(request)
+        request_id = request.request_id or uuid.uuid4().hex
+        if self.num_inflight >= self.cfg.max_inflight:
+            raise ResourceExhaustedError(
+                f"router has {self.cfg.max_inflight} requests in flight", retry_after_s=0.5
+            )
+        self.num_inflight += 1
+        try:
+            run = self._run(request, request_id, prompt)
+            if request.deadline_s > 0:
+                run = _with_deadline(run, request.deadline_s / self.settings.runtime.time_scale)
+            async for chunk in run:
+                yield chunk
+        finally:
+            self.num_inflight -= 1
+
+    @unary(track=False)
+    async def Status(self, request: router_pb2.StatusRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        await self.workers.poll_once()
+        return router_pb2.StatusResponse(
+            workers=[
+                router_pb2.WorkerStatus(
+                    address=w.address, role=w.role, healthy=w.is_healthy, load=w.load, num_inflight=w.num_inflight
+                )
+                for w in self.workers.all
+            ]
+        )
+
+    # -- the request path
+
+    async def _run(
+        self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int]
+    ) -> AsyncIterator[router_pb2.GenerateChunk]:
+        started = self.clock.now()
+        detok = tokens.IncrementalDetokenizer()
+        decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
+        try:
+            prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
+        except BaseException:
+            await self._cancel(decode_worker, reservation)
+            raise
+        first_at = self.clock.now()
+        yield router_pb2.GenerateChunk(
+            request_id=request_id, token_ids=[pre.first_token], text=detok.feed([pre.first_token])
+        )
+        num_output, finish_reason, kv_pull_s = 1, "length", 0.0
+        if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
+            finish_reason = "length" if request.max_tokens == 1 else "stop"
+            await self._cancel(decode_worker, reservation)
+        else:
+            decode_request = decode_pb2.DecodeRequest(
+                reservation_id=reservation.reservation_id,
+                kv=pre.kv,
+                first_token=pre.first_token,
+                max_tokens=request.max_tokens,
+                sampling=request.sampling,
+            )
+            async for chunk in self._decode(decode_worker, decode_request):
+                if chunk.finished:
+                    finish_reason = chunk.finish_reason
+                    break
+                kv_pull_s += chunk.kv_pull_s
+                num_output += len(chunk.token_ids)
+                yield router_pb2.GenerateChunk(
+                    request_id=request_id, token_ids=chunk.token_ids, text=detok.feed(chunk.token_ids)
+                )
+        finished_at = self.clock.now()
+        stats = router_pb2.RequestStats(
+            num_prompt_tokens=len(prompt),
+            num_output_tokens=num_output,
+            num_cached_tokens=pre.num_cached_tokens,
+            ttft_s=first_at - started,
+            tpot_s=(finished_at - first_at) / (num_output - 1) if num_output > 1 else 0.0,
+            e2e_s=finished_at - started,
+            prefill_queue_s=pre.queue_s,
+            prefill_compute_s=pre.compute_s,
+            cache_load_s=pre.load_s,
+            kv_pull_s=kv_pull_s,
+            prefill_worker=prefill_worker.address,
+            decode_worker=decode_worker.address,
+        )
+        yield router_pb2.GenerateChunk(
+            request_id=request_id, text=detok.flush(), finished=True, finish_reason=finish_reason, stats=stats
+        )
+
+    async def _reserve(
+        self, request_id: str, num_prompt: int, max_tokens: int
+    ) -> tuple[Worker, decode_pb2.ReserveResponse]:
+        workers = self.workers.decode
+        order = policy.decode_order([w.snapshot() for w in workers], num_prompt + max_tokens)
+        last: SupernodeError = UnavailableError("no decode instance is available", retry_after_s=1.0)
+        for i in order:
+            worker = workers[i]
+            try:
+                reply = await self._unary(worker, worker.stub.Reserve, decode_pb2.ReserveRequest(  # type: ignore[attr-defined]
+                    request_id=request_id, num_prompt_tokens=num_prompt, max_tokens=max_tokens))
+                return worker, reply
+            except (UnavailableError, ResourceExhaustedError) as err:
+                last = err
+        raise last
+
+    async def _prefill(
+        self, request_id: str, prompt: list[int], sampling: common_pb2.Sampling
+    ) -> tuple[Worker, prefill_pb2.PrefillResponse]:
+        workers = self.workers.prefill
+        order = policy.prefill_order([w.snapshot() for w in workers], "paper", next(self._rr))
+        last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
+        request = prefill_pb2.PrefillRequest(request_id=request_id, token_ids=prompt, sampling=sampling)
+        for i in order:
+            worker = workers[i]
+            worker.num_inflight += 1
+            try:
+                reply = await self._unary(worker, worker.stub.Prefill, request, timeout_s=None)  # type: ignore[attr-defined]
+                return worker, reply
+            except (UnavailableError, ResourceExhaustedError) as err:
+                last = err
+            finally:
+                worker.num_inflight -= 1
+        raise last
+
+    async def _decode(
+        self, worker: Worker, request: decode_pb2.DecodeRequest
+    ) -> AsyncIterator[decode_pb2.DecodeChunk]:
+        worker.num_inflight += 1
+        try:
+            async for chunk in worker.stub.Decode(request):  # type: ignore[attr-defined]
+                yield chunk
+        except grpc.RpcError as err:
+            raise _worker_error(worker, err) from err
+        finally:
+            worker.num_inflight -= 1
+
+    async def _unary(self, worker: Worker, rpc: object, request: object, timeout_s: float | None = -1) -> object:
+        timeout = self.settings.runtime.rpc_timeout_s if timeout_s == -1 else timeout_s
+        try:
+            return await rpc(request, timeout=timeout)  # type: ignore[operator]
+        except grpc.RpcError as err:
+            raise _worker_error(worker, err) from err
+
+    async def _cancel(self, worker: Worker, reservation: decode_pb2.ReserveResponse) -> None:
+        try:
+            await worker.stub.CancelReservation(  # type: ignore[attr-defined]
+                decode_pb2.CancelReservationRequest(reservation_id=reservation.reservation_id), timeout=5.0
+            )
+        except grpc.RpcError as err:
+            log.warning("could not cancel reservation on %s: %s", worker.address, err.code())
+
+    def _validate(self, request: router_pb2.GenerateRequest) -> list[int]:
+        if request.prompt and request.token_ids:
+            raise invalid("prompt", "give either prompt or token_ids, not both")
+        prompt = list(request.token_ids) if request.token_ids else tokens.encode(request.prompt)
+        if not prompt:
+            raise invalid("prompt", "must not be empty")
+        bad = next((t for t in prompt if not tokens.is_valid_token(t)), None)
+        if bad is not None:
+            raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
+        if not 1 <= request.max_tokens <= self.cfg.max_tokens_limit:
+            raise invalid("max_tokens", f"must be between 1 and {self.cfg.max_tokens_limit}")
+        if len(prompt) + request.max_tokens > self.cfg.max_context_tokens:
+            raise invalid(
+                "prompt",
+                f"{len(prompt)} prompt tokens + {request.max_tokens} max_tokens exceed the "
+                f"{self.cfg.max_context_tokens}-token context window",
+            )
+        if request.deadline_s < 0:
+            raise invalid("deadline_s", "must be >= 0")
+        return prompt
+
+
+def _worker_error(worker: Worker, err: grpc.RpcError) -> SupernodeError:
+    domain = from_rpc_error(err)
+    if isinstance(domain, UnavailableError) and err.code() == grpc.StatusCode.UNAVAILABLE:
+        worker.is_healthy = False
+    return domain
+
+
+async def _with_deadline(
+    run: AsyncIterator[router_pb2.GenerateChunk], wall_s: float
+) -> AsyncIterator[router_pb2.GenerateChunk]:
+    try:
+        async with asyncio.timeout(wall_s):
+            async for chunk in run:
+                yield chunk
+    except TimeoutError as err:
+        raise DeadlineExceededError("deadline_s: the request did not finish within its deadline") from err
+
+
+def build(settings: Settings, clock: Clock | None = None):  # type: ignore[no-untyped-def]
+    def _build(server: grpc.aio.Server, drain: Drain) -> RouterService:
+        service = RouterService(settings, clock or ScaledClock(settings.runtime.time_scale), drain)
+        router_pb2_grpc.add_RouterServicer_to_server(service, server)
+        return service
+
+    return _build
+
+
+__all__ = ["RouterService", "build", "FailedPreconditionError"]

@@ -1,0 +1,43 @@
+"""Client channels: one per peer, with message limits, and health waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from supernode.runtime.config import Settings
+
+
+def open_channel(address: str, settings: Settings) -> grpc.aio.Channel:
+    limit = settings.runtime.max_message_bytes
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.enable_retries", 0),
+        ],
+    )
+
+
+async def is_serving(channel: grpc.aio.Channel, timeout_s: float = 1.0) -> bool:
+    """True when the peer's grpc.health.v1 says SERVING."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def wait_serving(address: str, settings: Settings, timeout_s: float = 30.0) -> None:
+    """Waits until the service at `address` is SERVING; raises TimeoutError."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with open_channel(address, settings) as channel:
+        while asyncio.get_running_loop().time() < deadline:
+            if await is_serving(channel):
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{address} not serving after {timeout_s:.0f} s")

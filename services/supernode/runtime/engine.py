@@ -1,0 +1,92 @@
+"""The one step loop: schedule -> price -> clock.sleep -> postprocess -> publish.
+
+Workers give it three plain functions; it owns the waiting. Pricing runs inline (the cost model is
+fast); the loop yields to the event loop on every step, so RPC handlers keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from supernode.hw.cost import Cost
+from supernode.runtime.clock import Clock
+
+log = logging.getLogger(__name__)
+B = TypeVar("B")
+
+
+@dataclass(slots=True)
+class StepStats:
+    num_steps: int = 0
+    busy_s: float = 0.0  # emulated seconds spent in steps
+    last_step_s: float = 0.0
+    max_lag_s: float = 0.0  # worst emulated-time overrun of a step (host slower than the emulation)
+    last_cost: Cost | None = None
+
+
+class StepLoop(Generic[B]):
+    def __init__(
+        self,
+        name: str,
+        clock: Clock,
+        schedule: Callable[[], B | None],
+        price: Callable[[B], Cost],
+        postprocess: Callable[[B, Cost], None],
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self._schedule = schedule
+        self._price = price
+        self._postprocess = postprocess
+        self._wake = asyncio.Event()
+        self.stats = StepStats()
+        self._task: asyncio.Task[None] | None = None
+        self._prev_end = float("-inf")
+
+    def wake(self) -> None:
+        """Tells the loop there may be new work."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-steps")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            batch = self._schedule()
+            if batch is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            cost = self._price(batch)
+            duration = cost.total_us / 1e6
+            # Back-to-back steps start where the previous one was due to end, so the host's own
+            # overhead between steps (postprocess, RPCs) does not stretch emulated step times.
+            end = max(self.clock.now(), self._prev_end) + duration
+            await self.clock.sleep_until(end)
+            self._prev_end = end
+            lag = self.clock.now() - end
+            try:
+                self._postprocess(batch, cost)
+            except Exception:  # a bug in one batch must not stop the worker
+                log.exception("%s: postprocess failed", self.name)
+            self._record(duration, max(0.0, lag), cost)
+
+    def _record(self, duration: float, lag: float, cost: Cost) -> None:
+        stats = self.stats
+        stats.num_steps += 1
+        stats.busy_s += duration
+        stats.last_step_s = duration
+        stats.max_lag_s = max(stats.max_lag_s, lag)
+        stats.last_cost = cost

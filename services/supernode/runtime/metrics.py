@@ -1,0 +1,378 @@
+"""Prometheus metrics shared by the services: serving metrics under vLLM's names, plus `supernode_*` extras.
+
+Every duration is in EMULATED seconds (what the cost model charged), never wall time, so dashboards read
+the same at any `time_scale`. Each metrics object owns a private `CollectorRegistry` unless one is passed
+in (tests build several side by side); `start_metrics_server` serves one or more registries over HTTP and
+`render` / `generate_latest` produce the text format for an existing HTTP app (the frontend's `/metrics`).
+
+Request lifecycle as the router reports it (`ServingMetrics`):
+
+    tracker = metrics.on_arrival()        # waiting += 1
+    tracker.on_start()                    # waiting -= 1, running += 1 (prefill dispatched)
+    tracker.on_first_token(ttft_s)        # TTFT histogram
+    tracker.on_token(itl_s)               # inter-token latency, once per streamed chunk after the first
+    tracker.on_finish(...)                # running -= 1, token counters, TPOT / e2e, success{finished_reason}
+    tracker.on_error(code)                # leaves the gauges right in any state; errors{code}
+
+A tracker ignores calls that do not fit its state (a second finish, a finish after an error), so a
+`finally:` that always calls `on_error` is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "E2E_BUCKETS_S",
+    "TPOT_BUCKETS_S",
+    "TTFT_BUCKETS_S",
+    "CollectorRegistry",
+    "FabricMetrics",
+    "RequestTracker",
+    "ServingMetrics",
+    "WorkerMetrics",
+    "generate_latest",
+    "render",
+    "start_metrics_server",
+]
+
+logger = logging.getLogger(__name__)
+
+# Emulated-time buckets. TTFT: 1 ms .. 60 s (a cached short prompt .. a long prompt behind a full queue).
+TTFT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+                  1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0)  # fmt: skip
+# TPOT and ITL: 1 ms .. 1 s, dense around the paper's 50 ms SLO.
+TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045,
+                  0.05, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)  # fmt: skip
+# End-to-end and per-phase latencies: 10 ms .. 32 min.
+E2E_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+                 90.0, 120.0, 240.0, 480.0, 960.0, 1920.0)  # fmt: skip
+TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def render(*registries: CollectorRegistry) -> bytes:
+    """The Prometheus text format of `registries` concatenated (serve with `CONTENT_TYPE_LATEST`)."""
+    return b"".join(generate_latest(registry) for registry in registries)
+
+
+class _Union(Collector):
+    """Collects every metric of several registries, so one HTTP endpoint serves them all."""
+
+    def __init__(self, registries: Iterable[CollectorRegistry]) -> None:
+        self._registries = tuple(registries)
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def start_metrics_server(port: int, host: str, *registries: CollectorRegistry) -> None:
+    """Serve `registries` (plus the process/GC collectors) at http://host:port/metrics; port 0 = disabled.
+
+    Runs in a daemon thread; returns once the socket is bound (a taken port raises OSError here).
+    """
+    if port == 0:
+        logger.info("metrics server disabled (port 0)")
+        return
+    served = CollectorRegistry(auto_describe=False)
+    served.register(_Union((REGISTRY, *registries)))
+    start_http_server(port, addr=host, registry=served)
+    logger.info("metrics server on http://%s:%d/metrics", host, port)
+
+
+class RequestStatsLike(Protocol):
+    """What `ServingMetrics.observe_stats` reads (the SDK's `RequestStats` fits)."""
+
+    num_prompt_tokens: int
+    num_output_tokens: int
+    num_cached_tokens: int
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    prefill_queue_s: float
+    prefill_compute_s: float
+    cache_load_s: float
+    kv_pull_s: float
+
+
+class ServingMetrics:
+    """Request-level serving metrics of one model (label `model_name`), under vLLM's names.
+
+    vLLM names (same meaning): vllm:time_to_first_token_seconds, vllm:time_per_output_token_seconds
+    (per-request mean after the first token), vllm:inter_token_latency_seconds (per streamed chunk),
+    vllm:e2e_request_latency_seconds, vllm:request_prompt_tokens, vllm:request_generation_tokens,
+    vllm:num_requests_running, vllm:num_requests_waiting, vllm:prompt_tokens_total,
+    vllm:generation_tokens_total, vllm:request_success_total{finished_reason},
+    vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total (prompt tokens).
+    Supernode extras: supernode_request_errors_total{code}, supernode_request_phase_seconds{phase}
+    (phase = prefill_queue | prefill_compute | cache_load | kv_pull).
+    """
+
+    def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
+        self.model_name = model_name
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r, m = self.registry, model_name
+        self._ttft = _hist("vllm:time_to_first_token_seconds", "Time to first token.", TTFT_BUCKETS_S, r, m)
+        self._tpot = _hist(
+            "vllm:time_per_output_token_seconds", "Mean time per output token after the first.",
+            TPOT_BUCKETS_S, r, m,
+        )  # fmt: skip
+        self._itl = _hist("vllm:inter_token_latency_seconds", "Time between chunks.", TPOT_BUCKETS_S, r, m)
+        self._e2e = _hist("vllm:e2e_request_latency_seconds", "End-to-end latency.", E2E_BUCKETS_S, r, m)
+        self._prompt_len = _hist(
+            "vllm:request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS, r, m
+        )
+        self._output_len = _hist(
+            "vllm:request_generation_tokens", "Generated tokens per request.", TOKEN_BUCKETS, r, m
+        )
+        self.running = Gauge(
+            "vllm:num_requests_running", "Requests running.", ("model_name",), registry=r
+        ).labels(m)
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting", "Requests waiting.", ("model_name",), registry=r
+        ).labels(m)
+        self._prompt_tokens = _count("vllm:prompt_tokens", "Prompt tokens of finished requests.", r, m)
+        self._generation_tokens = _count("vllm:generation_tokens", "Generated tokens.", r, m)
+        self._cache_queries = _count(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up in the cache.", r, m
+        )
+        self._cache_hits = _count("vllm:prefix_cache_hits", "Prompt tokens served from the cache.", r, m)
+        self._success = Counter(
+            "vllm:request_success", "Finished requests.", ("model_name", "finished_reason"), registry=r
+        )
+        for reason in ("length", "stop"):
+            self._success.labels(model_name, reason)
+        self._errors = Counter(
+            "supernode_request_errors",
+            "Failed requests by gRPC status name.",
+            ("model_name", "code"),
+            registry=r,
+        )
+        self._phase = Histogram(
+            "supernode_request_phase_seconds", "Time spent in each phase of a request.",
+            ("model_name", "phase"), registry=r, buckets=E2E_BUCKETS_S,
+        )  # fmt: skip
+
+    def on_arrival(self) -> RequestTracker:
+        """A request was admitted and waits; the tracker carries it through the rest of its life."""
+        self.waiting.inc()
+        return RequestTracker(self)
+
+    def on_phases(
+        self, *, prefill_queue_s: float, prefill_compute_s: float, cache_load_s: float, kv_pull_s: float
+    ) -> None:
+        """Where one request's time went (emulated seconds)."""
+        for phase, seconds in (
+            ("prefill_queue", prefill_queue_s),
+            ("prefill_compute", prefill_compute_s),
+            ("cache_load", cache_load_s),
+            ("kv_pull", kv_pull_s),
+        ):
+            self._phase.labels(self.model_name, phase).observe(seconds)
+
+    def observe_stats(self, stats: RequestStatsLike, finish_reason: str) -> None:
+        """Everything about one finished request from its final stats (gauges untouched)."""
+        self._ttft.observe(stats.ttft_s)
+        self._observe_finish(
+            stats.num_prompt_tokens, stats.num_output_tokens, stats.num_cached_tokens,
+            stats.tpot_s, stats.e2e_s, finish_reason,
+        )  # fmt: skip
+        self.on_phases(
+            prefill_queue_s=stats.prefill_queue_s, prefill_compute_s=stats.prefill_compute_s,
+            cache_load_s=stats.cache_load_s, kv_pull_s=stats.kv_pull_s,
+        )  # fmt: skip
+
+    def on_error(self, code: str) -> None:
+        """A request failed with gRPC status `code` (e.g. "RESOURCE_EXHAUSTED"); gauges untouched."""
+        self._errors.labels(self.model_name, code).inc()
+
+    def _observe_finish(
+        self, num_prompt: int, num_output: int, num_cached: int, tpot_s: float, e2e_s: float, reason: str
+    ) -> None:
+        self._prompt_tokens.inc(num_prompt)
+        self._generation_tokens.inc(num_output)
+        self._cache_queries.inc(num_prompt)
+        self._cache_hits.inc(num_cached)
+        self._prompt_len.observe(num_prompt)
+        self._output_len.observe(num_output)
+        if num_output > 1:
+            self._tpot.observe(tpot_s)
+        self._e2e.observe(e2e_s)
+        self._success.labels(self.model_name, reason).inc()
+
+
+class RequestTracker:
+    """One request's path through `ServingMetrics`; keeps the running/waiting gauges balanced."""
+
+    __slots__ = ("_metrics", "_state", "_has_ttft")
+
+    _WAITING, _RUNNING, _DONE = 0, 1, 2
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self._metrics = metrics
+        self._state = self._WAITING
+        self._has_ttft = False
+
+    def on_start(self) -> None:
+        """The request left the wait queue (prefill dispatched)."""
+        if self._state == self._WAITING:
+            self._metrics.waiting.dec()
+            self._metrics.running.inc()
+            self._state = self._RUNNING
+
+    def on_first_token(self, ttft_s: float) -> None:
+        """The first token reached the router, `ttft_s` emulated seconds after arrival."""
+        if self._state != self._DONE and not self._has_ttft:
+            self._metrics._ttft.observe(ttft_s)
+            self._has_ttft = True
+
+    def on_token(self, itl_s: float) -> None:
+        """A later chunk arrived `itl_s` emulated seconds after the previous one."""
+        if self._state != self._DONE:
+            self._metrics._itl.observe(itl_s)
+
+    def on_finish(
+        self,
+        *,
+        num_prompt_tokens: int,
+        num_output_tokens: int,
+        num_cached_tokens: int,
+        tpot_s: float,
+        e2e_s: float,
+        finish_reason: str,
+        ttft_s: float | None = None,
+    ) -> None:
+        """The request completed. `ttft_s` is observed only if `on_first_token` was not called."""
+        if self._state == self._DONE:
+            return
+        if ttft_s is not None:
+            self.on_first_token(ttft_s)
+        self._leave()
+        self._metrics._observe_finish(
+            num_prompt_tokens, num_output_tokens, num_cached_tokens, tpot_s, e2e_s, finish_reason
+        )
+
+    def on_error(self, code: str) -> None:
+        """The request failed with gRPC status `code`; a no-op once finished."""
+        if self._state == self._DONE:
+            return
+        self._leave()
+        self._metrics.on_error(code)
+
+    def _leave(self) -> None:
+        gauge = self._metrics.waiting if self._state == self._WAITING else self._metrics.running
+        gauge.dec()
+        self._state = self._DONE
+
+
+class WorkerMetrics:
+    """Load and batching of one prefill or decode worker (labels `role`, `worker_id`).
+
+    supernode_worker_requests_running / _waiting (gauges), supernode_worker_kv_usage_ratio (gauge,
+    0..1), supernode_batch_size (histogram, requests per step), supernode_batch_tokens (histogram, tokens
+    computed per step), supernode_step_seconds (histogram, emulated step duration).
+    """
+
+    def __init__(self, role: str, worker_id: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r, labels, values = self.registry, ("role", "worker_id"), (role, worker_id)
+        self._running = Gauge(
+            "supernode_worker_requests_running", "Requests computing now.", labels, registry=r
+        )
+        self._waiting = Gauge("supernode_worker_requests_waiting", "Requests queued.", labels, registry=r)
+        self._kv_usage = Gauge(
+            "supernode_worker_kv_usage_ratio", "KV tokens used / capacity.", labels, registry=r
+        )
+        self._batch = Histogram(
+            "supernode_batch_size", "Requests per step.", labels, registry=r, buckets=BATCH_BUCKETS
+        )
+        self._tokens = Histogram(
+            "supernode_batch_tokens", "Tokens computed per step.", labels, registry=r, buckets=TOKEN_BUCKETS
+        )
+        self._step = Histogram(
+            "supernode_step_seconds", "Emulated step duration.", labels, registry=r, buckets=TTFT_BUCKETS_S
+        )
+        self._children = tuple(m.labels(*values) for m in (self._running, self._waiting, self._kv_usage))
+        self._step_children = tuple(m.labels(*values) for m in (self._batch, self._tokens, self._step))
+
+    def set_load(
+        self, *, num_running: int, num_waiting: int, kv_tokens_used: int, kv_tokens_capacity: int
+    ) -> None:
+        """The worker's current load (call after every step or load change)."""
+        running, waiting, kv_usage = self._children
+        running.set(num_running)
+        waiting.set(num_waiting)
+        kv_usage.set(kv_tokens_used / kv_tokens_capacity if kv_tokens_capacity else 0.0)
+
+    def on_step(self, *, num_requests: int, num_tokens: int, step_s: float) -> None:
+        """One batch step ran: `num_requests` sequences, `num_tokens` tokens, `step_s` emulated seconds."""
+        batch, tokens, step = self._step_children
+        batch.observe(num_requests)
+        tokens.observe(num_tokens)
+        step.observe(step_s)
+
+
+class FabricMetrics:
+    """The emulated fabric: transfers per plane and how busy each plane is (label `plane`).
+
+    supernode_fabric_transfers_total, supernode_fabric_bytes_total (nominal bytes),
+    supernode_fabric_transfer_seconds (histogram, emulated), supernode_fabric_utilization_ratio (gauge,
+    mean busy fraction of the plane's links, 0..1), supernode_fabric_dies_leased (gauge).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self._transfers = Counter("supernode_fabric_transfers", "Bulk transfers.", ("plane",), registry=r)
+        self._bytes = Counter("supernode_fabric_bytes", "Nominal bytes moved.", ("plane",), registry=r)
+        self._seconds = Histogram(
+            "supernode_fabric_transfer_seconds", "Emulated transfer duration.", ("plane",), registry=r,
+            buckets=TTFT_BUCKETS_S,
+        )  # fmt: skip
+        self._utilization = Gauge(
+            "supernode_fabric_utilization_ratio",
+            "Mean busy fraction of the plane's links.",
+            ("plane",),
+            registry=r,
+        )
+        self._dies = Gauge("supernode_fabric_dies_leased", "Dies leased to workers.", registry=r)
+
+    def on_transfer(self, plane: str, num_bytes: int, duration_s: float) -> None:
+        self._transfers.labels(plane).inc()
+        self._bytes.labels(plane).inc(num_bytes)
+        self._seconds.labels(plane).observe(duration_s)
+
+    def set_utilization(self, plane: str, ratio: float) -> None:
+        self._utilization.labels(plane).set(ratio)
+
+    def set_dies_leased(self, num_dies: int) -> None:
+        self._dies.set(num_dies)
+
+
+def _hist(
+    name: str, doc: str, buckets: tuple[float, ...], registry: CollectorRegistry, model: str
+) -> Histogram:
+    """A histogram labelled `model_name`, bound to `model`."""
+    return Histogram(name, doc, ("model_name",), registry=registry, buckets=buckets).labels(model)
+
+
+def _count(name: str, doc: str, registry: CollectorRegistry, model: str) -> Counter:
+    """A counter labelled `model_name`, bound to `model`."""
+    return Counter(name, doc, ("model_name",), registry=registry).labels(model)

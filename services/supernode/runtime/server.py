@@ -1,0 +1,194 @@
+"""gRPC server bootstrap shared by every service: health, reflection, error mapping, graceful drain.
+
+Shutdown is a small state machine (STYLE.md #8): on SIGTERM the health status turns NOT_SERVING and
+new RPCs get UNAVAILABLE; in-flight RPCs finish up to `drain_timeout_s`; then the service's own
+`stop()` runs, the server stops and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from supernode.runtime.config import Settings
+from supernode.runtime.errors import RETRY_AFTER_KEY, SupernodeError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+class Drain:
+    """Counts in-flight RPCs and refuses new ones once draining."""
+
+    def __init__(self) -> None:
+        self.is_admitting = True
+        self.num_inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def track(self) -> Any:
+        if not self.is_admitting:
+            raise UnavailableError("service is draining; retry on another instance", retry_after_s=1.0)
+        self.num_inflight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.num_inflight -= 1
+            if self.num_inflight == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Waits until nothing is in flight; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+
+class Service(Protocol):
+    """What a service hands the host: its gRPC service names and its lifecycle hooks."""
+
+    service_names: tuple[str, ...]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: SupernodeError) -> None:
+    if err.retry_after_s is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{err.retry_after_s:g}"),))
+    await context.abort(err.grpc_code, err.message)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def unary(track: bool = True) -> Callable[[F], F]:
+    """Decorates a unary handler: counts it for drain and maps domain errors to gRPC statuses."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if track:
+                    with self.drain.track():
+                        return await fn(self, request, context)
+                return await fn(self, request, context)
+            except SupernodeError as err:
+                await _abort(context, err)
+
+        return handler  # type: ignore[return-value]
+
+    return wrap
+
+
+def stream(track: bool = True) -> Callable[[F], F]:
+    """Decorates a server-streaming handler (an async generator) like `unary`."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                if track:
+                    with self.drain.track():
+                        async for item in fn(self, request, context):
+                            yield item
+                else:
+                    async for item in fn(self, request, context):
+                        yield item
+            except SupernodeError as err:
+                await _abort(context, err)
+
+        return handler  # type: ignore[return-value]
+
+    return wrap
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    limit = settings.runtime.max_message_bytes
+    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+
+
+class ServiceHost:
+    """Runs one service on a grpc.aio server; tests use it directly on port 0."""
+
+    def __init__(self, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int) -> None:
+        self.settings = settings
+        self.drain = Drain()
+        self.server = grpc.aio.server(options=server_options(settings))
+        self.service = build(self.server, self.drain)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)
+        self.port = self.server.add_insecure_port(f"{settings.runtime.bind_host}:{port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {settings.runtime.bind_host}:{port}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.runtime.bind_host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.service.start()
+        await self.server.start()
+        await self._set_status(health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain_and_stop(self) -> bool:
+        """Stops admitting, waits for in-flight work, stops. Returns True when the drain completed."""
+        self.drain.is_admitting = False
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        drained = await self.drain.wait_idle(self.settings.runtime.drain_timeout_s)
+        if not drained:
+            log.warning("drain deadline passed with %d RPCs in flight", self.drain.num_inflight)
+        await self.service.stop()
+        await self.server.stop(grace=1.0)
+        return drained
+
+    async def _set_status(self, status: int) -> None:
+        for name in ("", *self.service.service_names):
+            await self.health.set(name, status)
+
+
+def configure_logging(settings: Settings, name: str) -> None:
+    logging.basicConfig(
+        level=settings.runtime.log_level,
+        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
+    )
+
+
+async def serve(
+    name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int
+) -> None:
+    """Runs a service until SIGTERM/SIGINT, then drains and returns (the process exits 0)."""
+    host = ServiceHost(settings, build, port)
+    await host.start()
+    log.info("%s listening on %s", name, host.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s draining (%d in flight)", name, host.drain.num_inflight)
+    drained = await host.drain_and_stop()
+    log.info("%s stopped (drained=%s)", name, drained)
+
+
+def run(name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int) -> None:
+    """Entry point of `python -m supernode.<name>`."""
+    configure_logging(settings, name)
+    asyncio.run(serve(name, settings, build, port))
+
+
