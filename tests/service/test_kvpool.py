@@ -1,0 +1,109 @@
+"""The KV pool service, run over both stores: the in-memory fake and a real redis-server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from supernode.core import blocks
+from supernode.kvpool.service import build
+from supernode.kvpool.store import MemoryKvStore, RedisKvStore, redis_key
+from supernode.runtime.channels import open_channel
+from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
+from tests.conftest import make_settings
+
+BLOCK = 16
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def pool(request, host_factory, redis_url):
+    namespace = f"t{request.node.name.__hash__() & 0xFFFF:x}{request.param}"
+    settings = make_settings(kvpool={"block_tokens": BLOCK, "namespace": namespace, "redis_url": redis_url})
+    store = MemoryKvStore() if request.param == "memory" else RedisKvStore(redis_url)
+    host = await host_factory(settings, build(settings, store))
+    channel = open_channel(host.address, settings)
+    yield kvpool_pb2_grpc.KvPoolStub(channel), namespace, request.param
+    await channel.close()
+
+
+def _blocks(tokens):
+    keys = blocks.block_keys(tokens, BLOCK)
+    return [kvpool_pb2.Block(key=k, tokens=t) for k, t in zip(keys, blocks.split_blocks(tokens, BLOCK), strict=True)]
+
+
+async def test_put_lookup_get_roundtrip(pool):
+    stub, ns, _ = pool
+    prompt = list(range(1000, 1000 + 3 * BLOCK + 5))
+    all_blocks = _blocks(prompt)
+    put = await stub.Put(kvpool_pb2.PutRequest(blocks=all_blocks[:2]))
+    assert put.num_stored == 2 and put.payload_bytes > 0
+    again = await stub.Put(kvpool_pb2.PutRequest(blocks=all_blocks[:2]))
+    assert again.num_stored == 0 and again.num_already_cached == 2, "content-addressed: stored once"
+    keys = [b.key for b in all_blocks]
+    assert (await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=keys))).num_cached_blocks == 2
+    got = await stub.Get(kvpool_pb2.GetRequest(block_keys=keys, with_payload=True))
+    assert [b.key for b in got.blocks] == keys[:2]
+    assert list(got.missing_keys) == keys[2:]
+    assert [list(b.tokens) for b in got.blocks] == [prompt[:BLOCK], prompt[BLOCK : 2 * BLOCK]]
+    assert got.blocks[0].payload.startswith(blocks.MAGIC)
+    stats = await stub.Stats(kvpool_pb2.StatsRequest())
+    assert stats.num_keys == 2 and stats.num_hits >= 4 and stats.num_misses >= 2
+
+
+async def test_lookup_counts_only_the_leading_run(pool):
+    stub, _, _ = pool
+    prompt = list(range(300, 300 + 4 * BLOCK))
+    b = _blocks(prompt)
+    await stub.Put(kvpool_pb2.PutRequest(blocks=[b[0], b[2]]))
+    reply = await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=[x.key for x in b]))
+    assert reply.num_cached_blocks == 1
+
+
+async def test_bad_input_is_invalid_argument(pool):
+    stub, _, _ = pool
+    cases = [
+        (stub.Lookup, kvpool_pb2.LookupRequest(block_keys=["not-hex"]), "block_keys[0]"),
+        (stub.Lookup, kvpool_pb2.LookupRequest(namespace="bad ns!", block_keys=[]), "namespace"),
+        (stub.Put, kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[])]), "blocks[0].tokens"),
+        (stub.Put, kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[1] * (BLOCK + 1))]),
+         "blocks[0].tokens"),
+    ]
+    for rpc, request, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rpc(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in err.value.details()
+    assert (await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=[]))).num_cached_blocks == 0
+
+
+async def test_corrupt_block_is_detected_and_served_as_missing(pool, redis_url):
+    stub, ns, kind = pool
+    if kind != "redis":
+        pytest.skip("corrupts the stored bytes in Redis itself")
+    b = _blocks(list(range(50, 50 + BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+    r = aioredis.Redis.from_url(redis_url)
+    raw = await r.get(redis_key(ns, b[0].key))
+    assert blocks.open_sealed(raw).tokens == list(range(50, 50 + BLOCK))
+    await r.set(redis_key(ns, b[0].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    got = await stub.Get(kvpool_pb2.GetRequest(block_keys=[b[0].key]))
+    assert list(got.missing_keys) == [b[0].key]
+    assert (await stub.Stats(kvpool_pb2.StatsRequest())).num_digest_failures == 1
+    await r.aclose()
+
+
+async def test_redis_down_is_unavailable_not_a_crash(host_factory):
+    settings = make_settings(kvpool={"redis_url": "redis://127.0.0.1:1/0"})
+
+    class LateStore(RedisKvStore):
+        async def ping(self) -> None:  # start even though Redis is away
+            return None
+
+    host = await host_factory(settings, build(settings, LateStore(settings.kvpool.redis_url)))
+    channel = open_channel(host.address, settings)
+    stub = kvpool_pb2_grpc.KvPoolStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=["a" * 32]))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    await channel.close()

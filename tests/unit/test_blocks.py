@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from supernode.core import blocks
+
+
+def test_keys_chain_over_the_prefix():
+    a = blocks.block_keys(list(range(300)), 128)
+    b = blocks.block_keys(list(range(256)) + [7] * 44, 128)
+    c = blocks.block_keys([1] + list(range(1, 300)), 128)
+    assert len(a) == 3 and a[:2] == b[:2] and a[2] != b[2]
+    assert c[0] != a[0] and c[1] != a[1], "a change early in the prompt changes every later key"
+
+
+def test_payload_roundtrip_and_digest():
+    key = blocks.block_keys([5, 6, 7], 128)[0]
+    size = blocks.payload_size(3, 70_272, 1 / 1024)
+    payload = blocks.make_payload(key, [5, 6, 7], size)
+    assert len(payload) == size
+    assert payload == blocks.make_payload(key, [5, 6, 7], size), "deterministic"
+    opened = blocks.open_sealed(blocks.seal(payload))
+    assert opened.tokens == [5, 6, 7]
+    tampered = bytearray(blocks.seal(payload))
+    tampered[-1] ^= 1
+    with pytest.raises(blocks.CorruptBlockError):
+        blocks.open_sealed(bytes(tampered))
+
+
+def test_payload_scales_with_ratio_but_always_carries_tokens():
+    assert blocks.payload_size(128, 70_272, 1.0) == 128 * 70_272
+    assert blocks.payload_size(128, 70_272, 1e-9) >= 4 * 128
+
+
+def test_verify_chain():
+    prompt = list(range(1000, 1300))
+    keys = blocks.block_keys(prompt, 128)
+    split = blocks.split_blocks(prompt, 128)
+    assert blocks.verify_chain(keys, split, 128)
+    split[1][0] += 1
+    assert not blocks.verify_chain(keys, split, 128)

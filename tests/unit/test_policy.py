@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from supernode.core.policy import WorkerSnapshot, decode_order, prefill_order
+
+
+def w(addr, inflight=0, waiting=0, used=0, cap=0, healthy=True, draining=False) -> WorkerSnapshot:
+    return WorkerSnapshot(addr, healthy, draining, inflight, waiting, used, cap)
+
+
+def test_prefill_paper_policy_picks_least_loaded_available():
+    workers = [w("a", inflight=3), w("b", inflight=1, waiting=1), w("c", healthy=False), w("d", draining=True)]
+    assert prefill_order(workers) == [1, 0]
+
+
+def test_prefill_round_robin_and_kv_aware():
+    workers = [w("a"), w("b"), w("c", inflight=5)]
+    assert prefill_order(workers, "round_robin", counter=1) == [1, 2, 0]
+    assert prefill_order(workers, "kv_aware", affinity=2) == [2, 0, 1]
+
+
+def test_decode_prefers_room_then_most_free():
+    workers = [w("a", used=90, cap=100), w("b", used=10, cap=100), w("c", used=0, cap=100, healthy=False)]
+    assert decode_order(workers, need_kv_tokens=20) == [1, 0]
+    assert decode_order(workers, need_kv_tokens=95)[0] == 1

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from supernode.core import tokens
+
+
+def test_encode_decode_roundtrip():
+    for text in ["hello", "", "ünïcødé ✓ 漢字", "a\nb\tc"]:
+        assert tokens.decode(tokens.encode(text)) == text
+
+
+def test_incremental_detokenizer_never_splits_characters():
+    ids = tokens.encode("漢字 ok") + [300, 301] + tokens.encode("ü")
+    detok = tokens.IncrementalDetokenizer()
+    pieces = [detok.feed([t]) for t in ids] + [detok.flush()]
+    assert "".join(pieces) == tokens.decode(ids)
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_model_copies_the_longest_earlier_match():
+    prompt = tokens.encode("the quick brown fox jumps over the lazy dog. the quick brown")
+    model = tokens.TokenModel(prompt, seed=1)
+    assert tokens.decode(model.generate(20)) == " fox jumps over the l"[:20]
+
+
+def test_model_is_deterministic_and_seeded():
+    prompt = [500, 501, 502]
+    a = tokens.TokenModel(prompt, seed=1).generate(30)
+    b = tokens.TokenModel(prompt, seed=1).generate(30)
+    c = tokens.TokenModel(prompt, seed=2).generate(30)
+    assert a == b and a != c
+    assert all(tokens.is_valid_token(t) for t in a)
+
+
+def test_generated_tokens_do_not_depend_on_chunking():
+    prompt = tokens.encode("abcabcabd")
+    whole = tokens.TokenModel(prompt, 3).generate(12)
+    model = tokens.TokenModel(prompt, 3)
+    parts = model.generate(5) + model.generate(7)
+    assert whole == parts
