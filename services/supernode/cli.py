@@ -83,6 +83,32 @@ def generate(
 
 
 @app.command()
+def health(
+    address: str = typer.Argument(..., help="host:port of a gRPC service, or http://host:port of the frontend"),
+    timeout_s: float = typer.Option(2.0, help="Seconds to wait for the answer"),
+) -> None:
+    """Exit 0 when the service answers SERVING (grpc.health.v1) or HTTP 200 on /health; for healthchecks."""
+    if address.startswith("http"):
+        import httpx
+
+        try:
+            ok = httpx.get(address.rstrip("/") + "/health", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+    else:
+        from supernode.runtime.channels import is_serving, open_channel
+        from supernode.runtime.config import get_settings
+
+        async def check() -> bool:
+            async with open_channel(address, get_settings()) as channel:
+                return await is_serving(channel, timeout_s)
+
+        ok = asyncio.run(check())
+    console.print("SERVING" if ok else "NOT SERVING")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
 def demo(
     requests: int = typer.Option(40, min=1, max=10_000, help="Requests to send"),
     concurrency: int = typer.Option(16, min=1, max=1024, help="Requests in flight"),
