@@ -12,7 +12,9 @@ from rich.console import Console
 
 from supernode.launcher import SERVICES, LocalStack, StackConfig
 
-app = typer.Typer(help="Supernode: an emulator of CloudMatrix-Infer serving DeepSeek-R1.", no_args_is_help=True)
+app = typer.Typer(
+    help="Supernode: an emulator of CloudMatrix-Infer serving DeepSeek-R1.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -20,7 +22,9 @@ console = Console()
 def serve(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}")) -> None:
     """Run one service in the foreground (configured by SUPERNODE_* environment variables)."""
     if name not in SERVICES:
-        raise typer.BadParameter(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}", param_hint="name")
+        raise typer.BadParameter(
+            f"unknown service {name!r}; choose one of {', '.join(SERVICES)}", param_hint="name"
+        )
     importlib.import_module(f"supernode.{name}.__main__").main()
 
 
@@ -84,7 +88,9 @@ def generate(
 
 @app.command()
 def health(
-    address: str = typer.Argument(..., help="host:port of a gRPC service, or http://host:port of the frontend"),
+    address: str = typer.Argument(
+        ..., help="host:port of a gRPC service, or http://host:port of the frontend"
+    ),
     timeout_s: float = typer.Option(2.0, help="Seconds to wait for the answer"),
 ) -> None:
     """Exit 0 when the service answers SERVING (grpc.health.v1) or HTTP 200 on /health; for healthchecks."""

@@ -36,10 +36,14 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_demo(num_requests: int, concurrency: int, console: Console) -> int:
     stack = LocalStack(StackConfig(num_prefill=2, num_decode=1))
-    console.print("[bold]Starting the local topology[/] (redis, fabric, kvpool, 2x prefill, decode, router)...")
+    console.print(
+        "[bold]Starting the local topology[/] (redis, fabric, kvpool, 2x prefill, decode, router)..."
+    )
     try:
         await stack.start()
-        console.print(f"up; logs in {stack.log_dir}. Sending {num_requests} requests, {concurrency} at a time...")
+        console.print(
+            f"up; logs in {stack.log_dir}. Sending {num_requests} requests, {concurrency} at a time..."
+        )
         stats, errors = await _drive(stack.router_address, demo_prompts(num_requests), concurrency)
     finally:
         stack.stop()
@@ -79,7 +83,9 @@ def _report(console: Console, stats: list[RequestStats], errors: list[str]) -> N
         tpot = [s.tpot_s * 1e3 for s in stats if s.num_output_tokens > 1]
         prompt_tokens = sum(s.num_prompt_tokens for s in stats)
         cached = sum(s.num_cached_tokens for s in stats)
-        table.add_row("prompt / output tokens", f"{prompt_tokens} / {sum(s.num_output_tokens for s in stats)}")
+        table.add_row(
+            "prompt / output tokens", f"{prompt_tokens} / {sum(s.num_output_tokens for s in stats)}"
+        )
         table.add_row("cached prompt tokens", f"{cached} ({cached / max(1, prompt_tokens):.0%})")
         table.add_row("requests with cache hits", str(sum(1 for s in stats if s.num_cached_tokens)))
         for q in (50, 90, 99):

@@ -123,13 +123,19 @@ class LocalStack:
         workers = []
         for i in range(self.config.num_prefill):
             name = f"prefill-{i}"
-            self._spawn(name, "prefill", {"SUPERNODE_PREFILL__PORT": str(self.ports[name]),
-                                          "SUPERNODE_PREFILL__WORKER_ID": name})
+            self._spawn(
+                name,
+                "prefill",
+                {"SUPERNODE_PREFILL__PORT": str(self.ports[name]), "SUPERNODE_PREFILL__WORKER_ID": name},
+            )
             workers.append(name)
         for i in range(self.config.num_decode):
             name = f"decode-{i}"
-            self._spawn(name, "decode", {"SUPERNODE_DECODE__PORT": str(self.ports[name]),
-                                         "SUPERNODE_DECODE__WORKER_ID": name})
+            self._spawn(
+                name,
+                "decode",
+                {"SUPERNODE_DECODE__PORT": str(self.ports[name]), "SUPERNODE_DECODE__WORKER_ID": name},
+            )
             workers.append(name)
         await self._wait(workers, timeout_s)
         self._spawn("router", "router", {"SUPERNODE_ROUTER__PORT": str(self.ports["router"])})
@@ -141,13 +147,29 @@ class LocalStack:
     def _start_redis(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found: run `make setup` or `apt-get install -y redis-server`")
+            raise RuntimeError(
+                "redis-server not found: run `make setup` or `apt-get install -y redis-server`"
+            )
         self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")
         port = self.ports["redis"]
         cmd = [
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--maxmemory", self.settings.kvpool.redis_maxmemory, "--maxmemory-policy", "allkeys-lru",
-            "--dir", self._redis_dir, "--protected-mode", "yes",
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            self.settings.kvpool.redis_maxmemory,
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--dir",
+            self._redis_dir,
+            "--protected-mode",
+            "yes",
         ]
         log = open(self.log_dir / "redis.log", "wb")  # noqa: SIM115
         self.redis = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -179,7 +201,9 @@ class LocalStack:
             try:
                 await wait_serving(proc.address, self.settings, timeout_s)
             except TimeoutError as err:
-                raise RuntimeError(f"{name} did not become healthy; log: {proc.log_path}\n{self.tail(name)}") from err
+                raise RuntimeError(
+                    f"{name} did not become healthy; log: {proc.log_path}\n{self.tail(name)}"
+                ) from err
 
         await asyncio.gather(*(one(n) for n in names))
 

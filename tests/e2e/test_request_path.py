@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
-
 from supernode.core import blocks, tokens
 from supernode.kvpool.store import redis_key
 from supernode.sdk import AsyncClient, Client, InvalidArgumentError
@@ -25,7 +24,9 @@ async def run_batch(address: str, n: int) -> list:
     async with AsyncClient(address, timeout_s=120) as client:
 
         async def one(i: int):
-            chunks = [c async for c in client.generate(token_ids=prompt_for(i), max_tokens=8 + i % 24, seed=i)]
+            chunks = [
+                c async for c in client.generate(token_ids=prompt_for(i), max_tokens=8 + i % 24, seed=i)
+            ]
             return chunks
 
         return await asyncio.gather(*(one(i) for i in range(n)))

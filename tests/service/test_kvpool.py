@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 import redis.asyncio as aioredis
-
 from supernode.core import blocks
 from supernode.kvpool.service import build
 from supernode.kvpool.store import MemoryKvStore, RedisKvStore, redis_key
 from supernode.runtime.channels import open_channel
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
+
 from tests.conftest import make_settings
 
 BLOCK = 16
@@ -29,7 +29,10 @@ async def pool(request, host_factory, redis_url):
 
 def _blocks(tokens):
     keys = blocks.block_keys(tokens, BLOCK)
-    return [kvpool_pb2.Block(key=k, tokens=t) for k, t in zip(keys, blocks.split_blocks(tokens, BLOCK), strict=True)]
+    return [
+        kvpool_pb2.Block(key=k, tokens=t)
+        for k, t in zip(keys, blocks.split_blocks(tokens, BLOCK), strict=True)
+    ]
 
 
 async def test_put_lookup_get_roundtrip(pool):
@@ -65,9 +68,16 @@ async def test_bad_input_is_invalid_argument(pool):
     cases = [
         (stub.Lookup, kvpool_pb2.LookupRequest(block_keys=["not-hex"]), "block_keys[0]"),
         (stub.Lookup, kvpool_pb2.LookupRequest(namespace="bad ns!", block_keys=[]), "namespace"),
-        (stub.Put, kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[])]), "blocks[0].tokens"),
-        (stub.Put, kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[1] * (BLOCK + 1))]),
-         "blocks[0].tokens"),
+        (
+            stub.Put,
+            kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[])]),
+            "blocks[0].tokens",
+        ),
+        (
+            stub.Put,
+            kvpool_pb2.PutRequest(blocks=[kvpool_pb2.Block(key="a" * 32, tokens=[1] * (BLOCK + 1))]),
+            "blocks[0].tokens",
+        ),
     ]
     for rpc, request, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from supernode.cli import app
 from supernode.launcher import SERVICES
 from supernode.runtime.config import Settings, known_env_vars
@@ -82,7 +81,7 @@ def test_router_reaches_every_worker_on_its_port():
 
 
 def test_workers_reach_fabric_and_pool_by_service_name():
-    for name, svc in OURS.items():
+    for svc in OURS.values():
         env = svc["environment"]
         assert env["SUPERNODE_FABRIC__ADDRESS"] == f"fabric:{default_port('fabric')}"
         assert env["SUPERNODE_KVPOOL__ADDRESS"] == f"kvpool:{default_port('kvpool')}"
@@ -100,6 +99,8 @@ def test_dockerfile_installs_the_package_and_has_the_cli():
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian) not installed")
 def test_docker_compose_validates_the_file():
     result = subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,12 @@ def w(addr, inflight=0, waiting=0, used=0, cap=0, healthy=True, draining=False) 
 
 
 def test_prefill_paper_policy_picks_least_loaded_available():
-    workers = [w("a", inflight=3), w("b", inflight=1, waiting=1), w("c", healthy=False), w("d", draining=True)]
+    workers = [
+        w("a", inflight=3),
+        w("b", inflight=1, waiting=1),
+        w("c", healthy=False),
+        w("d", draining=True),
+    ]
     assert prefill_order(workers) == [1, 0]
 
 

@@ -9,11 +9,37 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "services" / "supernode"
 FORBIDDEN_MODULES = {
-    "asyncio", "time", "os", "socket", "subprocess", "threading", "grpc", "redis", "httpx", "requests",
-    "fastapi", "uvicorn", "prometheus_client", "datetime", "pathlib", "shutil", "tempfile", "sys",
+    "asyncio",
+    "time",
+    "os",
+    "socket",
+    "subprocess",
+    "threading",
+    "grpc",
+    "redis",
+    "httpx",
+    "requests",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "datetime",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "sys",
 }
 FORBIDDEN_CALLS = {"open", "print", "input"}
-UNSEEDED_RANDOM = {"random", "randint", "choice", "shuffle", "uniform", "gauss", "randrange", "sample", "seed"}
+UNSEEDED_RANDOM = {
+    "random",
+    "randint",
+    "choice",
+    "shuffle",
+    "uniform",
+    "gauss",
+    "randrange",
+    "sample",
+    "seed",
+}
 
 
 def pure_files() -> list[Path]:
@@ -56,7 +82,9 @@ def test_pure_module(path: Path) -> None:
 
 
 def test_the_check_catches_impurity() -> None:
-    bad = "import asyncio\nimport random\nfrom supernode.runtime import clock\nx = random.random()\nprint(x)\n"
+    bad = (
+        "import asyncio\nimport random\nfrom supernode.runtime import clock\nx = random.random()\nprint(x)\n"
+    )
     assert problems_in(bad) == [
         "imports asyncio",
         "imports supernode.runtime",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from supernode.core.scheduler import (
     CapacityError,
     DecodeScheduler,
@@ -24,10 +23,16 @@ def test_prefill_batches_under_budget_and_chunks_long_prompts():
     for job in (a, b, c):
         s.add(job)
     first = s.schedule()
-    assert [(x.job.request_id, x.num_new, x.num_context) for x in first.slices] == [("a", 600, 0), ("b", 400, 100)]
+    assert [(x.job.request_id, x.num_new, x.num_context) for x in first.slices] == [
+        ("a", 600, 0),
+        ("b", 400, 100),
+    ]
     assert s.postprocess(first) == [a]
     second = s.schedule()
-    assert [(x.job.request_id, x.num_new, x.num_context) for x in second.slices] == [("b", 400, 500), ("c", 50, 0)]
+    assert [(x.job.request_id, x.num_new, x.num_context) for x in second.slices] == [
+        ("b", 400, 500),
+        ("c", 50, 0),
+    ]
     assert s.postprocess(second) == [b, c]
     assert s.schedule() is None
     assert b.num_batches == 2
@@ -105,7 +110,9 @@ def test_mtp_acceptance_is_seeded_and_near_the_rate():
         seqs = [add_seq(s, f"r{i}", max_tokens=200, seed=seed) for i in range(40)]
         while s.schedule() is not None:
             s.postprocess()
-        return sum(x.num_generated - 1 for x in seqs) / sum(x.num_steps for x in seqs), [x.num_steps for x in seqs]
+        return sum(x.num_generated - 1 for x in seqs) / sum(x.num_steps for x in seqs), [
+            x.num_steps for x in seqs
+        ]
 
     rate, steps = tokens_per_step(1)
     assert rate == pytest.approx(1.7, abs=0.05)

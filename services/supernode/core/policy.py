@@ -36,7 +36,9 @@ def decode_order(workers: Sequence[WorkerSnapshot], need_kv_tokens: int) -> list
     """Decode instances to try, best first: available ones with room for the request, most free KV
     first (ties: fewer in flight); instances without a load report yet come last, not never."""
     candidates = [i for i, w in enumerate(workers) if w.is_available]
-    roomy = [i for i in candidates if workers[i].kv_tokens_capacity == 0 or workers[i].kv_free >= need_kv_tokens]
+    roomy = [
+        i for i in candidates if workers[i].kv_tokens_capacity == 0 or workers[i].kv_free >= need_kv_tokens
+    ]
     rest = [i for i in candidates if i not in roomy]
     key = lambda i: (-workers[i].kv_free, workers[i].num_inflight)  # noqa: E731
     return sorted(roomy, key=key) + sorted(rest, key=key)

@@ -6,7 +6,8 @@ gives back the text exactly.
 
 The token model stands in for DeepSeek-R1's weights. Given the context (prompt + tokens so far) it
 continues by copying: it finds the longest suffix of the context (of 16, 8 or 4 tokens) that occurred
-earlier and emits the token that followed its latest occurrence; with no earlier match it emits a pseudo-random word drawn from a hash of (seed, position, last token). The same prompt and seed
+earlier and emits the token that followed its latest occurrence; with no earlier match it emits a
+pseudo-random word drawn from a hash of (seed, position, last token). The same prompt and seed
 give the same tokens on any worker and at any batch size, so retries and recovery are checkable and
 retrieval-style prompts have checkable answers.
 """

@@ -18,8 +18,6 @@ A request's states here:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import time
 import uuid
@@ -72,11 +70,15 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
             mtp_depth=self.deployment.mtp_depth,
             mtp_accept=self.deployment.mtp_accept,
         )
-        self.lease = DieLease(fabric, self.worker_id, "decode", self.cfg.num_dies, settings.fabric.lease_ttl_s)
+        self.lease = DieLease(
+            fabric, self.worker_id, "decode", self.cfg.num_dies, settings.fabric.lease_ttl_s
+        )
         self.loop: StepLoop[list[list[DecodeSeq]]] = StepLoop(
             self.worker_id, clock, self.scheduler.schedule, self._price, self._publish
         )
-        self._pending: dict[str, tuple[Reservation, float]] = {}  # reservation id -> (reservation, wall deadline)
+        self._pending: dict[
+            str, tuple[Reservation, float]
+        ] = {}  # reservation id -> (reservation, wall deadline)
         self._outboxes: dict[str, asyncio.Queue[list[int] | None]] = {}
         self._expiry_task: asyncio.Task[None] | None = None
 
@@ -122,7 +124,9 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         if request.request_id in self.scheduler.reservations:
             raise invalid("request_id", f"{request.request_id} already holds a reservation")
         try:
-            reservation = self.scheduler.reserve(request.request_id, request.num_prompt_tokens, request.max_tokens)
+            reservation = self.scheduler.reserve(
+                request.request_id, request.num_prompt_tokens, request.max_tokens
+            )
         except CapacityError as err:
             raise InvalidArgumentError(f"num_prompt_tokens + max_tokens: {err}", field="max_tokens") from err
         except QueueFullError as err:
@@ -144,7 +148,9 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
     async def Decode(self, request: decode_pb2.DecodeRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         pending = self._pending.pop(request.reservation_id, None)
         if pending is None:
-            raise FailedPreconditionError("reservation_id: unknown or expired reservation", field="reservation_id")
+            raise FailedPreconditionError(
+                "reservation_id: unknown or expired reservation", field="reservation_id"
+            )
         reservation = pending[0]
         try:
             seq, pull_s = await self._admit(request, reservation)
@@ -187,7 +193,9 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
 
     # -- helpers
 
-    async def _admit(self, request: decode_pb2.DecodeRequest, reservation: Reservation) -> tuple[DecodeSeq, float]:
+    async def _admit(
+        self, request: decode_pb2.DecodeRequest, reservation: Reservation
+    ) -> tuple[DecodeSeq, float]:
         """Reads and verifies the prompt KV, charges the P->D pull; the sequence ready to join."""
         kv = request.kv
         if kv.request_id != reservation.request_id:
@@ -201,7 +209,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         reply = await self.pool.get(list(kv.block_keys))
         if reply.missing_keys:
             raise FailedPreconditionError(
-                f"kv: {len(reply.missing_keys)} of {len(kv.block_keys)} blocks missing from the pool; recompute",
+                f"kv: {len(reply.missing_keys)} of {len(kv.block_keys)} blocks are gone from the pool",
                 field="kv",
             )
         token_blocks = [list(b.tokens) for b in reply.blocks]
@@ -211,13 +219,10 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         if len(prompt) != kv.num_tokens:
             raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {len(prompt)}")
         die = self._die(reservation.dp_rank).index
-        try:
-            result = await self.fabric.transfer(
-                ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
-            )
-            pull_s = result.duration_s
-        except UnavailableError:
-            raise
+        result = await self.fabric.transfer(
+            ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
+        )
+        pull_s = result.duration_s
         model = await asyncio.to_thread(TokenModel, [*prompt, request.first_token], request.sampling.seed)
         seq = self.scheduler.new_seq(
             reservation,
@@ -245,8 +250,12 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
                     self.scheduler.release(reservation.request_id)
 
 
-def build(settings: Settings, clock: Clock | None = None, fabric: FabricClient | None = None,
-          pool: PoolClient | None = None):  # type: ignore[no-untyped-def]
+def build(
+    settings: Settings,
+    clock: Clock | None = None,
+    fabric: FabricClient | None = None,
+    pool: PoolClient | None = None,
+):  # type: ignore[no-untyped-def]
     from supernode.runtime.clock import ScaledClock
     from supernode.runtime.peers import GrpcFabricClient, GrpcPoolClient
 

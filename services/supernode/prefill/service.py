@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 
 import grpc
@@ -157,7 +158,8 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
     def _die_for(self, request_id: str) -> int:
         if not self.lease.dies:
             raise UnavailableError("prefill holds no dies (fabric lease missing)")
-        return self.lease.dies[hash(request_id) % len(self.lease.dies)].index
+        digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
+        return self.lease.dies[int.from_bytes(digest, "little") % len(self.lease.dies)].index
 
     async def _load_cached(self, keys: list[str], num_cached: int) -> float:
         """Charges loading the cached prefix from the EMS DRAM pool over UB; emulated seconds."""
@@ -174,15 +176,17 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
 
     async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int) -> None:
         token_blocks = blocks.split_blocks(prompt, self.block_tokens)
-        new = [
-            kvpool_pb2.Block(key=keys[i], tokens=token_blocks[i]) for i in range(first_new, len(keys))
-        ]
+        new = [kvpool_pb2.Block(key=keys[i], tokens=token_blocks[i]) for i in range(first_new, len(keys))]
         for start in range(0, len(new), self.settings.kvpool.max_blocks_per_call):
             await self.pool.put(new[start : start + self.settings.kvpool.max_blocks_per_call])
 
 
-def build(settings: Settings, clock: Clock | None = None, fabric: FabricClient | None = None,
-          pool: PoolClient | None = None):  # type: ignore[no-untyped-def]
+def build(
+    settings: Settings,
+    clock: Clock | None = None,
+    fabric: FabricClient | None = None,
+    pool: PoolClient | None = None,
+):  # type: ignore[no-untyped-def]
     from supernode.runtime.clock import ScaledClock
     from supernode.runtime.peers import GrpcFabricClient, GrpcPoolClient
 

@@ -83,7 +83,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
         return router_pb2.StatusResponse(
             workers=[
                 router_pb2.WorkerStatus(
-                    address=w.address, role=w.role, healthy=w.is_healthy, load=w.load, num_inflight=w.num_inflight
+                    address=w.address,
+                    role=w.role,
+                    healthy=w.is_healthy,
+                    load=w.load,
+                    num_inflight=w.num_inflight,
                 )
                 for w in self.workers.all
             ]
@@ -96,37 +100,38 @@ class RouterService(router_pb2_grpc.RouterServicer):
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         started = self.clock.now()
         detok = tokens.IncrementalDetokenizer()
-        decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
-        try:
-            prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
-        except BaseException:
-            await self._cancel(decode_worker, reservation)
-            raise
-        first_at = self.clock.now()
-        yield router_pb2.GenerateChunk(
-            request_id=request_id, token_ids=[pre.first_token], text=detok.feed([pre.first_token])
-        )
-        num_output, finish_reason, kv_pull_s = 1, "length", 0.0
-        if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
-            finish_reason = "length" if request.max_tokens == 1 else "stop"
-            await self._cancel(decode_worker, reservation)
-        else:
-            decode_request = decode_pb2.DecodeRequest(
-                reservation_id=reservation.reservation_id,
-                kv=pre.kv,
-                first_token=pre.first_token,
-                max_tokens=request.max_tokens,
-                sampling=request.sampling,
-            )
-            async for chunk in self._decode(decode_worker, decode_request):
-                if chunk.finished:
-                    finish_reason = chunk.finish_reason
-                    break
-                kv_pull_s += chunk.kv_pull_s
-                num_output += len(chunk.token_ids)
-                yield router_pb2.GenerateChunk(
-                    request_id=request_id, token_ids=chunk.token_ids, text=detok.feed(chunk.token_ids)
-                )
+        num_output, finish_reason, kv_pull_s, first_at = 1, "length", 0.0, started
+        for attempt in range(2):
+            decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
+            try:
+                prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
+            except BaseException:
+                await self._cancel(decode_worker, reservation)
+                raise
+            if attempt == 0:  # a recomputed prefill gives the same first token: send it once
+                first_at = self.clock.now()
+                yield self._chunk(request_id, [pre.first_token], detok)
+            if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
+                finish_reason = "length" if request.max_tokens == 1 else "stop"
+                await self._cancel(decode_worker, reservation)
+                break
+            try:
+                async for chunk in self._decode(
+                    decode_worker, self._decode_request(request, reservation, pre)
+                ):
+                    if chunk.finished:
+                        finish_reason = chunk.finish_reason
+                        break
+                    kv_pull_s += chunk.kv_pull_s
+                    num_output += len(chunk.token_ids)
+                    yield self._chunk(request_id, list(chunk.token_ids), detok)
+                break
+            except FailedPreconditionError as err:
+                # The prompt's KV left the pool between prefill and decode (LRU eviction, a Redis
+                # restart): recompute it once rather than answer from anything else.
+                if attempt == 1 or num_output > 1 or not err.message.startswith("kv:"):
+                    raise
+                log.warning("KV of %s lost before decode (%s); recomputing", request_id, err.message)
         finished_at = self.clock.now()
         stats = router_pb2.RequestStats(
             num_prompt_tokens=len(prompt),
@@ -146,6 +151,28 @@ class RouterService(router_pb2_grpc.RouterServicer):
             request_id=request_id, text=detok.flush(), finished=True, finish_reason=finish_reason, stats=stats
         )
 
+    @staticmethod
+    def _chunk(
+        request_id: str, token_ids: list[int], detok: tokens.IncrementalDetokenizer
+    ) -> router_pb2.GenerateChunk:
+        return router_pb2.GenerateChunk(
+            request_id=request_id, token_ids=token_ids, text=detok.feed(token_ids)
+        )
+
+    @staticmethod
+    def _decode_request(
+        request: router_pb2.GenerateRequest,
+        reservation: decode_pb2.ReserveResponse,
+        pre: prefill_pb2.PrefillResponse,
+    ) -> decode_pb2.DecodeRequest:
+        return decode_pb2.DecodeRequest(
+            reservation_id=reservation.reservation_id,
+            kv=pre.kv,
+            first_token=pre.first_token,
+            max_tokens=request.max_tokens,
+            sampling=request.sampling,
+        )
+
     async def _reserve(
         self, request_id: str, num_prompt: int, max_tokens: int
     ) -> tuple[Worker, decode_pb2.ReserveResponse]:
@@ -155,8 +182,13 @@ class RouterService(router_pb2_grpc.RouterServicer):
         for i in order:
             worker = workers[i]
             try:
-                reply = await self._unary(worker, worker.stub.Reserve, decode_pb2.ReserveRequest(  # type: ignore[attr-defined]
-                    request_id=request_id, num_prompt_tokens=num_prompt, max_tokens=max_tokens))
+                reply = await self._unary(
+                    worker,
+                    worker.stub.Reserve,
+                    decode_pb2.ReserveRequest(  # type: ignore[attr-defined]
+                        request_id=request_id, num_prompt_tokens=num_prompt, max_tokens=max_tokens
+                    ),
+                )
                 return worker, reply
             except (UnavailableError, ResourceExhaustedError) as err:
                 last = err
@@ -193,7 +225,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         finally:
             worker.num_inflight -= 1
 
-    async def _unary(self, worker: Worker, rpc: object, request: object, timeout_s: float | None = -1) -> object:
+    async def _unary(
+        self, worker: Worker, rpc: object, request: object, timeout_s: float | None = -1
+    ) -> object:
         timeout = self.settings.runtime.rpc_timeout_s if timeout_s == -1 else timeout_s
         try:
             return await rpc(request, timeout=timeout)  # type: ignore[operator]
@@ -255,6 +289,3 @@ def build(settings: Settings, clock: Clock | None = None):  # type: ignore[no-un
         return service
 
     return _build
-
-
-__all__ = ["RouterService", "build", "FailedPreconditionError"]

@@ -29,12 +29,22 @@ def _split_list(value: object) -> object:
 class RuntimeSettings(BaseModel):
     """Shared by every service."""
 
-    time_scale: float = Field(1.0, gt=0, le=1000, description="Emulated seconds per wall second (0.1 = 10x slower)")
+    time_scale: float = Field(
+        1.0, gt=0, le=1000, description="Emulated seconds per wall second (0.1 = 10x slower)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    bind_host: str = Field("127.0.0.1", description="Interface the gRPC and metrics servers bind (0.0.0.0 in containers)")
-    drain_timeout_s: float = Field(30.0, gt=0, description="Wall seconds to finish in-flight work after SIGTERM")
-    rpc_timeout_s: float = Field(30.0, gt=0, description="Wall-second timeout on every unary call between services")
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024, description="gRPC send/receive limit")
+    bind_host: str = Field(
+        "127.0.0.1", description="Interface the gRPC and metrics servers bind (0.0.0.0 in containers)"
+    )
+    drain_timeout_s: float = Field(
+        30.0, gt=0, description="Wall seconds to finish in-flight work after SIGTERM"
+    )
+    rpc_timeout_s: float = Field(
+        30.0, gt=0, description="Wall-second timeout on every unary call between services"
+    )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=4 * 1024 * 1024, description="gRPC send/receive limit"
+    )
 
 
 class FabricSettings(BaseModel):
@@ -75,7 +85,9 @@ class DecodeSettings(BaseModel):
     num_dies: int = Field(2, ge=1, le=768, description="Data-parallel ranks (dies) this service emulates")
     max_batch_per_die: int = Field(96, ge=1, le=1024, description="Sequences per die in one step")
     max_queue: int = Field(1024, ge=1, description="Reserved requests waiting to join the batch")
-    reservation_ttl_s: float = Field(300.0, gt=0, description="Wall seconds a reservation waits for its Decode")
+    reservation_ttl_s: float = Field(
+        300.0, gt=0, description="Wall seconds a reservation waits for its Decode"
+    )
 
 
 class RouterSettings(BaseModel):
@@ -97,7 +109,9 @@ class RouterSettings(BaseModel):
 class FrontendSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     model_name: str = Field("deepseek-r1", description="Model id served under /v1/models")
-    api_keys: AddressList = Field(default_factory=list, description="Accepted bearer tokens (empty = no auth)")
+    api_keys: AddressList = Field(
+        default_factory=list, description="Accepted bearer tokens (empty = no auth)"
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted")
 
     _split = field_validator("api_keys", mode="before")(_split_list)

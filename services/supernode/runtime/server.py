@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -124,7 +124,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 class ServiceHost:
     """Runs one service on a grpc.aio server; tests use it directly on port 0."""
 
-    def __init__(self, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int) -> None:
+    def __init__(
+        self, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int
+    ) -> None:
         self.settings = settings
         self.drain = Drain()
         self.server = grpc.aio.server(options=server_options(settings))
@@ -190,5 +192,3 @@ def run(name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain],
     """Entry point of `python -m supernode.<name>`."""
     configure_logging(settings, name)
     asyncio.run(serve(name, settings, build, port))
-
-

@@ -149,7 +149,16 @@ class AsyncClient:
     ) -> AsyncIterator[Chunk]:
         """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`."""
         request = _request(
-            prompt, token_ids, max_tokens, seed, temperature, top_p, stop_token_ids, ignore_eos, request_id, deadline_s
+            prompt,
+            token_ids,
+            max_tokens,
+            seed,
+            temperature,
+            top_p,
+            stop_token_ids,
+            ignore_eos,
+            request_id,
+            deadline_s,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         call = self._stub.Generate(request, timeout=timeout)
@@ -192,11 +201,20 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def generate(self, prompt: str | None = None, *, timeout_s: float | None = None, **kwargs: Any) -> Iterator[Chunk]:
+    def generate(
+        self, prompt: str | None = None, *, timeout_s: float | None = None, **kwargs: Any
+    ) -> Iterator[Chunk]:
         """Streams a completion; same arguments as AsyncClient.generate."""
         defaults: dict[str, Any] = dict(
-            token_ids=None, max_tokens=16, seed=0, temperature=0.0, top_p=1.0,
-            stop_token_ids=(), ignore_eos=True, request_id="", deadline_s=0.0,
+            token_ids=None,
+            max_tokens=16,
+            seed=0,
+            temperature=0.0,
+            top_p=1.0,
+            stop_token_ids=(),
+            ignore_eos=True,
+            request_id="",
+            deadline_s=0.0,
         )
         unknown = set(kwargs) - set(defaults)
         if unknown:
