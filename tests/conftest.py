@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+
 from supernode.runtime.config import Settings
 from supernode.runtime.server import ServiceHost
 

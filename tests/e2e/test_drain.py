@@ -6,8 +6,8 @@ import asyncio
 import signal
 
 import pytest
-from supernode.sdk import AsyncClient
 
+from supernode.sdk import AsyncClient
 from tests.e2e.conftest import start_stack
 
 pytestmark = pytest.mark.e2e

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+
 from supernode.core import blocks, tokens
 from supernode.kvpool.store import redis_key
 from supernode.sdk import AsyncClient, Client, InvalidArgumentError

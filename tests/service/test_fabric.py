@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from supernode.fabric.service import build
 from supernode.runtime.channels import open_channel
 from supernode.v1 import fabric_pb2, fabric_pb2_grpc
-
 from tests.conftest import make_settings
 
 DIE, CPU = fabric_pb2.ENDPOINT_KIND_DIE, fabric_pb2.ENDPOINT_KIND_CPU

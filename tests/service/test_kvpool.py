@@ -5,12 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 import redis.asyncio as aioredis
+
 from supernode.core import blocks
 from supernode.kvpool.service import build
 from supernode.kvpool.store import MemoryKvStore, RedisKvStore, redis_key
 from supernode.runtime.channels import open_channel
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
-
 from tests.conftest import make_settings
 
 BLOCK = 16

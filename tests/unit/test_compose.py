@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from supernode.cli import app
 from supernode.launcher import SERVICES
 from supernode.runtime.config import Settings, known_env_vars
