@@ -28,9 +28,9 @@ from supernode.core import blocks
 from supernode.core.scheduler import CapacityError, DecodeScheduler, DecodeSeq, QueueFullError, Reservation
 from supernode.core.tokens import TokenModel, is_valid_token
 from supernode.hw import cost as hw_cost
-from supernode.hw import specs
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.deployments import decode_deployment
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import (
     FailedPreconditionError,
@@ -41,6 +41,7 @@ from supernode.runtime.errors import (
 )
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient
 from supernode.runtime.server import Drain, stream, unary
+from supernode.runtime.worker_metrics import WorkerMetrics, serve_metrics
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         self.fabric = fabric
         self.pool = pool
         self.drain = drain
-        self.deployment = specs.paper_decode()
+        self.deployment = decode_deployment(self.cfg)
         capacity = hw_cost.kv_capacity_tokens_per_die(self.deployment)
         self.scheduler = DecodeScheduler(
             self.cfg.num_dies,
@@ -74,15 +75,20 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
             fabric, self.worker_id, "decode", self.cfg.num_dies, settings.fabric.lease_ttl_s
         )
         self.loop: StepLoop[list[list[DecodeSeq]]] = StepLoop(
-            self.worker_id, clock, self.scheduler.schedule, self._price, self._publish
+            self.worker_id, clock, self._schedule, self._price, self._publish
         )
         self._pending: dict[
             str, tuple[Reservation, float]
         ] = {}  # reservation id -> (reservation, wall deadline)
         self._outboxes: dict[str, asyncio.Queue[list[int] | None]] = {}
         self._expiry_task: asyncio.Task[None] | None = None
+        self.metrics = WorkerMetrics(
+            "decode", self.worker_id, self.cfg.num_dies / self.deployment.dies_per_npu
+        )
+        self._slo_limits: dict[int, int] = {}  # KV-length bucket -> largest batch per die meeting the SLO
 
     async def start(self) -> None:
+        serve_metrics(self.metrics.registry, self.settings.runtime.bind_host, self.cfg.metrics_port)
         await self.lease.acquire()
         self.loop.start()
         self._expiry_task = asyncio.create_task(self._expire_reservations())
@@ -97,12 +103,43 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
 
     # -- the step
 
+    def _schedule(self) -> list[list[DecodeSeq]] | None:
+        if self.cfg.tpot_slo_ms > 0:
+            self.scheduler.max_batch_per_die = self._slo_batch_limit()
+        return self.scheduler.schedule()
+
+    def _slo_batch_limit(self) -> int:
+        """Largest batch per die whose TPOT meets the SLO at the current mean context length."""
+        seqs = [s for batch in self.scheduler.running for s in batch] + list(self.scheduler.waiting)
+        mean_kv = sum(s.kv_len for s in seqs) / len(seqs) if seqs else 1024
+        bucket = 1 << max(0, int(mean_kv - 1).bit_length())  # next power of two: a few cached answers
+        limit = self._slo_limits.get(bucket)
+        if limit is None:
+            limit = hw_cost.max_batch_per_die_for_tpot(self.deployment, bucket, self.cfg.tpot_slo_ms)
+            limit = max(1, min(self.cfg.max_batch_per_die, limit))  # never starve: at least one runs
+            self._slo_limits[bucket] = limit
+        return limit
+
     def _price(self, batches: list[list[DecodeSeq]]) -> hw_cost.Cost:
         busiest = self.scheduler.busiest_rank()
         return hw_cost.decode_step_cost(self.deployment, len(busiest), [s.kv_len for s in busiest])
 
     def _publish(self, batches: list[list[DecodeSeq]], cost: hw_cost.Cost) -> None:
-        for out in self.scheduler.postprocess():
+        outputs = self.scheduler.postprocess()
+        self.metrics.on_step(
+            len(outputs),
+            max((len(b) for b in batches), default=0),
+            cost.total_us / 1e6,
+            cost.breakdown_us,
+            sum(len(o.token_ids) for o in outputs),
+        )
+        self.metrics.on_queue(
+            len(self.scheduler.waiting) + len(self._pending),
+            sum(self.scheduler.kv_reserved),
+            self.settings.kvpool.block_tokens,
+            self.loop.stats.max_lag_s,
+        )
+        for out in outputs:
             outbox = self._outboxes.get(out.seq.request_id)
             if outbox is None:
                 continue

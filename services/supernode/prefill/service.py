@@ -13,7 +13,6 @@ A request's states here:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 
@@ -25,10 +24,12 @@ from supernode.hw import cost as hw_cost
 from supernode.hw import specs
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.deployments import prefill_deployment
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, UnavailableError, invalid
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient
 from supernode.runtime.server import Drain, unary
+from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics, serve_metrics
 from supernode.v1 import common_pb2, kvpool_pb2, prefill_pb2, prefill_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         self.fabric = fabric
         self.pool = pool
         self.drain = drain
-        self.deployment = dataclasses.replace(specs.paper_prefill(), num_npus=self.cfg.num_npus)
+        self.deployment = prefill_deployment(self.cfg)
         num_dies = self.cfg.num_npus * self.deployment.dies_per_npu
         self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
         self.scheduler = PrefillScheduler(self.cfg.tokens_per_npu * self.cfg.num_npus, self.cfg.max_queue)
@@ -58,8 +59,11 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         )
         self._done: dict[str, asyncio.Future[float]] = {}
         self._compute_s: dict[str, float] = {}  # emulated batch time each request took part in
+        self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
+        self.cache_metrics = CacheMetrics(self.metrics)
 
     async def start(self) -> None:
+        serve_metrics(self.metrics.registry, self.settings.runtime.bind_host, self.cfg.metrics_port)
         await self.lease.acquire()
         self.loop.start()
 
@@ -75,6 +79,9 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         )
 
     def _finish(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
+        self.metrics.on_step(
+            len(batch.slices), len(batch.slices), cost.total_us / 1e6, cost.breakdown_us, batch.num_new_tokens
+        )
         for s in batch.slices:
             rid = s.job.request_id
             self._compute_s[rid] = self._compute_s.get(rid, 0.0) + cost.total_us / 1e6
@@ -82,6 +89,12 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             future = self._done.pop(job.request_id, None)
             if future is not None and not future.done():
                 future.set_result(self.clock.now())
+        self.metrics.on_queue(
+            len(self.scheduler.waiting),
+            self.scheduler.num_waiting_tokens,
+            self.block_tokens,
+            self.loop.stats.max_lag_s,
+        )
 
     @unary()
     async def Prefill(self, request: prefill_pb2.PrefillRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -93,6 +106,13 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         # At least the last prompt token is computed, so a fully cached prompt still yields a token.
         num_cached = min(num_cached_blocks * self.block_tokens, len(prompt) - 1)
         load_s = await self._load_cached(keys, num_cached)
+        self.cache_metrics.on_lookup(
+            len(prompt),
+            num_cached,
+            num_cached_blocks,
+            num_full - num_cached_blocks,
+            num_cached * specs.KV_BYTES_PER_TOKEN,
+        )
 
         job = PrefillJob(request.request_id, len(prompt), num_cached)
         queued_at = self.clock.now()

@@ -76,6 +76,13 @@ class PrefillSettings(BaseModel):
     num_npus: int = Field(16, ge=1, le=384, description="NPUs in the emulated prefill instance (paper: 16)")
     max_queue: int = Field(1024, ge=1, description="Requests waiting for a batch before RESOURCE_EXHAUSTED")
     tokens_per_npu: int = Field(16384, ge=128, description="Batch token budget per NPU (paper: 16,384)")
+    ep_size: int = Field(32, ge=1, le=768, description="Dies in the instance's EP group (paper: EP32)")
+    precision: Literal["int8", "bf16"] = Field(
+        "int8", description="Weights and activations (paper: INT8 W8A8)"
+    )
+    expert_imbalance: float = Field(
+        1.0, ge=1.0, le=10.0, description="Busiest expert slot's load over the mean (1.0 = perfect EPLB)"
+    )
 
 
 class DecodeSettings(BaseModel):
@@ -83,10 +90,26 @@ class DecodeSettings(BaseModel):
     metrics_port: int = Field(9170, ge=0, le=65535)
     worker_id: str = Field("", description="Unique id ('' = decode-<port>)")
     num_dies: int = Field(2, ge=1, le=768, description="Data-parallel ranks (dies) this service emulates")
-    max_batch_per_die: int = Field(96, ge=1, le=1024, description="Sequences per die in one step")
+    max_batch_per_die: int = Field(
+        48, ge=1, le=1024, description="Sequences per die in one step (paper: 96 per NPU = 48 per die)"
+    )
     max_queue: int = Field(1024, ge=1, description="Reserved requests waiting to join the batch")
     reservation_ttl_s: float = Field(
         300.0, gt=0, description="Wall seconds a reservation waits for its Decode"
+    )
+    ep_size: int = Field(
+        320, ge=1, le=768, description="Dies in the emulated instance's EP group (paper: EP320)"
+    )
+    precision: Literal["int8", "bf16"] = Field(
+        "int8", description="Weights and activations (paper: INT8 W8A8)"
+    )
+    mtp_depth: int = Field(1, ge=0, le=4, description="MTP speculative tokens per step (paper: 1; 0 = off)")
+    mtp_accept: float = Field(
+        0.7, ge=0, le=1, description="Acceptance of each speculative token (paper: 0.7)"
+    )
+    tpot_slo_ms: float = Field(0.0, ge=0, description="TPOT SLO bounding the batch per die (0 = none)")
+    expert_imbalance: float = Field(
+        0.0, ge=0.0, le=10.0, description="Busiest expert slot's load over the mean (0 = the model's default)"
     )
 
 

@@ -1,0 +1,133 @@
+"""Prometheus metrics of a prefill or decode worker, in emulated time, on the worker's metrics port.
+
+Names (label `worker`): batch size and queue length, step time and its per-part breakdown, KV in use,
+tokens per second (instance and per NPU), and for prefill the context-cache hits, misses, loaded bytes
+and hit rate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+# Emulated step times run from ~1 ms (tiny decode batch) to tens of seconds (chunked long prefill).
+STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+
+
+class WorkerMetrics:
+    def __init__(self, role: str, worker_id: str, num_npus: float) -> None:
+        self.registry = CollectorRegistry()
+        self.num_npus = num_npus
+        r, labels = self.registry, ("worker",)
+        p = f"supernode_{role}"
+        self.batch_size = Gauge(f"{p}_batch_size", "Sequences in the last step's batch", labels, registry=r)
+        self.batch_per_die = Gauge(
+            f"{p}_batch_per_die", "Sequences on the busiest die last step", labels, registry=r
+        )
+        self.queue_length = Gauge(f"{p}_queue_length", "Requests waiting to join a batch", labels, registry=r)
+        self.step_seconds = Histogram(
+            f"{p}_step_seconds", "Emulated duration of one step", labels, buckets=STEP_BUCKETS, registry=r
+        )
+        self.step_part_seconds = Counter(
+            f"{p}_step_part_seconds", "Emulated step time by cost-model part", ("worker", "part"), registry=r
+        )
+        self.tokens = Counter(
+            f"{p}_tokens", "Tokens computed (prefill) or emitted (decode)", labels, registry=r
+        )
+        self.tokens_per_s = Gauge(
+            f"{p}_tokens_per_second", "Tokens per emulated second over the last step", labels, registry=r
+        )
+        self.tokens_per_s_per_npu = Gauge(
+            f"{p}_tokens_per_second_per_npu",
+            "Tokens per emulated second per NPU, last step",
+            labels,
+            registry=r,
+        )
+        self.kv_tokens_used = Gauge(f"{p}_kv_tokens_used", "KV tokens reserved or held", labels, registry=r)
+        self.kv_blocks_used = Gauge(f"{p}_kv_blocks_used", "KV blocks reserved or held", labels, registry=r)
+        self.lag_seconds = Gauge(
+            f"{p}_step_lag_seconds",
+            "Worst emulated-time overrun of a step (host too slow)",
+            labels,
+            registry=r,
+        )
+        self.worker = worker_id
+
+    def on_step(
+        self,
+        batch_size: int,
+        batch_per_die: int,
+        duration_s: float,
+        parts_us: Mapping[str, float],
+        num_tokens: int,
+    ) -> None:
+        w = self.worker
+        self.batch_size.labels(w).set(batch_size)
+        self.batch_per_die.labels(w).set(batch_per_die)
+        self.step_seconds.labels(w).observe(duration_s)
+        for part, us in parts_us.items():
+            if us > 0:
+                self.step_part_seconds.labels(w, part).inc(us / 1e6)
+        self.tokens.labels(w).inc(num_tokens)
+        if duration_s > 0:
+            self.tokens_per_s.labels(w).set(num_tokens / duration_s)
+            self.tokens_per_s_per_npu.labels(w).set(num_tokens / duration_s / self.num_npus)
+
+    def on_queue(self, waiting: int, kv_tokens: int, block_tokens: int, lag_s: float) -> None:
+        w = self.worker
+        self.queue_length.labels(w).set(waiting)
+        self.kv_tokens_used.labels(w).set(kv_tokens)
+        self.kv_blocks_used.labels(w).set(-(-kv_tokens // block_tokens))
+        self.lag_seconds.labels(w).set(lag_s)
+
+
+class CacheMetrics:
+    """Prefill context-cache counters (tokens, as vLLM counts prefix-cache queries and hits)."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        r, w = metrics.registry, metrics.worker
+        self.query_tokens = Counter(
+            "supernode_prefill_cache_query_tokens", "Prompt tokens looked up", ["worker"], registry=r
+        ).labels(w)
+        self.hit_tokens = Counter(
+            "supernode_prefill_cache_hit_tokens", "Prompt tokens found cached", ["worker"], registry=r
+        ).labels(w)
+        self.hit_blocks = Counter(
+            "supernode_prefill_cache_hit_blocks", "Blocks found cached", ["worker"], registry=r
+        ).labels(w)
+        self.miss_blocks = Counter(
+            "supernode_prefill_cache_miss_blocks", "Full blocks not cached", ["worker"], registry=r
+        ).labels(w)
+        self.loaded_bytes = Counter(
+            "supernode_prefill_cache_loaded_bytes", "Nominal KV bytes loaded over UB", ["worker"], registry=r
+        ).labels(w)
+        self.hit_rate = Gauge(
+            "supernode_prefill_cache_hit_rate", "Hit tokens / query tokens", ["worker"], registry=r
+        ).labels(w)
+        self._queries = 0
+        self._hits = 0
+
+    def on_lookup(
+        self, num_tokens: int, num_cached: int, hit_blocks: int, miss_blocks: int, loaded_bytes: int
+    ) -> None:
+        self.query_tokens.inc(num_tokens)
+        self.hit_tokens.inc(num_cached)
+        self.hit_blocks.inc(hit_blocks)
+        self.miss_blocks.inc(miss_blocks)
+        self.loaded_bytes.inc(loaded_bytes)
+        self._queries += num_tokens
+        self._hits += num_cached
+        self.hit_rate.set(self._hits / self._queries if self._queries else 0.0)
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
+    """Starts the /metrics HTTP endpoint (port 0 = off)."""
+    if port:
+        try:
+            start_http_server(port, addr=host, registry=registry)
+        except OSError as err:
+            log.warning("metrics port %s:%d unavailable (%s); metrics off", host, port, err)

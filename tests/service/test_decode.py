@@ -1,0 +1,141 @@
+"""The decode service in-process on a virtual clock, with fake fabric and pool behind the real Protocols."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from supernode.core import blocks
+from supernode.decode.service import build
+from supernode.hw import cost as hw_cost
+from supernode.runtime.channels import open_channel
+from supernode.runtime.clock import VirtualClock
+from supernode.runtime.deployments import decode_deployment
+from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc, kvpool_pb2
+from tests.conftest import make_settings
+from tests.fakes import FakeFabric, FakePool
+
+BLOCK = 128
+
+
+@pytest.fixture
+async def make_decode(host_factory):
+    channels = []
+
+    async def start(**decode):
+        settings = make_settings(decode={"num_dies": 2, "mtp_depth": 0, "metrics_port": 0, **decode})
+        clock = VirtualClock(start=100.0)
+        fabric, pool = FakeFabric(clock), FakePool()
+        host = await host_factory(settings, build(settings, clock, fabric, pool))
+        channel = open_channel(host.address, settings)
+        channels.append(channel)
+        return decode_pb2_grpc.DecodeStub(channel), pool, host.service, clock
+
+    yield start
+    for channel in channels:
+        await channel.close()
+
+
+async def prefilled(pool: FakePool, request_id: str, prompt: list[int]) -> common_pb2.KvHandle:
+    keys = blocks.block_keys(prompt, BLOCK)
+    await pool.put(
+        [
+            kvpool_pb2.Block(key=k, tokens=t)
+            for k, t in zip(keys, blocks.split_blocks(prompt, BLOCK), strict=True)
+        ]
+    )
+    return common_pb2.KvHandle(
+        request_id=request_id,
+        block_keys=keys,
+        num_tokens=len(prompt),
+        nominal_bytes=len(prompt) * 70_272,
+        prefill_die=700,
+        block_tokens=BLOCK,
+    )
+
+
+async def decode_one(
+    stub, pool, rid: str, prompt: list[int], max_tokens: int
+) -> list[decode_pb2.DecodeChunk]:
+    reservation = await stub.Reserve(
+        decode_pb2.ReserveRequest(request_id=rid, num_prompt_tokens=len(prompt), max_tokens=max_tokens)
+    )
+    kv = await prefilled(pool, rid, prompt)
+    request = decode_pb2.DecodeRequest(
+        reservation_id=reservation.reservation_id, kv=kv, first_token=300, max_tokens=max_tokens
+    )
+    return [chunk async for chunk in stub.Decode(request)]
+
+
+async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
+    stub, pool, service, _ = await make_decode()
+    results = await asyncio.gather(
+        *(decode_one(stub, pool, f"r{i}", [400 + i] * (200 + 50 * i), 12) for i in range(6))
+    )
+    for chunks in results:
+        assert sum(len(c.token_ids) for c in chunks) == 11, "the first of 12 came from prefill"
+        assert chunks[-1].finished and chunks[-1].finish_reason == "length"
+        assert chunks[0].kv_pull_s > 0, "the P->D RDMA pull was charged"
+    assert service.scheduler.kv_reserved == [0, 0] and not service.scheduler.reservations
+
+
+async def test_step_time_comes_from_the_cost_model(make_decode):
+    stub, pool, service, clock = await make_decode(num_dies=1)
+    start = clock.now()
+    chunks = await decode_one(stub, pool, "solo", [500] * 1000, 9)
+    assert chunks[-1].num_steps == 8
+    dep = decode_deployment(service.cfg)
+    # One sequence alone: 8 steps at context 1001..1008; the RDMA pull is charged before them.
+    expected = sum(hw_cost.decode_step_cost(dep, 1, [1001 + k]).total_us for k in range(8)) / 1e6
+    assert service.loop.stats.busy_s == pytest.approx(expected, rel=1e-6)
+    assert clock.now() - start >= expected
+
+
+async def test_missing_kv_is_failed_precondition_and_releases(make_decode):
+    stub, pool, service, _ = await make_decode()
+    reservation = await stub.Reserve(
+        decode_pb2.ReserveRequest(request_id="x", num_prompt_tokens=10, max_tokens=5)
+    )
+    kv = common_pb2.KvHandle(request_id="x", block_keys=["ab" * 16], num_tokens=10, block_tokens=BLOCK)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.Decode(
+            decode_pb2.DecodeRequest(
+                reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
+            )
+        ):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and err.value.details().startswith("kv:")
+    assert service.scheduler.kv_reserved == [0, 0]
+
+
+async def test_bad_requests_name_the_field(make_decode):
+    stub, _, _, _ = await make_decode()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=0, max_tokens=5))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "num_prompt_tokens" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=10**9, max_tokens=5))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_tokens" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.Decode(decode_pb2.DecodeRequest(reservation_id="nope")):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "reservation_id" in err.value.details()
+
+
+async def test_tpot_slo_bounds_the_batch_per_die(make_decode):
+    stub, pool, service, _ = await make_decode(num_dies=1, tpot_slo_ms=15.0, max_batch_per_die=96)
+    dep = decode_deployment(service.cfg)
+    limit = hw_cost.max_batch_per_die_for_tpot(dep, 256, 15.0)
+    assert 1 <= limit < 96
+    await asyncio.gather(*(decode_one(stub, pool, f"s{i}", [600 + i] * 200, 6) for i in range(limit + 8)))
+    assert service.metrics.batch_per_die.labels(service.worker_id)._value.get() <= limit
+
+
+async def test_load_reports_capacity(make_decode):
+    stub, _, service, _ = await make_decode()
+    await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=100, max_tokens=28))
+    load = await stub.Load(common_pb2.LoadRequest())
+    assert load.role == "decode" and load.kv_tokens_used == 128 and load.num_dies == 2
+    assert load.kv_tokens_capacity == 2 * service.scheduler.kv_capacity

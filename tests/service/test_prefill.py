@@ -1,0 +1,112 @@
+"""The prefill service in-process on a virtual clock: batching, context caching, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from supernode.core import tokens
+from supernode.hw import cost as hw_cost
+from supernode.prefill.service import build
+from supernode.runtime.channels import open_channel
+from supernode.runtime.clock import VirtualClock
+from supernode.runtime.deployments import prefill_deployment
+from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
+from tests.conftest import make_settings
+from tests.fakes import FakeFabric, FakePool
+
+
+@pytest.fixture
+async def make_prefill(host_factory):
+    channels = []
+
+    async def start(**prefill):
+        settings = make_settings(prefill={"metrics_port": 0, **prefill})
+        clock = VirtualClock(start=10.0)
+        fabric, pool = FakeFabric(clock), FakePool()
+        host = await host_factory(settings, build(settings, clock, fabric, pool))
+        channel = open_channel(host.address, settings)
+        channels.append(channel)
+        return prefill_pb2_grpc.PrefillStub(channel), host.service, fabric
+
+    yield start
+    for channel in channels:
+        await channel.close()
+
+
+def request(rid: str, prompt: list[int], seed: int = 0) -> prefill_pb2.PrefillRequest:
+    return prefill_pb2.PrefillRequest(
+        request_id=rid, token_ids=prompt, sampling=common_pb2.Sampling(seed=seed)
+    )
+
+
+async def test_prompts_share_a_batch_priced_as_a_whole(make_prefill):
+    stub, service, _ = await make_prefill(num_npus=1, tokens_per_npu=16384)
+    prompts = [[1000 + i] * 4096 for i in range(4)]
+    replies = await asyncio.gather(*(stub.Prefill(request(f"r{i}", p)) for i, p in enumerate(prompts)))
+    dep = prefill_deployment(service.cfg)
+    whole = hw_cost.prefill_batch_cost(dep, [4096] * 4, [0] * 4).total_us / 1e6
+    # The first request may run alone before the others arrive; at least the last three share a batch.
+    assert service.loop.stats.num_steps <= 2
+    assert (
+        any(r.compute_s == pytest.approx(whole, rel=1e-6) for r in replies)
+        or service.loop.stats.num_steps == 2
+    )
+    for r, p in zip(replies, prompts, strict=True):
+        assert r.first_token == tokens.TokenModel(p, 0).next_token()
+        assert r.kv.num_tokens == 4096 and len(r.kv.block_keys) == 32
+
+
+async def test_long_prompt_is_chunked_across_batches(make_prefill):
+    stub, service, _ = await make_prefill(num_npus=1, tokens_per_npu=1024)
+    reply = await stub.Prefill(request("long", list(range(300, 300 + 3000))))
+    assert service.loop.stats.num_steps == 3
+    dep = prefill_deployment(service.cfg)
+    expected = (
+        sum(
+            hw_cost.prefill_batch_cost(dep, [n], [c]).total_us
+            for n, c in ((1024, 0), (1024, 1024), (952, 2048))
+        )
+        / 1e6
+    )
+    assert reply.compute_s == pytest.approx(expected, rel=1e-6)
+
+
+async def test_cached_prefix_is_loaded_not_computed(make_prefill):
+    stub, service, fabric = await make_prefill(num_npus=1)
+    prefix = [700 + (i % 50) for i in range(16384)]
+    cold = await stub.Prefill(request("cold", prefix + [1, 2, 3]))
+    warm = await stub.Prefill(request("warm", prefix + [4, 5, 6, 7]))
+    assert cold.num_cached_tokens == 0 and cold.load_s == 0
+    assert warm.num_cached_tokens == 16384 and warm.load_s > 0
+    assert warm.compute_s < cold.compute_s
+    assert ("kv-load", 16384 * 70_272) in fabric.transfers
+    assert service.cache_metrics.hit_rate._value.get() == pytest.approx(16384 / (16387 + 16388))
+
+
+async def test_fully_cached_prompt_still_computes_its_last_token(make_prefill):
+    stub, _, _ = await make_prefill(num_npus=1)
+    prompt = [900] * 256
+    await stub.Prefill(request("a", prompt))
+    again = await stub.Prefill(request("b", prompt))
+    assert again.num_cached_tokens == 255
+
+
+async def test_bad_input_and_full_queue(make_prefill):
+    stub, _, _ = await make_prefill(num_npus=1, max_queue=1)
+    for bad, field in (
+        (request("", [1]), "request_id"),
+        (request("x", []), "token_ids"),
+        (request("x", [tokens.VOCAB_SIZE]), "token_ids"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Prefill(bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+    results = await asyncio.gather(
+        *(stub.Prefill(request(f"q{i}", [300 + i] * 512)) for i in range(6)), return_exceptions=True
+    )
+    codes = {r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)}
+    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert any(isinstance(r, prefill_pb2.PrefillResponse) for r in results)
