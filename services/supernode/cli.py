@@ -87,6 +87,24 @@ def generate(
 
 
 @app.command()
+def config(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's configuration table"),
+) -> None:
+    """Show every setting: its environment variable, default and meaning (current values without --markdown)."""
+    from supernode.runtime.config import Settings, settings_rows
+
+    if markdown:
+        console.print("| Variable | Default | Meaning |\n|---|---|---|", markup=False, highlight=False)
+        for var, default, text in settings_rows(Settings.model_construct()):
+            console.print(
+                f"| `{var}` | `{default}` | {text} |", markup=False, highlight=False, soft_wrap=True
+            )
+        return
+    for var, value, _ in settings_rows(Settings()):
+        console.print(f"{var}={value}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def health(
     address: str = typer.Argument(
         ..., help="host:port of a gRPC service, or http://host:port of the frontend"

@@ -32,7 +32,9 @@ class RuntimeSettings(BaseModel):
     time_scale: float = Field(
         1.0, gt=0, le=1000, description="Emulated seconds per wall second (0.1 = 10x slower)"
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of every service"
+    )
     bind_host: str = Field(
         "127.0.0.1", description="Interface the gRPC and metrics servers bind (0.0.0.0 in containers)"
     )
@@ -48,17 +50,17 @@ class RuntimeSettings(BaseModel):
 
 
 class FabricSettings(BaseModel):
-    port: int = Field(50051, ge=0, le=65535)
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
     address: str = Field("127.0.0.1:50051", description="Where workers reach the fabric")
-    metrics_port: int = Field(9151, ge=0, le=65535)
+    metrics_port: int = Field(9151, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     lease_ttl_s: float = Field(10.0, gt=0, description="Wall seconds a die lease lives without a heartbeat")
     max_inflight_transfers: int = Field(100_000, ge=1, description="Bound on concurrent Transfer calls")
 
 
 class KvPoolSettings(BaseModel):
-    port: int = Field(50052, ge=0, le=65535)
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
     address: str = Field("127.0.0.1:50052", description="Where workers reach the KV pool")
-    metrics_port: int = Field(9152, ge=0, le=65535)
+    metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="The Redis the pool stores blocks in")
     namespace: str = Field("sn", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Key prefix of this pool")
     block_tokens: int = Field(128, ge=16, le=4096, description="Tokens per KV block (paper: 128-512)")
@@ -70,8 +72,8 @@ class KvPoolSettings(BaseModel):
 
 
 class PrefillSettings(BaseModel):
-    port: int = Field(50060, ge=0, le=65535)
-    metrics_port: int = Field(9160, ge=0, le=65535)
+    port: int = Field(50060, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
+    metrics_port: int = Field(9160, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     worker_id: str = Field("", description="Unique id ('' = prefill-<port>)")
     num_npus: int = Field(16, ge=1, le=384, description="NPUs in the emulated prefill instance (paper: 16)")
     max_queue: int = Field(1024, ge=1, description="Requests waiting for a batch before RESOURCE_EXHAUSTED")
@@ -86,8 +88,8 @@ class PrefillSettings(BaseModel):
 
 
 class DecodeSettings(BaseModel):
-    port: int = Field(50070, ge=0, le=65535)
-    metrics_port: int = Field(9170, ge=0, le=65535)
+    port: int = Field(50070, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
+    metrics_port: int = Field(9170, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     worker_id: str = Field("", description="Unique id ('' = decode-<port>)")
     num_dies: int = Field(2, ge=1, le=768, description="Data-parallel ranks (dies) this service emulates")
     max_batch_per_die: int = Field(
@@ -114,11 +116,17 @@ class DecodeSettings(BaseModel):
 
 
 class RouterSettings(BaseModel):
-    port: int = Field(50050, ge=0, le=65535)
+    port: int = Field(50050, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
     address: str = Field("127.0.0.1:50050", description="Where clients (frontend, SDK) reach the router")
-    metrics_port: int = Field(9150, ge=0, le=65535)
-    prefill_addresses: AddressList = Field(default_factory=lambda: ["127.0.0.1:50060"])
-    decode_addresses: AddressList = Field(default_factory=lambda: ["127.0.0.1:50070"])
+    metrics_port: int = Field(9150, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+    prefill_addresses: AddressList = Field(
+        default_factory=lambda: ["127.0.0.1:50060"],
+        description="Prefill instances (comma-separated host:port)",
+    )
+    decode_addresses: AddressList = Field(
+        default_factory=lambda: ["127.0.0.1:50070"],
+        description="Decode instances (comma-separated host:port)",
+    )
     max_tokens_limit: int = Field(32768, ge=1, description="Largest max_tokens a request may ask for")
     max_context_tokens: int = Field(
         163840, ge=16, description="Prompt + max_tokens limit (DeepSeek-R1 max_position_embeddings)"
@@ -130,7 +138,7 @@ class RouterSettings(BaseModel):
 
 
 class FrontendSettings(BaseModel):
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(8000, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
     model_name: str = Field("deepseek-r1", description="Model id served under /v1/models")
     api_keys: AddressList = Field(
         default_factory=list, description="Accepted bearer tokens (empty = no auth)"
@@ -156,6 +164,20 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return Settings()
+
+
+def settings_rows(settings: Settings) -> list[tuple[str, str, str]]:
+    """(environment variable, value, description) for every setting, in declaration order."""
+    rows = []
+    for section in Settings.model_fields:
+        model = getattr(settings, section, None)
+        if model is None:
+            model = Settings.model_fields[section].default_factory()  # type: ignore[misc]
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            text = ",".join(value) if isinstance(value, list) else str(value)
+            rows.append((f"SUPERNODE_{section.upper()}__{name.upper()}", text, info.description or ""))
+    return rows
 
 
 def known_env_vars() -> set[str]:
