@@ -100,16 +100,26 @@ def start_metrics_server(port: int, host: str, *registries: CollectorRegistry) -
 class RequestStatsLike(Protocol):
     """What `ServingMetrics.observe_stats` reads (the SDK's `RequestStats` fits)."""
 
-    num_prompt_tokens: int
-    num_output_tokens: int
-    num_cached_tokens: int
-    ttft_s: float
-    tpot_s: float
-    e2e_s: float
-    prefill_queue_s: float
-    prefill_compute_s: float
-    cache_load_s: float
-    kv_pull_s: float
+    @property
+    def num_prompt_tokens(self) -> int: ...
+    @property
+    def num_output_tokens(self) -> int: ...
+    @property
+    def num_cached_tokens(self) -> int: ...
+    @property
+    def ttft_s(self) -> float: ...
+    @property
+    def tpot_s(self) -> float: ...
+    @property
+    def e2e_s(self) -> float: ...
+    @property
+    def prefill_queue_s(self) -> float: ...
+    @property
+    def prefill_compute_s(self) -> float: ...
+    @property
+    def cache_load_s(self) -> float: ...
+    @property
+    def kv_pull_s(self) -> float: ...
 
 
 class ServingMetrics:
