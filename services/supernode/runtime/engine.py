@@ -24,7 +24,8 @@ class StepStats:
     num_steps: int = 0
     busy_s: float = 0.0  # emulated seconds spent in steps
     last_step_s: float = 0.0
-    max_lag_s: float = 0.0  # worst emulated-time overrun of a step (host slower than the emulation)
+    lag_s: float = 0.0  # how far the loop is behind its emulated plan now (host slower than emulation)
+    max_lag_s: float = 0.0  # the worst lag seen
     last_cost: Cost | None = None
 
 
@@ -45,7 +46,8 @@ class StepLoop(Generic[B]):
         self._wake = asyncio.Event()
         self.stats = StepStats()
         self._task: asyncio.Task[None] | None = None
-        self._prev_end = float("-inf")
+        self._prev_end = 0.0
+        self._is_busy = False
 
     def wake(self) -> None:
         """Tells the loop there may be new work."""
@@ -66,16 +68,19 @@ class StepLoop(Generic[B]):
         while True:
             batch = self._schedule()
             if batch is None:
+                self._is_busy = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             cost = self._price(batch)
             duration = cost.total_us / 1e6
-            # Back-to-back steps start where the previous one was due to end, so the host's own
-            # overhead between steps (postprocess, RPCs) does not stretch emulated step times.
-            end = max(self.clock.now(), self._prev_end) + duration
+            # Back-to-back steps start where the previous one was due to end, so the host's own work
+            # between steps (postprocess, RPCs, wake-up jitter) does not stretch emulated step times;
+            # after an idle spell the next step starts now.
+            start = self._prev_end if self._is_busy else self.clock.now()
+            end = start + duration
             await self.clock.sleep_until(end)
-            self._prev_end = end
+            self._prev_end, self._is_busy = end, True
             lag = self.clock.now() - end
             try:
                 self._postprocess(batch, cost)
@@ -88,5 +93,6 @@ class StepLoop(Generic[B]):
         stats.num_steps += 1
         stats.busy_s += duration
         stats.last_step_s = duration
+        stats.lag_s = lag
         stats.max_lag_s = max(stats.max_lag_s, lag)
         stats.last_cost = cost
