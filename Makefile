@@ -59,5 +59,8 @@ lint: setup ## ruff and mypy
 bench: setup ## Micro-benchmarks into reports/bench.json
 	$(PY) -m benchmarks
 
+bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}
+	$(PY) -m benchmarks.fidelity
+
 clean: ## Remove the venv and reports
 	rm -rf $(VENV) reports .run
