@@ -1,45 +1,82 @@
-"""Placeholder roofline timing; the cost-model issue replaces the bodies, keeping the signatures."""
+"""Public cost API: price a prefill batch or a decode step, and the helpers built on them.
+
+Pure: no I/O, no clock, no randomness. Times are microseconds unless the name says otherwise.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from supernode.hw.specs import KV_BYTES_PER_TOKEN, DecodeDeployment, PrefillDeployment
+from supernode.hw.decode import decode_step_cost, moe_layer_us
+from supernode.hw.memory import kv_capacity_tokens_per_die, max_batch_by_memory
+from supernode.hw.prefill import prefill_batch_cost
+from supernode.hw.result import PARTS, Cost
+from supernode.hw.specs import DecodeDeployment, PrefillDeployment
 
-_ACTIVE_PARAMS = 37e9
-_DIE_INT8_OPS = 752e12
-_DIE_HBM_BYTES_PER_S = 1.6e12
+__all__ = [
+    "PARTS",
+    "Cost",
+    "PrefillWorkload",
+    "decode_step_cost",
+    "decode_tokens_per_s_per_npu",
+    "kv_capacity_tokens_per_die",
+    "max_batch_per_die_for_tpot",
+    "moe_layer_us",
+    "prefill_batch_cost",
+    "prefill_tokens_per_s_per_npu",
+    "prefill_workload_cost",
+    "tpot_ms",
+]
+
+
+def tpot_ms(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> float:
+    """Time per output token (ms): one step with every sequence at `kv_len`, over 1 + depth x accept."""
+    step = decode_step_cost(dep, batch_per_die, [kv_len] * batch_per_die)
+    return step.total_us / 1e3 / dep.tokens_per_step
+
+
+def decode_tokens_per_s_per_npu(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> float:
+    """Decode throughput per NPU (tokens/s) = batch per NPU / TPOT."""
+    if batch_per_die == 0:
+        return 0.0
+    return batch_per_die * dep.dies_per_npu / (tpot_ms(dep, batch_per_die, kv_len) / 1e3)
+
+
+def max_batch_per_die_for_tpot(dep: DecodeDeployment, kv_len: int, tpot_slo_ms: float) -> int:
+    """Largest batch per die that meets the TPOT SLO (ms) and fits in HBM at `kv_len`; 0 if none."""
+    best = 0
+    for batch in range(1, max_batch_by_memory(dep, kv_len) + 1):
+        if tpot_ms(dep, batch, kv_len) > tpot_slo_ms:
+            break
+        best = batch
+    return best
 
 
 @dataclass(frozen=True, slots=True)
-class Cost:
-    """A priced batch or step: total time and its named parts (microseconds)."""
+class PrefillWorkload:
+    """A uniform prefill batch: equal prompts filling `tokens_per_npu` per NPU, a share of them cached."""
 
-    total_us: float
-    breakdown_us: dict[str, float] = field(default_factory=dict)
+    prompt_len: int = 4096
+    tokens_per_npu: int = 16384
+    cache_hit: float = 0.0  # fraction of each prompt found in the context cache
 
-
-def prefill_batch_cost(dep: PrefillDeployment, new_tokens: Sequence[int], cached_tokens: Sequence[int]) -> Cost:
-    """Prices one prefill batch on an instance: new_tokens[i] computed after cached_tokens[i] loaded."""
-    num_dies = dep.num_npus * dep.dies_per_npu
-    flops = 2 * _ACTIVE_PARAMS * sum(new_tokens)
-    compute_us = flops / (_DIE_INT8_OPS * num_dies) * 1e6
-    weights_us = 671e9 / num_dies / _DIE_HBM_BYTES_PER_S * 1e6
-    total = max(compute_us, weights_us)
-    return Cost(total, {"compute": total})
-
-
-def decode_step_cost(dep: DecodeDeployment, batch_per_die: int, kv_lens: Sequence[int]) -> Cost:
-    """Prices one decode step for batch_per_die sequences per die with the given KV lengths."""
-    kv_bytes = sum(kv_lens) * KV_BYTES_PER_TOKEN
-    weights = 14e9
-    mem_us = (weights + kv_bytes) / _DIE_HBM_BYTES_PER_S * 1e6
-    compute_us = 2 * _ACTIVE_PARAMS * batch_per_die / _DIE_INT8_OPS * 1e6
-    total = max(mem_us, compute_us)
-    return Cost(total, {"step": total})
+    def sequences(self, dep: PrefillDeployment) -> tuple[list[int], list[int]]:
+        """(new_tokens, cached_tokens) per sequence for the whole instance."""
+        if self.prompt_len < 1 or not 0.0 <= self.cache_hit < 1.0:
+            raise ValueError("prompt_len must be >= 1 and cache_hit in [0, 1)")
+        num = max(1, self.tokens_per_npu * dep.num_npus // self.prompt_len)
+        cached = int(self.prompt_len * self.cache_hit)
+        return [self.prompt_len - cached] * num, [cached] * num
 
 
-def kv_capacity_tokens_per_die(dep: DecodeDeployment) -> int:
-    """KV tokens one decode die can hold after weights and buffers."""
-    return int(30e9 // KV_BYTES_PER_TOKEN)
+def prefill_workload_cost(dep: PrefillDeployment, work: PrefillWorkload) -> Cost:
+    new, cached = work.sequences(dep)
+    return prefill_batch_cost(dep, new, cached)
+
+
+def prefill_tokens_per_s_per_npu(dep: PrefillDeployment, work: PrefillWorkload | None = None) -> float:
+    """Prefill throughput per NPU (prompt tokens/s, cache hits included as in [DS-D6])."""
+    work = work or PrefillWorkload()
+    new, cached = work.sequences(dep)
+    cost = prefill_batch_cost(dep, new, cached)
+    return (sum(new) + sum(cached)) / dep.num_npus / (cost.total_us / 1e6)

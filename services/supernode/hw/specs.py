@@ -181,6 +181,7 @@ class DecodeDeployment:
     attn_stream_aiv: int = 32
     moe_stream_aic: int = 8  # stream 1 (gate, dispatch, experts, combine)
     moe_stream_aiv: int = 16
+    max_batch_per_die: int = 48  # sequences the dispatch/combine buffers are sized for ([v3] §4.2.1)
     mtp_depth: int = 1  # speculative tokens per step (0 = off); [v3] §4.2.4
     mtp_accept: float = 0.7  # acceptance of each speculative token ([v3] §5.2)
     expert_imbalance: float = cal.DECODE_IMBALANCE.value
@@ -206,3 +207,13 @@ def paper_prefill() -> PrefillDeployment:
 def paper_decode() -> DecodeDeployment:
     """The paper's decode instance."""
     return DecodeDeployment()
+
+
+def fit_experts_per_die(
+    ep_size: int, num_redundant: int, shared_local: bool, model: ModelConfig = DEEPSEEK_R1
+) -> int:
+    """Fewest expert slots per die that hold every routed expert, the redundant replicas and the shared
+    expert: one copy per die when `shared_local` (prefill), else at least one dedicated copy (decode)."""
+    shared = ep_size if shared_local else 1
+    needed = model.num_routed_experts + num_redundant + shared
+    return max(1, -(-needed // ep_size))

@@ -10,10 +10,12 @@ from supernode.runtime.config import DecodeSettings, PrefillSettings
 
 def prefill_deployment(cfg: PrefillSettings) -> specs.PrefillDeployment:
     """The prefill instance one prefill service emulates."""
+    base = specs.paper_prefill()
     return dataclasses.replace(
-        specs.paper_prefill(),
+        base,
         num_npus=cfg.num_npus,
         ep_size=cfg.ep_size,
+        experts_per_die=specs.fit_experts_per_die(cfg.ep_size, base.num_redundant_experts, shared_local=True),
         attn_precision=cfg.precision,
         moe_precision=cfg.precision,
         expert_imbalance=cfg.expert_imbalance,
@@ -27,6 +29,7 @@ def decode_deployment(cfg: DecodeSettings) -> specs.DecodeDeployment:
         base,
         num_npus=max(1, cfg.ep_size // base.dies_per_npu),
         ep_size=cfg.ep_size,
+        experts_per_die=specs.fit_experts_per_die(cfg.ep_size, base.num_redundant_experts, shared_local=False),
         attn_precision=cfg.precision,
         moe_precision=cfg.precision,
         mtp_depth=cfg.mtp_depth,

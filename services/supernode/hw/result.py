@@ -1,0 +1,69 @@
+"""The priced result: total time and named parts, plus the per-part busy time before overlap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PARTS = (
+    "mla_prolog",
+    "attn_all_gather",
+    "attention",
+    "attn_all_to_all",
+    "o_proj",
+    "gate",
+    "dispatch",
+    "experts",
+    "combine",
+    "dense_ffn",
+    "mtp_layer",
+    "lm_head",
+    "sampling",
+    "launch",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """A priced batch or step (microseconds).
+
+    `breakdown_us` holds the named parts of the critical path: they are non-negative and sum to
+    `total_us`. Where two streams overlap, a layer's time is shared among its parts in proportion to
+    their busy time. `busy_us` is each part's own running time on its stream, before overlap.
+    """
+
+    total_us: float
+    breakdown_us: dict[str, float] = field(default_factory=dict)
+    busy_us: dict[str, float] = field(default_factory=dict)
+
+
+class PartTimes:
+    """Accumulates exposed and busy time per named part."""
+
+    def __init__(self) -> None:
+        self.exposed: dict[str, float] = {}
+        self.busy: dict[str, float] = {}
+
+    def add_overlapped(self, busy: Mapping[str, float], elapsed_us: float, count: float = 1.0) -> None:
+        """Charge `count` repetitions of a region that ran parts `busy` (us) in `elapsed_us`."""
+        total_busy = sum(busy.values())
+        scale = elapsed_us / total_busy if total_busy > 0 else 0.0
+        for name, t in busy.items():
+            self.busy[name] = self.busy.get(name, 0.0) + t * count
+            self.exposed[name] = self.exposed.get(name, 0.0) + t * scale * count
+
+    def add(self, name: str, t_us: float, count: float = 1.0) -> None:
+        self.add_overlapped({name: t_us}, t_us, count)
+
+    def cost(self) -> Cost:
+        order = {n: i for i, n in enumerate(PARTS)}
+        names = sorted(self.exposed, key=lambda n: order.get(n, len(order)))
+        exposed = {n: self.exposed[n] for n in names}
+        return Cost(sum(exposed.values()), exposed, {n: self.busy[n] for n in names})
+
+
+def merge(into: dict[str, float], parts: Mapping[str, float], scale: float = 1.0) -> dict[str, float]:
+    """Adds `parts` x scale into `into` and returns it."""
+    for name, t in parts.items():
+        into[name] = into.get(name, 0.0) + t * scale
+    return into
