@@ -11,11 +11,15 @@ from supernode.runtime.config import DecodeSettings, PrefillSettings
 def prefill_deployment(cfg: PrefillSettings) -> specs.PrefillDeployment:
     """The prefill instance one prefill service emulates."""
     base = specs.paper_prefill()
+    per_die = specs.fit_experts_per_die(cfg.ep_size, base.num_redundant_experts, shared_local=True)
+    # Every die holds one shared-expert copy; slots left over after the routed experts hold replicas.
+    redundant = per_die * cfg.ep_size - base.model.num_routed_experts - cfg.ep_size
     return dataclasses.replace(
         base,
         num_npus=cfg.num_npus,
         ep_size=cfg.ep_size,
-        experts_per_die=specs.fit_experts_per_die(cfg.ep_size, base.num_redundant_experts, shared_local=True),
+        experts_per_die=per_die,
+        num_redundant_experts=redundant,
         attn_precision=cfg.precision,
         moe_precision=cfg.precision,
         expert_imbalance=cfg.expert_imbalance,
