@@ -4,6 +4,7 @@ Every duration is in EMULATED seconds (what the cost model charged), never wall 
 the same at any `time_scale`. Each metrics object owns a private `CollectorRegistry` unless one is passed
 in (tests build several side by side); `start_metrics_server` serves one or more registries over HTTP and
 `render` / `generate_latest` produce the text format for an existing HTTP app (the frontend's `/metrics`).
+Prefill/decode worker metrics live in `runtime.worker_metrics`.
 
 Request lifecycle as the router reports it (`ServingMetrics`):
 
@@ -46,7 +47,6 @@ __all__ = [
     "FabricMetrics",
     "RequestTracker",
     "ServingMetrics",
-    "WorkerMetrics",
     "generate_latest",
     "render",
     "start_metrics_server",
@@ -64,7 +64,6 @@ TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 
 E2E_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
                  90.0, 120.0, 240.0, 480.0, 960.0, 1920.0)  # fmt: skip
 TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
 def render(*registries: CollectorRegistry) -> bytes:
@@ -290,53 +289,6 @@ class RequestTracker:
         gauge = self._metrics.waiting if self._state == self._WAITING else self._metrics.running
         gauge.dec()
         self._state = self._DONE
-
-
-class WorkerMetrics:
-    """Load and batching of one prefill or decode worker (labels `role`, `worker_id`).
-
-    supernode_worker_requests_running / _waiting (gauges), supernode_worker_kv_usage_ratio (gauge,
-    0..1), supernode_batch_size (histogram, requests per step), supernode_batch_tokens (histogram, tokens
-    computed per step), supernode_step_seconds (histogram, emulated step duration).
-    """
-
-    def __init__(self, role: str, worker_id: str, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r, labels, values = self.registry, ("role", "worker_id"), (role, worker_id)
-        self._running = Gauge(
-            "supernode_worker_requests_running", "Requests computing now.", labels, registry=r
-        )
-        self._waiting = Gauge("supernode_worker_requests_waiting", "Requests queued.", labels, registry=r)
-        self._kv_usage = Gauge(
-            "supernode_worker_kv_usage_ratio", "KV tokens used / capacity.", labels, registry=r
-        )
-        self._batch = Histogram(
-            "supernode_batch_size", "Requests per step.", labels, registry=r, buckets=BATCH_BUCKETS
-        )
-        self._tokens = Histogram(
-            "supernode_batch_tokens", "Tokens computed per step.", labels, registry=r, buckets=TOKEN_BUCKETS
-        )
-        self._step = Histogram(
-            "supernode_step_seconds", "Emulated step duration.", labels, registry=r, buckets=TTFT_BUCKETS_S
-        )
-        self._children = tuple(m.labels(*values) for m in (self._running, self._waiting, self._kv_usage))
-        self._step_children = tuple(m.labels(*values) for m in (self._batch, self._tokens, self._step))
-
-    def set_load(
-        self, *, num_running: int, num_waiting: int, kv_tokens_used: int, kv_tokens_capacity: int
-    ) -> None:
-        """The worker's current load (call after every step or load change)."""
-        running, waiting, kv_usage = self._children
-        running.set(num_running)
-        waiting.set(num_waiting)
-        kv_usage.set(kv_tokens_used / kv_tokens_capacity if kv_tokens_capacity else 0.0)
-
-    def on_step(self, *, num_requests: int, num_tokens: int, step_s: float) -> None:
-        """One batch step ran: `num_requests` sequences, `num_tokens` tokens, `step_s` emulated seconds."""
-        batch, tokens, step = self._step_children
-        batch.observe(num_requests)
-        tokens.observe(num_tokens)
-        step.observe(step_s)
 
 
 class FabricMetrics:
