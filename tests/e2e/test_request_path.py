@@ -97,5 +97,6 @@ async def test_bad_input_names_the_field(stack, kwargs, field):
         with pytest.raises(InvalidArgumentError) as err:
             await client.complete(**{"max_tokens": 4, **kwargs})
         assert err.value.message.startswith(field)
+        assert err.value.field == field
         ok = await client.complete("still serving", max_tokens=2)
         assert len(ok.token_ids) == 2

@@ -39,9 +39,10 @@ from supernode.runtime.errors import (
     UnavailableError,
     invalid,
 )
+from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient
 from supernode.runtime.server import Drain, stream, unary
-from supernode.runtime.worker_metrics import WorkerMetrics, serve_metrics
+from supernode.runtime.worker_metrics import WorkerMetrics
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         self._slo_limits: dict[int, int] = {}  # KV-length bucket -> largest batch per die meeting the SLO
 
     async def start(self) -> None:
-        serve_metrics(self.metrics.registry, self.settings.runtime.bind_host, self.cfg.metrics_port)
+        start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
         await self.lease.acquire()
         self.loop.start()
         self._expiry_task = asyncio.create_task(self._expire_reservations())

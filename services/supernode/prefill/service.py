@@ -27,9 +27,10 @@ from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, UnavailableError, invalid
+from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient
 from supernode.runtime.server import Drain, unary
-from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics, serve_metrics
+from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
 from supernode.v1 import common_pb2, kvpool_pb2, prefill_pb2, prefill_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         self.cache_metrics = CacheMetrics(self.metrics)
 
     async def start(self) -> None:
-        serve_metrics(self.metrics.registry, self.settings.runtime.bind_host, self.cfg.metrics_port)
+        start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
         await self.lease.acquire()
         self.loop.start()
 

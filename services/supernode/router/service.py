@@ -35,6 +35,7 @@ from supernode.runtime.errors import (
     from_rpc_error,
     invalid,
 )
+from supernode.runtime.metrics import RequestTracker, ServingMetrics, start_metrics_server
 from supernode.runtime.server import Drain, stream, unary
 from supernode.v1 import common_pb2, decode_pb2, prefill_pb2, router_pb2, router_pb2_grpc
 
@@ -52,8 +53,10 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self.workers = WorkerSet(settings)
         self.num_inflight = 0
         self._rr = itertools.count()
+        self.metrics = ServingMetrics(settings.frontend.model_name)
 
     async def start(self) -> None:
+        start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
         self.workers.start()
 
     async def stop(self) -> None:
@@ -68,14 +71,51 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 f"router has {self.cfg.max_inflight} requests in flight", retry_after_s=0.5
             )
         self.num_inflight += 1
+        tracker = self.metrics.on_arrival()
         try:
-            run = self._run(request, request_id, prompt)
+            run = self._run(request, request_id, prompt, tracker)
             if request.deadline_s > 0:
                 run = _with_deadline(run, request.deadline_s / self.settings.runtime.time_scale)
-            async for chunk in run:
+            async for chunk in self._observed(run, tracker):
                 yield chunk
+        except SupernodeError as err:
+            tracker.on_error(err.code)
+            raise
+        except asyncio.CancelledError:
+            tracker.on_error("CANCELLED")
+            raise
         finally:
             self.num_inflight -= 1
+
+    async def _observed(
+        self, run: AsyncIterator[router_pb2.GenerateChunk], tracker: RequestTracker
+    ) -> AsyncIterator[router_pb2.GenerateChunk]:
+        """Feeds the serving metrics (vLLM names, emulated time) from the chunks as they pass."""
+        started = last = self.clock.now()
+        async for chunk in run:
+            now = self.clock.now()
+            if chunk.finished:
+                st = chunk.stats
+                tracker.on_finish(
+                    num_prompt_tokens=st.num_prompt_tokens,
+                    num_output_tokens=st.num_output_tokens,
+                    num_cached_tokens=st.num_cached_tokens,
+                    tpot_s=st.tpot_s,
+                    e2e_s=st.e2e_s,
+                    finish_reason=chunk.finish_reason,
+                )
+                self.metrics.on_phases(
+                    prefill_queue_s=st.prefill_queue_s,
+                    prefill_compute_s=st.prefill_compute_s,
+                    cache_load_s=st.cache_load_s,
+                    kv_pull_s=st.kv_pull_s,
+                )
+            elif last == started:
+                tracker.on_first_token(now - started)
+            else:
+                tracker.on_token(now - last)
+            last = now
+            yield chunk
 
     @unary(track=False)
     async def Status(self, request: router_pb2.StatusRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -96,13 +136,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
     # -- the request path
 
     async def _run(
-        self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int]
+        self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int], tracker: RequestTracker
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         started = self.clock.now()
         detok = tokens.IncrementalDetokenizer()
         num_output, finish_reason, kv_pull_s, first_at = 1, "length", 0.0, started
         for attempt in range(2):
             decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
+            tracker.on_start()
             try:
                 prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
             except BaseException:

@@ -33,7 +33,9 @@ def decode_deployment(cfg: DecodeSettings) -> specs.DecodeDeployment:
         base,
         num_npus=max(1, cfg.ep_size // base.dies_per_npu),
         ep_size=cfg.ep_size,
-        experts_per_die=specs.fit_experts_per_die(cfg.ep_size, base.num_redundant_experts, shared_local=False),
+        experts_per_die=specs.fit_experts_per_die(
+            cfg.ep_size, base.num_redundant_experts, shared_local=False
+        ),
         attn_precision=cfg.precision,
         moe_precision=cfg.precision,
         mtp_depth=cfg.mtp_depth,

@@ -97,7 +97,8 @@ _BY_CODE: dict[grpc.StatusCode, type[SupernodeError]] = {
 _BY_CODE[grpc.StatusCode.CANCELLED] = UnavailableError
 _BY_CODE[grpc.StatusCode.UNKNOWN] = InternalError
 
-RETRY_AFTER_KEY = "retry-after-s"
+RETRY_AFTER_KEY = "retry-after-s"  # trailer: seconds to wait before retrying
+FIELD_KEY = "field"  # trailer: the request field an INVALID_ARGUMENT is about
 
 
 def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
@@ -105,6 +106,7 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = (err.details() if hasattr(err, "details") else None) or str(code)
     retry_after: float | None = None
+    field = ""
     trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
     for key, value in trailers or ():
         if key == RETRY_AFTER_KEY:
@@ -112,8 +114,10 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
                 retry_after = float(value)
             except (TypeError, ValueError):
                 retry_after = None
+        elif key == FIELD_KEY:
+            field = str(value)
     cls = _BY_CODE.get(code, InternalError)
-    return cls(details, retry_after_s=retry_after)
+    return cls(details, field=field, retry_after_s=retry_after)
 
 
 def invalid(field: str, rule: str) -> InvalidArgumentError:

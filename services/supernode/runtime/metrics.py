@@ -85,14 +85,19 @@ class _Union(Collector):
 def start_metrics_server(port: int, host: str, *registries: CollectorRegistry) -> None:
     """Serve `registries` (plus the process/GC collectors) at http://host:port/metrics; port 0 = disabled.
 
-    Runs in a daemon thread; returns once the socket is bound (a taken port raises OSError here).
+    Runs in a daemon thread. A port already taken (several instances on one host with the same
+    setting) costs the metrics, not the service: it is logged and serving goes on.
     """
     if port == 0:
         logger.info("metrics server disabled (port 0)")
         return
     served = CollectorRegistry(auto_describe=False)
     served.register(_Union((REGISTRY, *registries)))
-    start_http_server(port, addr=host, registry=served)
+    try:
+        start_http_server(port, addr=host, registry=served)
+    except OSError as err:
+        logger.warning("metrics port %s:%d unavailable (%s); metrics off for this process", host, port, err)
+        return
     logger.info("metrics server on http://%s:%d/metrics", host, port)
 
 

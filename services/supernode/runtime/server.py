@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import RETRY_AFTER_KEY, SupernodeError, UnavailableError
+from supernode.runtime.errors import FIELD_KEY, RETRY_AFTER_KEY, SupernodeError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,13 @@ class Service(Protocol):
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: SupernodeError) -> None:
+    trailers = []
     if err.retry_after_s is not None:
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{err.retry_after_s:g}"),))
+        trailers.append((RETRY_AFTER_KEY, f"{err.retry_after_s:g}"))
+    if err.field:
+        trailers.append((FIELD_KEY, err.field))
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
     await context.abort(err.grpc_code, err.message)
 
 

@@ -7,12 +7,9 @@ and hit rate.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-log = logging.getLogger(__name__)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Emulated step times run from ~1 ms (tiny decode batch) to tens of seconds (chunked long prefill).
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -125,9 +122,7 @@ class CacheMetrics:
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Starts the /metrics HTTP endpoint (port 0 = off)."""
-    if port:
-        try:
-            start_http_server(port, addr=host, registry=registry)
-        except OSError as err:
-            log.warning("metrics port %s:%d unavailable (%s); metrics off", host, port, err)
+    """Deprecated spelling of runtime.metrics.start_metrics_server (argument order differs)."""
+    from supernode.runtime.metrics import start_metrics_server
+
+    start_metrics_server(port, host, registry)

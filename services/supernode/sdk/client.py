@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -167,9 +166,8 @@ class AsyncClient:
                 yield _chunk(msg)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
+        finally:
+            call.cancel()  # a no-op once finished; frees the server when the caller stops early
 
     async def complete(self, prompt: str | None = None, **kwargs: Any) -> Completion:
         """The whole completion at once."""
