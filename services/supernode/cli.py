@@ -90,7 +90,7 @@ def generate(
 def config(
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's configuration table"),
 ) -> None:
-    """Show every setting: its environment variable, default and meaning (current values without --markdown)."""
+    """Show every setting: environment variable, default and meaning (values in force without --markdown)."""
     from supernode.runtime.config import Settings, settings_rows
 
     if markdown:

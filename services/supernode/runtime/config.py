@@ -138,7 +138,7 @@ class RouterSettings(BaseModel):
 
 
 class FrontendSettings(BaseModel):
-    port: int = Field(8000, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port of the OpenAI-compatible API")
     model_name: str = Field("deepseek-r1", description="Model id served under /v1/models")
     api_keys: AddressList = Field(
         default_factory=list, description="Accepted bearer tokens (empty = no auth)"
