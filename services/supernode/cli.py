@@ -143,19 +143,17 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(requests, concurrency, console)))
 
 
-def _register_optional() -> None:
-    """Commands contributed by other modules (cost model, load generator, fabric tools)."""
-    for module in ("supernode.cli_model", "supernode.loadgen.cli", "supernode.fabric.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.register(app)
+def _register_commands() -> None:
+    """Commands contributed by other modules: the cost model, the load generator, the fabric tools."""
+    from supernode import cli_model
+    from supernode.loadgen import cli as loadgen_cli
+    from supernode.loadgen.predict import predict
+
+    cli_model.register(app)
+    loadgen_cli.register(app, predictor=predict)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

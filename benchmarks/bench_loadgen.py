@@ -1,0 +1,49 @@
+"""How fast the load generator issues requests, against an in-process stub target (no server).
+
+`run()` returns `loadgen_max_rps`: the highest constant request rate (requests per wall second) that one
+process sustains on a doubling ladder, where sustained means at least 95% of the rate was sent and the
+p99 send lag stayed under 20 ms. Requests are short: 16 prompt tokens, 4 output tokens in 4 chunks 1 ms
+apart. The generator must never be the bottleneck of a load test; the issue asks for >= 1,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from supernode.loadgen import arrivals, workloads
+from supernode.loadgen.lengths import parse_length
+from supernode.loadgen.runner import LoadPlan, run_load
+from supernode.loadgen.targets import StubTarget
+
+STEP_S = 0.5  # wall seconds of arrivals per ladder step
+MAX_LAG_MS = 20.0
+RATES = tuple(1000.0 * 2**k for k in range(8))  # 1,000 .. 128,000 req/s
+
+
+async def _sustains(rate: float) -> bool:
+    num = max(200, int(rate * STEP_S))
+    specs = workloads.synthetic(
+        arrivals.constant_arrivals(num, rate), parse_length("16"), parse_length("4"), seed=0, label="bench"
+    )
+    async with StubTarget(tpot_s=0.001) as target:
+        outcome = await run_load(target, specs, LoadPlan(is_closed_loop=False, concurrency=0))
+    is_done = all(r.is_ok for r in outcome.results)
+    return is_done and outcome.achieved_rate_wall >= 0.95 * rate and outcome.p99_send_lag_ms <= MAX_LAG_MS
+
+
+async def _ladder() -> float:
+    best = 0.0
+    for rate in RATES:
+        if not await _sustains(rate):
+            break
+        best = rate
+    return best
+
+
+def run() -> dict[str, float]:
+    """`loadgen_max_rps` in requests per wall second (0.0 if even the lowest rung failed)."""
+    return {"loadgen_max_rps": asyncio.run(_ladder())}
+
+
+if __name__ == "__main__":
+    print(run())
