@@ -15,7 +15,7 @@ DIE, CPU = fabric_pb2.ENDPOINT_KIND_DIE, fabric_pb2.ENDPOINT_KIND_CPU
 
 @pytest.fixture
 async def fabric(host_factory):
-    settings = make_settings(runtime={"time_scale": 1000.0}, fabric={"lease_ttl_s": 0.5})
+    settings = make_settings(runtime={"time_scale": 1000.0}, fabric={"lease_ttl_s": 0.5, "metrics_port": 0})
     host = await host_factory(settings, build(settings))
     channel = open_channel(host.address, settings)
     yield fabric_pb2_grpc.FabricStub(channel), host

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from supernode.core.topology import DIES_PER_NPU, NPUS_PER_NODE, die_location
 from supernode.runtime.errors import ResourceExhaustedError, invalid
 
-NPUS_PER_NODE = 8  # reference 1.2: 8 NPUs per node
-DIES_PER_NPU = 2  # reference 1.1: 2 dies per 910C package
+__all__ = ["DIES_PER_NPU", "NPUS_PER_NODE", "Lease", "LeaseTable", "die_coordinates"]
 
 
 @dataclass(slots=True)
@@ -83,7 +83,5 @@ class LeaseTable:
 
 
 def die_coordinates(index: int) -> tuple[int, int, int]:
-    """(node, npu, die) of a global die index."""
-    node, rest = divmod(index, NPUS_PER_NODE * DIES_PER_NPU)
-    npu, die = divmod(rest, DIES_PER_NPU)
-    return node, npu, die
+    """(node, npu within the node, die within the NPU) of a global die index."""
+    return die_location(index)

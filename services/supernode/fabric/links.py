@@ -1,47 +1,42 @@
-"""Point-to-point transfer pricing from link figures (one flow alone on its path)."""
+"""Single-flow transfer pricing (one transfer alone on an idle path), for fakes and quick estimates.
+
+The figures come from the topology (`core.topology`), the one source of link capacities and measured
+path figures; the fabric service itself shares links between concurrent transfers (`fabric.network`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
-from supernode.fabric.leases import DIES_PER_NPU, NPUS_PER_NODE
-
-GB = 1e9
-CPUS_PER_NODE = 4  # reference 1.2: 4 Kunpeng CPUs per node
+from supernode.core.topology import Endpoint, Plane, Route, Topology
 
 
 @dataclass(frozen=True, slots=True)
 class PathFigures:
-    bandwidth_bytes_per_s: float
-    latency_s: float
+    bandwidth_bytes_per_s: float  # what a lone transfer gets: the measured cap, else the narrowest link
+    latency_s: float  # fixed per-message latency (s)
 
 
-# Reference 1.3 ([v2] Table 1), per die, unidirectional: NPU-NPU read 167/164 GB/s intra/inter node,
-# 1.2/1.9 us; NPU-CPU read 151/147 GB/s, 1.0/1.7 us.
-UB_NPU_NPU = {True: PathFigures(167 * GB, 1.2e-6), False: PathFigures(164 * GB, 1.9e-6)}
-UB_NPU_CPU = {True: PathFigures(151 * GB, 1.0e-6), False: PathFigures(147 * GB, 1.7e-6)}
-# Reference 1.1: RDMA 200 Gbit/s per die. ASSUMPTION: RoCE one-way latency 5 us (not in the paper).
-RDMA_DIE = PathFigures(200e9 / 8, 5e-6)
-# Reference 1.2: VPC 400 Gbit/s per node. ASSUMPTION: 20 us latency through the DPU (not in the paper).
-VPC_NODE = PathFigures(400e9 / 8, 20e-6)
+@cache
+def _topology() -> Topology:
+    return Topology()
 
 
-def node_of(kind: str, index: int) -> int:
-    if kind == "die":
-        return index // (NPUS_PER_NODE * DIES_PER_NPU)
-    return index // CPUS_PER_NODE
+def lone_bandwidth(topology: Topology, route: Route) -> float:
+    """Bytes/s a transfer alone on `route` gets: its measured cap or its narrowest link, whichever is less."""
+    narrowest = min(topology.links[link].capacity_bytes_per_s for link in route.links)
+    cap = route.rate_cap_bytes_per_s
+    return narrowest if cap is None else min(cap, narrowest)
 
 
 def path_figures(plane: str, src: tuple[str, int], dst: tuple[str, int]) -> PathFigures:
-    same_node = node_of(*src) == node_of(*dst)
-    if plane == "ub":
-        if src[0] == "cpu" or dst[0] == "cpu":
-            return UB_NPU_CPU[same_node]
-        return UB_NPU_NPU[same_node]
-    if plane == "rdma":
-        return RDMA_DIE
-    return VPC_NODE
+    """Figures of a lone transfer from `src` to `dst`, each (kind, global index), on "ub", "rdma" or "vpc"."""
+    topology = _topology()
+    route = topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+    return PathFigures(lone_bandwidth(topology, route), route.latency_s)
 
 
 def transfer_seconds(figures: PathFigures, num_bytes: int) -> float:
+    """Emulated seconds a lone transfer of `num_bytes` takes: latency + bytes / bandwidth."""
     return figures.latency_s + num_bytes / figures.bandwidth_bytes_per_s

@@ -1,29 +1,43 @@
-"""The fabric service: the emulated CloudMatrix384 hardware (topology, die leases, transfers).
+"""The fabric service: the emulated CloudMatrix384 hardware (topology, die leases, transfers, faults).
 
 A worker's life here: `Lease` dies by role and count at start-up, `Renew` them on a heartbeat, and
-`Release` them on exit; a worker that stops renewing loses its dies after the lease TTL. A transfer's
-life: `Transfer` validates the endpoints, prices the move on its plane, waits on the clock until the
-emulated finish time and answers with start and finish times.
+`Release` them on exit. A worker that stops renewing loses its dies after the lease TTL (wall seconds):
+a maintenance task expires leases every min(1 s, TTL / 4) and publishes the gauges.
+
+A transfer's life (`Transfer`, or a batch with `TransferMany`): validated and routed on the topology
+(INVALID_ARGUMENT naming the field), admitted as a flow at the current emulated instant
+(RESOURCE_EXHAUSTED past `max_inflight_transfers`, UNAVAILABLE when a link of its path is down), shares
+its links max-min fairly with every other transfer (fabric/network.py), and is answered once it has
+finished in emulated time; a link going down under it fails it with UNAVAILABLE.
+
+Faults (admin): `InjectFault` degrades a link or takes a link or a whole node down for a window of
+emulated time; `ClearFaults` ends them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 import grpc
 
-from supernode.fabric.leases import DIES_PER_NPU, NPUS_PER_NODE, LeaseTable, die_coordinates
-from supernode.fabric.links import CPUS_PER_NODE, path_figures, transfer_seconds
+from supernode.core.topology import DEFAULT_NUM_NODES, DIES_PER_NPU, NPUS_PER_NODE, Topology
+from supernode.fabric.faults import Fault
+from supernode.fabric.leases import LeaseTable, die_coordinates
+from supernode.fabric.metrics import LinkCollector, plane_utilization
+from supernode.fabric.network import FabricNetwork, TransferOutcome
+from supernode.fabric.requests import MAX_TRANSFERS_PER_CALL, fault_links, fault_window, routed
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import ResourceExhaustedError, invalid
+from supernode.runtime.metrics import FabricMetrics, start_metrics_server
 from supernode.runtime.server import Drain, unary
 from supernode.v1 import common_pb2, fabric_pb2, fabric_pb2_grpc
 
 log = logging.getLogger(__name__)
-NUM_NODES = 48  # reference 1.2: 48 nodes in a CloudMatrix384
-_PLANES = {fabric_pb2.PLANE_UB: "ub", fabric_pb2.PLANE_RDMA: "rdma", fabric_pb2.PLANE_VPC: "vpc"}
+NUM_NODES = DEFAULT_NUM_NODES
 
 
 def die_message(index: int) -> common_pb2.Die:
@@ -39,22 +53,43 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
         self.clock = clock
         self.drain = drain
         self.num_nodes = num_nodes
+        self.topology = Topology(num_nodes)
+        self.network = FabricNetwork(self.topology, clock, settings.runtime.time_scale)
         self.leases = LeaseTable(num_nodes, settings.fabric.lease_ttl_s)
-        self.num_inflight_transfers = 0
-        self._expiry_task: asyncio.Task[None] | None = None
+        self.metrics = FabricMetrics()
+        self.metrics.registry.register(LinkCollector(self.topology, self.network.flows))
+        self._maintenance: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._expiry_task = asyncio.create_task(self._expire_loop())
+        start_metrics_server(
+            self.settings.fabric.metrics_port, self.settings.runtime.bind_host, self.metrics.registry
+        )
+        self.network.start()
+        self._maintenance = asyncio.create_task(self._maintain(), name="fabric-maintenance")
 
     async def stop(self) -> None:
-        if self._expiry_task:
-            self._expiry_task.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.network.stop()
 
-    async def _expire_loop(self) -> None:
+    async def _maintain(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.leases.ttl_s / 4))
-            for worker_id in self.leases.expire():
-                log.warning("lease of %s expired; its dies are free again", worker_id)
+            self.expire_leases()
+            self.publish()
+
+    def expire_leases(self) -> None:
+        """Returns the dies of workers that stopped renewing to the pool."""
+        for worker_id in self.leases.expire():
+            log.warning("lease of %s expired; its dies are free again", worker_id)
+
+    def publish(self) -> None:
+        """Refreshes the leased-dies and per-plane utilisation gauges."""
+        self.metrics.set_dies_leased(self.leases.num_dies - self.leases.num_free)
+        for plane, ratio in plane_utilization(self.topology, self.network.flows).items():
+            self.metrics.set_utilization(plane, ratio)
 
     @unary()
     async def Lease(self, request: fabric_pb2.LeaseRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -77,35 +112,31 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
 
     @unary()
     async def Transfer(self, request: fabric_pb2.TransferRequest, context: grpc.aio.ServicerContext):  # noqa: N802
-        plane = _PLANES.get(request.plane)
-        if plane is None:
-            raise invalid("plane", "must be PLANE_UB, PLANE_RDMA or PLANE_VPC")
-        src = self._endpoint(request.src, "src")
-        dst = self._endpoint(request.dst, "dst")
-        if plane == "rdma" and (src[0] != "die" or dst[0] != "die"):
-            raise invalid("plane", "RDMA connects NPU dies only")
-        if self.num_inflight_transfers >= self.settings.fabric.max_inflight_transfers:
+        (reply,) = await self._transfer([request], "")
+        return reply
+
+    @unary()
+    async def TransferMany(self, request: fabric_pb2.TransferManyRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        if not 1 <= len(request.transfers) <= MAX_TRANSFERS_PER_CALL:
+            raise invalid("transfers", f"must hold 1..{MAX_TRANSFERS_PER_CALL} transfers")
+        return fabric_pb2.TransferManyResponse(transfers=await self._transfer(request.transfers, "transfers"))
+
+    async def _transfer(
+        self, requests: list[fabric_pb2.TransferRequest], field: str
+    ) -> list[fabric_pb2.TransferResponse]:
+        prefix = lambda i: f"{field}[{i}]." if field else ""  # noqa: E731
+        items = [routed(self.topology, r, prefix(i)) for i, r in enumerate(requests)]
+        if self.network.num_inflight + len(items) > self.settings.fabric.max_inflight_transfers:
             raise ResourceExhaustedError("too many transfers in flight", retry_after_s=0.1)
-        figures = path_figures(plane, src, dst)
-        start = self.clock.now()
-        finish = start + transfer_seconds(figures, request.num_bytes)
-        self.num_inflight_transfers += 1
-        try:
-            await self.clock.sleep_until(finish)
-        finally:
-            self.num_inflight_transfers -= 1
-        return fabric_pb2.TransferResponse(
-            start_s=start,
-            finish_s=finish,
-            bandwidth_bytes_per_s=figures.bandwidth_bytes_per_s,
-            latency_s=figures.latency_s,
-        )
+        outcomes = await self.network.transfer_many(items)
+        for request, (route, _), outcome in zip(requests, items, outcomes, strict=True):
+            self.metrics.on_transfer(route.plane.value, outcome.num_bytes, outcome.finish_s - outcome.start_s)
+            log.debug("transfer %s %d B on %s", request.tag, outcome.num_bytes, route.plane.value)
+        return [_transfer_reply(outcome) for outcome in outcomes]
 
     @unary(track=False)
     async def Describe(self, request: fabric_pb2.DescribeRequest, context: grpc.aio.ServicerContext):  # noqa: N802
-        self.leases.expire()
-        import time
-
+        self.expire_leases()
         now = time.monotonic()
         return fabric_pb2.DescribeResponse(
             num_nodes=self.num_nodes,
@@ -121,18 +152,41 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
                 )
                 for lease in self.leases.leases.values()
             ],
+            num_links=len(self.topology.links),
+            faults=[self._fault_message(fault) for fault in self.network.faults.active.values()],
         )
 
-    def _endpoint(self, endpoint: fabric_pb2.Endpoint, field: str) -> tuple[str, int]:
-        if endpoint.kind == fabric_pb2.ENDPOINT_KIND_DIE:
-            limit, kind = self.leases.num_dies, "die"
-        elif endpoint.kind == fabric_pb2.ENDPOINT_KIND_CPU:
-            limit, kind = self.num_nodes * CPUS_PER_NODE, "cpu"
-        else:
-            raise invalid(f"{field}.kind", "must be ENDPOINT_KIND_DIE or ENDPOINT_KIND_CPU")
-        if endpoint.index >= limit:
-            raise invalid(f"{field}.index", f"must be < {limit} for a {kind}")
-        return kind, endpoint.index
+    @unary()
+    async def InjectFault(self, request: fabric_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        link_ids = fault_links(self.topology, request)
+        factor, duration_s = fault_window(request)
+        fault, num_failed = self.network.inject(link_ids, factor, duration_s)
+        return fabric_pb2.InjectFaultResponse(
+            fault=self._fault_message(fault), num_failed_transfers=num_failed
+        )
+
+    @unary()
+    async def ClearFaults(self, request: fabric_pb2.ClearFaultsRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        return fabric_pb2.ClearFaultsResponse(num_cleared=self.network.clear_faults())
+
+    def _fault_message(self, fault: Fault) -> fabric_pb2.Fault:
+        origin = self.network.origin
+        return fabric_pb2.Fault(
+            fault_id=fault.fault_id,
+            link_ids=list(fault.link_ids),
+            bandwidth_factor=fault.bandwidth_factor,
+            start_s=origin + fault.start_s,
+            end_s=origin + fault.end_s,
+        )
+
+
+def _transfer_reply(outcome: TransferOutcome) -> fabric_pb2.TransferResponse:
+    return fabric_pb2.TransferResponse(
+        start_s=outcome.start_s,
+        finish_s=outcome.finish_s,
+        bandwidth_bytes_per_s=outcome.bandwidth_bytes_per_s,
+        latency_s=outcome.latency_s,
+    )
 
 
 def build(settings: Settings, clock: Clock | None = None):  # type: ignore[no-untyped-def]

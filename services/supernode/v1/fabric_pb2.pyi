@@ -20,6 +20,12 @@ class EndpointKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENDPOINT_KIND_UNSPECIFIED: _ClassVar[EndpointKind]
     ENDPOINT_KIND_DIE: _ClassVar[EndpointKind]
     ENDPOINT_KIND_CPU: _ClassVar[EndpointKind]
+
+class TransferOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_OP_UNSPECIFIED: _ClassVar[TransferOp]
+    TRANSFER_OP_READ: _ClassVar[TransferOp]
+    TRANSFER_OP_WRITE: _ClassVar[TransferOp]
 PLANE_UNSPECIFIED: Plane
 PLANE_UB: Plane
 PLANE_RDMA: Plane
@@ -27,6 +33,9 @@ PLANE_VPC: Plane
 ENDPOINT_KIND_UNSPECIFIED: EndpointKind
 ENDPOINT_KIND_DIE: EndpointKind
 ENDPOINT_KIND_CPU: EndpointKind
+TRANSFER_OP_UNSPECIFIED: TransferOp
+TRANSFER_OP_READ: TransferOp
+TRANSFER_OP_WRITE: TransferOp
 
 class Endpoint(_message.Message):
     __slots__ = ("kind", "index")
@@ -79,18 +88,20 @@ class ReleaseResponse(_message.Message):
     def __init__(self, num_dies: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
-    __slots__ = ("src", "dst", "num_bytes", "plane", "tag")
+    __slots__ = ("src", "dst", "num_bytes", "plane", "tag", "op")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     NUM_BYTES_FIELD_NUMBER: _ClassVar[int]
     PLANE_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
     src: Endpoint
     dst: Endpoint
     num_bytes: int
     plane: Plane
     tag: str
-    def __init__(self, src: _Optional[_Union[Endpoint, _Mapping]] = ..., dst: _Optional[_Union[Endpoint, _Mapping]] = ..., num_bytes: _Optional[int] = ..., plane: _Optional[_Union[Plane, str]] = ..., tag: _Optional[str] = ...) -> None: ...
+    op: TransferOp
+    def __init__(self, src: _Optional[_Union[Endpoint, _Mapping]] = ..., dst: _Optional[_Union[Endpoint, _Mapping]] = ..., num_bytes: _Optional[int] = ..., plane: _Optional[_Union[Plane, str]] = ..., tag: _Optional[str] = ..., op: _Optional[_Union[TransferOp, str]] = ...) -> None: ...
 
 class TransferResponse(_message.Message):
     __slots__ = ("start_s", "finish_s", "bandwidth_bytes_per_s", "latency_s")
@@ -104,23 +115,39 @@ class TransferResponse(_message.Message):
     latency_s: float
     def __init__(self, start_s: _Optional[float] = ..., finish_s: _Optional[float] = ..., bandwidth_bytes_per_s: _Optional[float] = ..., latency_s: _Optional[float] = ...) -> None: ...
 
+class TransferManyRequest(_message.Message):
+    __slots__ = ("transfers",)
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    transfers: _containers.RepeatedCompositeFieldContainer[TransferRequest]
+    def __init__(self, transfers: _Optional[_Iterable[_Union[TransferRequest, _Mapping]]] = ...) -> None: ...
+
+class TransferManyResponse(_message.Message):
+    __slots__ = ("transfers",)
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    transfers: _containers.RepeatedCompositeFieldContainer[TransferResponse]
+    def __init__(self, transfers: _Optional[_Iterable[_Union[TransferResponse, _Mapping]]] = ...) -> None: ...
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("num_nodes", "npus_per_node", "dies_per_npu", "num_free_dies", "leases")
+    __slots__ = ("num_nodes", "npus_per_node", "dies_per_npu", "num_free_dies", "leases", "num_links", "faults")
     NUM_NODES_FIELD_NUMBER: _ClassVar[int]
     NPUS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
     DIES_PER_NPU_FIELD_NUMBER: _ClassVar[int]
     NUM_FREE_DIES_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
+    NUM_LINKS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
     num_nodes: int
     npus_per_node: int
     dies_per_npu: int
     num_free_dies: int
     leases: _containers.RepeatedCompositeFieldContainer[WorkerLease]
-    def __init__(self, num_nodes: _Optional[int] = ..., npus_per_node: _Optional[int] = ..., dies_per_npu: _Optional[int] = ..., num_free_dies: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[WorkerLease, _Mapping]]] = ...) -> None: ...
+    num_links: int
+    faults: _containers.RepeatedCompositeFieldContainer[Fault]
+    def __init__(self, num_nodes: _Optional[int] = ..., npus_per_node: _Optional[int] = ..., dies_per_npu: _Optional[int] = ..., num_free_dies: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[WorkerLease, _Mapping]]] = ..., num_links: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ...) -> None: ...
 
 class WorkerLease(_message.Message):
     __slots__ = ("worker_id", "role", "dies", "expires_in_s")
@@ -133,3 +160,47 @@ class WorkerLease(_message.Message):
     dies: _containers.RepeatedScalarFieldContainer[int]
     expires_in_s: float
     def __init__(self, worker_id: _Optional[str] = ..., role: _Optional[str] = ..., dies: _Optional[_Iterable[int]] = ..., expires_in_s: _Optional[float] = ...) -> None: ...
+
+class InjectFaultRequest(_message.Message):
+    __slots__ = ("link_id", "node", "bandwidth_factor", "duration_s")
+    LINK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    link_id: str
+    node: int
+    bandwidth_factor: float
+    duration_s: float
+    def __init__(self, link_id: _Optional[str] = ..., node: _Optional[int] = ..., bandwidth_factor: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class InjectFaultResponse(_message.Message):
+    __slots__ = ("fault", "num_failed_transfers")
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    NUM_FAILED_TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    fault: Fault
+    num_failed_transfers: int
+    def __init__(self, fault: _Optional[_Union[Fault, _Mapping]] = ..., num_failed_transfers: _Optional[int] = ...) -> None: ...
+
+class ClearFaultsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClearFaultsResponse(_message.Message):
+    __slots__ = ("num_cleared",)
+    NUM_CLEARED_FIELD_NUMBER: _ClassVar[int]
+    num_cleared: int
+    def __init__(self, num_cleared: _Optional[int] = ...) -> None: ...
+
+class Fault(_message.Message):
+    __slots__ = ("fault_id", "link_ids", "bandwidth_factor", "start_s", "end_s")
+    FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    LINK_IDS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    fault_id: int
+    link_ids: _containers.RepeatedScalarFieldContainer[str]
+    bandwidth_factor: float
+    start_s: float
+    end_s: float
+    def __init__(self, fault_id: _Optional[int] = ..., link_ids: _Optional[_Iterable[str]] = ..., bandwidth_factor: _Optional[float] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ...) -> None: ...

@@ -55,10 +55,25 @@ class FabricStub:
                 request_serializer=supernode_dot_v1_dot_fabric__pb2.TransferRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_fabric__pb2.TransferResponse.FromString,
                 _registered_method=True)
+        self.TransferMany = channel.unary_unary(
+                '/supernode.v1.Fabric/TransferMany',
+                request_serializer=supernode_dot_v1_dot_fabric__pb2.TransferManyRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_fabric__pb2.TransferManyResponse.FromString,
+                _registered_method=True)
         self.Describe = channel.unary_unary(
                 '/supernode.v1.Fabric/Describe',
                 request_serializer=supernode_dot_v1_dot_fabric__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_fabric__pb2.DescribeResponse.FromString,
+                _registered_method=True)
+        self.InjectFault = channel.unary_unary(
+                '/supernode.v1.Fabric/InjectFault',
+                request_serializer=supernode_dot_v1_dot_fabric__pb2.InjectFaultRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_fabric__pb2.InjectFaultResponse.FromString,
+                _registered_method=True)
+        self.ClearFaults = channel.unary_unary(
+                '/supernode.v1.Fabric/ClearFaults',
+                request_serializer=supernode_dot_v1_dot_fabric__pb2.ClearFaultsRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_fabric__pb2.ClearFaultsResponse.FromString,
                 _registered_method=True)
 
 
@@ -89,13 +104,36 @@ class FabricServicer:
 
     def Transfer(self, request, context):
         """Moves bytes between two endpoints on a plane; answers once the transfer has finished in emulated time.
+        Concurrent transfers share links max-min fairly. UNAVAILABLE when the path is down or goes down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferMany(self, request, context):
+        """Starts several transfers at the same emulated instant; answers once all have finished. All or
+        nothing: one invalid transfer refuses the batch, one failed transfer fails it (the rest are cancelled).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Describe(self, request, context):
-        """Describes the topology and the current leases.
+        """Describes the topology, the current leases and the active faults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InjectFault(self, request, context):
+        """Admin: degrades a link, or takes it or a whole node's links down, for a window of emulated time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearFaults(self, request, context):
+        """Admin: ends every active fault now (links return to their nominal capacity).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,10 +162,25 @@ def add_FabricServicer_to_server(servicer, server):
                     request_deserializer=supernode_dot_v1_dot_fabric__pb2.TransferRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_fabric__pb2.TransferResponse.SerializeToString,
             ),
+            'TransferMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferMany,
+                    request_deserializer=supernode_dot_v1_dot_fabric__pb2.TransferManyRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_fabric__pb2.TransferManyResponse.SerializeToString,
+            ),
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
                     request_deserializer=supernode_dot_v1_dot_fabric__pb2.DescribeRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_fabric__pb2.DescribeResponse.SerializeToString,
+            ),
+            'InjectFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectFault,
+                    request_deserializer=supernode_dot_v1_dot_fabric__pb2.InjectFaultRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_fabric__pb2.InjectFaultResponse.SerializeToString,
+            ),
+            'ClearFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearFaults,
+                    request_deserializer=supernode_dot_v1_dot_fabric__pb2.ClearFaultsRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_fabric__pb2.ClearFaultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -250,6 +303,33 @@ class Fabric:
             _registered_method=True)
 
     @staticmethod
+    def TransferMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supernode.v1.Fabric/TransferMany',
+            supernode_dot_v1_dot_fabric__pb2.TransferManyRequest.SerializeToString,
+            supernode_dot_v1_dot_fabric__pb2.TransferManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Describe(request,
             target,
             options=(),
@@ -266,6 +346,60 @@ class Fabric:
             '/supernode.v1.Fabric/Describe',
             supernode_dot_v1_dot_fabric__pb2.DescribeRequest.SerializeToString,
             supernode_dot_v1_dot_fabric__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supernode.v1.Fabric/InjectFault',
+            supernode_dot_v1_dot_fabric__pb2.InjectFaultRequest.SerializeToString,
+            supernode_dot_v1_dot_fabric__pb2.InjectFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supernode.v1.Fabric/ClearFaults',
+            supernode_dot_v1_dot_fabric__pb2.ClearFaultsRequest.SerializeToString,
+            supernode_dot_v1_dot_fabric__pb2.ClearFaultsResponse.FromString,
             options,
             channel_credentials,
             insecure,
