@@ -103,5 +103,7 @@ class VirtualClock:
         while self._sleepers:
             for _ in range(20):  # let every ready task run before time jumps
                 await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():  # cancelled sleeps set no time
+                heapq.heappop(self._sleepers)
             if self._sleepers:
                 self._wake_until(self._sleepers[0][0])

@@ -119,10 +119,3 @@ class CacheMetrics:
         self._queries += num_tokens
         self._hits += num_cached
         self.hit_rate.set(self._hits / self._queries if self._queries else 0.0)
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Deprecated spelling of runtime.metrics.start_metrics_server (argument order differs)."""
-    from supernode.runtime.metrics import start_metrics_server
-
-    start_metrics_server(port, host, registry)
