@@ -170,9 +170,7 @@ def settings_rows(settings: Settings) -> list[tuple[str, str, str]]:
     """(environment variable, value, description) for every setting, in declaration order."""
     rows = []
     for section in Settings.model_fields:
-        model = getattr(settings, section, None)
-        if model is None:
-            model = Settings.model_fields[section].default_factory()  # type: ignore[misc]
+        model = getattr(settings, section)
         for name, info in type(model).model_fields.items():
             value = getattr(model, name)
             text = ",".join(value) if isinstance(value, list) else str(value)
@@ -182,9 +180,4 @@ def settings_rows(settings: Settings) -> list[tuple[str, str, str]]:
 
 def known_env_vars() -> set[str]:
     """Every `SUPERNODE_*` variable the settings understand (for compose and docs checks)."""
-    names: set[str] = set()
-    for section, info in Settings.model_fields.items():
-        model = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
-        for field in type(model).model_fields:
-            names.add(f"SUPERNODE_{section.upper()}__{field.upper()}")
-    return names
+    return {var for var, _, _ in settings_rows(Settings.model_construct())}
