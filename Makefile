@@ -9,8 +9,8 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup redis protos protos-check run up down test test-unit test-service test-e2e lint bench \
-        bench-fidelity load load-prefill load-decode load-slo load-cache load-trace clean
+.PHONY: help setup redis protos protos-check run up down test lint bench bench-fidelity \
+        load load-prefill load-decode load-slo load-cache load-trace clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +61,27 @@ bench: setup ## Micro-benchmarks into reports/bench.json
 
 bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}
 	$(PY) -m benchmarks.fidelity
+
+LOAD_ARGS ?=
+BENCH := $(VENV)/bin/supernode bench --stack auto
+
+load: setup ## Mixed workload (Poisson, multi-turn sessions, 50% reuse); starts a local stack if none runs
+	$(BENCH) --scenario mixed $(LOAD_ARGS)
+
+load-prefill: setup ## The paper's prefill point: 4K prompts, 16K tokens per NPU
+	$(BENCH) --scenario prefill $(LOAD_ARGS)
+
+load-decode: setup ## The paper's decode point: batch 96 per NPU, KV 4K, MTP
+	$(BENCH) --scenario decode $(LOAD_ARGS)
+
+load-slo: setup ## TPOT SLOs 50 / 30 / 15 ms: batch sweep, best point under each SLO
+	$(BENCH) --scenario slo $(LOAD_ARGS)
+
+load-cache: setup ## Context caching: prefix reuse 0 / 50 / 90%
+	$(BENCH) --scenario cache $(LOAD_ARGS)
+
+load-trace: setup ## Replay the shipped Mooncake-format sample trace
+	$(BENCH) --scenario trace $(LOAD_ARGS)
 
 clean: ## Remove the venv and reports
 	rm -rf $(VENV) reports .run
