@@ -146,11 +146,13 @@ def demo(
 def _register_commands() -> None:
     """Commands contributed by other modules: the cost model, the load generator, the fabric tools."""
     from supernode import cli_model
+    from supernode.fabric import cli as fabric_cli
     from supernode.loadgen import cli as loadgen_cli
     from supernode.loadgen.predict import predict
 
     cli_model.register(app)
     loadgen_cli.register(app, predictor=predict)
+    fabric_cli.register(app)
 
 
 _register_commands()

@@ -100,3 +100,26 @@ async def test_bad_input_names_the_field(stack, kwargs, field):
         assert err.value.field == field
         ok = await client.complete("still serving", max_tokens=2)
         assert len(ok.token_ids) == 2
+
+
+def test_fabric_cli_shows_leases_and_busy_links_and_faults_bite(stack):
+    from typer.testing import CliRunner
+
+    from supernode.cli import app
+    from supernode.sdk import UnavailableError
+
+    runner = CliRunner()
+    fabric = ["--address", stack.address("fabric")]
+    with Client(stack.router_address) as client:
+        client.complete(token_ids=[700 + k for k in range(600)], max_tokens=3)
+    out = runner.invoke(app, ["fabric", "status", *fabric], terminal_width=200).output
+    assert "prefill-0" in out and "decode-0" in out
+    assert "rdma/" in out, "the P->D pull went over RDMA"
+    # decode-0 leased dies after both prefills' 2 x 32: node 4. Take that node down.
+    out = runner.invoke(app, ["fabric", "fault", "--node", "4", "--duration-s", "60", *fabric]).output
+    assert "links at 0%" in out
+    with Client(stack.router_address) as client, pytest.raises(UnavailableError):
+        client.complete(token_ids=[800 + k for k in range(300)], max_tokens=3)
+    assert "cleared 1" in runner.invoke(app, ["fabric", "clear", *fabric]).output
+    with Client(stack.router_address) as client:
+        assert len(client.complete(token_ids=[900 + k for k in range(300)], max_tokens=3).token_ids) == 3

@@ -154,7 +154,26 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
             ],
             num_links=len(self.topology.links),
             faults=[self._fault_message(fault) for fault in self.network.faults.active.values()],
+            busiest_links=self._busiest_links(min(request.num_busiest_links, 1000)),
         )
+
+    def _busiest_links(self, count: int) -> list[fabric_pb2.LinkLoad]:
+        if count == 0:
+            return []
+        stats = [(link, self.network.flows.link_stats(link)) for link in self.topology.links]
+        stats.sort(key=lambda item: (item[1].bytes_total, item[1].utilisation), reverse=True)
+        return [
+            fabric_pb2.LinkLoad(
+                link_id=link,
+                capacity_bytes_per_s=st.capacity_bytes_per_s,
+                utilisation=st.utilisation,
+                num_flows=st.num_flows,
+                bytes_total=int(st.bytes_total),
+                is_down=st.is_down,
+            )
+            for link, st in stats[:count]
+            if st.bytes_total > 0 or st.num_flows or st.is_down
+        ]
 
     @unary()
     async def InjectFault(self, request: fabric_pb2.InjectFaultRequest, context: grpc.aio.ServicerContext):  # noqa: N802

@@ -306,8 +306,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
 
 
 def _worker_error(worker: Worker, err: grpc.RpcError) -> SupernodeError:
+    """The domain error of a failed worker call; a worker that could not be reached is marked down
+    until the next load probe (an UNAVAILABLE the worker itself answered, e.g. a fabric fault on its
+    path, says nothing about the worker)."""
     domain = from_rpc_error(err)
-    if isinstance(domain, UnavailableError) and err.code() == grpc.StatusCode.UNAVAILABLE:
+    if isinstance(domain, UnavailableError) and not domain.from_service:
         worker.is_healthy = False
     return domain
 

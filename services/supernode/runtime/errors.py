@@ -21,6 +21,7 @@ class SupernodeError(Exception):
         self.message = message
         self.field = field
         self.retry_after_s = retry_after_s
+        self.from_service = True  # False when a call failed in the transport (peer down, unreachable)
 
     @property
     def code(self) -> str:
@@ -99,6 +100,7 @@ _BY_CODE[grpc.StatusCode.UNKNOWN] = InternalError
 
 RETRY_AFTER_KEY = "retry-after-s"  # trailer: seconds to wait before retrying
 FIELD_KEY = "field"  # trailer: the request field an INVALID_ARGUMENT is about
+ORIGIN_KEY = "sn-origin"  # trailer: set when a Supernode service answered (not the transport failing)
 
 
 def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
@@ -107,6 +109,7 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
     details = (err.details() if hasattr(err, "details") else None) or str(code)
     retry_after: float | None = None
     field = ""
+    from_service = False
     trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
     for key, value in trailers or ():
         if key == RETRY_AFTER_KEY:
@@ -116,8 +119,12 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
                 retry_after = None
         elif key == FIELD_KEY:
             field = str(value)
+        elif key == ORIGIN_KEY:
+            from_service = True
     cls = _BY_CODE.get(code, InternalError)
-    return cls(details, field=field, retry_after_s=retry_after)
+    domain = cls(details, field=field, retry_after_s=retry_after)
+    domain.from_service = from_service
+    return domain
 
 
 def invalid(field: str, rule: str) -> InvalidArgumentError:

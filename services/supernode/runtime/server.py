@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import FIELD_KEY, RETRY_AFTER_KEY, SupernodeError, UnavailableError
+from supernode.runtime.errors import FIELD_KEY, ORIGIN_KEY, RETRY_AFTER_KEY, SupernodeError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,12 @@ class Service(Protocol):
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: SupernodeError) -> None:
-    trailers = []
+    trailers = [(ORIGIN_KEY, "supernode")]
     if err.retry_after_s is not None:
         trailers.append((RETRY_AFTER_KEY, f"{err.retry_after_s:g}"))
     if err.field:
         trailers.append((FIELD_KEY, err.field))
-    if trailers:
-        context.set_trailing_metadata(tuple(trailers))
+    context.set_trailing_metadata(tuple(trailers))
     await context.abort(err.grpc_code, err.message)
 
 

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from supernode.v1 import common_pb2 as supernode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/fabric.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"C\n\x08\x45ndpoint\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.supernode.v1.EndpointKind\x12\r\n\x05index\x18\x02 \x01(\r\"A\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08num_dies\x18\x03 \x01(\r\"E\n\rLeaseResponse\x12\x1f\n\x04\x64ies\x18\x01 \x03(\x0b\x32\x11.supernode.v1.Die\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\"!\n\x0cRenewRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"!\n\rRenewResponse\x12\x10\n\x08num_dies\x18\x01 \x01(\r\"#\n\x0eReleaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08num_dies\x18\x01 \x01(\r\"\xc5\x01\n\x0fTransferRequest\x12#\n\x03src\x18\x01 \x01(\x0b\x32\x16.supernode.v1.Endpoint\x12#\n\x03\x64st\x18\x02 \x01(\x0b\x32\x16.supernode.v1.Endpoint\x12\x11\n\tnum_bytes\x18\x03 \x01(\x04\x12\"\n\x05plane\x18\x04 \x01(\x0e\x32\x13.supernode.v1.Plane\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12$\n\x02op\x18\x06 \x01(\x0e\x32\x18.supernode.v1.TransferOp\"g\n\x10TransferResponse\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\x10\n\x08\x66inish_s\x18\x02 \x01(\x01\x12\x1d\n\x15\x62\x61ndwidth_bytes_per_s\x18\x03 \x01(\x01\x12\x11\n\tlatency_s\x18\x04 \x01(\x01\"G\n\x13TransferManyRequest\x12\x30\n\ttransfers\x18\x01 \x03(\x0b\x32\x1d.supernode.v1.TransferRequest\"I\n\x14TransferManyResponse\x12\x31\n\ttransfers\x18\x01 \x03(\x0b\x32\x1e.supernode.v1.TransferResponse\"\x11\n\x0f\x44\x65scribeRequest\"\xcc\x01\n\x10\x44\x65scribeResponse\x12\x11\n\tnum_nodes\x18\x01 \x01(\r\x12\x15\n\rnpus_per_node\x18\x02 \x01(\r\x12\x14\n\x0c\x64ies_per_npu\x18\x03 \x01(\r\x12\x15\n\rnum_free_dies\x18\x04 \x01(\r\x12)\n\x06leases\x18\x05 \x03(\x0b\x32\x19.supernode.v1.WorkerLease\x12\x11\n\tnum_links\x18\x06 \x01(\r\x12#\n\x06\x66\x61ults\x18\x07 \x03(\x0b\x32\x13.supernode.v1.Fault\"R\n\x0bWorkerLease\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04\x64ies\x18\x03 \x03(\r\x12\x14\n\x0c\x65xpires_in_s\x18\x04 \x01(\x01\"o\n\x12InjectFaultRequest\x12\x11\n\x07link_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04node\x18\x02 \x01(\rH\x00\x12\x18\n\x10\x62\x61ndwidth_factor\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x42\x08\n\x06target\"W\n\x13InjectFaultResponse\x12\"\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x13.supernode.v1.Fault\x12\x1c\n\x14num_failed_transfers\x18\x02 \x01(\r\"\x14\n\x12\x43learFaultsRequest\"*\n\x13\x43learFaultsResponse\x12\x13\n\x0bnum_cleared\x18\x01 \x01(\r\"e\n\x05\x46\x61ult\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\x04\x12\x10\n\x08link_ids\x18\x02 \x03(\t\x12\x18\n\x10\x62\x61ndwidth_factor\x18\x03 \x01(\x01\x12\x0f\n\x07start_s\x18\x04 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x05 \x01(\x01*K\n\x05Plane\x12\x15\n\x11PLANE_UNSPECIFIED\x10\x00\x12\x0c\n\x08PLANE_UB\x10\x01\x12\x0e\n\nPLANE_RDMA\x10\x02\x12\r\n\tPLANE_VPC\x10\x03*[\n\x0c\x45ndpointKind\x12\x1d\n\x19\x45NDPOINT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NDPOINT_KIND_DIE\x10\x01\x12\x15\n\x11\x45NDPOINT_KIND_CPU\x10\x02*V\n\nTransferOp\x12\x1b\n\x17TRANSFER_OP_UNSPECIFIED\x10\x00\x12\x14\n\x10TRANSFER_OP_READ\x10\x01\x12\x15\n\x11TRANSFER_OP_WRITE\x10\x02\x32\xe9\x04\n\x06\x46\x61\x62ric\x12@\n\x05Lease\x12\x1a.supernode.v1.LeaseRequest\x1a\x1b.supernode.v1.LeaseResponse\x12@\n\x05Renew\x12\x1a.supernode.v1.RenewRequest\x1a\x1b.supernode.v1.RenewResponse\x12\x46\n\x07Release\x12\x1c.supernode.v1.ReleaseRequest\x1a\x1d.supernode.v1.ReleaseResponse\x12I\n\x08Transfer\x12\x1d.supernode.v1.TransferRequest\x1a\x1e.supernode.v1.TransferResponse\x12U\n\x0cTransferMany\x12!.supernode.v1.TransferManyRequest\x1a\".supernode.v1.TransferManyResponse\x12I\n\x08\x44\x65scribe\x12\x1d.supernode.v1.DescribeRequest\x1a\x1e.supernode.v1.DescribeResponse\x12R\n\x0bInjectFault\x12 .supernode.v1.InjectFaultRequest\x1a!.supernode.v1.InjectFaultResponse\x12R\n\x0b\x43learFaults\x12 .supernode.v1.ClearFaultsRequest\x1a!.supernode.v1.ClearFaultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/fabric.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"C\n\x08\x45ndpoint\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.supernode.v1.EndpointKind\x12\r\n\x05index\x18\x02 \x01(\r\"A\n\x0cLeaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08num_dies\x18\x03 \x01(\r\"E\n\rLeaseResponse\x12\x1f\n\x04\x64ies\x18\x01 \x03(\x0b\x32\x11.supernode.v1.Die\x12\x13\n\x0blease_ttl_s\x18\x02 \x01(\x01\"!\n\x0cRenewRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"!\n\rRenewResponse\x12\x10\n\x08num_dies\x18\x01 \x01(\r\"#\n\x0eReleaseRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08num_dies\x18\x01 \x01(\r\"\xc5\x01\n\x0fTransferRequest\x12#\n\x03src\x18\x01 \x01(\x0b\x32\x16.supernode.v1.Endpoint\x12#\n\x03\x64st\x18\x02 \x01(\x0b\x32\x16.supernode.v1.Endpoint\x12\x11\n\tnum_bytes\x18\x03 \x01(\x04\x12\"\n\x05plane\x18\x04 \x01(\x0e\x32\x13.supernode.v1.Plane\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12$\n\x02op\x18\x06 \x01(\x0e\x32\x18.supernode.v1.TransferOp\"g\n\x10TransferResponse\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\x10\n\x08\x66inish_s\x18\x02 \x01(\x01\x12\x1d\n\x15\x62\x61ndwidth_bytes_per_s\x18\x03 \x01(\x01\x12\x11\n\tlatency_s\x18\x04 \x01(\x01\"G\n\x13TransferManyRequest\x12\x30\n\ttransfers\x18\x01 \x03(\x0b\x32\x1d.supernode.v1.TransferRequest\"I\n\x14TransferManyResponse\x12\x31\n\ttransfers\x18\x01 \x03(\x0b\x32\x1e.supernode.v1.TransferResponse\",\n\x0f\x44\x65scribeRequest\x12\x19\n\x11num_busiest_links\x18\x01 \x01(\r\"\x87\x01\n\x08LinkLoad\x12\x0f\n\x07link_id\x18\x01 \x01(\t\x12\x1c\n\x14\x63\x61pacity_bytes_per_s\x18\x02 \x01(\x01\x12\x13\n\x0butilisation\x18\x03 \x01(\x01\x12\x11\n\tnum_flows\x18\x04 \x01(\r\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x0f\n\x07is_down\x18\x06 \x01(\x08\"\xfb\x01\n\x10\x44\x65scribeResponse\x12\x11\n\tnum_nodes\x18\x01 \x01(\r\x12\x15\n\rnpus_per_node\x18\x02 \x01(\r\x12\x14\n\x0c\x64ies_per_npu\x18\x03 \x01(\r\x12\x15\n\rnum_free_dies\x18\x04 \x01(\r\x12)\n\x06leases\x18\x05 \x03(\x0b\x32\x19.supernode.v1.WorkerLease\x12\x11\n\tnum_links\x18\x06 \x01(\r\x12#\n\x06\x66\x61ults\x18\x07 \x03(\x0b\x32\x13.supernode.v1.Fault\x12-\n\rbusiest_links\x18\x08 \x03(\x0b\x32\x16.supernode.v1.LinkLoad\"R\n\x0bWorkerLease\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04\x64ies\x18\x03 \x03(\r\x12\x14\n\x0c\x65xpires_in_s\x18\x04 \x01(\x01\"o\n\x12InjectFaultRequest\x12\x11\n\x07link_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04node\x18\x02 \x01(\rH\x00\x12\x18\n\x10\x62\x61ndwidth_factor\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x42\x08\n\x06target\"W\n\x13InjectFaultResponse\x12\"\n\x05\x66\x61ult\x18\x01 \x01(\x0b\x32\x13.supernode.v1.Fault\x12\x1c\n\x14num_failed_transfers\x18\x02 \x01(\r\"\x14\n\x12\x43learFaultsRequest\"*\n\x13\x43learFaultsResponse\x12\x13\n\x0bnum_cleared\x18\x01 \x01(\r\"e\n\x05\x46\x61ult\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\x04\x12\x10\n\x08link_ids\x18\x02 \x03(\t\x12\x18\n\x10\x62\x61ndwidth_factor\x18\x03 \x01(\x01\x12\x0f\n\x07start_s\x18\x04 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x05 \x01(\x01*K\n\x05Plane\x12\x15\n\x11PLANE_UNSPECIFIED\x10\x00\x12\x0c\n\x08PLANE_UB\x10\x01\x12\x0e\n\nPLANE_RDMA\x10\x02\x12\r\n\tPLANE_VPC\x10\x03*[\n\x0c\x45ndpointKind\x12\x1d\n\x19\x45NDPOINT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NDPOINT_KIND_DIE\x10\x01\x12\x15\n\x11\x45NDPOINT_KIND_CPU\x10\x02*V\n\nTransferOp\x12\x1b\n\x17TRANSFER_OP_UNSPECIFIED\x10\x00\x12\x14\n\x10TRANSFER_OP_READ\x10\x01\x12\x15\n\x11TRANSFER_OP_WRITE\x10\x02\x32\xe9\x04\n\x06\x46\x61\x62ric\x12@\n\x05Lease\x12\x1a.supernode.v1.LeaseRequest\x1a\x1b.supernode.v1.LeaseResponse\x12@\n\x05Renew\x12\x1a.supernode.v1.RenewRequest\x1a\x1b.supernode.v1.RenewResponse\x12\x46\n\x07Release\x12\x1c.supernode.v1.ReleaseRequest\x1a\x1d.supernode.v1.ReleaseResponse\x12I\n\x08Transfer\x12\x1d.supernode.v1.TransferRequest\x1a\x1e.supernode.v1.TransferResponse\x12U\n\x0cTransferMany\x12!.supernode.v1.TransferManyRequest\x1a\".supernode.v1.TransferManyResponse\x12I\n\x08\x44\x65scribe\x12\x1d.supernode.v1.DescribeRequest\x1a\x1e.supernode.v1.DescribeResponse\x12R\n\x0bInjectFault\x12 .supernode.v1.InjectFaultRequest\x1a!.supernode.v1.InjectFaultResponse\x12R\n\x0b\x43learFaults\x12 .supernode.v1.ClearFaultsRequest\x1a!.supernode.v1.ClearFaultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'supernode.v1.fabric_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANE']._serialized_start=1555
-  _globals['_PLANE']._serialized_end=1630
-  _globals['_ENDPOINTKIND']._serialized_start=1632
-  _globals['_ENDPOINTKIND']._serialized_end=1723
-  _globals['_TRANSFEROP']._serialized_start=1725
-  _globals['_TRANSFEROP']._serialized_end=1811
+  _globals['_PLANE']._serialized_start=1767
+  _globals['_PLANE']._serialized_end=1842
+  _globals['_ENDPOINTKIND']._serialized_start=1844
+  _globals['_ENDPOINTKIND']._serialized_end=1935
+  _globals['_TRANSFEROP']._serialized_start=1937
+  _globals['_TRANSFEROP']._serialized_end=2023
   _globals['_ENDPOINT']._serialized_start=70
   _globals['_ENDPOINT']._serialized_end=137
   _globals['_LEASEREQUEST']._serialized_start=139
@@ -61,21 +61,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSFERMANYRESPONSE']._serialized_start=799
   _globals['_TRANSFERMANYRESPONSE']._serialized_end=872
   _globals['_DESCRIBEREQUEST']._serialized_start=874
-  _globals['_DESCRIBEREQUEST']._serialized_end=891
-  _globals['_DESCRIBERESPONSE']._serialized_start=894
-  _globals['_DESCRIBERESPONSE']._serialized_end=1098
-  _globals['_WORKERLEASE']._serialized_start=1100
-  _globals['_WORKERLEASE']._serialized_end=1182
-  _globals['_INJECTFAULTREQUEST']._serialized_start=1184
-  _globals['_INJECTFAULTREQUEST']._serialized_end=1295
-  _globals['_INJECTFAULTRESPONSE']._serialized_start=1297
-  _globals['_INJECTFAULTRESPONSE']._serialized_end=1384
-  _globals['_CLEARFAULTSREQUEST']._serialized_start=1386
-  _globals['_CLEARFAULTSREQUEST']._serialized_end=1406
-  _globals['_CLEARFAULTSRESPONSE']._serialized_start=1408
-  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1450
-  _globals['_FAULT']._serialized_start=1452
-  _globals['_FAULT']._serialized_end=1553
-  _globals['_FABRIC']._serialized_start=1814
-  _globals['_FABRIC']._serialized_end=2431
+  _globals['_DESCRIBEREQUEST']._serialized_end=918
+  _globals['_LINKLOAD']._serialized_start=921
+  _globals['_LINKLOAD']._serialized_end=1056
+  _globals['_DESCRIBERESPONSE']._serialized_start=1059
+  _globals['_DESCRIBERESPONSE']._serialized_end=1310
+  _globals['_WORKERLEASE']._serialized_start=1312
+  _globals['_WORKERLEASE']._serialized_end=1394
+  _globals['_INJECTFAULTREQUEST']._serialized_start=1396
+  _globals['_INJECTFAULTREQUEST']._serialized_end=1507
+  _globals['_INJECTFAULTRESPONSE']._serialized_start=1509
+  _globals['_INJECTFAULTRESPONSE']._serialized_end=1596
+  _globals['_CLEARFAULTSREQUEST']._serialized_start=1598
+  _globals['_CLEARFAULTSREQUEST']._serialized_end=1618
+  _globals['_CLEARFAULTSRESPONSE']._serialized_start=1620
+  _globals['_CLEARFAULTSRESPONSE']._serialized_end=1662
+  _globals['_FAULT']._serialized_start=1664
+  _globals['_FAULT']._serialized_end=1765
+  _globals['_FABRIC']._serialized_start=2026
+  _globals['_FABRIC']._serialized_end=2643
 # @@protoc_insertion_point(module_scope)

@@ -128,11 +128,29 @@ class TransferManyResponse(_message.Message):
     def __init__(self, transfers: _Optional[_Iterable[_Union[TransferResponse, _Mapping]]] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("num_busiest_links",)
+    NUM_BUSIEST_LINKS_FIELD_NUMBER: _ClassVar[int]
+    num_busiest_links: int
+    def __init__(self, num_busiest_links: _Optional[int] = ...) -> None: ...
+
+class LinkLoad(_message.Message):
+    __slots__ = ("link_id", "capacity_bytes_per_s", "utilisation", "num_flows", "bytes_total", "is_down")
+    LINK_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    UTILISATION_FIELD_NUMBER: _ClassVar[int]
+    NUM_FLOWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    IS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    link_id: str
+    capacity_bytes_per_s: float
+    utilisation: float
+    num_flows: int
+    bytes_total: int
+    is_down: bool
+    def __init__(self, link_id: _Optional[str] = ..., capacity_bytes_per_s: _Optional[float] = ..., utilisation: _Optional[float] = ..., num_flows: _Optional[int] = ..., bytes_total: _Optional[int] = ..., is_down: _Optional[bool] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("num_nodes", "npus_per_node", "dies_per_npu", "num_free_dies", "leases", "num_links", "faults")
+    __slots__ = ("num_nodes", "npus_per_node", "dies_per_npu", "num_free_dies", "leases", "num_links", "faults", "busiest_links")
     NUM_NODES_FIELD_NUMBER: _ClassVar[int]
     NPUS_PER_NODE_FIELD_NUMBER: _ClassVar[int]
     DIES_PER_NPU_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +158,7 @@ class DescribeResponse(_message.Message):
     LEASES_FIELD_NUMBER: _ClassVar[int]
     NUM_LINKS_FIELD_NUMBER: _ClassVar[int]
     FAULTS_FIELD_NUMBER: _ClassVar[int]
+    BUSIEST_LINKS_FIELD_NUMBER: _ClassVar[int]
     num_nodes: int
     npus_per_node: int
     dies_per_npu: int
@@ -147,7 +166,8 @@ class DescribeResponse(_message.Message):
     leases: _containers.RepeatedCompositeFieldContainer[WorkerLease]
     num_links: int
     faults: _containers.RepeatedCompositeFieldContainer[Fault]
-    def __init__(self, num_nodes: _Optional[int] = ..., npus_per_node: _Optional[int] = ..., dies_per_npu: _Optional[int] = ..., num_free_dies: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[WorkerLease, _Mapping]]] = ..., num_links: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ...) -> None: ...
+    busiest_links: _containers.RepeatedCompositeFieldContainer[LinkLoad]
+    def __init__(self, num_nodes: _Optional[int] = ..., npus_per_node: _Optional[int] = ..., dies_per_npu: _Optional[int] = ..., num_free_dies: _Optional[int] = ..., leases: _Optional[_Iterable[_Union[WorkerLease, _Mapping]]] = ..., num_links: _Optional[int] = ..., faults: _Optional[_Iterable[_Union[Fault, _Mapping]]] = ..., busiest_links: _Optional[_Iterable[_Union[LinkLoad, _Mapping]]] = ...) -> None: ...
 
 class WorkerLease(_message.Message):
     __slots__ = ("worker_id", "role", "dies", "expires_in_s")
