@@ -9,10 +9,14 @@ are 1-64 KV blocks of 128 tokens of DeepSeek-R1 MLA (70,272 B per token). Seeded
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import statistics
 import time
+from pathlib import Path
 
+from benchmarks import fabric_heatmap
 from supernode.core.flows import FlowNetwork
 from supernode.core.topology import Endpoint, Plane, Route, Topology
 
@@ -57,7 +61,39 @@ def run(num_transfers: int = NUM_TRANSFERS, num_concurrent: int = NUM_CONCURRENT
             _start(net, topology, rng, next_id, now_s)
             next_id += 1
     elapsed_s = time.perf_counter() - started
-    return {"fabric_transfers_per_s": round(completed / elapsed_s, 1)}
+    figures = {"fabric_transfers_per_s": round(completed / elapsed_s, 1)}
+    figures["fabric_rpc_ms_p50"] = asyncio.run(_rpc_p50_ms())
+    labels, rows = fabric_heatmap.simulate()
+    fabric_heatmap.write_png(Path("reports/fabric_heatmap.png"), labels, rows)
+    return figures
+
+
+async def _rpc_p50_ms(num_calls: int = 500) -> float:
+    """Median wall time of one small Transfer RPC to an in-process fabric over loopback (ms)."""
+    from supernode.fabric.service import build
+    from supernode.runtime.channels import open_channel
+    from supernode.runtime.config import Settings
+    from supernode.runtime.server import ServiceHost
+    from supernode.v1 import fabric_pb2, fabric_pb2_grpc
+
+    settings = Settings.model_validate({"runtime": {"time_scale": 1000.0}, "fabric": {"metrics_port": 0}})
+    host = ServiceHost(settings, build(settings), 0)
+    await host.start()
+    request = fabric_pb2.TransferRequest(
+        src=fabric_pb2.Endpoint(kind=fabric_pb2.ENDPOINT_KIND_CPU, index=3),
+        dst=fabric_pb2.Endpoint(kind=fabric_pb2.ENDPOINT_KIND_DIE, index=40),
+        num_bytes=BLOCK_BYTES,
+        plane=fabric_pb2.PLANE_UB,
+    )
+    times = []
+    async with open_channel(host.address, settings) as channel:
+        stub = fabric_pb2_grpc.FabricStub(channel)
+        for _ in range(num_calls):
+            started = time.perf_counter()
+            await stub.Transfer(request)
+            times.append((time.perf_counter() - started) * 1e3)
+    await host.drain_and_stop()
+    return round(statistics.median(times), 3)
 
 
 if __name__ == "__main__":
