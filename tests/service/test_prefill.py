@@ -82,6 +82,7 @@ async def test_cached_prefix_is_loaded_not_computed(make_prefill):
     assert warm.num_cached_tokens == 16384 and warm.load_s > 0
     assert warm.compute_s < cold.compute_s
     assert ("kv-load", 16384 * 70_272) in fabric.transfers
+    assert ("kv-store", 16387 * 70_272) in fabric.transfers, "the cold prompt's blocks moved to the pool"
     assert service.cache_metrics.hit_rate._value.get() == pytest.approx(16384 / (16387 + 16388))
 
 

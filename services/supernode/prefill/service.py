@@ -26,7 +26,7 @@ from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
 from supernode.runtime.engine import StepLoop
-from supernode.runtime.errors import ResourceExhaustedError, UnavailableError, invalid
+from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, UnavailableError, invalid
 from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient
 from supernode.runtime.server import Drain, unary
@@ -35,6 +35,7 @@ from supernode.v1 import common_pb2, kvpool_pb2, prefill_pb2, prefill_pb2_grpc
 
 log = logging.getLogger(__name__)
 NUM_POOL_CPUS = 48 * 4  # reference 1.2: 48 nodes x 4 Kunpeng CPUs contribute DRAM to the EMS pool
+MAX_BACKGROUND_STORES = 1024  # bound on KV store transfers in flight; beyond it stores are not timed
 
 
 class PrefillService(prefill_pb2_grpc.PrefillServicer):
@@ -60,6 +61,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         )
         self._done: dict[str, asyncio.Future[float]] = {}
         self._compute_s: dict[str, float] = {}  # emulated batch time each request took part in
+        self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
         self.cache_metrics = CacheMetrics(self.metrics)
 
@@ -70,6 +72,8 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
 
     async def stop(self) -> None:
         await self.loop.stop()
+        if self._stores:
+            await asyncio.wait(self._stores, timeout=5.0)
         await self.lease.release()
         await self.fabric.close()
         await self.pool.close()
@@ -196,10 +200,31 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         return result.duration_s
 
     async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int) -> None:
+        """Writes the new blocks to the pool; their UB move to the EMS DRAM pool runs in the background.
+
+        The bytes land in Redis before the handle is returned (decode reads them next); the emulated
+        UB write is not on the request's path, as in the paper's asynchronous store (reference 2.3),
+        but it does occupy the fabric's links.
+        """
         token_blocks = blocks.split_blocks(prompt, self.block_tokens)
         new = [kvpool_pb2.Block(key=keys[i], tokens=token_blocks[i]) for i in range(first_new, len(keys))]
         for start in range(0, len(new), self.settings.kvpool.max_blocks_per_call):
             await self.pool.put(new[start : start + self.settings.kvpool.max_blocks_per_call])
+        num_tokens = sum(len(b.tokens) for b in new)
+        if num_tokens and len(self._stores) < MAX_BACKGROUND_STORES:
+            task = asyncio.create_task(self._store_transfer(keys[first_new], num_tokens))
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
+
+    async def _store_transfer(self, first_key: str, num_tokens: int) -> None:
+        die = self._die_for(first_key)
+        cpu = int(first_key[:8], 16) % NUM_POOL_CPUS
+        try:
+            await self.fabric.transfer(
+                ("die", die), ("cpu", cpu), num_tokens * specs.KV_BYTES_PER_TOKEN, "ub", "kv-store"
+            )
+        except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
+            log.debug("background KV store transfer failed: %s", err.message)
 
 
 def build(
