@@ -106,7 +106,10 @@ def test_fabric_cli_shows_leases_and_busy_links_and_faults_bite(stack):
     from typer.testing import CliRunner
 
     from supernode.cli import app
+    from supernode.runtime.channels import open_channel
+    from supernode.runtime.config import Settings
     from supernode.sdk import UnavailableError
+    from supernode.v1 import fabric_pb2, fabric_pb2_grpc
 
     runner = CliRunner()
     fabric = ["--address", stack.address("fabric")]
@@ -115,8 +118,17 @@ def test_fabric_cli_shows_leases_and_busy_links_and_faults_bite(stack):
     out = runner.invoke(app, ["fabric", "status", *fabric], terminal_width=200).output
     assert "prefill-0" in out and "decode-0" in out
     assert "rdma/" in out, "the P->D pull went over RDMA"
-    # decode-0 leased dies after both prefills' 2 x 32: node 4. Take that node down.
-    out = runner.invoke(app, ["fabric", "fault", "--node", "4", "--duration-s", "60", *fabric]).output
+    # Take down the node that holds decode-0's dies (the workers lease concurrently, so look it up).
+    settings = Settings()
+
+    async def decode_node() -> int:
+        async with open_channel(stack.address("fabric"), settings) as channel:
+            reply = await fabric_pb2_grpc.FabricStub(channel).Describe(fabric_pb2.DescribeRequest())
+        (lease,) = [lease for lease in reply.leases if lease.worker_id == "decode-0"]
+        return lease.dies[0] // 16
+
+    node = asyncio.run(decode_node())
+    out = runner.invoke(app, ["fabric", "fault", "--node", str(node), "--duration-s", "60", *fabric]).output
     assert "links at 0%" in out
     with Client(stack.router_address) as client, pytest.raises(UnavailableError):
         client.complete(token_ids=[800 + k for k in range(300)], max_tokens=3)

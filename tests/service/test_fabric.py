@@ -44,7 +44,9 @@ async def test_expired_lease_returns_dies(fabric):
     stub, _ = fabric
     await stub.Lease(fabric_pb2.LeaseRequest(worker_id="gone", role="decode", num_dies=8))
     await asyncio.sleep(1.2)  # ttl 0.5 s without a Renew
-    assert (await stub.Renew(fabric_pb2.RenewRequest(worker_id="gone"))).num_dies == 0
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Renew(fabric_pb2.RenewRequest(worker_id="gone"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "worker_id" in err.value.details()
     assert (await stub.Describe(fabric_pb2.DescribeRequest())).num_free_dies == 768
 
 

@@ -138,3 +138,22 @@ async def test_max_tokens_one_needs_no_decode_step(host_factory):
     done = await client.complete(token_ids=[1], max_tokens=1)
     assert done.token_ids == [300] and done.finish_reason == "length" and decode.cancelled == 1
     await client.close()
+
+
+async def test_kv_aware_policy_keeps_a_prefix_on_one_instance(host_factory):
+    prefills = [FakePrefill(), FakePrefill(), FakePrefill()]
+    client = await start_router(host_factory, prefills, [FakeDecode()], policy="kv_aware")
+    shared = list(range(300, 300 + 128))
+    for i in range(6):
+        await client.complete(token_ids=shared + [i], max_tokens=1)
+    assert sorted(p.calls for p in prefills) == [0, 0, 6]
+    await client.close()
+
+
+async def test_round_robin_policy_rotates(host_factory):
+    prefills = [FakePrefill(), FakePrefill(), FakePrefill()]
+    client = await start_router(host_factory, prefills, [FakeDecode()], policy="round_robin")
+    for i in range(6):
+        await client.complete(token_ids=[i], max_tokens=1)
+    assert [p.calls for p in prefills] == [2, 2, 2]
+    await client.close()

@@ -27,3 +27,14 @@ def test_decode_prefers_room_then_most_free():
     workers = [w("a", used=90, cap=100), w("b", used=10, cap=100), w("c", used=0, cap=100, healthy=False)]
     assert decode_order(workers, need_kv_tokens=20) == [1, 0]
     assert decode_order(workers, need_kv_tokens=95)[0] == 1
+
+
+def test_affinity_table_is_lru_bounded():
+    from supernode.core.policy import AffinityTable
+
+    table = AffinityTable(2)
+    table.put("a", 0)
+    table.put("b", 1)
+    assert table.get("a") == 0
+    table.put("c", 2)  # "a" was used after "b"? no: get does not refresh; "a" is oldest
+    assert table.get("a") is None and table.get("b") == 1 and table.get("c") == 2 and len(table) == 2

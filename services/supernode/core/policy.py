@@ -7,6 +7,7 @@ Round-robin and a KV-aware policy exist for comparison.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,3 +67,23 @@ def prefill_order(
         ordered.remove(affinity)
         ordered.insert(0, affinity)
     return ordered
+
+
+class AffinityTable:
+    """Which prefill instance last served a prefix (its first block's key); LRU-bounded."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._last: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, prefix_key: str) -> int | None:
+        return self._last.get(prefix_key)
+
+    def put(self, prefix_key: str, worker: int) -> None:
+        self._last[prefix_key] = worker
+        self._last.move_to_end(prefix_key)
+        while len(self._last) > self.max_entries:
+            self._last.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._last)

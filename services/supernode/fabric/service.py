@@ -31,7 +31,7 @@ from supernode.fabric.network import FabricNetwork, TransferOutcome
 from supernode.fabric.requests import MAX_TRANSFERS_PER_CALL, fault_links, fault_window, routed
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import ResourceExhaustedError, invalid
+from supernode.runtime.errors import FailedPreconditionError, ResourceExhaustedError, invalid
 from supernode.runtime.metrics import FabricMetrics, start_metrics_server
 from supernode.runtime.server import Drain, unary
 from supernode.v1 import common_pb2, fabric_pb2, fabric_pb2_grpc
@@ -101,11 +101,21 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
 
     @unary(track=False)
     async def Renew(self, request: fabric_pb2.RenewRequest, context: grpc.aio.ServicerContext):  # noqa: N802
-        return fabric_pb2.RenewResponse(num_dies=self.leases.renew(request.worker_id))
+        if not request.worker_id:
+            raise invalid("worker_id", "must not be empty")
+        num = self.leases.renew(request.worker_id)
+        if num == 0:
+            raise FailedPreconditionError(
+                f"worker_id: {request.worker_id!r} holds no lease (never leased, or it expired); lease again",
+                field="worker_id",
+            )
+        return fabric_pb2.RenewResponse(num_dies=num)
 
     @unary(track=False)
     async def Release(self, request: fabric_pb2.ReleaseRequest, context: grpc.aio.ServicerContext):  # noqa: N802
-        num = self.leases.release(request.worker_id)
+        if not request.worker_id:
+            raise invalid("worker_id", "must not be empty")
+        num = self.leases.release(request.worker_id)  # idempotent: releasing twice returns 0
         if num:
             log.info("released %d dies of %s", num, request.worker_id)
         return fabric_pb2.ReleaseResponse(num_dies=num)

@@ -105,7 +105,8 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
     async def Prefill(self, request: prefill_pb2.PrefillRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         prompt = self._validate(request)
         seed = request.sampling.seed
-        keys = blocks.block_keys(prompt, self.block_tokens)
+        # Hashing and indexing long prompts runs off the event loop, so RPCs and the step loop keep going.
+        keys = await asyncio.to_thread(blocks.block_keys, prompt, self.block_tokens)
         num_full = len(prompt) // self.block_tokens
         num_cached_blocks = await self.pool.lookup(keys[:num_full]) if num_full else 0
         # At least the last prompt token is computed, so a fully cached prompt still yields a token.
@@ -136,7 +137,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             compute_s = self._compute_s.pop(request.request_id, 0.0)
 
         await self._store_blocks(prompt, keys, num_cached // self.block_tokens)
-        first = tokens.TokenModel(prompt, seed).next_token()
+        first = await asyncio.to_thread(first_token, prompt, seed)
         return prefill_pb2.PrefillResponse(
             first_token=first,
             kv=common_pb2.KvHandle(
@@ -225,6 +226,10 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             )
         except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
             log.debug("background KV store transfer failed: %s", err.message)
+
+
+def first_token(prompt: list[int], seed: int) -> int:
+    return tokens.TokenModel(prompt, seed).next_token()
 
 
 def build(

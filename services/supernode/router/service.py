@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from supernode.core import policy, tokens
+from supernode.core import blocks, policy, tokens
 from supernode.router.workers import Worker, WorkerSet
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
@@ -54,6 +54,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self.num_inflight = 0
         self._rr = itertools.count()
         self.metrics = ServingMetrics(settings.frontend.model_name)
+        self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
 
     async def start(self) -> None:
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
@@ -239,7 +240,12 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request_id: str, prompt: list[int], sampling: common_pb2.Sampling
     ) -> tuple[Worker, prefill_pb2.PrefillResponse]:
         workers = self.workers.prefill
-        order = policy.prefill_order([w.snapshot() for w in workers], "paper", next(self._rr))
+        prefix = blocks.block_keys(
+            prompt[: self.settings.kvpool.block_tokens], self.settings.kvpool.block_tokens
+        )[0]
+        order = policy.prefill_order(
+            [w.snapshot() for w in workers], self.cfg.policy, next(self._rr), self.affinity.get(prefix)
+        )
         last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
         request = prefill_pb2.PrefillRequest(request_id=request_id, token_ids=prompt, sampling=sampling)
         for i in order:
@@ -247,6 +253,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             worker.num_inflight += 1
             try:
                 reply = await self._unary(worker, worker.stub.Prefill, request, timeout_s=None)  # type: ignore[attr-defined]
+                self.affinity.put(prefix, i)
                 return worker, reply
             except (UnavailableError, ResourceExhaustedError) as err:
                 last = err

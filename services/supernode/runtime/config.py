@@ -133,6 +133,13 @@ class RouterSettings(BaseModel):
     )
     max_inflight: int = Field(4096, ge=1, description="Requests in flight before RESOURCE_EXHAUSTED")
     load_poll_s: float = Field(0.5, gt=0, description="Wall seconds between load probes of the workers")
+    policy: Literal["paper", "round_robin", "kv_aware"] = Field(
+        "paper",
+        description="Prefill choice: paper (least loaded), round_robin, kv_aware (last server of the prefix)",
+    )
+    max_affinity_entries: int = Field(
+        100_000, ge=1, description="Prefixes the kv_aware policy remembers (LRU)"
+    )
 
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
 

@@ -15,7 +15,7 @@ import grpc
 
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import SupernodeError, UnavailableError, from_rpc_error
+from supernode.runtime.errors import FailedPreconditionError, SupernodeError, UnavailableError, from_rpc_error
 from supernode.v1 import common_pb2, fabric_pb2, fabric_pb2_grpc, kvpool_pb2, kvpool_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,9 @@ class DieLease:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             try:
-                if await self.fabric.renew(self.worker_id) == 0:
+                try:
+                    await self.fabric.renew(self.worker_id)
+                except FailedPreconditionError:
                     log.warning("lease of %s expired; leasing again", self.worker_id)
                     self.dies = await self.fabric.lease(self.worker_id, self.role, self.num_dies)
             except SupernodeError as err:

@@ -89,7 +89,8 @@ class FabricServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Renew(self, request, context):
-        """Renews a worker's lease (heartbeat); an expired lease returns its dies to the pool.
+        """Renews a worker's lease (heartbeat); an expired lease returns its dies to the pool, and renewing
+        it is FAILED_PRECONDITION (lease again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
