@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 import grpc
 
@@ -40,7 +41,7 @@ from supernode.runtime.errors import (
     invalid,
 )
 from supernode.runtime.metrics import start_metrics_server
-from supernode.runtime.peers import DieLease, FabricClient, PoolClient
+from supernode.runtime.peers import DieLease, FabricClient, PoolClient, worker_builder
 from supernode.runtime.server import Drain, stream, unary
 from supernode.runtime.worker_metrics import WorkerMetrics
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
@@ -293,19 +294,8 @@ def build(
     clock: Clock | None = None,
     fabric: FabricClient | None = None,
     pool: PoolClient | None = None,
-):  # type: ignore[no-untyped-def]
-    from supernode.runtime.clock import ScaledClock
-    from supernode.runtime.peers import GrpcFabricClient, GrpcPoolClient
-
-    def _build(server: grpc.aio.Server, drain: Drain) -> DecodeService:
-        service = DecodeService(
-            settings,
-            clock or ScaledClock(settings.runtime.time_scale),
-            fabric or GrpcFabricClient(settings),
-            pool or GrpcPoolClient(settings),
-            drain,
-        )
-        decode_pb2_grpc.add_DecodeServicer_to_server(service, server)
-        return service
-
-    return _build
+) -> Callable[[grpc.aio.Server, Drain], DecodeService]:
+    """The host's factory; tests pass a virtual clock and in-memory peers."""
+    return worker_builder(
+        DecodeService, decode_pb2_grpc.add_DecodeServicer_to_server, settings, clock, fabric, pool
+    )

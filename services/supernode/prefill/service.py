@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -28,7 +29,7 @@ from supernode.runtime.deployments import prefill_deployment
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, UnavailableError, invalid
 from supernode.runtime.metrics import start_metrics_server
-from supernode.runtime.peers import DieLease, FabricClient, PoolClient
+from supernode.runtime.peers import DieLease, FabricClient, PoolClient, worker_builder
 from supernode.runtime.server import Drain, unary
 from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
 from supernode.v1 import common_pb2, kvpool_pb2, prefill_pb2, prefill_pb2_grpc
@@ -237,19 +238,8 @@ def build(
     clock: Clock | None = None,
     fabric: FabricClient | None = None,
     pool: PoolClient | None = None,
-):  # type: ignore[no-untyped-def]
-    from supernode.runtime.clock import ScaledClock
-    from supernode.runtime.peers import GrpcFabricClient, GrpcPoolClient
-
-    def _build(server: grpc.aio.Server, drain: Drain) -> PrefillService:
-        service = PrefillService(
-            settings,
-            clock or ScaledClock(settings.runtime.time_scale),
-            fabric or GrpcFabricClient(settings),
-            pool or GrpcPoolClient(settings),
-            drain,
-        )
-        prefill_pb2_grpc.add_PrefillServicer_to_server(service, server)
-        return service
-
-    return _build
+) -> Callable[[grpc.aio.Server, Drain], PrefillService]:
+    """The host's factory; tests pass a virtual clock and in-memory peers."""
+    return worker_builder(
+        PrefillService, prefill_pb2_grpc.add_PrefillServicer_to_server, settings, clock, fabric, pool
+    )

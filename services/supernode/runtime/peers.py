@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from supernode.runtime.channels import open_channel
+from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import FailedPreconditionError, SupernodeError, UnavailableError, from_rpc_error
 from supernode.v1 import common_pb2, fabric_pb2, fabric_pb2_grpc, kvpool_pb2, kvpool_pb2_grpc
@@ -168,3 +169,28 @@ class DieLease:
             await self.fabric.release(self.worker_id)
         except SupernodeError as err:
             log.warning("could not release dies: %s", err.message)
+
+
+def worker_builder(
+    service_cls: Callable[..., Any],
+    add_servicer: Callable[[Any, grpc.aio.Server], None],
+    settings: Settings,
+    clock: Clock | None = None,
+    fabric: FabricClient | None = None,
+    pool: PoolClient | None = None,
+) -> Callable[[grpc.aio.Server, Any], Any]:
+    """The ServiceHost factory of a worker: real peers (gRPC fabric and pool, scaled clock) unless
+    fakes are given (service tests)."""
+
+    def build(server: grpc.aio.Server, drain: Any) -> Any:
+        service = service_cls(
+            settings,
+            clock or ScaledClock(settings.runtime.time_scale),
+            fabric or GrpcFabricClient(settings),
+            pool or GrpcPoolClient(settings),
+            drain,
+        )
+        add_servicer(service, server)
+        return service
+
+    return build
