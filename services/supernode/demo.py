@@ -35,7 +35,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_demo(num_requests: int, concurrency: int, console: Console) -> int:
-    stack = LocalStack(StackConfig(num_prefill=2, num_decode=1))
+    # Its own ports, so the demo runs beside anything already on the default ones.
+    stack = LocalStack(StackConfig(num_prefill=2, num_decode=1, ephemeral_ports=True))
     console.print(
         "[bold]Starting the local topology[/] (redis, fabric, kvpool, 2x prefill, decode, router)..."
     )

@@ -69,7 +69,7 @@ class LocalStack:
     def _plan_ports(self) -> dict[str, int]:
         s = self.settings
         ports = {
-            "redis": self._port(6379),
+            "redis": free_port(),  # internal: only the kvpool talks to it, so any free port will do
             "fabric": self._port(s.fabric.port),
             "kvpool": self._port(s.kvpool.port),
             "router": self._port(s.router.port),
