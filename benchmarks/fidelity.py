@@ -98,6 +98,15 @@ async def start(env: dict[str, str], num_prefill: int) -> tuple[LocalStack, dict
     return stack, ports
 
 
+async def wait_for_batch(port: int, batch_per_die: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (await scrape(port)).get("supernode_decode_batch_per_die", 0) >= batch_per_die:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the decode batch never reached {batch_per_die} per die in {timeout_s:.0f} s")
+
+
 def lag_pct(
     before: dict[str, float], after: dict[str, float], role: str, wall_s: float, scale: float
 ) -> float:
@@ -120,7 +129,7 @@ async def decode_scenario(
         target = batch_per_die * num_dies
         concurrency = target + max(4, target // 2)  # a queue of prefilled requests keeps the batch full
         tpots: list[tuple[float, float, float]] = []  # (wall start, wall end, tpot_s)
-        stop_at = time.monotonic() + duration_s
+        stop_at = time.monotonic() + duration_s * 2
         async with AsyncClient(stack.router_address, timeout_s=600) as client:
 
             async def loop(worker: int) -> None:
@@ -139,7 +148,8 @@ async def decode_scenario(
                     i += concurrency
 
             tasks = [asyncio.create_task(loop(w)) for w in range(concurrency)]
-            await asyncio.sleep(duration_s * 0.3)  # ramp-up: the first wave is prefilled
+            # The window opens once every rank holds the chosen batch (the first wave is prefilled).
+            await wait_for_batch(ports["decode"], batch_per_die, timeout_s=duration_s)
             before, t0 = await scrape(ports["decode"]), time.monotonic()
             await asyncio.sleep(duration_s * 0.5)
             after, t1 = await scrape(ports["decode"]), time.monotonic()
