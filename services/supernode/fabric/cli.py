@@ -54,12 +54,12 @@ def show(reply: fabric_pb2.DescribeResponse) -> None:
         leases.add_row(lease.worker_id, lease.role, str(len(lease.dies)), span, f"{lease.expires_in_s:.1f}")
     console.print(leases)
     links = Table(title="busiest links (by bytes carried)")
-    for col in ("link", "GB carried", "capacity GB/s", "utilisation now", "flows", "down"):
+    for col in ("link", "MB carried", "capacity GB/s", "utilisation now", "flows", "down"):
         links.add_column(col, justify="right" if col != "link" else "left")
     for link in reply.busiest_links:
         links.add_row(
             link.link_id,
-            _gb(link.bytes_total),
+            f"{link.bytes_total / 1e6:,.1f}",
             _gb(link.capacity_bytes_per_s),
             f"{link.utilisation:.0%}",
             str(link.num_flows),
