@@ -37,3 +37,21 @@ def test_generated_tokens_do_not_depend_on_chunking():
     model = tokens.TokenModel(prompt, 3)
     parts = model.generate(5) + model.generate(7)
     assert whole == parts
+
+
+def test_next_token_matches_the_indexed_model():
+    import random
+
+    rng = random.Random(5)
+    for trial in range(300):
+        alphabet = rng.choice([3, 5, 50, 70_000])
+        prompt = [
+            rng.randrange(alphabet) + (257 if alphabet > 256 else 0) for _ in range(rng.randrange(1, 300))
+        ]
+        assert tokens.next_token(prompt, trial) == tokens.TokenModel(prompt, trial).next_token(), prompt
+    assert tokens.next_token([], 1) == tokens.TokenModel([], 1).next_token()
+    # A byte match straddling two tokens is not a token match.
+    assert (
+        tokens.next_token([1 << 24, 1, 7, 1, 1 << 24], 0)
+        == tokens.TokenModel([1 << 24, 1, 7, 1, 1 << 24], 0).next_token()
+    )

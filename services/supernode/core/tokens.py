@@ -15,6 +15,7 @@ retrieval-style prompts have checkable answers.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Sequence
 
 VOCAB_SIZE = 129_280  # DeepSeek-R1 vocabulary (reference section 9)
@@ -61,6 +62,30 @@ def word(token: int) -> str:
 
 def is_valid_token(token: int) -> bool:
     return 0 <= token < VOCAB_SIZE
+
+
+def next_token(context: Sequence[int], seed: int) -> int:
+    """The token the model emits after `context`, without building its index (for one token).
+
+    Same answer as TokenModel(context, seed).next_token(): the follower of the latest earlier
+    occurrence of the longest matching suffix, searched in the packed context with bytes.rfind.
+    """
+    n_tokens = len(context)
+    if n_tokens == 0:
+        return random_word(seed, 0, 0)
+    packed = array("I", context).tobytes()
+    for n in MATCH_LENGTHS:
+        if n >= n_tokens:
+            continue
+        suffix = packed[(n_tokens - n) * 4 :]
+        # An earlier occurrence must end by the last token, so that its follower is in the context.
+        end = (n_tokens - 1) * 4
+        pos = packed.rfind(suffix, 0, end)
+        while pos > 0 and pos % 4:  # a match across token boundaries: look further left
+            pos = packed.rfind(suffix, 0, pos + len(suffix) - 1)
+        if pos >= 0 and pos % 4 == 0:
+            return context[pos // 4 + n]
+    return random_word(seed, n_tokens, context[-1])
 
 
 def random_word(seed: int, position: int, previous: int) -> int:

@@ -138,7 +138,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             compute_s = self._compute_s.pop(request.request_id, 0.0)
 
         await self._store_blocks(prompt, keys, num_cached // self.block_tokens)
-        first = await asyncio.to_thread(first_token, prompt, seed)
+        first = tokens.next_token(prompt, seed)
         return prefill_pb2.PrefillResponse(
             first_token=first,
             kv=common_pb2.KvHandle(
@@ -227,10 +227,6 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             )
         except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
             log.debug("background KV store transfer failed: %s", err.message)
-
-
-def first_token(prompt: list[int], seed: int) -> int:
-    return tokens.TokenModel(prompt, seed).next_token()
 
 
 def build(
