@@ -144,6 +144,16 @@ class LocalStack:
             self._spawn("frontend", "frontend", {"SUPERNODE_FRONTEND__PORT": str(self.ports["frontend"])})
             await self._wait_http(self.ports["frontend"], timeout_s)
 
+    def stop_redis(self) -> None:
+        """Stops the local redis-server (fault injection: the pool loses its store and its data)."""
+        if self.redis is not None:
+            terminate(self.redis, 5.0)
+            self.redis = None
+
+    def start_redis(self) -> None:
+        """(Re)starts the local redis-server on its port, empty."""
+        self._start_redis()
+
     def _start_redis(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
