@@ -93,6 +93,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         """Feeds the serving metrics (vLLM names, emulated time) from the chunks as they pass."""
         started = last = self.clock.now()
+        is_first = True
         async for chunk in run:
             now = self.clock.now()
             if chunk.finished:
@@ -111,11 +112,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
                     cache_load_s=st.cache_load_s,
                     kv_pull_s=st.kv_pull_s,
                 )
-            elif last == started:
+            elif is_first:
                 tracker.on_first_token(now - started)
             else:
                 tracker.on_token(now - last)
-            last = now
+            last, is_first = now, False
             yield chunk
 
     @unary(track=False)
