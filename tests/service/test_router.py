@@ -157,3 +157,36 @@ async def test_round_robin_policy_rotates(host_factory):
         await client.complete(token_ids=[i], max_tokens=1)
     assert [p.calls for p in prefills] == [2, 2, 2]
     await client.close()
+
+
+class FullDecode(FakeDecode):
+    """Full for the first `full_times` reservations, then has room."""
+
+    def __init__(self, full_times: int) -> None:
+        super().__init__()
+        self.full_times = full_times
+
+    async def Reserve(self, request, context):  # noqa: N802
+        if self.full_times > 0:
+            self.full_times -= 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "decode full: no rank has room")
+        return await super().Reserve(request, context)
+
+
+async def test_a_full_decode_makes_requests_wait_not_fail(host_factory):
+    decode = FullDecode(full_times=3)
+    client = await start_router(host_factory, [FakePrefill()], [decode], reserve_wait_s=5.0)
+    done = await client.complete(token_ids=[1], max_tokens=3)
+    assert len(done.token_ids) == 3 and decode.full_times == 0
+    await client.close()
+
+
+async def test_waiting_for_decode_is_bounded(host_factory):
+    from supernode.sdk import ResourceExhaustedError
+
+    client = await start_router(
+        host_factory, [FakePrefill()], [FullDecode(full_times=10**6)], reserve_wait_s=0.2
+    )
+    with pytest.raises(ResourceExhaustedError):
+        await client.complete(token_ids=[1], max_tokens=3)
+    await client.close()

@@ -219,6 +219,23 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def _reserve(
         self, request_id: str, num_prompt: int, max_tokens: int
     ) -> tuple[Worker, decode_pb2.ReserveResponse]:
+        """Reserves decode KV capacity, waiting while every instance is full (the "wait" policy: a
+        request is queued here, never dropped, until capacity frees or `reserve_wait_s` passes)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.reserve_wait_s
+        backoff = 0.02
+        while True:
+            try:
+                return await self._reserve_once(request_id, num_prompt, max_tokens)
+            except ResourceExhaustedError:
+                if loop.time() + backoff > deadline:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(0.5, backoff * 2)
+
+    async def _reserve_once(
+        self, request_id: str, num_prompt: int, max_tokens: int
+    ) -> tuple[Worker, decode_pb2.ReserveResponse]:
         workers = self.workers.decode
         order = policy.decode_order([w.snapshot() for w in workers], num_prompt + max_tokens)
         last: SupernodeError = UnavailableError("no decode instance is available", retry_after_s=1.0)

@@ -137,6 +137,11 @@ class RouterSettings(BaseModel):
         "paper",
         description="Prefill choice: paper (least loaded), round_robin, kv_aware (last server of the prefix)",
     )
+    reserve_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="Wall seconds a request waits for decode KV capacity before RESOURCE_EXHAUSTED",
+    )
     max_affinity_entries: int = Field(
         100_000, ge=1, description="Prefixes the kv_aware policy remembers (LRU)"
     )
