@@ -135,3 +135,26 @@ def test_fabric_cli_shows_leases_and_busy_links_and_faults_bite(stack):
     assert "cleared 1" in runner.invoke(app, ["fabric", "clear", *fabric]).output
     with Client(stack.router_address) as client:
         assert len(client.complete(token_ids=[900 + k for k in range(300)], max_tokens=3).token_ids) == 3
+
+
+async def test_a_client_that_leaves_frees_its_decode_slot(stack):
+    from supernode.runtime.channels import open_channel
+    from supernode.runtime.config import Settings
+    from supernode.v1 import common_pb2, decode_pb2_grpc
+
+    async with AsyncClient(stack.router_address) as client:
+        stream = client.generate(token_ids=[2500 + k for k in range(200)], max_tokens=5000, seed=1)
+        async for _ in stream:
+            break  # leave after the first chunk, 4,999 tokens early
+        await stream.aclose()
+    async with open_channel(stack.address("decode-0"), Settings()) as channel:
+        stub = decode_pb2_grpc.DecodeStub(channel)
+        for _ in range(50):
+            load = await stub.Load(common_pb2.LoadRequest())
+            if load.num_running == 0 and load.kv_tokens_used == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert load.num_running == 0 and load.kv_tokens_used == 0, (
+            "the abandoned request still holds its slot"
+        )
+    del grpc

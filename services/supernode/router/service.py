@@ -283,12 +283,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, worker: Worker, request: decode_pb2.DecodeRequest
     ) -> AsyncIterator[decode_pb2.DecodeChunk]:
         worker.num_inflight += 1
+        call = worker.stub.Decode(request)  # type: ignore[attr-defined]
         try:
-            async for chunk in worker.stub.Decode(request):  # type: ignore[attr-defined]
+            async for chunk in call:
                 yield chunk
         except grpc.RpcError as err:
             raise _worker_error(worker, err) from err
         finally:
+            call.cancel()  # a client that went away frees its decode slot now, not at garbage collection
             worker.num_inflight -= 1
 
     async def _unary(
