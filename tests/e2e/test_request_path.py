@@ -157,4 +157,3 @@ async def test_a_client_that_leaves_frees_its_decode_slot(stack):
         assert load.num_running == 0 and load.kv_tokens_used == 0, (
             "the abandoned request still holds its slot"
         )
-    del grpc
