@@ -139,3 +139,27 @@ async def test_load_reports_capacity(make_decode):
     load = await stub.Load(common_pb2.LoadRequest())
     assert load.role == "decode" and load.kv_tokens_used == 128 and load.num_dies == 2
     assert load.kv_tokens_capacity == 2 * service.scheduler.kv_capacity
+
+
+async def test_malformed_handles_are_invalid_argument(make_decode):
+    stub, _, service, _ = await make_decode()
+    cases = [
+        (common_pb2.KvHandle(request_id="m", block_keys=["not-a-key"], num_tokens=10, block_tokens=BLOCK),
+         "kv.block_keys[0]"),
+        (common_pb2.KvHandle(request_id="m", block_keys=["ab" * 16], num_tokens=500, block_tokens=BLOCK),
+         "kv.num_tokens"),
+        (common_pb2.KvHandle(request_id="other", block_keys=["ab" * 16], num_tokens=10, block_tokens=BLOCK),
+         "kv.request_id"),
+    ]  # fmt: skip
+    for kv, field in cases:
+        reservation = await stub.Reserve(
+            decode_pb2.ReserveRequest(request_id="m", num_prompt_tokens=10, max_tokens=5)
+        )
+        request = decode_pb2.DecodeRequest(
+            reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Decode(request):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
+    assert service.scheduler.kv_reserved == [0, 0], "every refused request released its capacity"

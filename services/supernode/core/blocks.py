@@ -19,6 +19,11 @@ DIGEST_BYTES = 16
 _HEADER = struct.Struct("<5sHI")  # magic, number of tokens, reserved
 
 
+def is_block_key(key: str) -> bool:
+    """True for a well-formed block key: 32 lowercase hex characters (a 16-byte BLAKE2b digest)."""
+    return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+
+
 def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
     """Keys of every block of `token_ids` in order (the last may cover a partial block)."""
     keys: list[str] = []

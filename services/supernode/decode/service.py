@@ -241,6 +241,18 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
             raise invalid("kv.request_id", "does not match the reservation's request")
         if not kv.block_keys or kv.block_tokens < 1:
             raise invalid("kv", "handle has no blocks")
+        bad = next((i for i, key in enumerate(kv.block_keys) if not blocks.is_block_key(key)), None)
+        if bad is not None:
+            raise invalid(f"kv.block_keys[{bad}]", "must be a 32-character lowercase hex block key")
+        if (
+            not (len(kv.block_keys) - 1) * kv.block_tokens
+            < kv.num_tokens
+            <= len(kv.block_keys) * kv.block_tokens
+        ):
+            raise invalid(
+                "kv.num_tokens",
+                f"{kv.num_tokens} does not fit {len(kv.block_keys)} blocks of {kv.block_tokens}",
+            )
         if not is_valid_token(request.first_token):
             raise invalid("first_token", "outside the vocabulary")
         if not 1 <= request.max_tokens <= reservation.num_kv_tokens:

@@ -23,7 +23,6 @@ from supernode.runtime.server import Drain, unary
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
 
 log = logging.getLogger(__name__)
-_KEY_RE = re.compile(r"^[0-9a-f]{32}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -146,7 +145,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         out = list(keys)  # type: ignore[call-overload]
         self._count(len(out), field)
         for i, key in enumerate(out):
-            if not _KEY_RE.match(key):
+            if not blocks.is_block_key(key):
                 raise invalid(f"{field}[{i}]", "must be a 32-character lowercase hex block key")
         return out
 
