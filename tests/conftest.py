@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from supernode.launcher import spawn_redis
 from supernode.runtime.config import Settings
 from supernode.runtime.server import ServiceHost
 
@@ -32,48 +30,16 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the session, on a free port, LRU-capped, no persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server not installed: run `make setup` (installs Debian's redis-server)")
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="sn-test-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            "256mb",
-            "--maxmemory-policy",
-            "allkeys-lru",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = spawn_redis(port, "256mb", str(workdir), workdir / "redis.log")
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(5)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

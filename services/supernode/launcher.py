@@ -155,45 +155,12 @@ class LocalStack:
         self._start_redis()
 
     def _start_redis(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(
-                "redis-server not found: run `make setup` or `apt-get install -y redis-server`"
-            )
         self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")
         port = self.ports["redis"]
-        cmd = [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxmemory",
-            self.settings.kvpool.redis_maxmemory,
-            "--maxmemory-policy",
-            "allkeys-lru",
-            "--dir",
-            self._redis_dir,
-            "--protected-mode",
-            "yes",
-        ]
-        log = open(self.log_dir / "redis.log", "wb")  # noqa: SIM115
-        self.redis = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.redis = spawn_redis(
+            port, self.settings.kvpool.redis_maxmemory, self._redis_dir, self.log_dir / "redis.log"
+        )
         self.redis_url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                if self.redis.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.log_dir / 'redis.log'}") from None
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
 
     def _spawn(self, name: str, module: str, extra: dict[str, str]) -> None:
         env = self.base_env()
@@ -264,3 +231,28 @@ def terminate(popen: subprocess.Popen[bytes], timeout_s: float) -> int | None:
         popen.kill()
         popen.wait()
         return None
+
+
+def spawn_redis(port: int, maxmemory: str, workdir: str, log_path: Path) -> subprocess.Popen[bytes]:
+    """Starts a private redis-server on 127.0.0.1:port: memory only, LRU under `maxmemory`; waits for it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: run `make setup` or `apt-get install -y redis-server`")
+    cmd = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--maxmemory", maxmemory, "--maxmemory-policy", "allkeys-lru", "--dir", workdir,
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {log_path}") from None
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start within 10 s")

@@ -9,34 +9,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from supernode.runtime.config import Settings
+from supernode.runtime.metrics import RequestStatsLike
 
 # Wall seconds one Generate stream may last; long generations at a slow time_scale take minutes.
 STREAM_TIMEOUT_S = 3600.0
 
 
-class StatsLike(Protocol):
-    """The SDK's `RequestStats` (emulated seconds)."""
-
-    @property
-    def num_prompt_tokens(self) -> int: ...
-    @property
-    def num_output_tokens(self) -> int: ...
-    @property
-    def num_cached_tokens(self) -> int: ...
-    @property
-    def ttft_s(self) -> float: ...
-    @property
-    def tpot_s(self) -> float: ...
-    @property
-    def e2e_s(self) -> float: ...
-    @property
-    def prefill_queue_s(self) -> float: ...
-    @property
-    def prefill_compute_s(self) -> float: ...
-    @property
-    def cache_load_s(self) -> float: ...
-    @property
-    def kv_pull_s(self) -> float: ...
+StatsLike = RequestStatsLike  # the SDK's `RequestStats` (emulated seconds)
 
 
 class ChunkLike(Protocol):
