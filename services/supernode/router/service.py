@@ -146,19 +146,16 @@ class RouterService(router_pb2_grpc.RouterServicer):
         for attempt in range(2):
             decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
             tracker.on_start()
+            handed_over = False  # once Decode is called, the decode side owns the reservation
             try:
                 prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
-            except BaseException:
-                await self._cancel(decode_worker, reservation)
-                raise
-            if attempt == 0:  # a recomputed prefill gives the same first token: send it once
-                first_at = self.clock.now()
-                yield self._chunk(request_id, [pre.first_token], detok)
-            if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
-                finish_reason = "length" if request.max_tokens == 1 else "stop"
-                await self._cancel(decode_worker, reservation)
-                break
-            try:
+                if attempt == 0:  # a recomputed prefill gives the same first token: send it once
+                    first_at = self.clock.now()
+                    yield self._chunk(request_id, [pre.first_token], detok)
+                if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
+                    finish_reason = "length" if request.max_tokens == 1 else "stop"
+                    break
+                handed_over = True
                 async for chunk in self._decode(
                     decode_worker, self._decode_request(request, reservation, pre)
                 ):
@@ -175,6 +172,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 if attempt == 1 or num_output > 1 or not err.message.startswith("kv:"):
                     raise
                 log.warning("KV of %s lost before decode (%s); recomputing", request_id, err.message)
+            finally:
+                # Prefill failed, no decode was needed, or the client left after its first token:
+                # give the capacity back now rather than when the reservation expires.
+                if not handed_over:
+                    await self._cancel(decode_worker, reservation)
         finished_at = self.clock.now()
         stats = router_pb2.RequestStats(
             num_prompt_tokens=len(prompt),
