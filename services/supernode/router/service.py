@@ -15,6 +15,7 @@ If the decode side finds the prompt KV gone from the pool, the prompt is prefill
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -77,8 +78,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             run = self._run(request, request_id, prompt, tracker)
             if request.deadline_s > 0:
                 run = _with_deadline(run, request.deadline_s / self.settings.runtime.time_scale)
-            async for chunk in self._observed(run, tracker):
-                yield chunk
+            async with contextlib.aclosing(self._observed(run, tracker)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except SupernodeError as err:
             tracker.on_error(err.code)
             raise
@@ -94,30 +96,31 @@ class RouterService(router_pb2_grpc.RouterServicer):
         """Feeds the serving metrics (vLLM names, emulated time) from the chunks as they pass."""
         started = last = self.clock.now()
         is_first = True
-        async for chunk in run:
-            now = self.clock.now()
-            if chunk.finished:
-                st = chunk.stats
-                tracker.on_finish(
-                    num_prompt_tokens=st.num_prompt_tokens,
-                    num_output_tokens=st.num_output_tokens,
-                    num_cached_tokens=st.num_cached_tokens,
-                    tpot_s=st.tpot_s,
-                    e2e_s=st.e2e_s,
-                    finish_reason=chunk.finish_reason,
-                )
-                self.metrics.on_phases(
-                    prefill_queue_s=st.prefill_queue_s,
-                    prefill_compute_s=st.prefill_compute_s,
-                    cache_load_s=st.cache_load_s,
-                    kv_pull_s=st.kv_pull_s,
-                )
-            elif is_first:
-                tracker.on_first_token(now - started)
-            else:
-                tracker.on_token(now - last)
-            last, is_first = now, False
-            yield chunk
+        async with contextlib.aclosing(run) as chunks:
+            async for chunk in chunks:
+                now = self.clock.now()
+                if chunk.finished:
+                    st = chunk.stats
+                    tracker.on_finish(
+                        num_prompt_tokens=st.num_prompt_tokens,
+                        num_output_tokens=st.num_output_tokens,
+                        num_cached_tokens=st.num_cached_tokens,
+                        tpot_s=st.tpot_s,
+                        e2e_s=st.e2e_s,
+                        finish_reason=chunk.finish_reason,
+                    )
+                    self.metrics.on_phases(
+                        prefill_queue_s=st.prefill_queue_s,
+                        prefill_compute_s=st.prefill_compute_s,
+                        cache_load_s=st.cache_load_s,
+                        kv_pull_s=st.kv_pull_s,
+                    )
+                elif is_first:
+                    tracker.on_first_token(now - started)
+                else:
+                    tracker.on_token(now - last)
+                last, is_first = now, False
+                yield chunk
 
     @unary(track=False)
     async def Status(self, request: router_pb2.StatusRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -156,15 +159,15 @@ class RouterService(router_pb2_grpc.RouterServicer):
                     finish_reason = "length" if request.max_tokens == 1 else "stop"
                     break
                 handed_over = True
-                async for chunk in self._decode(
-                    decode_worker, self._decode_request(request, reservation, pre)
-                ):
-                    if chunk.finished:
-                        finish_reason = chunk.finish_reason
-                        break
-                    kv_pull_s += chunk.kv_pull_s
-                    num_output += len(chunk.token_ids)
-                    yield self._chunk(request_id, list(chunk.token_ids), detok)
+                decoding = self._decode(decode_worker, self._decode_request(request, reservation, pre))
+                async with contextlib.aclosing(decoding) as chunks:
+                    async for chunk in chunks:
+                        if chunk.finished:
+                            finish_reason = chunk.finish_reason
+                            break
+                        kv_pull_s += chunk.kv_pull_s
+                        num_output += len(chunk.token_ids)
+                        yield self._chunk(request_id, list(chunk.token_ids), detok)
                 break
             except FailedPreconditionError as err:
                 # The prompt's KV left the pool between prefill and decode (LRU eviction, a Redis
@@ -348,8 +351,8 @@ async def _with_deadline(
     run: AsyncIterator[router_pb2.GenerateChunk], wall_s: float
 ) -> AsyncIterator[router_pb2.GenerateChunk]:
     try:
-        async with asyncio.timeout(wall_s):
-            async for chunk in run:
+        async with asyncio.timeout(wall_s), contextlib.aclosing(run) as chunks:
+            async for chunk in chunks:
                 yield chunk
     except TimeoutError as err:
         raise DeadlineExceededError("deadline_s: the request did not finish within its deadline") from err

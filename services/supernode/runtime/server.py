@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -99,19 +99,21 @@ def unary(track: bool = True) -> Callable[[F], F]:
 
 
 def stream(track: bool = True) -> Callable[[F], F]:
-    """Decorates a server-streaming handler (an async generator) like `unary`."""
+    """Decorates a server-streaming handler (an async generator) like `unary`.
+
+    The handler becomes a coroutine that writes each item, so when the client goes away the task is
+    cancelled at once and the generator is closed then (its `finally` blocks run now, not whenever
+    the generator is garbage-collected).
+    """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
             try:
-                if track:
-                    with self.drain.track():
-                        async for item in fn(self, request, context):
-                            yield item
-                else:
-                    async for item in fn(self, request, context):
-                        yield item
+                with self.drain.track() if track else contextlib.nullcontext():
+                    async with contextlib.aclosing(fn(self, request, context)) as items:
+                        async for item in items:
+                            await context.write(item)
             except SupernodeError as err:
                 await _abort(context, err)
 
