@@ -149,7 +149,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         for attempt in range(2):
             decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
             tracker.on_start()
-            handed_over = False  # once Decode is called, the decode side owns the reservation
+            is_done = False  # set once the decode stream finished: the decode side released its capacity
             try:
                 prefill_worker, pre = await self._prefill(request_id, prompt, request.sampling)
                 if attempt == 0:  # a recomputed prefill gives the same first token: send it once
@@ -158,12 +158,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 if request.max_tokens == 1 or pre.first_token in request.sampling.stop_token_ids:
                     finish_reason = "length" if request.max_tokens == 1 else "stop"
                     break
-                handed_over = True
                 decoding = self._decode(decode_worker, self._decode_request(request, reservation, pre))
                 async with contextlib.aclosing(decoding) as chunks:
                     async for chunk in chunks:
                         if chunk.finished:
-                            finish_reason = chunk.finish_reason
+                            finish_reason, is_done = chunk.finish_reason, True
                             break
                         kv_pull_s += chunk.kv_pull_s
                         num_output += len(chunk.token_ids)
@@ -176,9 +175,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
                     raise
                 log.warning("KV of %s lost before decode (%s); recomputing", request_id, err.message)
             finally:
-                # Prefill failed, no decode was needed, or the client left after its first token:
-                # give the capacity back now rather than when the reservation expires.
-                if not handed_over:
+                # Prefill failed, no decode was needed, or the client left before decode finished
+                # (perhaps before the Decode call reached the worker): give the capacity back now
+                # rather than when the reservation expires. Cancelling a reservation the worker has
+                # already taken up is a no-op there.
+                if not is_done:
                     await self._cancel(decode_worker, reservation)
         finished_at = self.clock.now()
         stats = router_pb2.RequestStats(
