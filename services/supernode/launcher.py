@@ -123,19 +123,11 @@ class LocalStack:
         workers = []
         for i in range(self.config.num_prefill):
             name = f"prefill-{i}"
-            self._spawn(
-                name,
-                "prefill",
-                {"SUPERNODE_PREFILL__PORT": str(self.ports[name]), "SUPERNODE_PREFILL__WORKER_ID": name},
-            )
+            self._spawn(name, "prefill", self._worker_env("PREFILL", name, i))
             workers.append(name)
         for i in range(self.config.num_decode):
             name = f"decode-{i}"
-            self._spawn(
-                name,
-                "decode",
-                {"SUPERNODE_DECODE__PORT": str(self.ports[name]), "SUPERNODE_DECODE__WORKER_ID": name},
-            )
+            self._spawn(name, "decode", self._worker_env("DECODE", name, i))
             workers.append(name)
         await self._wait(workers, timeout_s)
         self._spawn("router", "router", {"SUPERNODE_ROUTER__PORT": str(self.ports["router"])})
@@ -153,6 +145,14 @@ class LocalStack:
     def start_redis(self) -> None:
         """(Re)starts the local redis-server on its port, empty."""
         self._start_redis()
+
+    def _worker_env(self, section: str, name: str, index: int) -> dict[str, str]:
+        """Port, worker id and (with fixed ports) a metrics port of its own for the index-th instance."""
+        env = {f"SUPERNODE_{section}__PORT": str(self.ports[name]), f"SUPERNODE_{section}__WORKER_ID": name}
+        if not self.config.ephemeral_ports:
+            base = getattr(self.settings, section.lower()).metrics_port
+            env[f"SUPERNODE_{section}__METRICS_PORT"] = str(base + index) if base else "0"
+        return env
 
     def _start_redis(self) -> None:
         self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")
