@@ -117,3 +117,25 @@ async def test_redis_down_is_unavailable_not_a_crash(host_factory):
         await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=["a" * 32]))
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     await channel.close()
+
+
+async def test_pool_counters_are_prometheus_metrics(host_factory):
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings = make_settings(kvpool={"block_tokens": BLOCK, "namespace": "prom", "metrics_port": 0})
+    host = await host_factory(settings, build(settings, MemoryKvStore()))
+    channel = open_channel(host.address, settings)
+    stub = kvpool_pb2_grpc.KvPoolStub(channel)
+    b = _blocks(list(range(900, 900 + 2 * BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b[:1]))
+    await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=[x.key for x in b]))
+    await channel.close()
+    samples = {
+        (s.name, s.labels.get("namespace")): s.value
+        for family in text_string_to_metric_families(generate_latest(host.service.registry).decode())
+        for s in family.samples
+    }
+    assert samples[("supernode_kvpool_hits_total", "prom")] == 1
+    assert samples[("supernode_kvpool_misses_total", "prom")] == 1
+    assert samples[("supernode_kvpool_hit_rate", "prom")] == 0.5

@@ -13,12 +13,16 @@ import re
 from collections import defaultdict
 
 import grpc
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool.store import KvStore
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
+from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.server import Drain, unary
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
 
@@ -27,12 +31,40 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Counters:
+    """One namespace's counters; the same figures are exported to Prometheus by `PoolMetrics`."""
+
     def __init__(self) -> None:
         self.num_hits = 0
         self.num_misses = 0
         self.bytes_written = 0
         self.bytes_read = 0
         self.num_digest_failures = 0
+
+
+class PoolMetrics(Collector):
+    """Exports every namespace's Counters at scrape time (supernode_kvpool_*)."""
+
+    def __init__(self, counters: dict[str, Counters]) -> None:
+        self.counters = counters
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        names = (
+            ("hits", "num_hits", "Blocks found by Lookup and Get"),
+            ("misses", "num_misses", "Blocks asked for and not found"),
+            ("bytes_written", "bytes_written", "Payload bytes written to Redis"),
+            ("bytes_read", "bytes_read", "Payload bytes read from Redis"),
+            ("digest_failures", "num_digest_failures", "Reads whose digest did not match"),
+        )
+        for metric, attr, doc in names:
+            family = CounterMetricFamily(f"supernode_kvpool_{metric}", doc, labels=["namespace"])
+            for namespace, c in self.counters.items():
+                family.add_metric([namespace], getattr(c, attr))
+            yield family
+        rate = GaugeMetricFamily("supernode_kvpool_hit_rate", "Hits / (hits + misses)", labels=["namespace"])
+        for namespace, c in self.counters.items():
+            asked = c.num_hits + c.num_misses
+            rate.add_metric([namespace], c.num_hits / asked if asked else 0.0)
+        yield rate
 
 
 class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
@@ -44,9 +76,13 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         self.store = store
         self.drain = drain
         self.counters: defaultdict[str, Counters] = defaultdict(Counters)
+        self.counters[self.cfg.namespace] = Counters()  # exported (at zero) from start-up
+        self.registry = CollectorRegistry()
+        self.registry.register(PoolMetrics(self.counters))
 
     async def start(self) -> None:
         await self.store.ping()
+        start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
 
     async def stop(self) -> None:
         await self.store.close()

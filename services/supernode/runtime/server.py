@@ -189,9 +189,14 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the drain short
+        loop.add_signal_handler(sig, lambda: log.info("%s: already draining", name))
     log.info("%s draining (%d in flight)", name, host.drain.num_inflight)
     drained = await host.drain_and_stop()
     log.info("%s stopped (drained=%s)", name, drained)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stopped: from here to exit, signals change nothing
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def run(name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int) -> None:

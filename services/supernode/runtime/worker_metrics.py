@@ -53,6 +53,10 @@ class WorkerMetrics:
             registry=r,
         )
         self.worker = worker_id
+        for metric in (self.batch_size, self.batch_per_die, self.queue_length, self.step_seconds, self.tokens,
+                       self.tokens_per_s, self.tokens_per_s_per_npu, self.kv_tokens_used, self.kv_blocks_used,
+                       self.lag_seconds):  # fmt: skip
+            metric.labels(worker_id)  # exported (at zero) from start-up, not from the first step
 
     def on_step(
         self,
