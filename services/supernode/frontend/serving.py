@@ -133,19 +133,7 @@ def _record(tracker: RequestTracker, metrics: ServingMetrics, last: ChunkLike) -
             finish_reason=last.finish_reason,
         )  # fmt: skip
         return
-    tracker.on_finish(
-        num_prompt_tokens=stats.num_prompt_tokens,
-        num_output_tokens=stats.num_output_tokens,
-        num_cached_tokens=stats.num_cached_tokens,
-        tpot_s=stats.tpot_s,
-        e2e_s=stats.e2e_s,
-        finish_reason=last.finish_reason,
-        ttft_s=stats.ttft_s,
-    )
-    metrics.on_phases(
-        prefill_queue_s=stats.prefill_queue_s, prefill_compute_s=stats.prefill_compute_s,
-        cache_load_s=stats.cache_load_s, kv_pull_s=stats.kv_pull_s,
-    )  # fmt: skip
+    tracker.on_finish_stats(stats, last.finish_reason, with_ttft=True)
 
 
 async def _close(chunks: AsyncIterator[ChunkLike]) -> None:

@@ -100,21 +100,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             async for chunk in chunks:
                 now = self.clock.now()
                 if chunk.finished:
-                    st = chunk.stats
-                    tracker.on_finish(
-                        num_prompt_tokens=st.num_prompt_tokens,
-                        num_output_tokens=st.num_output_tokens,
-                        num_cached_tokens=st.num_cached_tokens,
-                        tpot_s=st.tpot_s,
-                        e2e_s=st.e2e_s,
-                        finish_reason=chunk.finish_reason,
-                    )
-                    self.metrics.on_phases(
-                        prefill_queue_s=st.prefill_queue_s,
-                        prefill_compute_s=st.prefill_compute_s,
-                        cache_load_s=st.cache_load_s,
-                        kv_pull_s=st.kv_pull_s,
-                    )
+                    tracker.on_finish_stats(chunk.stats, chunk.finish_reason)
                 elif is_first:
                     tracker.on_first_token(now - started)
                 else:

@@ -283,6 +283,29 @@ class RequestTracker:
             num_prompt_tokens, num_output_tokens, num_cached_tokens, tpot_s, e2e_s, finish_reason
         )
 
+    def on_finish_stats(
+        self, stats: RequestStatsLike, finish_reason: str, *, with_ttft: bool = False
+    ) -> None:
+        """The request completed with these final stats: counters, latencies and phases at once.
+        `with_ttft` also observes the stats' TTFT (for callers that did not see the first token)."""
+        if self._state == self._DONE:
+            return
+        self.on_finish(
+            num_prompt_tokens=stats.num_prompt_tokens,
+            num_output_tokens=stats.num_output_tokens,
+            num_cached_tokens=stats.num_cached_tokens,
+            tpot_s=stats.tpot_s,
+            e2e_s=stats.e2e_s,
+            finish_reason=finish_reason,
+            ttft_s=stats.ttft_s if with_ttft else None,
+        )
+        self._metrics.on_phases(
+            prefill_queue_s=stats.prefill_queue_s,
+            prefill_compute_s=stats.prefill_compute_s,
+            cache_load_s=stats.cache_load_s,
+            kv_pull_s=stats.kv_pull_s,
+        )
+
     def on_error(self, code: str) -> None:
         """The request failed with gRPC status `code`; a no-op once finished."""
         if self._state == self._DONE:
