@@ -1,9 +1,12 @@
 """Every number the cost model uses, with its source in `reference/cloudmatrix-infer.md`.
 
 A constant is a `Sourced(value, source)`. `source` names the paper section or table (tags as in the
-reference: [v2], [v3], [DSV3-cfg], [DERIVED]) or starts with "ASSUMPTION:" and says why. End-to-end results
-(reference section 4) are never used here, with one labelled exception: the "default EPLB" load imbalance.
-A unit test walks this module and fails on a constant without a source.
+reference: [v2], [v3], [DSV3-cfg], [DERIVED], [DeepEP]) or starts with "ASSUMPTION:" and says why.
+End-to-end results (reference section 4) and the per-layer decode latencies (section 3.7) are never inputs,
+except for at most four constants labelled "FITTED:", for which the paper gives no operator-level figure.
+Each names the training rows it was fitted on; `supernode calibrate` (hw/fit.py) reruns the fit on Ascend
+rows only and a test fails when the shipped values drift from it. A unit test walks this module and fails
+on a constant without a source.
 """
 
 from __future__ import annotations
@@ -96,7 +99,16 @@ CX7_RDMA_BYTES_PER_S = Sourced(50e9, "[v3] Table 6 setup: CX7 400 Gb/s per GPU")
 
 # --- Runtime overheads and memory ----------------------------------------------------------------
 GRAPH_LAUNCH_US = Sourced(700.0, "[v3] §4.2.4: 0.6-0.8 ms startup per graph dispatch (midpoint)")
-SAMPLING_PASSES = Sourced(3, "ASSUMPTION: in-NPU sampling = sort, cumsum, filter: 3 passes over logits")
+LM_HEAD_PRECISION = Sourced(
+    "attention",
+    "ASSUMPTION: the vocabulary projection is a large GEMM and runs W8A8 like the attention GEMMs; "
+    "[v3] §3.6 keeps only 'certain normalization layers or critical gating mechanisms' in high precision",
+)
+SAMPLING_PASSES = Sourced(
+    13,
+    "ASSUMPTION: in-NPU sampling ([v3] §4.2.4: sort, cumulative sum, filter) over FP32 logits: a radix sort "
+    "of 4 byte-digit passes (read + write each), softmax (2), cumsum (2) and filter (1) = 13 passes",
+)
 LOGIT_BYTES = Sourced(4, "ASSUMPTION: logits are FP32 for sampling")
 WORKSPACE_BYTES_PER_DIE = Sourced(
     4e9, "ASSUMPTION: activations, CANN runtime and graph workspace; not in the paper"
@@ -106,14 +118,54 @@ COMM_BUFFER_FORMULA = Sourced(
 )
 
 # --- Load balance ------------------------------------------------------------------------------------
-DEFAULT_EPLB_IMBALANCE = Sourced(
-    6688 / 5655,
-    "DERIVED from end-to-end [v3] Table 2 (the one allowed exception): busiest-rank expert load over "
-    "the mean, as the ratio of perfect-EPLB to default throughput; prefill only",
-)
 DECODE_IMBALANCE = Sourced(
     1.0, "ASSUMPTION: decode runs EPLB with 32 redundant experts; the paper reports no residual imbalance"
 )
-TABLE6_DESTINATIONS = Sourced(
-    8, "[DERIVED] §3.2: Table 6 bandwidth = 128 x 8 x msg / (latency - ~6 us), i.e. top-8 destinations"
+TABLE6_DESTINATIONS = Sourced(8, "[v3] Table 6 setup: top-8 routing, 128 tokens x 8 destinations per rank")
+
+# --- NVIDIA communication kernels (DeepEP, paper ref [56]) ---------------------------------------------
+NVIDIA_GPUS_PER_NODE = Sourced(8, "[v3] §3.5.1: H800 nodes of 8 GPUs (4 nodes = 32 GPUs for DP32+EP32)")
+DEEPEP_NORMAL_NVLINK_BYTES_PER_S = Sourced(
+    153e9, "[DeepEP] README, normal kernels on H800: intranode EP8 dispatch 153 GB/s NVLink (combine 158)"
+)
+DEEPEP_NORMAL_RDMA_BYTES_PER_S = Sourced(
+    57e9, "[DeepEP] README, normal kernels on H800: internode EP32 dispatch 58 / combine 57 GB/s RDMA"
+)
+DEEPSEEK_PREFILL_COMM_SMS = Sourced(
+    24, "[v3] §4.3.2 / reference §3.4: DeepSeek on H800 reserves 24 of 132 SMs for communication"
+)
+DEEPSEEK_DECODE_COMM_SMS = Sourced(
+    0, "[v3] Fig 14a: DeepSeek's decode pipeline runs communication on 0 SMs (low-latency kernels)"
+)
+
+VECTOR_OPS_AT_MEM_EFF = Sourced(
+    True,
+    "ASSUMPTION: non-GEMM vector ops stream their bytes at the memory-bound efficiency of [v3] Table 8",
+)
+
+# --- Fitted: no operator-level figure exists; fitted by `supernode calibrate` on Ascend rows only -------
+TRAINING_ROWS = Sourced(
+    "prefill 6,688 and 5,655 tok/s/NPU ([v3] T2); decode TPOT 49.4 ms at 96/NPU ([v3] T3), 14.9 ms at "
+    "8/NPU ([v3] T4); per MoE layer 874 us (no MTP) and 1,260 us (MTP) at 96/NPU, 4K ([v3] §5.4.2)",
+    "[v3] Tables 2-4, §5.4.2, Fig 22b: the rows the FITTED constants below are fitted on",
+)
+STREAM_HANDOFF_US = Sourced(
+    26.859,
+    "FITTED: on the decode rows (874 / 1,260 us per layer, TPOT 49.4 / 14.9 ms): time a stage of the "
+    "two-stream microbatch pipeline waits to hand its microbatch to the other stream (event record + wait)",
+)
+ATTN_SERVING_EFF = Sourced(
+    1.0,
+    "FITTED: on the decode rows (874 / 1,260 us per layer, TPOT 49.4 / 14.9 ms): attention compute "
+    "efficiency in serving relative to the microbenchmark of [v3] Table 7",
+)
+PREFILL_LINK_EFF = Sourced(
+    0.542,
+    "FITTED: on prefill 6,688 tok/s/NPU (perfect EPLB, [v3] T2): share of the measured link rate the "
+    "prefill bulk transfers (All-Gather, All-to-All, dispatch, combine) reach",
+)
+DEFAULT_EPLB_HOT_FACTOR = Sourced(
+    1.385,
+    "FITTED: on prefill 5,655 vs 6,688 tok/s/NPU ([v3] T2): busiest routed-expert slot load over the "
+    "mean under the default expert placement, found so that the model's own ratio is 5,655 / 6,688",
 )

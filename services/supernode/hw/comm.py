@@ -1,9 +1,12 @@
-"""Communication times: EP dispatch/combine, prefill attention collectives, KV transfer and cache loads.
+"""Communication times: EP dispatch/combine, prefill collectives, KV transfer and cache loads.
 
-Dispatch and combine follow [v3] Table 6 as `fixed(EP) + bytes / bandwidth(EP)`. For each table row
-fixed = latency - 128 x 8 x msg / bandwidth (about 6 us on CM384, 0 for DeepEP on H800); both terms are
-interpolated in log2(EP) and held at the last row beyond it. Bulk collectives and transfers are
-`latency + bytes / measured link bandwidth` ([v2] Table 1, §3.3.1).
+Decode dispatch and combine (the low-latency kernels) follow [v3] Table 6 split into a fixed part and a
+per-byte part: the per-byte part moves the rank's messages at the link rate (UB NPU->NPU write of
+[v2] Table 1 on Ascend; the CX7 NIC on NVIDIA), and the fixed part is what is left of each Table 6
+latency at 128 tokens x 8 destinations per rank (interpolated in log2(EP), held beyond the last row).
+Prefill's bulk traffic is link-rate: All-Gather at the UB read rate, All-to-All, dispatch and combine at
+the write rate on Ascend; on NVIDIA, DeepEP's normal kernels forward over NVLink and send each token once
+per remote node over RDMA. KV transfers and cache loads are `latency + bytes / measured rate`.
 """
 
 from __future__ import annotations
@@ -16,48 +19,76 @@ from supernode.hw.specs import CommRow, Hardware
 
 
 @lru_cache(maxsize=64)
-def _fixed_and_bw(table: tuple[CommRow, ...], msg_bytes: int, ep: int) -> tuple[float, float]:
-    """(fixed us, bandwidth B/s) at EP degree `ep`, from a Table 6 style table."""
+def fixed_us(table: tuple[CommRow, ...], msg_bytes: int, link_bytes_per_s: float, ep: int) -> float:
+    """Fixed part (us) of a Table 6 kernel at EP degree `ep`: latency minus the reference bytes at link rate."""
     ref_bytes = cal.TABLE6_TOKENS_PER_RANK.value * cal.TABLE6_DESTINATIONS.value * msg_bytes
-    points = [(math.log2(e), max(0.0, lat - ref_bytes / bw * 1e6), bw) for e, lat, bw in table]
+    points = [(math.log2(e), max(0.0, lat - ref_bytes / link_bytes_per_s * 1e6)) for e, lat, _ in table]
     x = math.log2(max(1, min(ep, cal.EP_BEYOND_TABLE.value)))
     if x <= points[0][0]:
-        return points[0][1], points[0][2]
-    for (x0, f0, b0), (x1, f1, b1) in zip(points, points[1:], strict=False):
+        return points[0][1]
+    for (x0, f0), (x1, f1) in zip(points, points[1:], strict=False):
         if x <= x1:
-            t = (x - x0) / (x1 - x0)
-            return f0 + t * (f1 - f0), b0 + t * (b1 - b0)
-    return points[-1][1], points[-1][2]
+            return f0 + (x - x0) / (x1 - x0) * (f1 - f0)
+    return points[-1][1]
 
 
-def dispatch_us(hw: Hardware, ep: int, messages: float) -> float:
-    """FusedDispatch on the busiest rank: `messages` token copies sent or received (INT8, 7.5 KB each)."""
+def dispatch_us(hw: Hardware, ep: int, messages: float, issuers: float = 1.0) -> float:
+    """Low-latency dispatch on the busiest rank: `messages` token copies (INT8/FP8 rows) sent or received.
+
+    `issuers` is the share of the die's vector cores driving the writes: on Ascend the AIV cores write
+    straight into remote HBM (AIV-Direct, [v3] §4.2.1), so a stream owning a third of them moves bytes at a
+    third of the link rate. Table 6 was measured with the whole die."""
     if messages <= 0:
         return 0.0
-    fixed, bw = _fixed_and_bw(hw.dispatch_table, hw.dispatch_msg_bytes, ep)
-    return fixed + messages * hw.dispatch_msg_bytes / bw * 1e6
+    fixed = fixed_us(hw.dispatch_table, hw.dispatch_msg_bytes, hw.ep_link_bytes_per_s, ep)
+    return fixed + messages * hw.dispatch_msg_bytes / (hw.ep_link_bytes_per_s * issuers) * 1e6
 
 
-def combine_us(hw: Hardware, ep: int, messages: float) -> float:
-    """FusedCombine on the busiest rank: `messages` expert outputs returned (BF16, 14 KB each)."""
+def combine_us(hw: Hardware, ep: int, messages: float, issuers: float = 1.0) -> float:
+    """Low-latency combine on the busiest rank: `messages` expert outputs (BF16 rows) returned; `issuers`
+    as for `dispatch_us`."""
     if messages <= 0:
         return 0.0
-    fixed, bw = _fixed_and_bw(hw.combine_table, hw.combine_msg_bytes, ep)
-    return fixed + messages * hw.combine_msg_bytes / bw * 1e6
+    fixed = fixed_us(hw.combine_table, hw.combine_msg_bytes, hw.ep_link_bytes_per_s, ep)
+    return fixed + messages * hw.combine_msg_bytes / (hw.ep_link_bytes_per_s * issuers) * 1e6
 
 
-def all_gather_us(hw: Hardware, bytes_in: float) -> float:
+def rdma_copies_per_token(nodes: int, top_k: int) -> float:
+    """Distinct remote nodes a token's top-k experts land on (DeepEP sends one RDMA copy per node)."""
+    if nodes <= 1:
+        return 0.0
+    return (nodes - 1) * (1.0 - (1.0 - 1.0 / nodes) ** top_k)
+
+
+def bulk_ep_us(hw: Hardware, ep: int, tokens: float, copies: float, msg_bytes: int, link_eff: float) -> float:
+    """Prefill dispatch or combine of `tokens` tokens making `copies` remote copies on the busiest rank.
+
+    Ascend: the copies go over UB at `link_eff` x the write rate. NVIDIA (DeepEP normal kernels): each
+    token crosses RDMA once per remote node and NVLink for the rest, each at its bottleneck rate.
+    """
+    if copies <= 0:
+        return 0.0
+    if hw.devices_per_node <= 0 or hw.normal_rdma_bytes_per_s <= 0:
+        return hw.scaleup_latency_us + copies * msg_bytes / (hw.scaleup_bytes_per_s * link_eff) * 1e6
+    nodes = max(1, math.ceil(ep / hw.devices_per_node))
+    rdma = tokens * rdma_copies_per_token(nodes, cal.TABLE6_DESTINATIONS.value) * msg_bytes
+    rdma_us = rdma / (hw.normal_rdma_bytes_per_s * link_eff) * 1e6
+    nvl_us = copies * msg_bytes / (hw.scaleup_bytes_per_s * link_eff) * 1e6
+    return hw.rdma_latency_us + max(rdma_us, nvl_us)
+
+
+def all_gather_us(hw: Hardware, bytes_in: float, link_eff: float = 1.0) -> float:
     """All-Gather where this die pulls `bytes_in` from its peers over the scale-up fabric (UB reads)."""
     if bytes_in <= 0:
         return 0.0
-    return hw.scaleup_latency_us + bytes_in / hw.scaleup_read_bytes_per_s * 1e6
+    return hw.scaleup_latency_us + bytes_in / (hw.scaleup_read_bytes_per_s * link_eff) * 1e6
 
 
-def all_to_all_us(hw: Hardware, bytes_out: float) -> float:
+def all_to_all_us(hw: Hardware, bytes_out: float, link_eff: float = 1.0) -> float:
     """All-to-All where this die pushes `bytes_out` to its peers over the scale-up fabric (UB writes)."""
     if bytes_out <= 0:
         return 0.0
-    return hw.scaleup_latency_us + bytes_out / hw.scaleup_bytes_per_s * 1e6
+    return hw.scaleup_latency_us + bytes_out / (hw.scaleup_bytes_per_s * link_eff) * 1e6
 
 
 def kv_transfer_us(hw: Hardware, num_bytes: float) -> float:

@@ -1,136 +1,197 @@
-"""One decode step of the busiest die: 61 layers (+ MTP) with two-stream microbatch overlap.
+"""One decode step of the busiest die: 61 layers (+ MTP) in one of two modes, chosen per step.
 
-Each die runs DP attention on its own sequences and hosts `experts_per_die` expert slots of the EP group.
-With microbatching ([v3] §4.2.3) the batch is split in two; stream 0 runs MLAProlog, FusedAttention and
-O_proj on its AIC/AIV cores while stream 1 runs gate, dispatch, experts and combine (dense FFN in the first
-three layers) on the rest. A layer then takes max(stream 0 busy, stream 1 busy) for the two microbatches.
-Each stream gets the cube throughput of its AIC share and the HBM bandwidth of its core share
-(ASSUMPTION: bandwidth splits like the cores issuing the loads). Dispatch/combine are link-bound and
-keep their Table 6 time whatever the cores. Without microbatching the ops run one after the other on the
-whole die. All ranks are assumed to hold the busiest die's batch (DP attention is load-balanced).
+`single`: the die runs each layer's attention then its MoE (or dense FFN) on all its cores, reading the
+weights once. `microbatch` ([v3] §4.2.3): the batch is split in two; stream 0 runs the attention of one
+microbatch while stream 1 runs the MoE of the other, so each layer is two overlapped pairs of stages
+(`stages.py`), weights are read twice, and the step pays the pipeline's fill once. On Ascend the AIC/AIV
+cores are split between the streams (AIV = 2 x AIC, as in the paper's 16/32 + 8/16); the split that
+minimises the step is searched per step shape and cached, as the paper re-tunes it at runtime. The mode
+that minimises the step wins unless the deployment or the caller forces one.
+
+Attention is priced on the busiest rank (its sequences and context lengths); the MoE on the EP group's
+mean tokens per rank, since every rank dispatches to every other one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 from supernode.hw import calibration as cal
-from supernode.hw import comm, ops
-from supernode.hw.placement import moe_load, placement
-from supernode.hw.result import Cost, PartTimes, merge
-from supernode.hw.roofline import FULL, Share, time_us
+from supernode.hw import ops
+from supernode.hw.result import Cost, PartTimes
+from supernode.hw.roofline import time_us
 from supernode.hw.specs import DecodeDeployment
+from supernode.hw.stages import Stage, attn_stage, dense_stage, moe_stage, pair_us
 
-Parts = dict[str, float]
+Mb = tuple[int, float]  # (sequences, total context tokens) of one microbatch on the busiest rank
 
 
-@lru_cache(maxsize=256)
-def stream_shares(dep: DecodeDeployment, overlapped: bool) -> tuple[Share, Share]:
-    """(stream 0, stream 1) shares of the die; both the whole die when the streams do not overlap."""
-    if not overlapped:
-        return FULL, FULL
-    aic = dep.attn_stream_aic + dep.moe_stream_aic
-    cores = aic + dep.attn_stream_aiv + dep.moe_stream_aiv
-    s0 = Share(dep.attn_stream_aic / aic, (dep.attn_stream_aic + dep.attn_stream_aiv) / cores)
-    s1 = Share(dep.moe_stream_aic / aic, (dep.moe_stream_aic + dep.moe_stream_aiv) / cores)
-    return s0, s1
+def split_microbatches(kv_lens: Sequence[int]) -> tuple[Mb, Mb]:
+    """Two microbatches of near-equal work: sequences sorted by context, dealt alternately."""
+    ordered = sorted(kv_lens, reverse=True)
+    a, b = ordered[0::2], ordered[1::2]
+    return (len(a), float(sum(a))), (len(b), float(sum(b)))
+
+
+def _shares(dep: DecodeDeployment, aic: int | None) -> tuple[float, float]:
+    n = dep.hardware.num_cube_cores
+    if aic is None or not dep.hardware.splits_cores:
+        return 1.0, 1.0
+    return aic / n, (n - aic) / n
+
+
+def _busy(acc: PartTimes, stages: Sequence[Stage], elapsed: float, count: float) -> None:
+    busy: dict[str, float] = {}
+    for st in stages:
+        for name, t in st.parts:
+            busy[name] = busy.get(name, 0.0) + t
+    acc.add_overlapped(busy, elapsed, count)
+
+
+def _layers_micro(
+    dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float, aic: int | None, acc: PartTimes | None
+) -> float:
+    """Microbatch mode: all layers plus the pipeline fill (us); charges parts into `acc` if given."""
+    hw, m, q, h = dep.hardware, dep.model, 1 + dep.mtp_depth, dep.tuning.stream_handoff_us
+    s0, s1 = _shares(dep, aic)
+    a0 = attn_stage(dep, mbs[0][0], mbs[0][1], s0)
+    a1 = attn_stage(dep, mbs[1][0], mbs[1][1], s0)
+    total = 0.0
+    for stage_fn, count in ((dense_stage, m.num_dense_layers), (moe_stage, m.num_moe_layers)):
+        f0, f1 = stage_fn(dep, moe_tokens * q / 2, s1), stage_fn(dep, moe_tokens * q / 2, s1)
+        period = pair_us(a1, f0, hw, h) + pair_us(a0, f1, hw, h)
+        total += period * count
+        if acc is not None:
+            _busy(acc, (a0, a1, f0, f1), period, count)
+    m1 = moe_stage(dep, moe_tokens * q / 2, s1)
+    fill = a0.total_us + m1.total_us - pair_us(a0, m1, hw)  # the first and last stage run alone
+    if acc is not None:
+        acc.add("pipeline_fill", fill)
+    return total + fill
+
+
+def _layers_single(dep: DecodeDeployment, mb: Mb, moe_tokens: float, acc: PartTimes | None) -> float:
+    """Single-batch mode: attention then FFN on the whole die, layer after layer (us)."""
+    m, q = dep.model, 1 + dep.mtp_depth
+    a = attn_stage(dep, mb[0], mb[1], 1.0)
+    total = 0.0
+    for stage_fn, count in ((dense_stage, m.num_dense_layers), (moe_stage, m.num_moe_layers)):
+        f = stage_fn(dep, moe_tokens * q, 1.0)
+        total += (a.total_us + f.total_us) * count
+        if acc is not None:
+            _busy(acc, (a, f), a.total_us + f.total_us, count)
+    return total
+
+
+def _bucket(x: float) -> int:
+    return round(math.log2(1.0 + x) * 8)
+
+
+def _unbucket(b: int) -> float:
+    return 2.0 ** (b / 8) - 1.0
 
 
 @lru_cache(maxsize=4096)
-def attn_weights_parts(dep: DecodeDeployment, tokens: int, share: Share) -> Parts:
-    """MLAProlog and O_proj busy time (us) for `tokens` query tokens."""
-    m, hw = dep.model, dep.hardware
-    return {
-        "mla_prolog": time_us(hw, ops.mla_prolog_decode(m, tokens, dep.attn_precision), share),
-        "o_proj": time_us(hw, ops.o_proj_decode(m, tokens, dep.attn_precision), share),
-    }
+def _best_aic(dep: DecodeDeployment, n0: int, n1: int, kv0: int, kv1: int, moe_tok: int) -> int:
+    """AIC cores of stream 0 that minimise a microbatch step of this shape (context and MoE load bucketed)."""
+    mbs = ((n0, _unbucket(kv0)), (n1, _unbucket(kv1)))
+    best, best_t = 1, math.inf
+    for aic in range(1, dep.hardware.num_cube_cores):
+        t = _layers_micro(dep, mbs, _unbucket(moe_tok), aic, None)
+        if t < best_t:
+            best, best_t = aic, t
+    return best
 
 
-@lru_cache(maxsize=4096)
-def moe_parts(dep: DecodeDeployment, tokens: int, share: Share) -> Parts:
-    """Stream-1 busy time (us) of one MoE layer for `tokens` tokens on every rank."""
-    m, hw = dep.model, dep.hardware
-    p = placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts)
-    load = moe_load(m, p, tokens, dep.expert_imbalance)
-    return {
-        "gate": time_us(hw, ops.gate(m, tokens), share),
-        "dispatch": comm.dispatch_us(hw, dep.ep_size, max(load.sent, load.received)),
-        "experts": time_us(
-            hw, ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision), share
-        ),
-        "combine": comm.combine_us(hw, dep.ep_size, max(load.sent, load.received)),
-    }
+def _aic_for(dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float) -> int | None:
+    if not dep.hardware.splits_cores:
+        return None
+    if dep.aic_split is not None:
+        if not 0 < dep.aic_split < dep.hardware.num_cube_cores:
+            raise ValueError(f"aic_split must be in 1..{dep.hardware.num_cube_cores - 1}, got {dep.aic_split}")
+        return dep.aic_split
+    (n0, k0), (n1, k1) = mbs
+    return _best_aic(dep, n0, n1, _bucket(k0), _bucket(k1), _bucket(moe_tokens))
 
 
-@lru_cache(maxsize=4096)
-def dense_parts(dep: DecodeDeployment, tokens: int, share: Share) -> Parts:
-    return {"dense_ffn": time_us(dep.hardware, ops.dense_ffn(dep.model, tokens, dep.moe_precision), share)}
+@lru_cache(maxsize=1024)
+def _head_parts(dep: DecodeDeployment, batch: int) -> tuple[tuple[str, float], ...]:
+    """LM head and sampling for the main model and each MTP draft, and the MTP projections (us)."""
+    m, hw, d = dep.model, dep.hardware, dep.mtp_depth
+    tokens = batch * (1 + d)
+    parts = [
+        ("lm_head", (1 + d) * time_us(hw, ops.lm_head(m, tokens, dep.attn_precision), tune=dep.tuning)),
+        ("sampling", (1 + d) * time_us(hw, ops.sampling(m, tokens), tune=dep.tuning)),
+    ]
+    if d > 0:
+        parts.append(("mtp_layer", d * time_us(hw, ops.mtp_proj(m, tokens, dep.attn_precision), tune=dep.tuning)))
+    return tuple(parts)
 
 
-def _attn_parts(dep: DecodeDeployment, num_seqs: int, kv_sum: float, share: Share) -> Parts:
-    q = 1 + dep.mtp_depth
-    work = ops.attention_decode(dep.model, num_seqs, kv_sum, q)
-    parts = dict(attn_weights_parts(dep, num_seqs * q, share))
-    parts["attention"] = time_us(dep.hardware, work, share)
-    return parts
+def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, aic: int | None, micro: bool) -> float:
+    """The MTP module's transformer block (an MoE layer, [DSV3-cfg]) in the step's mode, on one token per
+    sequence: it drafts from the last accepted position."""
+    one = replace(dep, mtp_depth=0)
+    if not micro:
+        a = attn_stage(one, len(busiest), float(sum(busiest)), 1.0)
+        return a.total_us + moe_stage(one, moe_tokens, 1.0).total_us
+    mbs = split_microbatches(busiest)
+    s0, s1 = _shares(one, aic)
+    a0, a1 = attn_stage(one, *mbs[0], s0), attn_stage(one, *mbs[1], s0)
+    f = moe_stage(one, moe_tokens / 2, s1)
+    h = one.tuning.stream_handoff_us
+    return pair_us(a1, f, one.hardware, h) + pair_us(a0, f, one.hardware, h)
 
 
-def _layer(dep: DecodeDeployment, mbs: list[tuple[int, float]], dense: bool) -> tuple[Parts, float]:
-    """Busy parts and elapsed time (us) of one layer over the microbatches [(num_seqs, kv_sum)]."""
-    s0_share, s1_share = stream_shares(dep, len(mbs) > 1)
-    q = 1 + dep.mtp_depth
-    s0: Parts = {}
-    s1: Parts = {}
-    for num_seqs, kv_sum in mbs:
-        merge(s0, _attn_parts(dep, num_seqs, kv_sum, s0_share))
-        other = dense_parts if dense else moe_parts
-        merge(s1, other(dep, num_seqs * q, s1_share))
-    t0, t1 = sum(s0.values()), sum(s1.values())
-    elapsed = max(t0, t1) if len(mbs) > 1 else t0 + t1
-    return merge(s0, s1), elapsed
+def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool) -> Cost:
+    acc = PartTimes()
+    m = dep.model
+    if micro:
+        mbs = split_microbatches(busiest)
+        aic = _aic_for(dep, mbs, moe_tokens)
+        layers = _layers_micro(dep, mbs, moe_tokens, aic, acc)
+    else:
+        aic = None
+        layers = _layers_single(dep, (len(busiest), float(sum(busiest))), moe_tokens, acc)
+    if dep.mtp_depth > 0:  # the MTP module is one more layer, run once per draft
+        acc.add("mtp_layer", _mtp_layer_us(dep, busiest, moe_tokens, aic, micro), dep.mtp_depth)
+    for name, t in _head_parts(dep, len(busiest)):
+        acc.add(name, t)
+    acc.add("launch", 0.0 if dep.hide_graph_launch else launch_us(dep))
+    return acc.cost("microbatch" if micro else "single", aic)
 
 
-def _microbatches(dep: DecodeDeployment, kv_lens: Sequence[int]) -> list[tuple[int, float]]:
-    n = min(max(1, dep.microbatches), len(kv_lens))
-    return [(len(kv_lens[i::n]), float(sum(kv_lens[i::n]))) for i in range(n)]
+def decode_step_ranks_cost(
+    dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, microbatch: bool | None = None
+) -> Cost:
+    """A step whose busiest rank holds sequences with context lengths `busiest` while the EP group's
+    ranks hold `moe_tokens` sequences each on average. `microbatch` (else `dep.microbatch`) forces a
+    mode; None picks the faster. Splitting needs two sequences on the busiest rank."""
+    if not busiest:
+        return Cost(0.0, {}, {})
+    forced = dep.microbatch if microbatch is None else microbatch
+    can_split = len(busiest) >= 2
+    if forced is not None or not can_split:
+        return _price(dep, busiest, moe_tokens, bool(forced) and can_split)
+    micro = _price(dep, busiest, moe_tokens, True)
+    single = _price(dep, busiest, moe_tokens, False)
+    return micro if micro.total_us <= single.total_us else single
 
 
-def _head_parts(dep: DecodeDeployment, batch: int) -> Parts:
-    """LM head and sampling for the main model and each MTP draft (1 + depth passes over the weights)."""
-    m, hw = dep.model, dep.hardware
-    tokens = batch * (1 + dep.mtp_depth)
-    passes = 1 + dep.mtp_depth
-    return {
-        "lm_head": passes * time_us(hw, ops.lm_head(m, tokens)),
-        "sampling": passes * time_us(hw, ops.sampling(m, tokens)),
-    }
-
-
-def decode_step_cost(dep: DecodeDeployment, batch_per_die: int, kv_lens: Sequence[int]) -> Cost:
-    """One decode step (us) of the busiest die holding `batch_per_die` sequences with KV lengths `kv_lens`.
+def decode_step_cost(
+    dep: DecodeDeployment, batch_per_die: int, kv_lens: Sequence[int], *, microbatch: bool | None = None
+) -> Cost:
+    """One decode step (us) when every rank holds `batch_per_die` sequences like these `kv_lens`.
 
     With MTP depth d the step verifies 1 + d tokens per sequence and runs the MTP layer d times. An empty
     batch costs 0: an idle instance does not step.
     """
     if len(kv_lens) != batch_per_die:
         raise ValueError(f"len(kv_lens)={len(kv_lens)} != batch_per_die={batch_per_die}")
-    if batch_per_die == 0:
-        return Cost(0.0, {}, {})
-    m = dep.model
-    mbs = _microbatches(dep, kv_lens)
-    acc = PartTimes()
-    busy, elapsed = _layer(dep, mbs, dense=True)
-    acc.add_overlapped(busy, elapsed, m.num_dense_layers)
-    busy, elapsed = _layer(dep, mbs, dense=False)
-    acc.add_overlapped(busy, elapsed, m.num_moe_layers)
-    if dep.mtp_depth > 0:
-        proj = time_us(dep.hardware, ops.mtp_proj(m, batch_per_die * (1 + dep.mtp_depth), dep.attn_precision))
-        acc.add("mtp_layer", elapsed + proj, dep.mtp_depth)
-    for name, t in _head_parts(dep, batch_per_die).items():
-        acc.add(name, t)
-    acc.add("launch", 0.0 if dep.hide_graph_launch else launch_us(dep))
-    return acc.cost()
+    return decode_step_ranks_cost(dep, kv_lens, float(batch_per_die), microbatch)
 
 
 def launch_us(dep: DecodeDeployment) -> float:
@@ -138,28 +199,31 @@ def launch_us(dep: DecodeDeployment) -> float:
     return cal.GRAPH_LAUNCH_US.value * (1 + dep.mtp_depth)
 
 
-def moe_layer_us(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> Cost:
-    """One MoE layer (us) with uniform KV length, for reporting."""
+def moe_layer_us(dep: DecodeDeployment, batch_per_die: int, kv_len: int, microbatch: bool | None = None) -> Cost:
+    """One MoE layer (us) at uniform KV length in the mode the step would use, for reporting."""
     if batch_per_die == 0:
         return Cost(0.0, {}, {})
+    kv = [kv_len] * batch_per_die
+    mode = decode_step_cost(dep, batch_per_die, kv, microbatch=microbatch)
     acc = PartTimes()
-    busy, elapsed = _layer(dep, _microbatches(dep, [kv_len] * batch_per_die), dense=False)
-    acc.add_overlapped(busy, elapsed)
-    return acc.cost()
+    q, tokens = 1 + dep.mtp_depth, float(batch_per_die)
+    if mode.mode == "microbatch":
+        mbs = split_microbatches(kv)
+        s0, s1 = _shares(dep, mode.aic_split)
+        a0, a1 = attn_stage(dep, *mbs[0], s0), attn_stage(dep, *mbs[1], s0)
+        f = moe_stage(dep, tokens * q / 2, s1)
+        hw = dep.hardware
+        h = dep.tuning.stream_handoff_us
+        _busy(acc, (a0, a1, f, f), pair_us(a1, f, hw, h) + pair_us(a0, f, hw, h), 1)
+    else:
+        a, f = attn_stage(dep, batch_per_die, float(sum(kv)), 1.0), moe_stage(dep, tokens * q, 1.0)
+        _busy(acc, (a, f), a.total_us + f.total_us, 1)
+    return acc.cost(mode.mode, mode.aic_split)
 
 
-def step_works(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> list[ops.Work]:
-    """Work items of one MoE layer, one dense FFN and the head for a step, on the whole die (for checks)."""
-    m, q = dep.model, 1 + dep.mtp_depth
-    tokens = batch_per_die * q
-    load = moe_load(m, placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts), tokens, 1.0)
-    return [
-        ops.mla_prolog_decode(m, tokens, dep.attn_precision),
-        ops.attention_decode(m, batch_per_die, float(batch_per_die * kv_len), q),
-        ops.o_proj_decode(m, tokens, dep.attn_precision),
-        ops.gate(m, tokens),
-        ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
-        ops.dense_ffn(m, tokens, dep.moe_precision),
-        ops.lm_head(m, tokens),
-        ops.sampling(m, tokens),
-    ]
+def stream_stages(dep: DecodeDeployment, batch_per_die: int, kv_len: int, aic: int) -> tuple[Stage, Stage]:
+    """(attention, MoE) stage of one microbatch of an even split, for reporting the per-stream latency."""
+    s0, s1 = _shares(dep, aic)
+    half = batch_per_die // 2
+    q = 1 + dep.mtp_depth
+    return attn_stage(dep, half, float(half * kv_len), s0), moe_stage(dep, batch_per_die * q / 2, s1)

@@ -132,9 +132,9 @@ def dense_ffn(m: ModelConfig, tokens: float, prec: Precision) -> Work:
     return work
 
 
-def lm_head(m: ModelConfig, tokens: float) -> Work:
-    """Output projection, BF16 (ASSUMPTION, [v3] §3.6 keeps sensitive layers in BF16)."""
-    return _gemm("lm_head", tokens, m.vocab * m.hidden, m.vocab, m.hidden, "bf16")
+def lm_head(m: ModelConfig, tokens: float, prec: Precision = "int8") -> Work:
+    """Vocabulary projection at the model's GEMM precision (calibration.LM_HEAD_PRECISION)."""
+    return _gemm("lm_head", tokens, m.vocab * m.hidden, m.vocab, m.hidden, prec)
 
 
 def mtp_proj(m: ModelConfig, tokens: float, prec: Precision) -> Work:
@@ -146,3 +146,53 @@ def sampling(m: ModelConfig, tokens: float) -> Work:
     """In-NPU sampling: a few memory-bound passes over the logits."""
     passes = cal.SAMPLING_PASSES.value * cal.LOGIT_BYTES.value
     return Work("sampling", 0.0, tokens * m.vocab * passes, "vector")
+
+
+# --- Non-GEMM work on the vector cores (AIV, or the SMs' CUDA cores): bandwidth-bound, per token ----------
+# Bytes each op reads and writes in HBM, from the tensor shapes; the rate they reach is FITTED
+# (calibration.VECTOR_BW_EFF) because the paper gives no figure for it.
+
+
+def vector_attn(m: ModelConfig, tokens: float) -> Work:
+    """Attention side of one layer for `tokens` tokens: input RMSNorm with per-token INT8 quantisation
+    (read BF16, write INT8), q/kv latent RMSNorms, RoPE on q and k, quantisation of the attention output
+    before O_proj, and the residual add (read two BF16 rows, write one)."""
+    h = m.hidden
+    norm_quant = 3 * h
+    latent_norms = 2 * BF16_BYTES * (m.q_lora_rank + m.kv_lora_rank)
+    rope = 2 * BF16_BYTES * m.qk_rope_dim * (m.num_heads + 1)
+    out_quant = 3 * m.num_heads * m.v_head_dim
+    residual = 3 * BF16_BYTES * h
+    return Work("vector_ops", 0.0, tokens * (norm_quant + latent_norms + rope + out_quant + residual), "vector")
+
+
+def vector_moe(m: ModelConfig, tokens: float, copies_in: float, copies_out: float, msg_bytes: int) -> Work:
+    """MoE side of one layer: post-attention RMSNorm + quantisation and gate top-k for `tokens` tokens;
+    for `copies_in` token copies received, unpacking the dispatched row and SwiGLU + re-quantisation
+    between up and down projections; for `copies_out` copies sent, packing before dispatch and the
+    weighted sum of the returned BF16 rows; then the residual add."""
+    h, inter = m.hidden, m.expert_intermediate
+    per_token = 3 * h + 4 * m.num_routed_experts + 3 * BF16_BYTES * h
+    per_in = msg_bytes + 2 * BF16_BYTES * inter + inter
+    per_out = msg_bytes + BF16_BYTES * h
+    return Work("vector_ops", 0.0, tokens * per_token + copies_in * per_in + copies_out * per_out, "vector")
+
+
+def vector_dense(m: ModelConfig, tokens: float, intermediate: int) -> Work:
+    """Dense FFN side of one layer: RMSNorm + quantisation, SwiGLU + re-quantisation, residual add."""
+    h = m.hidden
+    return Work("vector_ops", 0.0, tokens * (3 * h + 5 * intermediate + 3 * BF16_BYTES * h), "vector")
+
+
+def mla_down_prefill(m: ModelConfig, tokens: float, prec: Precision) -> Work:
+    """SP stage of prefill MLA: q_a and kv_a down-projections of the die's own tokens."""
+    down = mla_prolog_prefill(m, tokens, 0.0, 0.0, 0.0, prec)
+    return Work("mla_prolog", down.flops, down.bytes, "gemm", prec)
+
+
+def mla_up_prefill(m: ModelConfig, tokens: float, cached: float, head_frac: float, prec: Precision) -> Work:
+    """TP stage of prefill MLA: q_b and kv_b up-projections of every new token (and the cached prefix's
+    K/V) for the die's share of heads."""
+    both = mla_prolog_prefill(m, 0.0, tokens, cached, head_frac, prec)
+    down_weights = weight_bytes(q_a_params(m) + kv_a_params(m), prec)
+    return Work("mla_prolog", both.flops, both.bytes - down_weights, "gemm", prec)

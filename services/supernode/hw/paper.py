@@ -1,17 +1,15 @@
-"""The paper's headline results (reference §4) next to the model's, as rows."""
+"""The paper's results next to the model's, as rows: the headline rows (reference §4) and the per-layer
+decode latencies (reference §3.7). These are the training rows of the FITTED constants."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from supernode.hw import calibration as cal
-from supernode.hw.cost import (
-    decode_tokens_per_s_per_npu,
-    max_batch_per_die_for_tpot,
-    prefill_tokens_per_s_per_npu,
-    tpot_ms,
-)
-from supernode.hw.specs import paper_decode, paper_prefill
+from supernode.hw.cost import decode_tokens_per_s_per_npu, max_batch_per_die_for_tpot, prefill_tokens_per_s_per_npu, tpot_ms
+from supernode.hw.decode import moe_layer_us
+from supernode.hw.specs import SHIPPED, DecodeDeployment, PrefillDeployment, Tuning, paper_decode, paper_prefill
+
+KV_LEN = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +24,43 @@ class PaperRow:
         return (self.model - self.paper) / self.paper * 100.0
 
 
-def paper_rows() -> list[PaperRow]:
-    """Headline rows: prefill [v3] Table 2, decode Table 3 (batch 96/NPU, 4K KV) and Table 4 (15 ms SLO)."""
-    pre = paper_prefill()
-    dec = paper_decode()
-    default = replace(pre, expert_imbalance=cal.DEFAULT_EPLB_IMBALANCE.value)
-    slo_batch = max_batch_per_die_for_tpot(dec, 4096, 15.0) * dec.dies_per_npu
+def deployments(tune: Tuning = SHIPPED) -> tuple[PrefillDeployment, PrefillDeployment, DecodeDeployment]:
+    """(prefill perfect EPLB, prefill default EPLB, decode) as in the paper, with these fitted constants."""
+    pre = replace(paper_prefill(), tuning=tune)
+    return pre, replace(pre, expert_imbalance=tune.default_eplb_hot_factor), replace(paper_decode(), tuning=tune)
+
+
+def prefill_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:
+    pre, default, _ = deployments(tune)
     return [
         PaperRow("prefill, perfect EPLB", 6688, prefill_tokens_per_s_per_npu(pre), "tokens/s/NPU"),
         PaperRow("prefill, default EPLB", 5655, prefill_tokens_per_s_per_npu(default), "tokens/s/NPU"),
-        PaperRow("decode batch 96/NPU, 4K KV: TPOT", 49.4, tpot_ms(dec, 48, 4096), "ms"),
-        PaperRow("decode batch 96/NPU, 4K KV: throughput", 1943, decode_tokens_per_s_per_npu(dec, 48, 4096),
+    ]
+
+
+def decode_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:
+    """Decode rows: [v3] Table 3 (96/NPU, 4K), Table 4 (8/NPU), §5.4.2 per-layer latencies."""
+    _, _, dec = deployments(tune)
+    no_mtp = replace(dec, mtp_depth=0)
+    return [
+        PaperRow("decode batch 96/NPU, 4K KV: TPOT", 49.4, tpot_ms(dec, 48, KV_LEN), "ms"),
+        PaperRow("decode batch 96/NPU, 4K KV: throughput", 1943, decode_tokens_per_s_per_npu(dec, 48, KV_LEN),
                  "tokens/s/NPU"),
-        PaperRow("decode batch 8/NPU: TPOT", 14.9, tpot_ms(dec, 4, 4096), "ms"),
-        PaperRow("decode batch 8/NPU: throughput", 538, decode_tokens_per_s_per_npu(dec, 4, 4096),
-                 "tokens/s/NPU"),
-        PaperRow("decode 15 ms SLO: batch per NPU", 8, slo_batch, "sequences"),
+        PaperRow("decode batch 8/NPU: TPOT", 14.9, tpot_ms(dec, 4, KV_LEN), "ms"),
+        PaperRow("decode batch 8/NPU: throughput", 538, decode_tokens_per_s_per_npu(dec, 4, KV_LEN), "tokens/s/NPU"),
+        PaperRow("decode MoE layer, 96/NPU, 4K, no MTP", 874, moe_layer_us(no_mtp, 48, KV_LEN).total_us, "us"),
+        PaperRow("decode MoE layer, 96/NPU, 4K, MTP", 1260, moe_layer_us(dec, 48, KV_LEN).total_us, "us"),
     ]  # fmt: skip
+
+
+def paper_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:
+    """Every training row, then the SLO rows the issue asks the model to answer."""
+    _, _, dec = deployments(tune)
+    slo15 = max_batch_per_die_for_tpot(dec, KV_LEN, 15.0) * dec.dies_per_npu
+    slo50 = max_batch_per_die_for_tpot(dec, KV_LEN, 50.0) * dec.dies_per_npu
+    return [
+        *prefill_rows(tune),
+        *decode_rows(tune),
+        PaperRow("decode 15 ms SLO: batch per NPU", 8, slo15, "sequences"),
+        PaperRow("decode 50 ms SLO: batch per NPU", 96, slo50, "sequences"),
+    ]

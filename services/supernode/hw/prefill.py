@@ -1,137 +1,151 @@
-"""One prefill batch on an instance: the busiest die, layer by layer, compute overlapped with communication.
+"""One prefill batch on an instance: the busiest die, each layer a dependency chain over two resources.
 
-Hybrid SP-TP-SP MLA ([v3] §4.3.1): tokens are packed evenly over the dies (SP) for the down-projections,
-an All-Gather of the compressed latents gives every die all tokens for its share of heads (TP) for the
+Hybrid SP-TP-SP MLA ([v3] §4.3.1): tokens are packed over the dies (SP) for the down-projections, an
+All-Gather of the compressed latents gives every die all tokens for its share of heads (TP) for the
 up-projections and FlashAttention, and an All-to-All returns each die its own tokens for O_proj (SP).
 With `attention="dp"` whole sequences are placed on dies (longest first) and the collectives vanish.
-MoE is EP over the instance with Table 6 dispatch/combine. With microbatching ([v3] §4.3.2) AIC/AIV
-compute of one microbatch overlaps the communication (SDMA) of the other: a layer takes
-max(n x compute, n x comm, compute + comm) for n microbatches of equal size; otherwise compute + comm.
+MoE is EP over the instance. A layer is a chain per microbatch ([v3] §4.3.2, Fig 18b):
+
+    down-proj -> All-Gather -> up-proj + attention -> All-to-All -> O_proj + gate -> dispatch -> experts
+    -> combine
+
+Compute stages run on the cores (AIC + AIV, or the SMs not reserved for communication), communication
+stages on the fabric (SDMA / copy engines). With n microbatches each resource serves the stages in chain
+order, microbatch after microbatch, and a stage starts when its predecessor is done and its resource is
+free: a pipeline, not a free overlap of two buckets.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Sequence
 
 from supernode.hw import calibration as cal
 from supernode.hw import comm, ops
 from supernode.hw.placement import moe_load, placement
+from supernode.hw.prefill_shape import Shape, busiest_head_tokens, shape
 from supernode.hw.result import Cost, PartTimes
-from supernode.hw.roofline import time_us
+from supernode.hw.roofline import Share, time_us
 from supernode.hw.specs import PrefillDeployment
 
-Parts = dict[str, float]
-COMM_PARTS = frozenset({"attn_all_gather", "attn_all_to_all", "dispatch", "combine"})
+Step = tuple[bool, dict[str, float]]  # (is communication, busy us per part) of one microbatch
 
 
-def _pairs(new: int, cached: int) -> float:
-    """Causal (query, key) pairs of `new` tokens after `cached` prefix tokens."""
-    return new * cached + new * (new + 1) / 2
-
-
-def _dp_busiest(new: Sequence[int], cached: Sequence[int], num_dies: int) -> tuple[float, float, float]:
-    """Longest-processing-time placement of whole sequences: the busiest die's (tokens, pairs, cached)."""
-    heap = [(0.0, 0.0, 0.0, float(i)) for i in range(num_dies)]  # (pairs, tokens, cached, die)
-    for n, c in sorted(zip(new, cached, strict=True), key=lambda x: -_pairs(*x)):
-        pairs, tokens, cach, i = heapq.heappop(heap)
-        heapq.heappush(heap, (pairs + _pairs(n, c), tokens + n, cach + c, i))
-    pairs, tokens, cach, _ = max(heap)
-    return tokens, pairs, cach
-
-
-def _shape(
-    dep: PrefillDeployment, new: Sequence[int], cached: Sequence[int]
-) -> tuple[float, float, float, float]:
-    """Busiest die's (own tokens, attention pairs, cached tokens expanded, head fraction)."""
-    n = dep.num_dies
-    if dep.attention == "dp":
-        tokens, pairs, cach = _dp_busiest(new, cached, n)
-        return tokens, pairs, cach, 1.0
-    total_pairs = sum(_pairs(a, b) for a, b in zip(new, cached, strict=True))
-    head_frac = math.ceil(dep.model.num_heads / n) / dep.model.num_heads
-    return sum(new) / n, total_pairs, float(sum(cached)), head_frac
-
-
-def _attn_parts(
-    dep: PrefillDeployment, tokens: float, all_new: float, pairs: float, cached: float, hf: float
-) -> Parts:
-    """Attention block of one layer for one microbatch (us): compute and its collectives."""
-    m, hw, prec = dep.model, dep.hardware, dep.attn_precision
-    tp_new = tokens if dep.attention == "dp" else all_new
-    prolog = ops.mla_prolog_prefill(m, tokens, tp_new, cached, hf, prec)
-    parts = {
-        "mla_prolog": time_us(hw, prolog),
-        "attention": time_us(hw, ops.attention_prefill(m, pairs, tp_new + cached, hf)),
-        "o_proj": time_us(hw, ops.o_proj_prefill(m, tokens, prec)),
-    }
-    if dep.attention == "hybrid" and dep.num_dies > 1:
-        peers = (dep.num_dies - 1) / dep.num_dies
-        latent = (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_dim) * ops.BF16_BYTES
-        parts["attn_all_gather"] = comm.all_gather_us(hw, all_new * peers * latent)
-        parts["attn_all_to_all"] = comm.all_to_all_us(hw, tokens * (1 - hf) * m.num_heads * m.v_head_dim * 2)
-    return parts
-
-
-def _ffn_parts(dep: PrefillDeployment, tokens: float, dense: bool) -> Parts:
-    """FFN block of one layer for one microbatch of `tokens` tokens per die (us)."""
-    m, hw = dep.model, dep.hardware
-    if dense:
-        return {"dense_ffn": time_us(hw, ops.dense_ffn(m, tokens, dep.moe_precision))}
-    p = placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts)
-    load = moe_load(m, p, tokens, dep.expert_imbalance)
-    msgs = max(load.sent, load.received)
-    return {
-        "gate": time_us(hw, ops.gate(m, tokens)),
-        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs),
-        "experts": time_us(hw, ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision)),
-        "combine": comm.combine_us(hw, dep.ep_size, msgs),
-    }
-
-
-def _elapsed(parts: Parts, num_mbs: int) -> float:
-    """Layer time for `num_mbs` equal microbatches whose per-microbatch busy parts are `parts`."""
-    t_comm = sum(t for n, t in parts.items() if n in COMM_PARTS)
-    t_comp = sum(parts.values()) - t_comm
-    if num_mbs <= 1:
-        return t_comp + t_comm
-    return max(num_mbs * t_comp, num_mbs * t_comm, t_comp + t_comm)
-
-
-def _layers(
-    dep: PrefillDeployment, new: Sequence[int], cached: Sequence[int]
-) -> list[tuple[Parts, float, int]]:
-    """[(busy parts, elapsed us, repetitions)] for the dense and the MoE layers of one batch."""
-    m = dep.model
-    tokens, pairs, kv_cached, hf = _shape(dep, new, cached)
-    mbs = max(1, min(dep.microbatches, int(tokens)))
-    scale = 1.0 / mbs
-    attn = _attn_parts(dep, tokens * scale, sum(new) * scale, pairs * scale, kv_cached * scale, hf)
-    out = []
-    for dense, count in ((True, m.num_dense_layers), (False, m.num_moe_layers)):
-        per_mb = {**attn, **_ffn_parts(dep, tokens * scale, dense)}
-        out.append(({k: v * mbs for k, v in per_mb.items()}, _elapsed(per_mb, mbs), count))
+def _compute(dep: PrefillDeployment, works: list[ops.Work]) -> dict[str, float]:
+    hw = dep.hardware
+    share = Share((hw.num_cube_cores - hw.prefill_comm_cores) / hw.num_cube_cores)
+    out: dict[str, float] = {}
+    for w in works:
+        out[w.part] = out.get(w.part, 0.0) + time_us(hw, w, share, dep.tuning)
     return out
 
 
+def _attn_steps(dep: PrefillDeployment, s: Shape, k: float) -> list[Step]:
+    """Attention chain of one microbatch holding a share `k` of the batch."""
+    m, hw, prec, eff = dep.model, dep.hardware, dep.attn_precision, dep.tuning.prefill_link_eff
+    own, tp_new, cached = s.tokens * k, s.tp_tokens * k, s.cached * k
+    down = ops.mla_down_prefill(m, own, prec)
+    up = ops.mla_up_prefill(m, tp_new, cached, s.head_frac, prec)
+    attn = ops.attention_prefill(m, s.pairs * k, tp_new + cached, s.head_frac)
+    steps: list[Step] = [(False, _compute(dep, [down]))]
+    if dep.attention == "hybrid" and dep.num_dies > 1:
+        latent = (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_dim) * ops.BF16_BYTES
+        gathered = tp_new * (dep.num_dies - 1) / dep.num_dies * latent
+        steps.append((True, {"attn_all_gather": comm.all_gather_us(hw, gathered, eff)}))
+    steps.append((False, _compute(dep, [up, attn])))
+    if dep.attention == "hybrid" and dep.num_dies > 1:
+        out_bytes = own * (1 - s.head_frac) * m.num_heads * m.v_head_dim * ops.BF16_BYTES
+        steps.append((True, {"attn_all_to_all": comm.all_to_all_us(hw, out_bytes, eff)}))
+    return steps
+
+
+def _ffn_steps(dep: PrefillDeployment, s: Shape, k: float, dense: bool) -> list[Step]:
+    m, hw, eff = dep.model, dep.hardware, dep.tuning.prefill_link_eff
+    own = s.tokens * k
+    o_proj = [ops.o_proj_prefill(m, own, dep.attn_precision), ops.vector_attn(m, own)]
+    if dense:
+        ffn = [ops.dense_ffn(m, own, dep.moe_precision), ops.vector_dense(m, own, m.dense_intermediate)]
+        return [(False, _compute(dep, o_proj + ffn))]
+    p = placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts)
+    load = moe_load(m, p, own, dep.expert_imbalance)
+    copies = max(load.sent, load.received)
+    experts = [
+        ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
+        ops.vector_moe(m, own, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
+    ]
+    return [
+        (False, _compute(dep, [*o_proj, ops.gate(m, own)])),
+        (True, {"dispatch": comm.bulk_ep_us(hw, dep.ep_size, own, copies, hw.dispatch_msg_bytes, eff)}),
+        (False, _compute(dep, experts)),
+        (True, {"combine": comm.bulk_ep_us(hw, dep.ep_size, own, copies, hw.combine_msg_bytes, eff)}),
+    ]
+
+
+def _chain(layers: Sequence[list[Step]], num_mbs: int) -> float:
+    """Makespan (us) of `num_mbs` microbatches running the chained steps of `layers` on two resources."""
+    ready = [0.0] * num_mbs
+    free = {False: 0.0, True: 0.0}
+    for steps in layers:
+        for is_comm, parts in steps:
+            t = sum(parts.values())
+            for i in range(num_mbs):
+                start = max(ready[i], free[is_comm])
+                ready[i] = free[is_comm] = start + t
+    return max(ready)
+
+
+def _layer_steps(dep: PrefillDeployment, s: Shape, num_mbs: int) -> tuple[list[Step], list[Step]]:
+    k = 1.0 / num_mbs
+    attn = _attn_steps(dep, s, k)
+    return attn + _ffn_steps(dep, s, k, dense=True), attn + _ffn_steps(dep, s, k, dense=False)
+
+
+def _num_mbs(dep: PrefillDeployment, s: Shape) -> int:
+    return max(1, min(dep.microbatches, int(s.tokens)))
+
+
+def _charge(acc: PartTimes, steps: list[Step], num_mbs: int, elapsed: float, count: float) -> None:
+    busy: dict[str, float] = {}
+    for _, parts in steps:
+        for name, t in parts.items():
+            busy[name] = busy.get(name, 0.0) + t * num_mbs
+    acc.add_overlapped(busy, elapsed, count)
+
+
 def prefill_batch_cost(
-    dep: PrefillDeployment, new_tokens: Sequence[int], cached_tokens: Sequence[int]
+    dep: PrefillDeployment,
+    new_tokens: Sequence[int],
+    cached_tokens: Sequence[int],
+    *,
+    lm_head_tokens: Sequence[int] | None = None,
 ) -> Cost:
     """One prefill batch on the whole instance (us): sequence i computes new_tokens[i] tokens after
     cached_tokens[i] prefix tokens already in HBM (their attention still costs; loading them does not).
-    An empty batch costs 0."""
+    `lm_head_tokens[i]` is how many of sequence i's last positions go through the vocabulary projection
+    (default 1: the first output token; segment scoring asks for more). The busiest die sets the time:
+    with SP the tokens are packed in equal chunks, so an uneven split makes a straggler. An empty batch
+    costs 0."""
     if len(new_tokens) != len(cached_tokens):
         raise ValueError("new_tokens and cached_tokens must have the same length")
+    heads = [1] * len(new_tokens) if lm_head_tokens is None else list(lm_head_tokens)
+    if len(heads) != len(new_tokens) or any(h < 0 or h > n for h, n in zip(heads, new_tokens, strict=True)):
+        raise ValueError("lm_head_tokens must give, per sequence, 0..new_tokens[i] positions")
     if sum(new_tokens) == 0:
         return Cost(0.0, {}, {})
+    s = shape(dep, new_tokens, cached_tokens)
+    mbs = _num_mbs(dep, s)
+    dense, moe = _layer_steps(dep, s, mbs)
     m = dep.model
     acc = PartTimes()
-    for busy, elapsed, count in _layers(dep, new_tokens, cached_tokens):
-        acc.add_overlapped(busy, elapsed, count)
-    last = math.ceil(len(new_tokens) / dep.num_dies)  # sequences whose last token the busiest die samples
-    acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last)))
-    acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last)))
+    t_dense = _chain([dense] * m.num_dense_layers, mbs)
+    probe = 3
+    t_probe = _chain([dense] * m.num_dense_layers + [moe] * probe, mbs)
+    period = _chain([dense] * m.num_dense_layers + [moe] * (probe + 1), mbs) - t_probe
+    t_moe = t_probe - t_dense + period * (m.num_moe_layers - probe)
+    _charge(acc, dense, mbs, t_dense / m.num_dense_layers, m.num_dense_layers)
+    _charge(acc, moe, mbs, t_moe / m.num_moe_layers, m.num_moe_layers)
+    last = busiest_head_tokens(dep, new_tokens, heads)
+    acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last, dep.attn_precision), tune=dep.tuning))
+    acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last), tune=dep.tuning))
     acc.add("launch", cal.GRAPH_LAUNCH_US.value)
     return acc.cost()
 
@@ -139,10 +153,19 @@ def prefill_batch_cost(
 def prefill_moe_layer_cost(
     dep: PrefillDeployment, new_tokens: Sequence[int], cached_tokens: Sequence[int]
 ) -> Cost:
-    """One MoE layer of the batch (us), for reporting."""
+    """One MoE layer of the batch in steady state (us), for reporting."""
     if sum(new_tokens) == 0:
         return Cost(0.0, {}, {})
-    busy, elapsed, _ = _layers(dep, new_tokens, cached_tokens)[-1]
+    s = shape(dep, new_tokens, cached_tokens)
+    mbs = _num_mbs(dep, s)
+    _, moe = _layer_steps(dep, s, mbs)
+    period = _chain([moe] * 4, mbs) - _chain([moe] * 3, mbs)
     acc = PartTimes()
-    acc.add_overlapped(busy, elapsed)
+    _charge(acc, moe, mbs, period, 1)
     return acc.cost()
+
+
+def prefill_chain_us(dep: PrefillDeployment, steps: list[Step], num_mbs: int, num_layers: int) -> float:
+    """Makespan of `num_layers` identical layers (exposed for tests of the pipeline)."""
+    return _chain([steps] * num_layers, num_mbs)
+

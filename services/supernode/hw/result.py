@@ -16,6 +16,8 @@ PARTS = (
     "experts",
     "combine",
     "dense_ffn",
+    "vector_ops",
+    "pipeline_fill",
     "mtp_layer",
     "lm_head",
     "sampling",
@@ -29,12 +31,17 @@ class Cost:
 
     `breakdown_us` holds the named parts of the critical path: they are non-negative and sum to
     `total_us`. Where two streams overlap, a layer's time is shared among its parts in proportion to
-    their busy time. `busy_us` is each part's own running time on its stream, before overlap.
+    their busy time. `busy_us` is each part's own running time on its stream, before overlap. A decode
+    step also says how it ran: `mode` ("microbatch": two microbatches on two streams, or "single") and
+    `aic_split` (AIC cores of the attention stream; None where the streams time-share the cores or do not
+    overlap).
     """
 
     total_us: float
     breakdown_us: dict[str, float] = field(default_factory=dict)
     busy_us: dict[str, float] = field(default_factory=dict)
+    mode: str = ""
+    aic_split: int | None = None
 
 
 class PartTimes:
@@ -55,11 +62,12 @@ class PartTimes:
     def add(self, name: str, t_us: float, count: float = 1.0) -> None:
         self.add_overlapped({name: t_us}, t_us, count)
 
-    def cost(self) -> Cost:
+    def cost(self, mode: str = "", aic_split: int | None = None) -> Cost:
         order = {n: i for i, n in enumerate(PARTS)}
         names = sorted(self.exposed, key=lambda n: order.get(n, len(order)))
         exposed = {n: self.exposed[n] for n in names}
-        return Cost(sum(exposed.values()), exposed, {n: self.busy[n] for n in names})
+        busy = {n: self.busy[n] for n in names}
+        return Cost(sum(exposed.values()), exposed, busy, mode, aic_split)
 
 
 def merge(into: dict[str, float], parts: Mapping[str, float], scale: float = 1.0) -> dict[str, float]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from supernode.hw import calibration as cal
+from supernode.hw.mtp import expected_tokens_per_step
 
 Precision = Literal["int8", "bf16"]
 AttentionParallel = Literal["hybrid", "dp"]
@@ -41,10 +42,29 @@ class Hardware:
     combine_table: tuple[CommRow, ...]
     dispatch_msg_bytes: int
     combine_msg_bytes: int
+    ep_link_bytes_per_s: float  # per-byte rate of the decode (low-latency) dispatch/combine kernels
+    dies_per_device: int  # 2 for a 910C package, 1 for a GPU
+    splits_cores: bool  # True: two streams own disjoint cores (AIC/AIV); False: SMs are time-shared
+    prefill_comm_cores: int  # cube cores (SMs) taken from compute by the prefill communication kernels
+    devices_per_node: int  # scale-up domain of the normal (prefill) kernels; 0 = the whole EP group
+    normal_rdma_bytes_per_s: float  # prefill normal kernels, RDMA bottleneck rate (0 = no RDMA hop)
 
     @property
     def num_cores(self) -> int:
         return self.num_cube_cores + self.num_vector_cores
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The FITTED constants of `calibration.py` (hardware-independent; `supernode calibrate` refits them)."""
+
+    stream_handoff_us: float = cal.STREAM_HANDOFF_US.value
+    attn_serving_eff: float = cal.ATTN_SERVING_EFF.value
+    prefill_link_eff: float = cal.PREFILL_LINK_EFF.value
+    default_eplb_hot_factor: float = cal.DEFAULT_EPLB_HOT_FACTOR.value
+
+
+SHIPPED = Tuning()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +122,12 @@ def _ascend_910c() -> Hardware:
         combine_table=cal.CM384_COMBINE.value,
         dispatch_msg_bytes=cal.DISPATCH_MSG_BYTES.value,
         combine_msg_bytes=cal.COMBINE_MSG_BYTES.value,
+        ep_link_bytes_per_s=cal.UB_WRITE_NPU_INTER_BYTES_PER_S.value,
+        dies_per_device=2,
+        splits_cores=True,
+        prefill_comm_cores=0,  # SDMA engines move prefill's bulk traffic ([v3] §4.3.2)
+        devices_per_node=0,
+        normal_rdma_bytes_per_s=0.0,
     )
 
 
@@ -115,8 +141,8 @@ def _nvidia(name: str, nvlink_bytes_per_s: float) -> Hardware:
         bf16_flops_per_s=cal.H100_BF16_FLOPS_PER_S.value,
         hbm_bytes=cal.H100_HBM_BYTES.value,
         hbm_bytes_per_s=cal.H100_HBM_BYTES_PER_S.value,
-        scaleup_bytes_per_s=nvlink_bytes_per_s,
-        scaleup_read_bytes_per_s=nvlink_bytes_per_s,
+        scaleup_bytes_per_s=min(nvlink_bytes_per_s, cal.DEEPEP_NORMAL_NVLINK_BYTES_PER_S.value),
+        scaleup_read_bytes_per_s=min(nvlink_bytes_per_s, cal.DEEPEP_NORMAL_NVLINK_BYTES_PER_S.value),
         scaleup_latency_us=cal.RDMA_LATENCY_US.value,
         rdma_bytes_per_s=cal.CX7_RDMA_BYTES_PER_S.value,
         rdma_latency_us=cal.RDMA_LATENCY_US.value,
@@ -129,6 +155,12 @@ def _nvidia(name: str, nvlink_bytes_per_s: float) -> Hardware:
         combine_table=cal.H800_COMBINE.value,
         dispatch_msg_bytes=cal.H800_DISPATCH_MSG_BYTES.value,
         combine_msg_bytes=cal.COMBINE_MSG_BYTES.value,
+        ep_link_bytes_per_s=cal.CX7_RDMA_BYTES_PER_S.value,
+        dies_per_device=1,
+        splits_cores=False,
+        prefill_comm_cores=cal.DEEPSEEK_PREFILL_COMM_SMS.value,
+        devices_per_node=cal.NVIDIA_GPUS_PER_NODE.value,
+        normal_rdma_bytes_per_s=cal.DEEPEP_NORMAL_RDMA_BYTES_PER_S.value,
     )
 
 
@@ -159,6 +191,7 @@ class PrefillDeployment:
     expert_imbalance: float = 1.0  # busiest routed-expert slot load over the mean (1.0 = perfect EPLB)
     hardware: Hardware = ASCEND_910C
     model: ModelConfig = DEEPSEEK_R1
+    tuning: Tuning = SHIPPED
 
     @property
     def num_dies(self) -> int:
@@ -176,11 +209,8 @@ class DecodeDeployment:
     num_redundant_experts: int = 32  # 320 slots = 32 shared copies + 256 routed + 32 redundant
     attn_precision: Precision = "int8"
     moe_precision: Precision = "int8"
-    microbatches: int = 2  # [v3] §4.2.3: two interleaved microbatches on two streams
-    attn_stream_aic: int = 16  # stream 0 (MLAProlog, FusedAttention, O_proj)
-    attn_stream_aiv: int = 32
-    moe_stream_aic: int = 8  # stream 1 (gate, dispatch, experts, combine)
-    moe_stream_aiv: int = 16
+    microbatch: bool | None = None  # two microbatches on two streams ([v3] §4.2.3); None = chosen per step
+    aic_split: int | None = None  # AIC cores of stream 0 (attention), AIV twice that; None = chosen per step
     max_batch_per_die: int = 48  # sequences the dispatch/combine buffers are sized for ([v3] §4.2.1)
     mtp_depth: int = 1  # speculative tokens per step (0 = off); [v3] §4.2.4
     mtp_accept: float = 0.7  # acceptance of each speculative token ([v3] §5.2)
@@ -188,6 +218,7 @@ class DecodeDeployment:
     hide_graph_launch: bool = True  # [v3] §4.2.4 aggregated metadata + in-NPU sampling
     hardware: Hardware = ASCEND_910C
     model: ModelConfig = DEEPSEEK_R1
+    tuning: Tuning = SHIPPED
 
     @property
     def num_dies(self) -> int:
@@ -195,8 +226,8 @@ class DecodeDeployment:
 
     @property
     def tokens_per_step(self) -> float:
-        """Expected tokens emitted per sequence per step: 1 + depth x acceptance."""
-        return 1.0 + self.mtp_depth * self.mtp_accept
+        """Expected tokens emitted per sequence per step (drafts accepted one after another)."""
+        return expected_tokens_per_step(self.mtp_depth, self.mtp_accept)
 
 
 def paper_prefill() -> PrefillDeployment:
