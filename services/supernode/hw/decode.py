@@ -61,11 +61,11 @@ def _layers_micro(
     a1 = attn_stage(dep, mbs[1][0], mbs[1][1], s0)
     total = 0.0
     for stage_fn, count in ((dense_stage, m.num_dense_layers), (moe_stage, m.num_moe_layers)):
-        f0, f1 = stage_fn(dep, moe_tokens * q / 2, s1), stage_fn(dep, moe_tokens * q / 2, s1)
-        period = pair_us(a1, f0, hw, h) + pair_us(a0, f1, hw, h)
+        f = stage_fn(dep, moe_tokens * q / 2, s1)
+        period = pair_us(a1, f, hw, h) + pair_us(a0, f, hw, h)
         total += period * count
         if acc is not None:
-            _busy(acc, (a0, a1, f0, f1), period, count)
+            _busy(acc, (a0, a1, f, f), period, count)
     m1 = moe_stage(dep, moe_tokens * q / 2, s1)
     fill = a0.total_us + m1.total_us - pair_us(a0, m1, hw)  # the first and last stage run alone
     if acc is not None:
@@ -131,10 +131,15 @@ def _head_parts(dep: DecodeDeployment, batch: int) -> tuple[tuple[str, float], .
     return tuple(parts)
 
 
+@lru_cache(maxsize=256)
+def _one_token(dep: DecodeDeployment) -> DecodeDeployment:
+    return replace(dep, mtp_depth=0)
+
+
 def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, aic: int | None, micro: bool) -> float:
     """The MTP module's transformer block (an MoE layer, [DSV3-cfg]) in the step's mode, on one token per
     sequence: it drafts from the last accepted position."""
-    one = replace(dep, mtp_depth=0)
+    one = _one_token(dep)
     if not micro:
         a = attn_stage(one, len(busiest), float(sum(busiest)), 1.0)
         return a.total_us + moe_stage(one, moe_tokens, 1.0).total_us
@@ -146,22 +151,45 @@ def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: flo
     return pair_us(a1, f, one.hardware, h) + pair_us(a0, f, one.hardware, h)
 
 
-def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool) -> Cost:
-    acc = PartTimes()
-    m = dep.model
+def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None) -> tuple[float, int | None]:
+    """Step time (us) and the AIC split used; charges the parts into `acc` when given."""
     if micro:
         mbs = split_microbatches(busiest)
         aic = _aic_for(dep, mbs, moe_tokens)
-        layers = _layers_micro(dep, mbs, moe_tokens, aic, acc)
+        total = _layers_micro(dep, mbs, moe_tokens, aic, acc)
     else:
         aic = None
-        layers = _layers_single(dep, (len(busiest), float(sum(busiest))), moe_tokens, acc)
+        total = _layers_single(dep, (len(busiest), float(sum(busiest))), moe_tokens, acc)
     if dep.mtp_depth > 0:  # the MTP module is one more layer, run once per draft
-        acc.add("mtp_layer", _mtp_layer_us(dep, busiest, moe_tokens, aic, micro), dep.mtp_depth)
-    for name, t in _head_parts(dep, len(busiest)):
-        acc.add(name, t)
-    acc.add("launch", 0.0 if dep.hide_graph_launch else launch_us(dep))
+        mtp = _mtp_layer_us(dep, busiest, moe_tokens, aic, micro)
+        total += mtp * dep.mtp_depth
+        if acc is not None:
+            acc.add("mtp_layer", mtp, dep.mtp_depth)
+    launch = 0.0 if dep.hide_graph_launch else launch_us(dep)
+    for name, t in (*_head_parts(dep, len(busiest)), ("launch", launch)):
+        total += t
+        if acc is not None:
+            acc.add(name, t)
+    return total, aic
+
+
+def _cost(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool) -> Cost:
+    acc = PartTimes()
+    _, aic = _price(dep, busiest, moe_tokens, micro, acc)
     return acc.cost("microbatch" if micro else "single", aic)
+
+
+MODE_MARGIN = 0.025  # relative gap between the modes above which a bucketed decision cannot be wrong
+
+
+@lru_cache(maxsize=8192)
+def _mode_hint(dep: DecodeDeployment, num_seqs: int, kv_bucket: int, moe_bucket: int) -> tuple[bool, float]:
+    """(microbatch wins, relative gap) for a step of this shape, context bucketed in 1/64 octaves."""
+    kv = (2.0 ** (kv_bucket / 64) - 1.0) / num_seqs
+    busiest = [kv] * num_seqs
+    micro, _ = _price(dep, busiest, _unbucket(moe_bucket), True, None)  # type: ignore[arg-type]
+    single, _ = _price(dep, busiest, _unbucket(moe_bucket), False, None)  # type: ignore[arg-type]
+    return micro <= single, abs(micro - single) / min(micro, single)
 
 
 def decode_step_ranks_cost(
@@ -175,10 +203,13 @@ def decode_step_ranks_cost(
     forced = dep.microbatch if microbatch is None else microbatch
     can_split = len(busiest) >= 2
     if forced is not None or not can_split:
-        return _price(dep, busiest, moe_tokens, bool(forced) and can_split)
-    micro = _price(dep, busiest, moe_tokens, True)
-    single = _price(dep, busiest, moe_tokens, False)
-    return micro if micro.total_us <= single.total_us else single
+        return _cost(dep, busiest, moe_tokens, bool(forced) and can_split)
+    hint, margin = _mode_hint(dep, len(busiest), round(math.log2(1.0 + sum(busiest)) * 64), _bucket(moe_tokens))
+    if margin > MODE_MARGIN:  # far from the crossover: the cached choice is the right one
+        return _cost(dep, busiest, moe_tokens, hint)
+    micro, _ = _price(dep, busiest, moe_tokens, True, None)
+    single, _ = _price(dep, busiest, moe_tokens, False, None)
+    return _cost(dep, busiest, moe_tokens, micro <= single)
 
 
 def decode_step_cost(

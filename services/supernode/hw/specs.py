@@ -6,8 +6,8 @@ Numbers come from `calibration.py`, which names their sources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from supernode.hw import calibration as cal
 from supernode.hw.mtp import expected_tokens_per_step
@@ -17,8 +17,24 @@ AttentionParallel = Literal["hybrid", "dp"]
 CommRow = tuple[int, float, float]  # (EP degree, latency us, bandwidth B/s) at 128 tokens per rank
 
 
+def _fields_hash(obj: Any) -> int:
+    return hash(tuple(getattr(obj, f.name) for f in fields(obj) if f.compare))
+
+
+class _CachedHash:
+    """Frozen specs are lru_cache keys on every priced step: hash them once, not per lookup."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cached_hash", _fields_hash(self))
+
+    def __hash__(self) -> int:
+        return int(getattr(self, "cached_hash"))
+
+
 @dataclass(frozen=True, slots=True)
-class Hardware:
+class Hardware(_CachedHash):
     """One die: cores, peaks, HBM, links and its measured dispatch/combine table."""
 
     name: str
@@ -48,6 +64,7 @@ class Hardware:
     prefill_comm_cores: int  # cube cores (SMs) taken from compute by the prefill communication kernels
     devices_per_node: int  # scale-up domain of the normal (prefill) kernels; 0 = the whole EP group
     normal_rdma_bytes_per_s: float  # prefill normal kernels, RDMA bottleneck rate (0 = no RDMA hop)
+    cached_hash: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def num_cores(self) -> int:
@@ -176,7 +193,7 @@ KV_BYTES_PER_TOKEN = (512 + 64) * 61 * 2
 
 
 @dataclass(frozen=True, slots=True)
-class PrefillDeployment:
+class PrefillDeployment(_CachedHash):
     """One prefill instance ([v3] §5.1: 16 NPUs, EP32, 10 experts per rank, hybrid SP-TP-SP MLA)."""
 
     num_npus: int = 16
@@ -192,6 +209,7 @@ class PrefillDeployment:
     hardware: Hardware = ASCEND_910C
     model: ModelConfig = DEEPSEEK_R1
     tuning: Tuning = SHIPPED
+    cached_hash: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def num_dies(self) -> int:
@@ -199,7 +217,7 @@ class PrefillDeployment:
 
 
 @dataclass(frozen=True, slots=True)
-class DecodeDeployment:
+class DecodeDeployment(_CachedHash):
     """One decode instance ([v3] §5.1: 160 NPUs, EP320, one expert per die, DP attention)."""
 
     num_npus: int = 160
@@ -219,6 +237,7 @@ class DecodeDeployment:
     hardware: Hardware = ASCEND_910C
     model: ModelConfig = DEEPSEEK_R1
     tuning: Tuning = SHIPPED
+    cached_hash: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def num_dies(self) -> int:

@@ -28,13 +28,14 @@ class Stage:
     parts: tuple[tuple[str, float], ...]  # (part, busy us alone on its cores with all of HBM)
     hbm_us: float  # its HBM traffic at the full measured rate
     link_us: float  # link-bound communication inside it (dispatch, combine)
-
-    @property
-    def total_us(self) -> float:
-        return sum(t for _, t in self.parts)
+    total_us: float  # sum of the parts
 
 
-EMPTY = Stage((), 0.0, 0.0)
+def _make(parts: tuple[tuple[str, float], ...], hbm_us: float, link_us: float) -> Stage:
+    return Stage(parts, hbm_us, link_us, sum(t for _, t in parts))
+
+
+EMPTY = Stage((), 0.0, 0.0, 0.0)
 
 
 def pair_us(a: Stage, b: Stage, hw: Hardware, handoff_us: float = 0.0) -> float:
@@ -54,7 +55,7 @@ def _stage(dep: DecodeDeployment, works: list[ops.Work], share: Share, extra: di
         parts[w.part] = parts.get(w.part, 0.0) + time_us(hw, w, share, tune)
     parts.update(extra)
     hbm = sum(w.bytes for w in works) / rate * 1e6
-    return Stage(tuple(parts.items()), hbm, sum(extra.values()))
+    return _make(tuple(parts.items()), hbm, sum(extra.values()))
 
 
 @lru_cache(maxsize=8192)
@@ -75,7 +76,7 @@ def attn_stage(dep: DecodeDeployment, num_seqs: int, kv_sum: float, cube: float)
     t_attn = compute_us(dep.hardware, work, Share(cube), dep.tuning) + memory_us(dep.hardware, work, dep.tuning)
     rate = dep.hardware.hbm_bytes_per_s * dep.hardware.mem_eff
     parts = (fixed.parts[0], ("attention", t_attn), *fixed.parts[1:])
-    return Stage(parts, fixed.hbm_us + work.bytes / rate * 1e6, 0.0)
+    return Stage(parts, fixed.hbm_us + work.bytes / rate * 1e6, 0.0, fixed.total_us + t_attn)
 
 
 @lru_cache(maxsize=8192)
