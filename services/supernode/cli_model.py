@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from supernode.hw import calibration as cal
 from supernode.hw import memory
+from supernode.hw.fit import compare, fit
 from supernode.hw.cost import (
     PrefillWorkload,
     decode_step_cost,
@@ -24,7 +24,9 @@ from supernode.hw.prefill import prefill_moe_layer_cost
 from supernode.hw.result import Cost
 from supernode.hw.specs import (
     HARDWARE,
+    SHIPPED,
     DecodeDeployment,
+    Hardware,
     Precision,
     PrefillDeployment,
     fit_experts_per_die,
@@ -34,10 +36,17 @@ model_app = typer.Typer(help="Price one prefill batch or decode step with the ha
 _console = Console()
 
 
-def _hardware(name: str) -> Any:
+def _hardware(name: str) -> Hardware:
     if name not in HARDWARE:
         raise typer.BadParameter(f"unknown hardware {name!r}; choose from {', '.join(HARDWARE)}")
     return HARDWARE[name]
+
+
+def _dies(hw: Hardware, given: int | None) -> int:
+    """Dies per device: as given, else the hardware's (2 for a 910C package, 1 for a GPU)."""
+    if given is not None and given < 1:
+        raise typer.BadParameter("--dies-per-npu must be >= 1")
+    return given if given is not None else hw.dies_per_device
 
 
 def _precision(value: str) -> Precision:
@@ -52,11 +61,14 @@ def _experts_per_die(ep: int, redundant: int, given: int | None, shared_local: b
 
 
 def _print(title: str, summary: dict[str, Any], cost: Cost, as_json: bool) -> None:
+    summary["fitted"] = asdict(SHIPPED)
     if as_json:
         typer.echo(json.dumps({**summary, "breakdown_us": cost.breakdown_us, "busy_us": cost.busy_us}))
         return
     head = Table(title=title, show_header=False)
     for key, value in summary.items():
+        if key == "fitted":
+            value = ", ".join(f"{k}={v:g}" for k, v in value.items())
         head.add_row(key, f"{value:,.2f}" if isinstance(value, float) else str(value))
     parts = Table(title="per-op breakdown (us)")
     for col in ("part", "critical path", "busy", "share"):
@@ -73,7 +85,7 @@ def _print(title: str, summary: dict[str, Any], cost: Cost, as_json: bool) -> No
 def prefill_cmd(
     hardware: str = typer.Option("ascend-910c", help="ascend-910c | h800 | h100"),
     npus: int = typer.Option(16, help="Devices per prefill instance."),
-    dies_per_npu: int = typer.Option(2, help="Dies per device (1 for GPUs)."),
+    dies_per_npu: int | None = typer.Option(None, help="Dies per device (default: 2 on Ascend, 1 on GPUs)."),
     ep: int | None = typer.Option(None, help="EP degree in dies (default: every die of the instance)."),
     experts_per_device: int | None = typer.Option(None, help="Expert slots per die, shared copies included."),
     redundant: int = typer.Option(32, help="Redundant routed-expert replicas."),
@@ -87,13 +99,15 @@ def prefill_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Price one prefill batch of equal prompts."""
-    ep_size = ep or npus * dies_per_npu
+    hw = _hardware(hardware)
+    dies = _dies(hw, dies_per_npu)
+    ep_size = ep or npus * dies
     if attention not in ("hybrid", "dp") or eplb not in ("perfect", "default"):
         raise typer.BadParameter("--attention is hybrid|dp and --eplb is perfect|default")
     prec = _precision(precision)
     dep = PrefillDeployment(
         num_npus=npus,
-        dies_per_npu=dies_per_npu,
+        dies_per_npu=dies,
         ep_size=ep_size,
         experts_per_die=_experts_per_die(ep_size, redundant, experts_per_device, True),
         num_redundant_experts=redundant,
@@ -101,8 +115,8 @@ def prefill_cmd(
         attn_precision=prec,
         moe_precision=prec,
         microbatches=2 if microbatch else 1,
-        expert_imbalance=cal.DEFAULT_EPLB_IMBALANCE.value if eplb == "default" else 1.0,
-        hardware=_hardware(hardware),
+        expert_imbalance=SHIPPED.default_eplb_hot_factor if eplb == "default" else 1.0,
+        hardware=hw,
     )
     try:
         new, cached = PrefillWorkload(prompt_len, tokens_per_npu, cache_hit).sequences(dep)
@@ -130,7 +144,7 @@ def prefill_cmd(
 def decode_cmd(
     hardware: str = typer.Option("ascend-910c", help="ascend-910c | h800 | h100"),
     npus: int = typer.Option(160, help="Devices per decode instance."),
-    dies_per_npu: int = typer.Option(2, help="Dies per device (1 for GPUs)."),
+    dies_per_npu: int | None = typer.Option(None, help="Dies per device (default: 2 on Ascend, 1 on GPUs)."),
     ep: int | None = typer.Option(None, help="EP degree in dies (default: every die of the instance)."),
     experts_per_device: int | None = typer.Option(None, help="Expert slots per die, shared copies included."),
     redundant: int = typer.Option(32, help="Redundant routed-expert replicas."),
@@ -139,17 +153,20 @@ def decode_cmd(
     mtp: bool = typer.Option(True, "--mtp/--no-mtp"),
     mtp_depth: int = typer.Option(1, help="Speculative tokens per step when MTP is on."),
     accept: float = typer.Option(0.7, help="Acceptance of each speculative token."),
-    microbatch: bool = typer.Option(True, "--microbatch/--no-microbatch"),
-    attn_aic: int = typer.Option(16, help="AIC cores of the attention stream."),
-    attn_aiv: int = typer.Option(32, help="AIV cores of the attention stream."),
-    moe_aic: int = typer.Option(8, help="AIC cores of the MoE stream."),
-    moe_aiv: int = typer.Option(16, help="AIV cores of the MoE stream."),
+    microbatch: bool | None = typer.Option(
+        None, "--microbatch/--no-microbatch", help="Force two microbatches or one batch (default: the faster)."
+    ),
+    attn_aic: int | None = typer.Option(
+        None, help="AIC cores of the attention stream, AIV twice that (default: the split that is fastest)."
+    ),
     precision: str = typer.Option("int8", help="int8 (W8A8) | bf16"),
     imbalance: float = typer.Option(1.0, help="Hottest routed-expert load over the mean."),
     tpot_slo: float | None = typer.Option(None, help="Find the largest batch meeting this TPOT (ms)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Price one decode step; with --tpot-slo, at the largest batch that meets the SLO and fits."""
+    hw = _hardware(hardware)
+    dies_per_npu = _dies(hw, dies_per_npu)
     ep_size = ep or npus * dies_per_npu
     prec = _precision(precision)
     dep = DecodeDeployment(
@@ -160,15 +177,12 @@ def decode_cmd(
         num_redundant_experts=redundant,
         attn_precision=prec,
         moe_precision=prec,
-        microbatches=2 if microbatch else 1,
-        attn_stream_aic=attn_aic,
-        attn_stream_aiv=attn_aiv,
-        moe_stream_aic=moe_aic,
-        moe_stream_aiv=moe_aiv,
+        microbatch=microbatch,
+        aic_split=attn_aic,
         mtp_depth=mtp_depth if mtp else 0,
         mtp_accept=accept,
         expert_imbalance=imbalance,
-        hardware=_hardware(hardware),
+        hardware=hw,
     )
     batch = batch_per_npu // dies_per_npu
     try:
@@ -189,6 +203,8 @@ def decode_cmd(
         "memory_gb_per_die": memory.decode_memory_bytes(dep, batch, kv_len) / 1e9,
         "kv_capacity_tokens_per_die": memory.kv_capacity_tokens_per_die(dep),
         "experts_per_die": dep.experts_per_die,
+        "mode": cost.mode,
+        "aic_split": cost.aic_split,
     }
     if tpot_slo is not None:
         summary["tpot_slo_ms"] = tpot_slo
@@ -213,7 +229,22 @@ def paper_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     _console.print(table)
 
 
+def calibrate_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Refit the FITTED constants from their training rows (Ascend only) and show them next to the shipped."""
+    rows = compare(fit())
+    if as_json:
+        typer.echo(json.dumps([{"name": n, "fitted": f, "shipped": s} for n, f, s in rows]))
+        return
+    table = Table(title="FITTED constants: refit from the training rows vs shipped in hw/calibration.py")
+    for col in ("constant", "fitted", "shipped", "same"):
+        table.add_column(col, justify="left" if col == "constant" else "right")
+    for name, fitted, shipped in rows:
+        table.add_row(name, f"{fitted:g}", f"{shipped:g}", "yes" if fitted == shipped else "NO")
+    _console.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Adds the `model` group and the `paper` command to `app`."""
+    """Adds the `model` group and the `paper` and `calibrate` commands to `app`."""
     app.add_typer(model_app, name="model")
     app.command("paper")(paper_cmd)
+    app.command("calibrate")(calibrate_cmd)

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from supernode.core.tokens import EOS_TOKEN, TokenModel
+from supernode.hw.mtp import accepted_drafts
 
 
 class QueueFullError(Exception):
@@ -282,8 +283,5 @@ class DecodeScheduler:
         return tokens
 
     def _accepted_drafts(self, seq: DecodeSeq) -> int:
-        """MTP: drafts are accepted one after another with probability mtp_accept until one fails."""
-        accepted = 0
-        while accepted < self.mtp_depth and seq.mtp_rng.random() < self.mtp_accept:
-            accepted += 1
-        return accepted
+        """MTP: the one acceptance process the cost model prices (`hw.mtp`), drawn from the request's RNG."""
+        return accepted_drafts(self.mtp_depth, self.mtp_accept, seq.mtp_rng.random)

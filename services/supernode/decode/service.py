@@ -87,7 +87,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         self.metrics = WorkerMetrics(
             "decode", self.worker_id, self.cfg.num_dies / self.deployment.dies_per_npu
         )
-        self._slo_limits: dict[int, int] = {}  # KV-length bucket -> largest batch per die meeting the SLO
+        self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
 
     async def start(self) -> None:
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
@@ -113,18 +113,19 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
     def _slo_batch_limit(self) -> int:
         """Largest batch per die whose TPOT meets the SLO at the current mean context length."""
         seqs = [s for batch in self.scheduler.running for s in batch] + list(self.scheduler.waiting)
-        mean_kv = sum(s.kv_len for s in seqs) / len(seqs) if seqs else 1024
-        bucket = 1 << max(0, int(mean_kv - 1).bit_length())  # next power of two: a few cached answers
-        limit = self._slo_limits.get(bucket)
+        mean_kv = round(sum(s.kv_len for s in seqs) / len(seqs)) if seqs else 1024
+        limit = self._slo_limits.get(mean_kv)  # the real mean length; answers cached per length
         if limit is None:
-            limit = hw_cost.max_batch_per_die_for_tpot(self.deployment, bucket, self.cfg.tpot_slo_ms)
+            limit = hw_cost.max_batch_per_die_for_tpot(self.deployment, mean_kv, self.cfg.tpot_slo_ms)
             limit = max(1, min(self.cfg.max_batch_per_die, limit))  # never starve: at least one runs
-            self._slo_limits[bucket] = limit
+            if len(self._slo_limits) >= 4096:
+                self._slo_limits.clear()
+            self._slo_limits[mean_kv] = limit
         return limit
 
     def _price(self, batches: list[list[DecodeSeq]]) -> hw_cost.Cost:
-        busiest = self.scheduler.busiest_rank()
-        return hw_cost.decode_step_cost(self.deployment, len(busiest), [s.kv_len for s in busiest])
+        """The step from the actual ranks: the other ranks of the EP group mirror these ranks' mean load."""
+        return hw_cost.decode_step_cost_ranks(self.deployment, [[s.kv_len for s in b] for b in batches])
 
     def _publish(self, batches: list[list[DecodeSeq]], cost: hw_cost.Cost) -> None:
         outputs = self.scheduler.postprocess()

@@ -5,19 +5,22 @@ Pure: no I/O, no clock, no randomness. Times are microseconds unless the name sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from supernode.hw.decode import decode_step_cost, moe_layer_us
+from supernode.hw.decode import decode_step_cost, decode_step_ranks_cost, moe_layer_us
 from supernode.hw.memory import kv_capacity_tokens_per_die, max_batch_by_memory
 from supernode.hw.prefill import prefill_batch_cost
 from supernode.hw.result import PARTS, Cost
 from supernode.hw.specs import DecodeDeployment, PrefillDeployment
+from supernode.hw.stages import attn_stage
 
 __all__ = [
     "PARTS",
     "Cost",
     "PrefillWorkload",
     "decode_step_cost",
+    "decode_step_cost_ranks",
     "decode_tokens_per_s_per_npu",
     "kv_capacity_tokens_per_die",
     "max_batch_per_die_for_tpot",
@@ -29,9 +32,38 @@ __all__ = [
 ]
 
 
-def tpot_ms(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> float:
-    """Time per output token (ms): one step with every sequence at `kv_len`, over 1 + depth x accept."""
-    step = decode_step_cost(dep, batch_per_die, [kv_len] * batch_per_die)
+def decode_step_cost_ranks(
+    dep: DecodeDeployment, rank_kv_lens: Sequence[Sequence[int]], *, microbatch: bool | None = None
+) -> Cost:
+    """One decode step (us) priced from the actual per-rank loads.
+
+    `rank_kv_lens` holds one inner sequence per die the caller emulates: the KV (context) lengths of that
+    die's sequences. Attention is priced on the busiest rank by work (sequences and their context
+    lengths); the MoE on the real mean tokens per rank, since every rank dispatches to all the others.
+    A caller emulating only a slice of the EP group (a decode service runs `num_dies` of the instance's
+    `ep_size` ranks) passes its slice: the other ranks are taken to mirror the slice's mean load, so the
+    group's global token count is that mean x `ep_size`. `microbatch` forces a mode (None: the faster).
+    The step costs 0 when no rank holds a sequence.
+    """
+    ranks = [list(r) for r in rank_kv_lens]
+    if not ranks:
+        raise ValueError("rank_kv_lens must hold at least one rank")
+    if not any(ranks):
+        return Cost(0.0, {}, {})
+    mean_seqs = sum(len(r) for r in ranks) / len(ranks)
+    busiest = max(ranks, key=lambda r: attention_work(dep, r))
+    return decode_step_ranks_cost(dep, busiest, mean_seqs, microbatch)
+
+
+def attention_work(dep: DecodeDeployment, kv_lens: Sequence[int]) -> float:
+    """A rank's attention stage time on the whole die (us): what makes it the busiest."""
+    return attn_stage(dep, len(kv_lens), float(sum(kv_lens)), 1.0).total_us if kv_lens else 0.0
+
+
+def tpot_ms(dep: DecodeDeployment, batch_per_die: int, kv_len: int, microbatch: bool | None = None) -> float:
+    """Time per output token (ms): one step with every sequence at `kv_len`, over the expected tokens per
+    step (MTP drafts accepted one after another, `mtp.expected_tokens_per_step`)."""
+    step = decode_step_cost(dep, batch_per_die, [kv_len] * batch_per_die, microbatch=microbatch)
     return step.total_us / 1e3 / dep.tokens_per_step
 
 
@@ -43,13 +75,15 @@ def decode_tokens_per_s_per_npu(dep: DecodeDeployment, batch_per_die: int, kv_le
 
 
 def max_batch_per_die_for_tpot(dep: DecodeDeployment, kv_len: int, tpot_slo_ms: float) -> int:
-    """Largest batch per die that meets the TPOT SLO (ms) and fits in HBM at `kv_len`; 0 if none."""
-    best = 0
-    for batch in range(1, max_batch_by_memory(dep, kv_len) + 1):
-        if tpot_ms(dep, batch, kv_len) > tpot_slo_ms:
-            break
-        best = batch
-    return best
+    """Largest batch per die that meets the TPOT SLO (ms) and fits in HBM at `kv_len`; 0 if none.
+    TPOT never falls as the batch grows, so this bisects."""
+    lo, hi = 0, max_batch_by_memory(dep, kv_len)  # tpot(lo) meets the SLO (lo = 0 trivially)
+    if hi >= 1 and tpot_ms(dep, hi, kv_len) <= tpot_slo_ms:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tpot_ms(dep, mid, kv_len) <= tpot_slo_ms else (lo, mid)
+    return lo
 
 
 @dataclass(frozen=True, slots=True)

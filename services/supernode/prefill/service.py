@@ -80,8 +80,13 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         await self.pool.close()
 
     def _price(self, batch: PrefillBatch) -> hw_cost.Cost:
+        # Only a prompt's last chunk goes through the vocabulary projection (its first output token).
+        heads = [int(s.num_new > 0 and s.num_context + s.num_new >= s.job.num_tokens) for s in batch.slices]
         return hw_cost.prefill_batch_cost(
-            self.deployment, [s.num_new for s in batch.slices], [s.num_context for s in batch.slices]
+            self.deployment,
+            [s.num_new for s in batch.slices],
+            [s.num_context for s in batch.slices],
+            lm_head_tokens=heads,
         )
 
     def _finish(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
