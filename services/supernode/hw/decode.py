@@ -21,6 +21,7 @@ from functools import lru_cache
 
 from supernode.hw import calibration as cal
 from supernode.hw import ops
+from supernode.hw.placement import moe_load, placement
 from supernode.hw.result import Cost, PartTimes
 from supernode.hw.roofline import time_us
 from supernode.hw.specs import DecodeDeployment
@@ -62,10 +63,11 @@ def _layers_micro(
     total = 0.0
     for stage_fn, count in ((dense_stage, m.num_dense_layers), (moe_stage, m.num_moe_layers)):
         f = stage_fn(dep, moe_tokens * q / 2, s1)
-        period = pair_us(a1, f, hw, h) + pair_us(a0, f, hw, h)
-        total += period * count
+        period = pair_us(a1, f, hw) + pair_us(a0, f, hw)
+        total += (period + 2 * h) * count
         if acc is not None:
             _busy(acc, (a0, a1, f, f), period, count)
+            acc.add("stream_handoff", 2 * h, count)
     m1 = moe_stage(dep, moe_tokens * q / 2, s1)
     fill = a0.total_us + m1.total_us - pair_us(a0, m1, hw)  # the first and last stage run alone
     if acc is not None:
@@ -147,8 +149,7 @@ def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: flo
     s0, s1 = _shares(one, aic)
     a0, a1 = attn_stage(one, *mbs[0], s0), attn_stage(one, *mbs[1], s0)
     f = moe_stage(one, moe_tokens / 2, s1)
-    h = one.tuning.stream_handoff_us
-    return pair_us(a1, f, one.hardware, h) + pair_us(a0, f, one.hardware, h)
+    return pair_us(a1, f, one.hardware) + pair_us(a0, f, one.hardware) + 2 * one.tuning.stream_handoff_us
 
 
 def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None) -> tuple[float, int | None]:
@@ -244,8 +245,8 @@ def moe_layer_us(dep: DecodeDeployment, batch_per_die: int, kv_len: int, microba
         a0, a1 = attn_stage(dep, *mbs[0], s0), attn_stage(dep, *mbs[1], s0)
         f = moe_stage(dep, tokens * q / 2, s1)
         hw = dep.hardware
-        h = dep.tuning.stream_handoff_us
-        _busy(acc, (a0, a1, f, f), pair_us(a1, f, hw, h) + pair_us(a0, f, hw, h), 1)
+        _busy(acc, (a0, a1, f, f), pair_us(a1, f, hw) + pair_us(a0, f, hw), 1)
+        acc.add("stream_handoff", 2 * dep.tuning.stream_handoff_us)
     else:
         a, f = attn_stage(dep, batch_per_die, float(sum(kv)), 1.0), moe_stage(dep, tokens * q, 1.0)
         _busy(acc, (a, f), a.total_us + f.total_us, 1)
@@ -258,3 +259,22 @@ def stream_stages(dep: DecodeDeployment, batch_per_die: int, kv_len: int, aic: i
     half = batch_per_die // 2
     q = 1 + dep.mtp_depth
     return attn_stage(dep, half, float(half * kv_len), s0), moe_stage(dep, batch_per_die * q / 2, s1)
+
+
+def step_works(dep: DecodeDeployment, batch_per_die: int, kv_len: int) -> list[ops.Work]:
+    """Work items of one MoE layer, one dense FFN and the head for a step, on the whole die (for checks)."""
+    m, q = dep.model, 1 + dep.mtp_depth
+    tokens = batch_per_die * q
+    load = moe_load(m, placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts), tokens, 1.0)
+    return [
+        ops.mla_prolog_decode(m, tokens, dep.attn_precision),
+        ops.attention_decode(m, batch_per_die, float(batch_per_die * kv_len), q),
+        ops.o_proj_decode(m, tokens, dep.attn_precision),
+        ops.vector_attn(m, tokens),
+        ops.gate(m, tokens),
+        ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
+        ops.vector_moe(m, tokens, load.expert_tokens, load.sent, dep.hardware.dispatch_msg_bytes),
+        ops.dense_ffn(m, tokens, dep.moe_precision),
+        ops.lm_head(m, tokens, dep.attn_precision),
+        ops.sampling(m, tokens),
+    ]

@@ -38,13 +38,13 @@ def _make(parts: tuple[tuple[str, float], ...], hbm_us: float, link_us: float) -
 EMPTY = Stage((), 0.0, 0.0, 0.0)
 
 
-def pair_us(a: Stage, b: Stage, hw: Hardware, handoff_us: float = 0.0) -> float:
-    """Time for stages `a` and `b` (one per stream) started together to both finish and hand their
-    microbatches to the other stream (`handoff_us`, FITTED)."""
+def pair_us(a: Stage, b: Stage, hw: Hardware) -> float:
+    """Time for stages `a` and `b` (one per stream) started together to both finish. Each microbatch
+    then waits `Tuning.stream_handoff_us` (FITTED) to pass to the other stream; callers add that."""
     t = max(a.total_us, b.total_us, a.hbm_us + b.hbm_us)
     if not hw.splits_cores:
         t = max(t, a.total_us - a.link_us + b.total_us - b.link_us)
-    return t + handoff_us
+    return t
 
 
 def _stage(dep: DecodeDeployment, works: list[ops.Work], share: Share, extra: dict[str, float]) -> Stage:

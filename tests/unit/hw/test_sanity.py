@@ -41,16 +41,32 @@ def test_empty_batches_cost_nothing() -> None:
     assert prefill_batch_cost(paper_prefill(), [], []).total_us == 0.0
 
 
-@pytest.mark.parametrize("microbatches", [1, 2])
-def test_decode_time_grows_with_batch(microbatches: int) -> None:
-    dep = dataclasses.replace(paper_decode(), microbatches=microbatches)
-    times = [decode_step_cost(dep, b, [4096] * b).total_us for b in range(1, 129)]
+@pytest.mark.parametrize("microbatch", [False, True, None])
+@pytest.mark.parametrize("mtp_depth", [0, 1])
+def test_decode_time_grows_with_batch(microbatch: bool | None, mtp_depth: int) -> None:
+    dep = dataclasses.replace(paper_decode(), microbatch=microbatch, mtp_depth=mtp_depth)
+    times = [decode_step_cost(dep, b, [4096] * b).total_us for b in range(1, 97)]
     assert all(b >= a for a, b in zip(times, times[1:], strict=False))
 
 
-def test_decode_time_grows_with_context() -> None:
-    times = [decode_step_cost(paper_decode(), 16, [kv] * 16).total_us for kv in (1, 512, 4096, 32768, 131072)]
-    assert times == sorted(times)
+@pytest.mark.parametrize("microbatch", [False, True, None])
+def test_decode_time_grows_with_context(microbatch: bool | None) -> None:
+    for batch in (2, 16, 48):
+        kvs = (1, 512, 4096, 4200, 32768, 131072)
+        times = [decode_step_cost(paper_decode(), batch, [kv] * batch, microbatch=microbatch).total_us for kv in kvs]
+        assert times == sorted(times)
+
+
+@pytest.mark.parametrize("mtp_depth", [0, 1, 2])
+def test_the_chosen_mode_is_never_slower_than_a_forced_one(mtp_depth: int) -> None:
+    dep = dataclasses.replace(paper_decode(), mtp_depth=mtp_depth)
+    for batch in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96):
+        for kv in (256, 4096, 16384):
+            kvs = [kv + 7 * i for i in range(batch)]
+            chosen = decode_step_cost(dep, batch, kvs)
+            for forced in (False, True):
+                other = decode_step_cost(dep, batch, kvs, microbatch=forced)
+                assert chosen.total_us <= other.total_us * (1 + 1e-12), (batch, kv, forced)
 
 
 def test_prefill_time_grows_with_tokens_and_context() -> None:
@@ -65,7 +81,8 @@ def test_prefill_time_grows_with_tokens_and_context() -> None:
 
 def test_parts_are_non_negative_and_sum_to_total() -> None:
     _check_parts(decode_step_cost(paper_decode(), 48, [4096] * 48))
-    _check_parts(decode_step_cost(dataclasses.replace(paper_decode(), microbatches=1), 3, [10, 200, 4096]))
+    _check_parts(decode_step_cost(paper_decode(), 3, [10, 200, 4096], microbatch=False))
+    _check_parts(decode_step_cost(paper_decode(), 3, [10, 200, 4096], microbatch=True))
     _check_parts(prefill_batch_cost(paper_prefill(), [4096] * 64, [0] * 64))
     _check_parts(
         prefill_batch_cost(dataclasses.replace(paper_prefill(), attention="dp"), [100, 3000], [50, 0])
