@@ -3,7 +3,7 @@
 A constant is a `Sourced(value, source)`. `source` names the paper section or table (tags as in the
 reference: [v2], [v3], [DSV3-cfg], [DERIVED], [DeepEP]) or starts with "ASSUMPTION:" and says why.
 End-to-end results (reference section 4) and the per-layer decode latencies (section 3.7) are never inputs,
-except for at most four constants labelled "FITTED:", for which the paper gives no operator-level figure.
+except for at most four constants (three today) labelled "FITTED:", for which the paper gives no operator-level figure.
 Each names the training rows it was fitted on; `supernode calibrate` (hw/fit.py) reruns the fit on Ascend
 rows only and a test fails when the shipped values drift from it. A unit test walks this module and fails
 on a constant without a source.
@@ -149,23 +149,18 @@ TRAINING_ROWS = Sourced(
     "8/NPU ([v3] T4); per MoE layer 874 us (no MTP) and 1,260 us (MTP) at 96/NPU, 4K ([v3] §5.4.2)",
     "[v3] Tables 2-4, §5.4.2, Fig 22b: the rows the FITTED constants below are fitted on",
 )
-STREAM_HANDOFF_US = Sourced(
-    26.859,
-    "FITTED: on the decode rows (874 / 1,260 us per layer, TPOT 49.4 / 14.9 ms): time a stage of the "
-    "two-stream microbatch pipeline waits to hand its microbatch to the other stream (event record + wait)",
-)
 ATTN_SERVING_EFF = Sourced(
-    1.0,
-    "FITTED: on the decode rows (874 / 1,260 us per layer, TPOT 49.4 / 14.9 ms): attention compute "
-    "efficiency in serving relative to the microbenchmark of [v3] Table 7",
+    0.661,
+    "FITTED: jointly on prefill 6,688 tok/s/NPU, decode TPOT 49.4 / 14.9 ms and 874 / 1,260 us per MoE "
+    "layer: attention compute efficiency in serving relative to the microbenchmark of [v3] Table 7",
 )
 PREFILL_LINK_EFF = Sourced(
-    0.542,
-    "FITTED: on prefill 6,688 tok/s/NPU (perfect EPLB, [v3] T2): share of the measured link rate the "
-    "prefill bulk transfers (All-Gather, All-to-All, dispatch, combine) reach",
+    0.581,
+    "FITTED: jointly with ATTN_SERVING_EFF, mostly by prefill 6,688 tok/s/NPU ([v3] T2): share of the "
+    "measured UB link rate the prefill bulk transfers (All-Gather, All-to-All, dispatch, combine) reach",
 )
 DEFAULT_EPLB_HOT_FACTOR = Sourced(
-    1.385,
+    1.397,
     "FITTED: on prefill 5,655 vs 6,688 tok/s/NPU ([v3] T2): busiest routed-expert slot load over the "
     "mean under the default expert placement, found so that the model's own ratio is 5,655 / 6,688",
 )

@@ -32,25 +32,22 @@ def fixed_us(table: tuple[CommRow, ...], msg_bytes: int, link_bytes_per_s: float
     return points[-1][1]
 
 
-def dispatch_us(hw: Hardware, ep: int, messages: float, issuers: float = 1.0) -> float:
+def dispatch_us(hw: Hardware, ep: int, messages: float) -> float:
     """Low-latency dispatch on the busiest rank: `messages` token copies (INT8/FP8 rows) sent or received.
-
-    `issuers` is the share of the die's vector cores driving the writes: on Ascend the AIV cores write
-    straight into remote HBM (AIV-Direct, [v3] §4.2.1), so a stream owning a third of them moves bytes at a
-    third of the link rate. Table 6 was measured with the whole die."""
+    Link-bound: a stream owning a third of the AIV cores still fills the link ([v3] §5.4.1 reports the
+    per-microbatch Dispatch only 'marginally increased' with fewer cores)."""
     if messages <= 0:
         return 0.0
     fixed = fixed_us(hw.dispatch_table, hw.dispatch_msg_bytes, hw.ep_link_bytes_per_s, ep)
-    return fixed + messages * hw.dispatch_msg_bytes / (hw.ep_link_bytes_per_s * issuers) * 1e6
+    return fixed + messages * hw.dispatch_msg_bytes / hw.ep_link_bytes_per_s * 1e6
 
 
-def combine_us(hw: Hardware, ep: int, messages: float, issuers: float = 1.0) -> float:
-    """Low-latency combine on the busiest rank: `messages` expert outputs (BF16 rows) returned; `issuers`
-    as for `dispatch_us`."""
+def combine_us(hw: Hardware, ep: int, messages: float) -> float:
+    """Low-latency combine on the busiest rank: `messages` expert outputs (BF16 rows) returned."""
     if messages <= 0:
         return 0.0
     fixed = fixed_us(hw.combine_table, hw.combine_msg_bytes, hw.ep_link_bytes_per_s, ep)
-    return fixed + messages * hw.combine_msg_bytes / (hw.ep_link_bytes_per_s * issuers) * 1e6
+    return fixed + messages * hw.combine_msg_bytes / hw.ep_link_bytes_per_s * 1e6
 
 
 def rdma_copies_per_token(nodes: int, top_k: int) -> float:

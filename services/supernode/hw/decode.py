@@ -55,22 +55,31 @@ def _busy(acc: PartTimes, stages: Sequence[Stage], elapsed: float, count: float)
 def _layers_micro(
     dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float, aic: int | None, acc: PartTimes | None
 ) -> float:
-    """Microbatch mode: all layers plus the pipeline fill (us); charges parts into `acc` if given."""
-    hw, m, q, h = dep.hardware, dep.model, 1 + dep.mtp_depth, dep.tuning.stream_handoff_us
+    """Microbatch mode: all layers plus the pipeline fill (us); charges parts into `acc` if given.
+
+    The first (dense) layers have no communication to hide, so they run as one batch on the whole die
+    where that is faster; the pipeline starts at the first MoE layer."""
+    hw, m, q = dep.hardware, dep.model, 1 + dep.mtp_depth
     s0, s1 = _shares(dep, aic)
     a0 = attn_stage(dep, mbs[0][0], mbs[0][1], s0)
     a1 = attn_stage(dep, mbs[1][0], mbs[1][1], s0)
-    total = 0.0
-    for stage_fn, count in ((dense_stage, m.num_dense_layers), (moe_stage, m.num_moe_layers)):
-        f = stage_fn(dep, moe_tokens * q / 2, s1)
-        period = pair_us(a1, f, hw) + pair_us(a0, f, hw)
-        total += (period + 2 * h) * count
-        if acc is not None:
-            _busy(acc, (a0, a1, f, f), period, count)
-            acc.add("stream_handoff", 2 * h, count)
-    m1 = moe_stage(dep, moe_tokens * q / 2, s1)
-    fill = a0.total_us + m1.total_us - pair_us(a0, m1, hw)  # the first and last stage run alone
+    f = dense_stage(dep, moe_tokens * q / 2, s1)
+    period = pair_us(a1, f, hw) + pair_us(a0, f, hw)
+    a = attn_stage(dep, mbs[0][0] + mbs[1][0], mbs[0][1] + mbs[1][1], 1.0)
+    d = dense_stage(dep, moe_tokens * q, 1.0)
+    dense_single = a.total_us + d.total_us < period
+    total = (min(period, a.total_us + d.total_us)) * m.num_dense_layers
     if acc is not None:
+        if dense_single:
+            _busy(acc, (a, d), a.total_us + d.total_us, m.num_dense_layers)
+        else:
+            _busy(acc, (a0, a1, f, f), period, m.num_dense_layers)
+    f = moe_stage(dep, moe_tokens * q / 2, s1)
+    period = pair_us(a1, f, hw) + pair_us(a0, f, hw)
+    total += period * m.num_moe_layers
+    fill = a0.total_us + f.total_us - pair_us(a0, f, hw)  # the first and last stage run alone
+    if acc is not None:
+        _busy(acc, (a0, a1, f, f), period, m.num_moe_layers)
         acc.add("pipeline_fill", fill)
     return total + fill
 
@@ -116,7 +125,10 @@ def _aic_for(dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float) -> in
             raise ValueError(f"aic_split must be in 1..{dep.hardware.num_cube_cores - 1}, got {dep.aic_split}")
         return dep.aic_split
     (n0, k0), (n1, k1) = mbs
-    return _best_aic(dep, n0, n1, _bucket(k0), _bucket(k1), _bucket(moe_tokens))
+    guess = _best_aic(dep, n0, n1, _bucket(k0), _bucket(k1), _bucket(moe_tokens))
+    # The bucketed search lands within a core of the optimum: settle it on this step's exact shape.
+    near = [a for a in (guess - 1, guess, guess + 1) if 0 < a < dep.hardware.num_cube_cores]
+    return min(near, key=lambda a: _layers_micro(dep, mbs, moe_tokens, a, None))
 
 
 @lru_cache(maxsize=1024)
@@ -149,7 +161,7 @@ def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: flo
     s0, s1 = _shares(one, aic)
     a0, a1 = attn_stage(one, *mbs[0], s0), attn_stage(one, *mbs[1], s0)
     f = moe_stage(one, moe_tokens / 2, s1)
-    return pair_us(a1, f, one.hardware) + pair_us(a0, f, one.hardware) + 2 * one.tuning.stream_handoff_us
+    return pair_us(a1, f, one.hardware) + pair_us(a0, f, one.hardware)
 
 
 def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None) -> tuple[float, int | None]:
@@ -246,7 +258,6 @@ def moe_layer_us(dep: DecodeDeployment, batch_per_die: int, kv_len: int, microba
         f = moe_stage(dep, tokens * q / 2, s1)
         hw = dep.hardware
         _busy(acc, (a0, a1, f, f), pair_us(a1, f, hw) + pair_us(a0, f, hw), 1)
-        acc.add("stream_handoff", 2 * dep.tuning.stream_handoff_us)
     else:
         a, f = attn_stage(dep, batch_per_die, float(sum(kv)), 1.0), moe_stage(dep, tokens * q, 1.0)
         _busy(acc, (a, f), a.total_us + f.total_us, 1)

@@ -1,7 +1,7 @@
 """`supernode calibrate`: refit the FITTED constants of `calibration.py` from their training rows.
 
-Deterministic and dependency-free: a few rounds of coordinate-wise golden-section search on the stream
-handoff time and the two efficiencies, minimising the summed squared relative error of the Ascend training rows (prefill with
+Deterministic and dependency-free: a few rounds of coordinate-wise golden-section search on the two
+efficiencies, minimising the summed squared relative error of the Ascend training rows (prefill with
 perfect EPLB; decode TPOT at 96 and 8 per NPU; the per-layer latencies with and without MTP), then a
 bisection on the default-EPLB hot factor so that the model's own default / perfect prefill ratio is the
 paper's 5,655 / 6,688. NVIDIA rows are never used.
@@ -14,22 +14,17 @@ from dataclasses import fields, replace
 from supernode.hw.paper import decode_rows, prefill_rows
 from supernode.hw.specs import SHIPPED, Tuning
 
-BOUNDS = {"stream_handoff_us": (0.0, 200.0), "attn_serving_eff": (0.3, 1.0), "prefill_link_eff": (0.2, 1.0)}
+BOUNDS = {"attn_serving_eff": (0.3, 1.0), "prefill_link_eff": (0.2, 1.0)}
 ROUNDS = 3
 GOLDEN_STEPS = 18
 RATIO = 5655 / 6688
 GOLD = 0.6180339887498949
 
 
-# The batch-8 row sits on the 15 ms SLO the paper sized it for (14.9 ms): weighted so the model's own SLO
-# search lands on the paper's batch, which needs that row within about half a percent.
-WEIGHTS = {"decode batch 8/NPU: TPOT": 400.0}
-
-
 def loss(tune: Tuning) -> float:
-    """Weighted summed squared relative error of the rows the three efficiencies are fitted on."""
+    """Summed squared relative error of the rows the two efficiencies are fitted on."""
     rows = [prefill_rows(tune)[0], *[r for r in decode_rows(tune) if "throughput" not in r.name]]
-    return sum(WEIGHTS.get(r.name, 1.0) * (r.model / r.paper - 1.0) ** 2 for r in rows)
+    return sum((r.model / r.paper - 1.0) ** 2 for r in rows)
 
 
 def _golden(tune: Tuning, name: str) -> Tuning:

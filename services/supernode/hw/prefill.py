@@ -144,8 +144,9 @@ def prefill_batch_cost(
     _charge(acc, dense, mbs, t_dense / m.num_dense_layers, m.num_dense_layers)
     _charge(acc, moe, mbs, t_moe / m.num_moe_layers, m.num_moe_layers)
     last = busiest_head_tokens(dep, new_tokens, heads)
-    acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last, dep.attn_precision), tune=dep.tuning))
-    acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last), tune=dep.tuning))
+    if last > 0:  # a batch of non-final chunks samples nothing
+        acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last, dep.attn_precision), tune=dep.tuning))
+        acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last), tune=dep.tuning))
     acc.add("launch", cal.GRAPH_LAUNCH_US.value)
     return acc.cost()
 

@@ -17,7 +17,6 @@ PARTS = (
     "combine",
     "dense_ffn",
     "vector_ops",
-    "stream_handoff",
     "pipeline_fill",
     "mtp_layer",
     "lm_head",

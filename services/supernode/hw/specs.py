@@ -75,7 +75,6 @@ class Hardware(_CachedHash):
 class Tuning:
     """The FITTED constants of `calibration.py` (hardware-independent; `supernode calibrate` refits them)."""
 
-    stream_handoff_us: float = cal.STREAM_HANDOFF_US.value
     attn_serving_eff: float = cal.ATTN_SERVING_EFF.value
     prefill_link_eff: float = cal.PREFILL_LINK_EFF.value
     default_eplb_hot_factor: float = cal.DEFAULT_EPLB_HOT_FACTOR.value

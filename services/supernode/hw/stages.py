@@ -39,8 +39,7 @@ EMPTY = Stage((), 0.0, 0.0, 0.0)
 
 
 def pair_us(a: Stage, b: Stage, hw: Hardware) -> float:
-    """Time for stages `a` and `b` (one per stream) started together to both finish. Each microbatch
-    then waits `Tuning.stream_handoff_us` (FITTED) to pass to the other stream; callers add that."""
+    """Time for stages `a` and `b` (one per stream) started together to both finish."""
     t = max(a.total_us, b.total_us, a.hbm_us + b.hbm_us)
     if not hw.splits_cores:
         t = max(t, a.total_us - a.link_us + b.total_us - b.link_us)
@@ -93,11 +92,7 @@ def moe_stage(dep: DecodeDeployment, tokens: float, cube: float) -> Stage:
         ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
         ops.vector_moe(m, tokens, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
     ]
-    aiv = cube if hw.splits_cores else 1.0  # AIV-Direct writes are issued by the stream's own AIV cores
-    link = {
-        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs, aiv),
-        "combine": comm.combine_us(hw, dep.ep_size, msgs, aiv),
-    }
+    link = {"dispatch": comm.dispatch_us(hw, dep.ep_size, msgs), "combine": comm.combine_us(hw, dep.ep_size, msgs)}
     return _stage(dep, works, Share(cube), link)
 
 
