@@ -97,21 +97,18 @@ def _layers_single(dep: DecodeDeployment, mb: Mb, moe_tokens: float, acc: PartTi
     return total
 
 
-def _bucket(x: float) -> int:
-    return round(math.log2(1.0 + x) * 8)
+def _kv_bucket(kv_sum: float) -> int:
+    """Context in 1/64 octaves (about 1%): the split that is best for a bucket is best within it."""
+    return round(math.log2(1.0 + kv_sum) * 64)
 
 
-def _unbucket(b: int) -> float:
-    return 2.0 ** (b / 8) - 1.0
-
-
-@lru_cache(maxsize=4096)
-def _best_aic(dep: DecodeDeployment, n0: int, n1: int, kv0: int, kv1: int, moe_tok: int) -> int:
-    """AIC cores of stream 0 that minimise a microbatch step of this shape (context and MoE load bucketed)."""
-    mbs = ((n0, _unbucket(kv0)), (n1, _unbucket(kv1)))
+@lru_cache(maxsize=8192)
+def _best_aic(dep: DecodeDeployment, n0: int, n1: int, kv0: int, kv1: int, moe_tokens: float) -> int:
+    """AIC cores of stream 0 that minimise a microbatch step of this shape (context bucketed)."""
+    mbs = ((n0, 2.0 ** (kv0 / 64) - 1.0), (n1, 2.0 ** (kv1 / 64) - 1.0))
     best, best_t = 1, math.inf
     for aic in range(1, dep.hardware.num_cube_cores):
-        t = _layers_micro(dep, mbs, _unbucket(moe_tok), aic, None)
+        t = _layers_micro(dep, mbs, moe_tokens, aic, None)
         if t < best_t:
             best, best_t = aic, t
     return best
@@ -125,10 +122,7 @@ def _aic_for(dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float) -> in
             raise ValueError(f"aic_split must be in 1..{dep.hardware.num_cube_cores - 1}, got {dep.aic_split}")
         return dep.aic_split
     (n0, k0), (n1, k1) = mbs
-    guess = _best_aic(dep, n0, n1, _bucket(k0), _bucket(k1), _bucket(moe_tokens))
-    # The bucketed search lands within a core of the optimum: settle it on this step's exact shape.
-    near = [a for a in (guess - 1, guess, guess + 1) if 0 < a < dep.hardware.num_cube_cores]
-    return min(near, key=lambda a: _layers_micro(dep, mbs, moe_tokens, a, None))
+    return _best_aic(dep, n0, n1, _kv_bucket(k0), _kv_bucket(k1), moe_tokens)
 
 
 @lru_cache(maxsize=1024)
@@ -196,12 +190,12 @@ MODE_MARGIN = 0.025  # relative gap between the modes above which a bucketed dec
 
 
 @lru_cache(maxsize=8192)
-def _mode_hint(dep: DecodeDeployment, num_seqs: int, kv_bucket: int, moe_bucket: int) -> tuple[bool, float]:
+def _mode_hint(dep: DecodeDeployment, num_seqs: int, kv_bucket: int, moe_tokens: float) -> tuple[bool, float]:
     """(microbatch wins, relative gap) for a step of this shape, context bucketed in 1/64 octaves."""
     kv = (2.0 ** (kv_bucket / 64) - 1.0) / num_seqs
-    busiest = [kv] * num_seqs
-    micro, _ = _price(dep, busiest, _unbucket(moe_bucket), True, None)  # type: ignore[arg-type]
-    single, _ = _price(dep, busiest, _unbucket(moe_bucket), False, None)  # type: ignore[arg-type]
+    busiest = [round(kv)] * num_seqs
+    micro, _ = _price(dep, busiest, moe_tokens, True, None)
+    single, _ = _price(dep, busiest, moe_tokens, False, None)
     return micro <= single, abs(micro - single) / min(micro, single)
 
 
@@ -217,7 +211,7 @@ def decode_step_ranks_cost(
     can_split = len(busiest) >= 2
     if forced is not None or not can_split:
         return _cost(dep, busiest, moe_tokens, bool(forced) and can_split)
-    hint, margin = _mode_hint(dep, len(busiest), round(math.log2(1.0 + sum(busiest)) * 64), _bucket(moe_tokens))
+    hint, margin = _mode_hint(dep, len(busiest), _kv_bucket(sum(busiest)), moe_tokens)
     if margin > MODE_MARGIN:  # far from the crossover: the cached choice is the right one
         return _cost(dep, busiest, moe_tokens, hint)
     micro, _ = _price(dep, busiest, moe_tokens, True, None)
