@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from supernode.hw import memory
-from supernode.hw.fit import compare, fit
 from supernode.hw.cost import (
     PrefillWorkload,
     decode_step_cost,
@@ -19,6 +18,7 @@ from supernode.hw.cost import (
     moe_layer_us,
     prefill_batch_cost,
 )
+from supernode.hw.fit import compare, fit
 from supernode.hw.paper import paper_rows
 from supernode.hw.prefill import prefill_moe_layer_cost
 from supernode.hw.result import Cost
@@ -154,7 +154,9 @@ def decode_cmd(
     mtp_depth: int = typer.Option(1, help="Speculative tokens per step when MTP is on."),
     accept: float = typer.Option(0.7, help="Acceptance of each speculative token."),
     microbatch: bool | None = typer.Option(
-        None, "--microbatch/--no-microbatch", help="Force two microbatches or one batch (default: the faster)."
+        None,
+        "--microbatch/--no-microbatch",
+        help="Force two microbatches or one batch (default: the faster).",
     ),
     attn_aic: int | None = typer.Option(
         None, help="AIC cores of the attention stream, AIV twice that (default: the split that is fastest)."

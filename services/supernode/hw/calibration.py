@@ -2,8 +2,9 @@
 
 A constant is a `Sourced(value, source)`. `source` names the paper section or table (tags as in the
 reference: [v2], [v3], [DSV3-cfg], [DERIVED], [DeepEP]) or starts with "ASSUMPTION:" and says why.
-End-to-end results (reference section 4) and the per-layer decode latencies (section 3.7) are never inputs,
-except for at most four constants (three today) labelled "FITTED:", for which the paper gives no operator-level figure.
+End-to-end results (reference section 4) and the per-layer decode latencies (section 3.7) are never
+inputs, except for at most four constants (three today) labelled "FITTED:", for which the paper gives
+no operator-level figure.
 Each names the training rows it was fitted on; `supernode calibrate` (hw/fit.py) reruns the fit on Ascend
 rows only and a test fails when the shipped values drift from it. A unit test walks this module and fails
 on a constant without a source.

@@ -20,7 +20,8 @@ from supernode.hw.specs import CommRow, Hardware
 
 @lru_cache(maxsize=64)
 def fixed_us(table: tuple[CommRow, ...], msg_bytes: int, link_bytes_per_s: float, ep: int) -> float:
-    """Fixed part (us) of a Table 6 kernel at EP degree `ep`: latency minus the reference bytes at link rate."""
+    """Fixed part (us) of a Table 6 kernel at EP degree `ep`: latency minus the reference bytes at the
+    link rate."""
     ref_bytes = cal.TABLE6_TOKENS_PER_RANK.value * cal.TABLE6_DESTINATIONS.value * msg_bytes
     points = [(math.log2(e), max(0.0, lat - ref_bytes / link_bytes_per_s * 1e6)) for e, lat, _ in table]
     x = math.log2(max(1, min(ep, cal.EP_BEYOND_TABLE.value)))

@@ -119,7 +119,9 @@ def _aic_for(dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float) -> in
         return None
     if dep.aic_split is not None:
         if not 0 < dep.aic_split < dep.hardware.num_cube_cores:
-            raise ValueError(f"aic_split must be in 1..{dep.hardware.num_cube_cores - 1}, got {dep.aic_split}")
+            raise ValueError(
+                f"aic_split must be in 1..{dep.hardware.num_cube_cores - 1}, got {dep.aic_split}"
+            )
         return dep.aic_split
     (n0, k0), (n1, k1) = mbs
     return _best_aic(dep, n0, n1, _kv_bucket(k0), _kv_bucket(k1), moe_tokens)
@@ -135,7 +137,9 @@ def _head_parts(dep: DecodeDeployment, batch: int) -> tuple[tuple[str, float], .
         ("sampling", (1 + d) * time_us(hw, ops.sampling(m, tokens), tune=dep.tuning)),
     ]
     if d > 0:
-        parts.append(("mtp_layer", d * time_us(hw, ops.mtp_proj(m, tokens, dep.attn_precision), tune=dep.tuning)))
+        parts.append(
+            ("mtp_layer", d * time_us(hw, ops.mtp_proj(m, tokens, dep.attn_precision), tune=dep.tuning))
+        )
     return tuple(parts)
 
 
@@ -144,7 +148,9 @@ def _one_token(dep: DecodeDeployment) -> DecodeDeployment:
     return replace(dep, mtp_depth=0)
 
 
-def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, aic: int | None, micro: bool) -> float:
+def _mtp_layer_us(
+    dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, aic: int | None, micro: bool
+) -> float:
     """The MTP module's transformer block (an MoE layer, [DSV3-cfg]) in the step's mode, on one token per
     sequence: it drafts from the last accepted position."""
     one = _one_token(dep)
@@ -158,7 +164,9 @@ def _mtp_layer_us(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: flo
     return pair_us(a1, f, one.hardware) + pair_us(a0, f, one.hardware)
 
 
-def _price(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None) -> tuple[float, int | None]:
+def _price(
+    dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None
+) -> tuple[float, int | None]:
     """Step time (us) and the AIC split used; charges the parts into `acc` when given."""
     if micro:
         mbs = split_microbatches(busiest)
@@ -237,7 +245,9 @@ def launch_us(dep: DecodeDeployment) -> float:
     return cal.GRAPH_LAUNCH_US.value * (1 + dep.mtp_depth)
 
 
-def moe_layer_us(dep: DecodeDeployment, batch_per_die: int, kv_len: int, microbatch: bool | None = None) -> Cost:
+def moe_layer_us(
+    dep: DecodeDeployment, batch_per_die: int, kv_len: int, microbatch: bool | None = None
+) -> Cost:
     """One MoE layer (us) at uniform KV length in the mode the step would use, for reporting."""
     if batch_per_die == 0:
         return Cost(0.0, {}, {})

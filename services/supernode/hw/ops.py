@@ -163,7 +163,9 @@ def vector_attn(m: ModelConfig, tokens: float) -> Work:
     rope = 2 * BF16_BYTES * m.qk_rope_dim * (m.num_heads + 1)
     out_quant = 3 * m.num_heads * m.v_head_dim
     residual = 3 * BF16_BYTES * h
-    return Work("vector_ops", 0.0, tokens * (norm_quant + latent_norms + rope + out_quant + residual), "vector")
+    return Work(
+        "vector_ops", 0.0, tokens * (norm_quant + latent_norms + rope + out_quant + residual), "vector"
+    )
 
 
 def vector_moe(m: ModelConfig, tokens: float, copies_in: float, copies_out: float, msg_bytes: int) -> Work:

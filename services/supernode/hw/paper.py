@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from supernode.hw.cost import decode_tokens_per_s_per_npu, max_batch_per_die_for_tpot, prefill_tokens_per_s_per_npu, tpot_ms
+from supernode.hw.cost import (
+    decode_tokens_per_s_per_npu,
+    max_batch_per_die_for_tpot,
+    prefill_tokens_per_s_per_npu,
+    tpot_ms,
+)
 from supernode.hw.decode import moe_layer_us
-from supernode.hw.specs import SHIPPED, DecodeDeployment, PrefillDeployment, Tuning, paper_decode, paper_prefill
+from supernode.hw.specs import (
+    SHIPPED,
+    DecodeDeployment,
+    PrefillDeployment,
+    Tuning,
+    paper_decode,
+    paper_prefill,
+)
 
 KV_LEN = 4096
 
@@ -27,7 +39,11 @@ class PaperRow:
 def deployments(tune: Tuning = SHIPPED) -> tuple[PrefillDeployment, PrefillDeployment, DecodeDeployment]:
     """(prefill perfect EPLB, prefill default EPLB, decode) as in the paper, with these fitted constants."""
     pre = replace(paper_prefill(), tuning=tune)
-    return pre, replace(pre, expert_imbalance=tune.default_eplb_hot_factor), replace(paper_decode(), tuning=tune)
+    return (
+        pre,
+        replace(pre, expert_imbalance=tune.default_eplb_hot_factor),
+        replace(paper_decode(), tuning=tune),
+    )
 
 
 def prefill_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:
@@ -43,15 +59,19 @@ def decode_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:
     which the paper measured in its two-microbatch pipeline (so priced in that mode)."""
     _, _, dec = deployments(tune)
     no_mtp = replace(dec, mtp_depth=0)
+    tps, kv = "tokens/s/NPU", KV_LEN
     return [
-        PaperRow("decode batch 96/NPU, 4K KV: TPOT", 49.4, tpot_ms(dec, 48, KV_LEN), "ms"),
-        PaperRow("decode batch 96/NPU, 4K KV: throughput", 1943, decode_tokens_per_s_per_npu(dec, 48, KV_LEN),
-                 "tokens/s/NPU"),
-        PaperRow("decode batch 8/NPU: TPOT", 14.9, tpot_ms(dec, 4, KV_LEN), "ms"),
-        PaperRow("decode batch 8/NPU: throughput", 538, decode_tokens_per_s_per_npu(dec, 4, KV_LEN), "tokens/s/NPU"),
-        PaperRow("decode MoE layer, 96/NPU, 4K, no MTP", 874, moe_layer_us(no_mtp, 48, KV_LEN, True).total_us, "us"),
-        PaperRow("decode MoE layer, 96/NPU, 4K, MTP", 1260, moe_layer_us(dec, 48, KV_LEN, True).total_us, "us"),
-    ]  # fmt: skip
+        PaperRow("decode batch 96/NPU, 4K KV: TPOT", 49.4, tpot_ms(dec, 48, kv), "ms"),
+        PaperRow(
+            "decode batch 96/NPU, 4K KV: throughput", 1943, decode_tokens_per_s_per_npu(dec, 48, kv), tps
+        ),
+        PaperRow("decode batch 8/NPU: TPOT", 14.9, tpot_ms(dec, 4, kv), "ms"),
+        PaperRow("decode batch 8/NPU: throughput", 538, decode_tokens_per_s_per_npu(dec, 4, kv), tps),
+        PaperRow(
+            "decode MoE layer, 96/NPU, 4K, no MTP", 874, moe_layer_us(no_mtp, 48, kv, True).total_us, "us"
+        ),
+        PaperRow("decode MoE layer, 96/NPU, 4K, MTP", 1260, moe_layer_us(dec, 48, kv, True).total_us, "us"),
+    ]
 
 
 def paper_rows(tune: Tuning = SHIPPED) -> list[PaperRow]:

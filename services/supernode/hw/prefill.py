@@ -169,4 +169,3 @@ def prefill_moe_layer_cost(
 def prefill_chain_us(dep: PrefillDeployment, steps: list[Step], num_mbs: int, num_layers: int) -> float:
     """Makespan of `num_layers` identical layers (exposed for tests of the pipeline)."""
     return _chain([steps] * num_layers, num_mbs)
-

@@ -25,12 +25,13 @@ class _CachedHash:
     """Frozen specs are lru_cache keys on every priced step: hash them once, not per lookup."""
 
     __slots__ = ()
+    cached_hash: int  # a dataclass field of each subclass (compare=False, init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cached_hash", _fields_hash(self))
 
     def __hash__(self) -> int:
-        return int(getattr(self, "cached_hash"))
+        return int(self.cached_hash)
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,11 @@ def _stage(dep: DecodeDeployment, works: list[ops.Work], share: Share, extra: di
 def attn_fixed(dep: DecodeDeployment, tokens: int, cube: float) -> Stage:
     """MLAProlog, O_proj and the attention-side vector ops for `tokens` query tokens."""
     m, prec = dep.model, dep.attn_precision
-    works = [ops.mla_prolog_decode(m, tokens, prec), ops.o_proj_decode(m, tokens, prec), ops.vector_attn(m, tokens)]
+    works = [
+        ops.mla_prolog_decode(m, tokens, prec),
+        ops.o_proj_decode(m, tokens, prec),
+        ops.vector_attn(m, tokens),
+    ]
     return _stage(dep, works, Share(cube), {})
 
 
@@ -72,7 +76,9 @@ def attn_stage(dep: DecodeDeployment, num_seqs: int, kv_sum: float, cube: float)
     q = 1 + dep.mtp_depth
     fixed = attn_fixed(dep, num_seqs * q, cube)
     work = ops.attention_decode(dep.model, num_seqs, kv_sum, q)
-    t_attn = compute_us(dep.hardware, work, Share(cube), dep.tuning) + memory_us(dep.hardware, work, dep.tuning)
+    t_attn = compute_us(dep.hardware, work, Share(cube), dep.tuning) + memory_us(
+        dep.hardware, work, dep.tuning
+    )
     rate = dep.hardware.hbm_bytes_per_s * dep.hardware.mem_eff
     parts = (fixed.parts[0], ("attention", t_attn), *fixed.parts[1:])
     return Stage(parts, fixed.hbm_us + work.bytes / rate * 1e6, 0.0, fixed.total_us + t_attn)
@@ -92,7 +98,10 @@ def moe_stage(dep: DecodeDeployment, tokens: float, cube: float) -> Stage:
         ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
         ops.vector_moe(m, tokens, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
     ]
-    link = {"dispatch": comm.dispatch_us(hw, dep.ep_size, msgs), "combine": comm.combine_us(hw, dep.ep_size, msgs)}
+    link = {
+        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs),
+        "combine": comm.combine_us(hw, dep.ep_size, msgs),
+    }
     return _stage(dep, works, Share(cube), link)
 
 

@@ -38,7 +38,9 @@ def test_every_constant_has_a_source_assumption_or_fit_label() -> None:
 
 
 def test_at_most_four_fitted_constants_each_naming_its_training_rows() -> None:
-    fitted = {n: c for n, c in _constants().items() if isinstance(c, Sourced) and c.source.startswith("FITTED:")}
+    fitted = {
+        n: c for n, c in _constants().items() if isinstance(c, Sourced) and c.source.startswith("FITTED:")
+    }
     assert 1 <= len(fitted) <= 4
     for name, const in fitted.items():
         assert TRAINING.search(const.source), f"{name} does not name the rows it was fitted on"
@@ -55,7 +57,9 @@ def test_only_fitted_constants_use_end_to_end_rows() -> None:
 def test_refit_reproduces_the_shipped_constants() -> None:
     refit = fit()
     for name, fitted_value, shipped in compare(refit):
-        assert fitted_value == shipped, f"{name}: refit {fitted_value} != shipped {shipped}; run `supernode calibrate`"
+        assert fitted_value == shipped, (
+            f"{name}: refit {fitted_value} != shipped {shipped}; run `supernode calibrate`"
+        )
 
 
 def test_shipped_constants_beat_a_perturbed_fit() -> None:

@@ -10,7 +10,12 @@ import pytest
 
 from supernode.hw import calibration as cal
 from supernode.hw import comm, ops
-from supernode.hw.cost import decode_step_cost, decode_step_cost_ranks, prefill_batch_cost, prefill_tokens_per_s_per_npu
+from supernode.hw.cost import (
+    decode_step_cost,
+    decode_step_cost_ranks,
+    prefill_batch_cost,
+    prefill_tokens_per_s_per_npu,
+)
 from supernode.hw.mtp import accepted_drafts, expected_tokens_per_step
 from supernode.hw.paper import deployments
 from supernode.hw.prefill import prefill_chain_us

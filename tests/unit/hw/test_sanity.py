@@ -53,7 +53,10 @@ def test_decode_time_grows_with_batch(microbatch: bool | None, mtp_depth: int) -
 def test_decode_time_grows_with_context(microbatch: bool | None) -> None:
     for batch in (2, 16, 48):
         kvs = (1, 512, 4096, 4200, 32768, 131072)
-        times = [decode_step_cost(paper_decode(), batch, [kv] * batch, microbatch=microbatch).total_us for kv in kvs]
+        times = [
+            decode_step_cost(paper_decode(), batch, [kv] * batch, microbatch=microbatch).total_us
+            for kv in kvs
+        ]
         assert times == sorted(times)
 
 
