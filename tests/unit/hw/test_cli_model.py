@@ -72,3 +72,32 @@ def test_model_prefill_table_and_bad_input() -> None:
     assert runner.invoke(_app(), ["model", "prefill", "--no-microbatch"]).exit_code == 0
     assert runner.invoke(_app(), ["model", "prefill", "--precision", "fp4"]).exit_code != 0
     assert runner.invoke(_app(), ["model", "decode", "--hardware", "tpu"]).exit_code != 0
+
+
+def test_model_decode_json_says_mode_split_and_fitted() -> None:
+    out = _json("model", "decode", "--batch-per-npu", "96", "--kv-len", "4096", "--json")
+    assert isinstance(out, dict)
+    assert out["mode"] == "microbatch" and 1 <= out["aic_split"] < 24
+    assert set(out["fitted"]) == {"attn_serving_eff", "prefill_link_eff", "default_eplb_hot_factor"}
+    single = _json("model", "decode", "--batch-per-npu", "96", "--no-microbatch", "--json")
+    assert isinstance(single, dict) and single["mode"] == "single" and single["aic_split"] is None
+    assert single["tpot_ms"] >= out["tpot_ms"]
+    fixed = _json("model", "decode", "--batch-per-npu", "96", "--attn-aic", "16", "--microbatch", "--json")
+    assert isinstance(fixed, dict) and fixed["aic_split"] == 16
+
+
+def test_gpu_presets_default_to_one_die_per_device() -> None:
+    out = _json("model", "decode", "--hardware", "h800", "--npus", "144", "--json")
+    assert isinstance(out, dict)
+    assert out["experts_per_die"] == 3  # EP144: 256 routed + 32 redundant + shared over 144 GPUs
+    two = _json("model", "decode", "--hardware", "h800", "--npus", "144", "--dies-per-npu", "2", "--json")
+    assert isinstance(two, dict) and two["experts_per_die"] == 2  # 288 dies only when asked
+    pre = _json("model", "prefill", "--hardware", "h100", "--npus", "32", "--attention", "dp", "--json")
+    assert isinstance(pre, dict) and pre["experts_per_die"] == 10
+
+
+def test_calibrate_prints_fitted_next_to_shipped() -> None:
+    rows = _json("calibrate", "--json")
+    assert isinstance(rows, list) and len(rows) == 3
+    for row in rows:
+        assert row["fitted"] == row["shipped"], row
