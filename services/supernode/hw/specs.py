@@ -30,9 +30,6 @@ class _CachedHash:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cached_hash", _fields_hash(self))
 
-    def __hash__(self) -> int:
-        return int(self.cached_hash)
-
 
 @dataclass(frozen=True, slots=True)
 class Hardware(_CachedHash):
@@ -66,6 +63,9 @@ class Hardware(_CachedHash):
     devices_per_node: int  # scale-up domain of the normal (prefill) kernels; 0 = the whole EP group
     normal_rdma_bytes_per_s: float  # prefill normal kernels, RDMA bottleneck rate (0 = no RDMA hop)
     cached_hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # defined in the class body, so the dataclass keeps it
+        return self.cached_hash
 
     @property
     def num_cores(self) -> int:
@@ -211,6 +211,9 @@ class PrefillDeployment(_CachedHash):
     tuning: Tuning = SHIPPED
     cached_hash: int = field(default=0, init=False, repr=False, compare=False)
 
+    def __hash__(self) -> int:  # defined in the class body, so the dataclass keeps it
+        return self.cached_hash
+
     @property
     def num_dies(self) -> int:
         return self.num_npus * self.dies_per_npu
@@ -238,6 +241,9 @@ class DecodeDeployment(_CachedHash):
     model: ModelConfig = DEEPSEEK_R1
     tuning: Tuning = SHIPPED
     cached_hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:  # defined in the class body, so the dataclass keeps it
+        return self.cached_hash
 
     @property
     def num_dies(self) -> int:
