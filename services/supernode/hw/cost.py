@@ -19,6 +19,7 @@ __all__ = [
     "PARTS",
     "Cost",
     "PrefillWorkload",
+    "attention_work",
     "decode_step_cost",
     "decode_step_cost_ranks",
     "decode_tokens_per_s_per_npu",

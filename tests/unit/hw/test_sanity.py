@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import statistics
 import time
 
@@ -10,7 +11,9 @@ import pytest
 
 from supernode.hw import memory, ops
 from supernode.hw.cost import (
+    attention_work,
     decode_step_cost,
+    decode_step_cost_ranks,
     kv_capacity_tokens_per_die,
     max_batch_per_die_for_tpot,
     prefill_batch_cost,
@@ -164,3 +167,20 @@ def test_fit_experts_per_die_matches_the_paper() -> None:
     assert fit_experts_per_die(32, 32, shared_local=True) == 10
     dep = dataclasses.replace(paper_decode(), ep_size=64, experts_per_die=fit_experts_per_die(64, 32, False))
     assert decode_step_cost(dep, 8, [1000] * 8).total_us > 0
+
+
+def test_live_ranks_pricing_is_well_formed_and_grows_with_load() -> None:
+    dep = paper_decode()
+    rng = random.Random(3)
+    for _ in range(40):
+        ranks = [
+            [rng.randint(1, 20_000) for _ in range(rng.randint(0, 40))] for _ in range(rng.randint(1, 4))
+        ]
+        if not any(ranks):
+            continue
+        cost = decode_step_cost_ranks(dep, ranks)
+        _check_parts(cost)
+        busiest = max(ranks, key=lambda r: attention_work(dep, r))
+        grown = [list(r) for r in ranks]
+        grown[ranks.index(busiest)].append(rng.randint(1, 20_000))
+        assert decode_step_cost_ranks(dep, grown).total_us >= cost.total_us * (1 - 1e-9)
