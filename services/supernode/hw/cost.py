@@ -75,15 +75,33 @@ def decode_tokens_per_s_per_npu(dep: DecodeDeployment, batch_per_die: int, kv_le
     return batch_per_die * dep.dies_per_npu / (tpot_ms(dep, batch_per_die, kv_len) / 1e3)
 
 
+_LAST_SLO_ANSWER: dict[tuple[DecodeDeployment, float], int] = {}  # where to look first; bounded below
+
+
 def max_batch_per_die_for_tpot(dep: DecodeDeployment, kv_len: int, tpot_slo_ms: float) -> int:
     """Largest batch per die that meets the TPOT SLO (ms) and fits in HBM at `kv_len`; 0 if none.
-    TPOT never falls as the batch grows, so this bisects."""
-    lo, hi = 0, max_batch_by_memory(dep, kv_len)  # tpot(lo) meets the SLO (lo = 0 trivially)
-    if hi >= 1 and tpot_ms(dep, hi, kv_len) <= tpot_slo_ms:
-        return hi
+
+    TPOT never falls as the batch grows, so this bisects. A live decode instance asks at every step with
+    a slowly moving context length: the previous answer for the same deployment and SLO is checked
+    first (two pricings when it still holds); the result does not depend on it."""
+    cap = max_batch_by_memory(dep, kv_len)
+
+    def meets(batch: int) -> bool:
+        return batch == 0 or tpot_ms(dep, batch, kv_len) <= tpot_slo_ms
+
+    key = (dep, tpot_slo_ms)
+    last = _LAST_SLO_ANSWER.get(key)
+    if last is not None and last <= cap and meets(last) and (last == cap or not meets(last + 1)):
+        return last
+    lo, hi = 0, cap  # meets(lo) holds
+    if hi >= 1 and meets(hi):
+        lo = hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if tpot_ms(dep, mid, kv_len) <= tpot_slo_ms else (lo, mid)
+        lo, hi = (mid, hi) if meets(mid) else (lo, mid)
+    if len(_LAST_SLO_ANSWER) >= 256:
+        _LAST_SLO_ANSWER.clear()
+    _LAST_SLO_ANSWER[key] = lo
     return lo
 
 
