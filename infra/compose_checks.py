@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -12,6 +13,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from supernode.sdk import Client, DeadlineExceededError, UnauthenticatedError
 
 SERVING = ["redis", "fabric", "kvpool", "prefill-0", "prefill-1", "decode-0", "router", "frontend"]
 SERVICES = [*SERVING, "prometheus"]  # Grafana has no Debian package: the registry-free run leaves it out
@@ -26,6 +29,7 @@ class Stack:
     def __init__(self, root: Path, env: dict[str, str], ports: dict[str, int], token: str) -> None:
         self.root, self.env, self.ports, self.token = root, env, ports, token
         self.is_up = False
+        self._ids: dict[str, str] = {}
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         cmd = ("docker-compose", "--profile", "observability", *args)
@@ -34,7 +38,10 @@ class Stack:
         )
 
     def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).stdout.strip()
+        """The service's container id (a restart by policy keeps the same container)."""
+        if not self._ids.get(service):
+            self._ids[service] = self.compose("ps", "-q", service).stdout.strip()
+        return self._ids[service]
 
     def inspect(self, service: str, fmt: str) -> str:
         out = subprocess.run(
@@ -68,32 +75,41 @@ class Stack:
             "--router",
             f"127.0.0.1:{self.ports['grpc']}",
         ]
-        env = {**self.env, "SUPERNODE_ROUTER__AUTH_TOKEN": token}
-        return subprocess.run([*cmd, "--token", token], capture_output=True, text=True, timeout=60, env=env)
+        return subprocess.run([*cmd, "--token", token], capture_output=True, text=True, timeout=60)
 
-    def wait_healthy(self, services: list[str], timeout_s: float) -> list[str]:
-        """Waits until every service's container is healthy; returns those that are not."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(services)
-        while pending and time.monotonic() < deadline:
-            pending = [s for s in pending if self.inspect(s, "{{.State.Health.Status}}") != "healthy"]
-            time.sleep(0.5)
-        return pending
+    def wait_healthy(self, services: list[str], timeout_s: float) -> dict[str, float]:
+        """Waits until every service's container is healthy; seconds until each was (inf: never)."""
+        start = time.monotonic()
+        seen = dict.fromkeys(services, float("inf"))
+        while time.monotonic() < start + timeout_s:
+            for s in [s for s, t in seen.items() if t == float("inf")]:
+                if self.inspect(s, "{{.State.Health.Status}}") == "healthy":
+                    seen[s] = time.monotonic() - start
+            if max(seen.values()) < float("inf"):
+                break
+            time.sleep(0.3)
+        return seen
 
     def logs_tail(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "15").stdout[-6000:]
 
 
+def completion(prompt: str, max_tokens: int) -> dict[str, Any]:
+    """A /v1/completions body that returns exactly max_tokens tokens."""
+    return {"model": "deepseek-r1", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
+
+
 def check_up(stack: Stack) -> Result:
     start = time.monotonic()
-    out = stack.compose("up", "-d", "--no-build", *SERVICES)
     stack.is_up = True
+    out = stack.compose("up", "-d", "--no-build", *SERVICES)
     if out.returncode != 0:
         return False, out.stderr[-500:]
-    pending = stack.wait_healthy(SERVING, UP_TIMEOUT_S)
-    return not pending, f"all {len(SERVING)} healthy in {time.monotonic() - start:.0f} s" + (
-        f"; not healthy: {pending}" if pending else ""
-    )
+    up_s = time.monotonic() - start
+    healthy = stack.wait_healthy(SERVING, UP_TIMEOUT_S)
+    pending = [s for s, t in healthy.items() if t == float("inf")]
+    order = ", ".join(f"{s} {up_s + t:.0f}" for s, t in sorted(healthy.items(), key=lambda kv: kv[1]))
+    return not pending, f"healthy at (s): {order}" + (f"; not healthy: {pending}" if pending else "")
 
 
 def check_health(stack: Stack) -> Result:
@@ -102,7 +118,7 @@ def check_health(stack: Stack) -> Result:
 
 
 def check_completion(stack: Stack) -> Result:
-    body = {"model": "deepseek-r1", "prompt": "The supernode", "max_tokens": 16, "ignore_eos": True}
+    body = completion("The supernode", 16)
     status, reply = stack.http("/v1/completions", body)
     ok = status == 200 and reply["usage"]["completion_tokens"] == 16 and bool(reply["choices"][0]["text"])
     return ok, f"POST /v1/completions -> {status}, usage {reply['usage'] if status == 200 else reply}"
@@ -117,11 +133,18 @@ def check_chat(stack: Stack) -> Result:
 
 def check_generate(stack: Stack) -> Result:
     allowed = stack.generate(token=stack.token)
-    denied = stack.generate(token="wrong-token")
-    ok = allowed.returncode == 0 and "output tokens" in allowed.stdout and denied.returncode != 0
-    ok = ok and "UNAUTHENTICATED" in denied.stdout.upper()
-    first = allowed.stdout.strip().splitlines()[-1:] or [allowed.stderr[-200:]]
-    return ok, f"with token: exit {allowed.returncode} ({first[0]}); wrong token: exit {denied.returncode}"
+    ok = allowed.returncode == 0 and "output tokens" in allowed.stdout
+    with Client(f"127.0.0.1:{stack.ports['grpc']}", token="wrong-token", timeout_s=30) as client:
+        try:
+            client.complete("The supernode", max_tokens=4)
+            denied = "answered"
+        except UnauthenticatedError:
+            denied = "UNAUTHENTICATED"
+    last = allowed.stdout.strip().splitlines()[-1:] or [allowed.stderr[-200:]]
+    return (
+        ok and denied == "UNAUTHENTICATED",
+        f"with token: exit {allowed.returncode} ({last[0]}); wrong token: {denied}",
+    )
 
 
 def check_worker_metrics(stack: Stack) -> Result:
@@ -146,16 +169,15 @@ def check_kill9(stack: Stack) -> Result:
         time.sleep(0.1)
     restarted_s = time.monotonic() - t0
     while time.monotonic() < deadline and stack.inspect("prefill-1", "{{.State.Health.Status}}") != "healthy":
-        status, _ = stack.http("/v1/completions", {"prompt": "during", "max_tokens": 4})
+        status, _ = stack.http("/v1/completions", completion("during", 4))
         during["ok" if status == 200 else "failed"] += 1
         time.sleep(0.2)
     healthy_s = time.monotonic() - t0
-    results = [stack.http("/v1/completions", {"prompt": f"after {i}", "max_tokens": 4})[0] for i in range(12)]
-    served = stack.compose("logs", "--no-color", "--since", "2s", "prefill-1").stdout
+    results = [stack.http("/v1/completions", completion(f"after {i}", 4))[0] for i in range(12)]
     ok = restarted_s < 60 and healthy_s < 60 and all(s == 200 for s in results)
     return ok, (
-        f"restarted after {restarted_s:.1f} s, healthy after {healthy_s:.1f} s; during: {during}; "
-        f"after: {results.count(200)}/12 ok; prefill-1 log lines since: {len(served.splitlines())}"
+        f"restarted after {restarted_s:.1f} s, healthy after {healthy_s:.1f} s; requests while it was "
+        f"down: {during}; after: {results.count(200)}/12 ok"
     )
 
 
@@ -186,8 +208,11 @@ def _walk(node: Any) -> list[dict[str, Any]]:
 
 def check_dashboard_metrics(stack: Stack) -> Result:
     wanted = dashboard_metrics(stack.root)
-    for i in range(16):  # a short load, then a few scrapes
-        stack.http("/v1/completions", {"prompt": f"load {i} " * 40, "max_tokens": 8})
+    for i in range(16):  # a short load (one request over its deadline, as real loads have), then scrapes
+        stack.http("/v1/completions", completion(f"load {i} " * 40, 8))
+    with Client(f"127.0.0.1:{stack.ports['grpc']}", token=stack.token, timeout_s=30) as client:
+        with contextlib.suppress(DeadlineExceededError):
+            client.complete("late", max_tokens=64, deadline_s=0.001)
     deadline, missing = time.monotonic() + 20, sorted(wanted)
     while missing and time.monotonic() < deadline:
         time.sleep(2)
@@ -210,7 +235,7 @@ def check_down_drain(stack: Stack) -> Result:
     )  # fmt: skip
     outcome: dict[str, Any] = {}
     first_token = threading.Event()
-    body = {"prompt": "Drain me", "max_tokens": 300, "stream": True, "ignore_eos": True}
+    body = {**completion("Drain me", 300), "stream": True}
 
     def stream() -> None:
         req = urllib.request.Request(
