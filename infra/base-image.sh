@@ -19,6 +19,12 @@ export DOCKER_BUILDKIT=0
 WORK=""
 trap 'rm -rf "${WORK:-/nonexistent}"' EXIT
 
+quiet_build() {  # docker build, its output shown only when it fails
+  local log="${WORK:-/tmp}/build.log"
+  [ -n "$WORK" ] || log=$(mktemp /tmp/supernode-build.XXXXXX)
+  docker build -q "$@" >"$log" 2>&1 || { tail -30 "$log" >&2; exit 1; }
+  [ -n "$WORK" ] || rm -f "$log"
+}
 exists() { [ "${FORCE:-0}" != "1" ] && docker image inspect "$1" >/dev/null 2>&1; }
 size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 
@@ -46,13 +52,13 @@ RUN update-ca-certificates >/dev/null && rm -f /usr/lib/python3*/EXTERNALLY-MANA
 ENV LANG=C.UTF-8
 CMD ["python3"]
 DOCKERFILE
-  docker build -q -t "$BASE" "$ctx" >/dev/null
+  quiet_build -t "$BASE" "$ctx"
   docker rmi "$BASE-rootfs" >/dev/null 2>&1 || true
 }
 
 build_tool() {  # NAME PACKAGE: the base plus one Debian package
-  docker build -q --network host --build-arg BASE_IMAGE="$BASE" --build-arg PACKAGES="$2" \
-    -t "$1" -f debian-package.Dockerfile . >/dev/null
+  quiet_build --network host --build-arg BASE_IMAGE="$BASE" --build-arg PACKAGES="$2" \
+    -t "$1" -f debian-package.Dockerfile .
 }
 
 if exists "$BASE"; then echo "base-image: reusing $BASE"; else build_base; echo "base-image: built $BASE ($(size "$BASE"))"; fi

@@ -38,9 +38,15 @@ class Stack:
         )
 
     def container(self, service: str) -> str:
-        """The service's container id (a restart by policy keeps the same container)."""
+        """The service's container id ('' before it exists; a restart by policy keeps the same one)."""
         if not self._ids.get(service):
-            self._ids[service] = self.compose("ps", "-q", service).stdout.strip()
+            project = self.env["COMPOSE_PROJECT_NAME"]
+            found = subprocess.run(
+                ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
+                 "--filter", f"label=com.docker.compose.service={service}"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            self._ids[service] = found.stdout.strip()
         return self._ids[service]
 
     def inspect(self, service: str, fmt: str) -> str:
@@ -78,15 +84,16 @@ class Stack:
         return subprocess.run([*cmd, "--token", token], capture_output=True, text=True, timeout=60)
 
     def wait_healthy(self, services: list[str], timeout_s: float) -> dict[str, float]:
-        """Waits until every service's container is healthy; seconds until each was (inf: never)."""
+        """Polls until every service's container is healthy: seconds from now until each was (inf: never).
+
+        Runs while `up` is still creating containers (a service without a container is not healthy yet).
+        """
         start = time.monotonic()
         seen = dict.fromkeys(services, float("inf"))
-        while time.monotonic() < start + timeout_s:
-            for s in [s for s, t in seen.items() if t == float("inf")]:
-                if self.inspect(s, "{{.State.Health.Status}}") == "healthy":
-                    seen[s] = time.monotonic() - start
-            if max(seen.values()) < float("inf"):
-                break
+        while time.monotonic() < start + timeout_s and float("inf") in seen.values():
+            for name in [n for n, t in seen.items() if t == float("inf")]:
+                if self.container(name) and self.inspect(name, "{{.State.Health.Status}}") == "healthy":
+                    seen[name] = time.monotonic() - start
             time.sleep(0.3)
         return seen
 
@@ -100,16 +107,18 @@ def completion(prompt: str, max_tokens: int) -> dict[str, Any]:
 
 
 def check_up(stack: Stack) -> Result:
-    start = time.monotonic()
     stack.is_up = True
-    out = stack.compose("up", "-d", "--no-build", *SERVICES)
-    if out.returncode != 0:
-        return False, out.stderr[-500:]
-    up_s = time.monotonic() - start
+    up = subprocess.Popen(
+        ["docker-compose", "--profile", "observability", "up", "-d", "--no-build", *SERVICES],
+        cwd=stack.root, env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     healthy = stack.wait_healthy(SERVING, UP_TIMEOUT_S)
+    _, errors = up.communicate(timeout=60)
     pending = [s for s, t in healthy.items() if t == float("inf")]
-    order = ", ".join(f"{s} {up_s + t:.0f}" for s, t in sorted(healthy.items(), key=lambda kv: kv[1]))
-    return not pending, f"healthy at (s): {order}" + (f"; not healthy: {pending}" if pending else "")
+    order = ", ".join(f"{s} {t:.0f}" for s, t in sorted(healthy.items(), key=lambda kv: kv[1]))
+    if up.returncode != 0:
+        return False, f"docker-compose up: exit {up.returncode}: {errors[-400:]}"
+    return not pending, f"healthy after (s): {order}" + (f"; not healthy: {pending}" if pending else "")
 
 
 def check_health(stack: Stack) -> Result:
@@ -247,7 +256,7 @@ def check_down_drain(stack: Stack) -> Result:
                 for line in resp:
                     first_token.set()
                     if b'"finish_reason":"length"' in line.replace(b" ", b""):
-                        outcome["finished"] = True
+                        outcome["finished"] = time.monotonic()
         except Exception as err:
             outcome["error"] = f"{type(err).__name__}: {err}"
         first_token.set()
@@ -255,6 +264,7 @@ def check_down_drain(stack: Stack) -> Result:
     client = threading.Thread(target=stream, daemon=True)
     client.start()
     first_token.wait(30)
+    down_at = time.monotonic()
     down = stack.compose("down", "--remove-orphans", timeout=180)
     stack.is_up = down.returncode != 0
     client.join(10)
@@ -262,16 +272,10 @@ def check_down_drain(stack: Stack) -> Result:
     events.terminate()
     exits = dict(line.split(" ", 1) for line in events.communicate(timeout=5)[0].splitlines() if " " in line)
     nonzero = {name: code for name, code in exits.items() if code != "0"}
-    ok = (
-        down.returncode == 0
-        and outcome.get("finished") is True
-        and len(exits) >= len(SERVICES)
-        and not nonzero
-    )
-    return ok, (
-        f"request in flight {'completed' if outcome.get('finished') else outcome}; "
-        f"{len(exits)} containers exited, non-zero: {nonzero or 'none'}"
-    )
+    finished = outcome.get("finished", 0.0) > down_at  # still streaming when down began
+    ok = down.returncode == 0 and finished and len(exits) >= len(SERVICES) and not nonzero
+    streamed = f"completed {outcome['finished'] - down_at:.1f} s into down" if finished else str(outcome)
+    return ok, f"request in flight {streamed}; {len(exits)} containers exited, non-zero: {nonzero or 'none'}"
 
 
 def run_checks(stack: Stack, record: Record) -> None:
