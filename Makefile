@@ -5,21 +5,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+CONSTRAINTS := infra/constraints.txt
+# `docker compose` (v2 plugin) where it exists, else Debian's docker-compose (v1).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PROTOS := $(wildcard protos/supernode/v1/*.proto)
 
 .DEFAULT_GOAL := help
 
 .PHONY: help setup redis protos protos-check run up down test lint bench bench-fidelity \
-        load load-prefill load-decode load-slo load-cache load-trace clean
+        load load-prefill load-decode load-slo load-cache load-trace clean \
+        lock base-image compose-test
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $(STAMP)
 
 setup: $(STAMP) redis ## Create .venv, install the package and dev tools, make sure redis-server exists
@@ -43,10 +47,19 @@ run: setup ## Start the local topology, send a demo workload, print a report, st
 	$(VENV)/bin/supernode demo
 
 up: ## docker compose up (needs a Docker engine)
-	docker compose up -d --build
+	$(COMPOSE) up -d --build
 
 down: ## docker compose down
-	docker compose down
+	$(COMPOSE) down
+
+lock: ## Regenerate infra/constraints.txt: exact versions for `make setup` and the image
+	bash infra/lock.sh
+
+base-image: ## Build registry-free base images from Debian packages (debootstrap; reused when present)
+	bash infra/base-image.sh
+
+compose-test: $(STAMP) ## Build the images, run the stack in Docker, check it from the host -> reports/compose.json
+	$(PY) infra/compose_test.py
 
 test: setup ## Unit, service and end-to-end tests
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -64,12 +64,15 @@ def generate(
     max_tokens: int = typer.Option(32, min=1, help="Tokens to generate"),
     seed: int = typer.Option(0, help="Token-model seed"),
     router: str = typer.Option("127.0.0.1:50050", envvar="SUPERNODE_ROUTER__ADDRESS", help="Router address"),
+    token: str = typer.Option(
+        "", envvar="SUPERNODE_ROUTER__AUTH_TOKEN", show_default=False, help="Router bearer token"
+    ),
 ) -> None:
     """Send one prompt to a running router and stream the answer."""
     from supernode.sdk import Client, SupernodeError
 
     try:
-        with Client(router) as client:
+        with Client(router, token=token) as client:
             stats = None
             for chunk in client.generate(prompt, max_tokens=max_tokens, seed=seed):
                 console.print(chunk.text, end="", markup=False, highlight=False)
@@ -147,12 +150,16 @@ def _register_commands() -> None:
     """Commands contributed by other modules: the cost model, the load generator, the fabric tools."""
     from supernode import cli_model
     from supernode.fabric import cli as fabric_cli
-    from supernode.loadgen import cli as loadgen_cli
-    from supernode.loadgen.predict import predict
 
     cli_model.register(app)
-    loadgen_cli.register(app, predictor=predict)
     fabric_cli.register(app)
+    try:  # the load generator needs the `bench` extra (numpy, matplotlib); the service image has not
+        from supernode.loadgen import cli as loadgen_cli
+        from supernode.loadgen.predict import predict
+    except ModuleNotFoundError as err:
+        logging.getLogger(__name__).debug("bench commands off: %s (pip install 'supernode[bench]')", err)
+        return
+    loadgen_cli.register(app, predictor=predict)
 
 
 _register_commands()

@@ -63,7 +63,9 @@ def sdk_client_factory(settings: Settings) -> ClientFactory:
     def build() -> RouterClient:
         from supernode.sdk import AsyncClient
 
-        client: RouterClient = AsyncClient(settings.router.address, timeout_s=STREAM_TIMEOUT_S)
+        client: RouterClient = AsyncClient(
+            settings.router.address, timeout_s=STREAM_TIMEOUT_S, token=settings.router.auth_token
+        )
         return client
 
     return build

@@ -145,6 +145,11 @@ class RouterSettings(BaseModel):
     max_affinity_entries: int = Field(
         100_000, ge=1, description="Prefixes the kv_aware policy remembers (LRU)"
     )
+    auth_token: str = Field(
+        "",
+        description="Bearer token required on the router's gRPC API, health excepted ('' = open); "
+        "the frontend and SDK send it",
+    )
 
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
 

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -131,11 +131,15 @@ class ServiceHost:
     """Runs one service on a grpc.aio server; tests use it directly on port 0."""
 
     def __init__(
-        self, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int
+        self,
+        settings: Settings,
+        build: Callable[[grpc.aio.Server, Drain], Service],
+        port: int,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.settings = settings
         self.drain = Drain()
-        self.server = grpc.aio.server(options=server_options(settings))
+        self.server = grpc.aio.server(options=server_options(settings), interceptors=list(interceptors))
         self.service = build(self.server, self.drain)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -178,10 +182,14 @@ def configure_logging(settings: Settings, name: str) -> None:
 
 
 async def serve(
-    name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int
+    name: str,
+    settings: Settings,
+    build: Callable[[grpc.aio.Server, Drain], Service],
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Runs a service until SIGTERM/SIGINT, then drains and returns (the process exits 0)."""
-    host = ServiceHost(settings, build, port)
+    host = ServiceHost(settings, build, port, interceptors)
     await host.start()
     log.info("%s listening on %s", name, host.address)
     stop = asyncio.Event()
@@ -199,7 +207,13 @@ async def serve(
         signal.signal(sig, signal.SIG_IGN)
 
 
-def run(name: str, settings: Settings, build: Callable[[grpc.aio.Server, Drain], Service], port: int) -> None:
+def run(
+    name: str,
+    settings: Settings,
+    build: Callable[[grpc.aio.Server, Drain], Service],
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> None:
     """Entry point of `python -m supernode.<name>`."""
     configure_logging(settings, name)
-    asyncio.run(serve(name, settings, build, port))
+    asyncio.run(serve(name, settings, build, port, interceptors))

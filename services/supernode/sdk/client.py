@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from supernode.runtime.auth import bearer_metadata
 from supernode.runtime.errors import DeadlineExceededError, from_rpc_error
 from supernode.v1 import common_pb2, router_pb2, router_pb2_grpc
 
@@ -110,15 +111,35 @@ def _collect(chunks: list[Chunk]) -> Completion:
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
     ("grpc.max_send_message_length", _MAX_MESSAGE),
+    # A router that comes back (restart, new container) is used again within about a second.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+Metadata = Sequence[tuple[str, str]]
+
+
+def _call_metadata(token: str, metadata: Metadata) -> tuple[tuple[str, str], ...]:
+    """Metadata sent with every call: the router's bearer token (if any), then the caller's own."""
+    return (*bearer_metadata(token), *metadata)
 
 
 class AsyncClient:
-    """Async client. `timeout_s` bounds each call in wall seconds (None = no bound)."""
+    """Async client. `timeout_s` bounds each call in wall seconds (None = no bound); `token` is the
+    router's bearer token (SUPERNODE_ROUTER__AUTH_TOKEN) and `metadata` extra pairs sent on every call."""
 
-    def __init__(self, target: str = "127.0.0.1:50050", *, timeout_s: float | None = 60.0) -> None:
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50050",
+        *,
+        timeout_s: float | None = 60.0,
+        token: str = "",
+        metadata: Metadata = (),
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self._metadata = _call_metadata(token, metadata)
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
@@ -160,7 +181,7 @@ class AsyncClient:
             deadline_s,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        call = self._stub.Generate(request, timeout=timeout)
+        call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         try:
             async for msg in call:
                 yield _chunk(msg)
@@ -175,17 +196,27 @@ class AsyncClient:
 
     async def status(self) -> router_pb2.StatusResponse:
         try:
-            return await self._stub.Status(router_pb2.StatusRequest(), timeout=self.timeout_s)
+            return await self._stub.Status(
+                router_pb2.StatusRequest(), timeout=self.timeout_s, metadata=self._metadata
+            )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
 
 
 class Client:
-    """Blocking client (its own event-loop-free gRPC channel)."""
+    """Blocking client (its own event-loop-free gRPC channel); arguments as AsyncClient's."""
 
-    def __init__(self, target: str = "127.0.0.1:50050", *, timeout_s: float | None = 60.0) -> None:
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50050",
+        *,
+        timeout_s: float | None = 60.0,
+        token: str = "",
+        metadata: Metadata = (),
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        self._metadata = _call_metadata(token, metadata)
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._lock = threading.Lock()
@@ -221,7 +252,7 @@ class Client:
         request = _request(prompt, **defaults)
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         try:
-            for msg in self._stub.Generate(request, timeout=timeout):
+            for msg in self._stub.Generate(request, timeout=timeout, metadata=self._metadata):
                 yield _chunk(msg)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
