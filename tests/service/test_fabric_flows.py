@@ -128,16 +128,18 @@ async def test_node_down_fails_transfers_in_flight_and_refuses_new_ones(fabric):
     assert (await stub.Transfer(transfer((DIE, 2), (DIE, 40), GB))).finish_s > 0
 
 
-async def test_faults_end_by_themselves(fabric):
-    stub, _ = fabric
+async def test_faults_end_by_themselves(host_factory):
+    # Time scale 10, not the fixture's 1000: the fault must outlive the next call even on a busy host.
+    stub, _, channel = await _start(host_factory, 10.0)
     await stub.InjectFault(
-        fabric_pb2.InjectFaultRequest(link_id="ub/die0/tx", bandwidth_factor=0.0, duration_s=2.0)
+        fabric_pb2.InjectFaultRequest(link_id="ub/die0/tx", bandwidth_factor=0.0, duration_s=5.0)
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB))
-    await asyncio.sleep(0.01)  # 10 emulated seconds
+    await asyncio.sleep(0.6)  # 6 emulated seconds: the fault has ended
     assert (await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB))).finish_s > 0
     assert not (await stub.Describe(fabric_pb2.DescribeRequest())).faults
+    await channel.close()
 
 
 async def test_degraded_link_slows_transfers(fabric):
