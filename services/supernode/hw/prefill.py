@@ -116,20 +116,29 @@ def _layers(
 
 
 def prefill_batch_cost(
-    dep: PrefillDeployment, new_tokens: Sequence[int], cached_tokens: Sequence[int]
+    dep: PrefillDeployment,
+    new_tokens: Sequence[int],
+    cached_tokens: Sequence[int],
+    *,
+    lm_head_tokens: Sequence[int] | None = None,
 ) -> Cost:
     """One prefill batch on the whole instance (us): sequence i computes new_tokens[i] tokens after
     cached_tokens[i] prefix tokens already in HBM (their attention still costs; loading them does not).
-    An empty batch costs 0."""
+    lm_head_tokens[i] = positions of sequence i projected onto the vocabulary (None = one per
+    sequence, its last token; a scoring job projects its question positions). An empty batch costs 0."""
     if len(new_tokens) != len(cached_tokens):
         raise ValueError("new_tokens and cached_tokens must have the same length")
+    if lm_head_tokens is not None and len(lm_head_tokens) != len(new_tokens):
+        raise ValueError("lm_head_tokens must have one count per sequence")
     if sum(new_tokens) == 0:
         return Cost(0.0, {}, {})
     m = dep.model
     acc = PartTimes()
     for busy, elapsed, count in _layers(dep, new_tokens, cached_tokens):
         acc.add_overlapped(busy, elapsed, count)
-    last = math.ceil(len(new_tokens) / dep.num_dies)  # sequences whose last token the busiest die samples
+    # Vocabulary projections the busiest die computes (by default each sequence's last token).
+    num_projected = len(new_tokens) if lm_head_tokens is None else sum(lm_head_tokens)
+    last = math.ceil(num_projected / dep.num_dies)
     acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last)))
     acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last)))
     acc.add("launch", cal.GRAPH_LAUNCH_US.value)
