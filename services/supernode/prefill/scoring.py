@@ -95,6 +95,16 @@ class Scorer:
     def __init__(self, host: PrefillHost, registry: CollectorRegistry, worker_id: str) -> None:
         self.host = host
         self.metrics = ScoringMetrics(registry, worker_id)
+        self._share_s: dict[str, float] = {}  # job -> batch time apportioned by its share of the tokens
+
+    def on_batch(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
+        """Called by the host for every batch: metrics, and each scoring job's share of the time."""
+        self.metrics.on_batch(batch, cost)
+        total = batch.num_new_tokens
+        for s in batch.slices:
+            if isinstance(s.job, ScoringJob) and total:
+                rid = s.job.request_id
+                self._share_s[rid] = self._share_s.get(rid, 0.0) + cost.total_us / 1e6 * s.num_new / total
 
     async def score(self, request: prefill_pb2.ScoreRequest) -> prefill_pb2.ScoreResponse:
         segment, question, score_fn = _validate(request)
@@ -121,9 +131,10 @@ class Scorer:
             scheduler.remove(job)
             host._done.pop(request.request_id, None)
             compute_s = host._compute_s.pop(request.request_id, 0.0)
+            share_s = self._share_s.pop(request.request_id, 0.0)
         self.metrics.jobs.labels(self.metrics.worker).inc()
         return prefill_pb2.ScoreResponse(
-            score=value, queue_s=max(0.0, finished_at - queued_at - compute_s), compute_s=compute_s
+            score=value, queue_s=max(0.0, finished_at - queued_at - compute_s), compute_s=share_s
         )
 
 

@@ -85,7 +85,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         return scoring.price(self.deployment, batch)
 
     def _finish(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
-        self.scorer.metrics.on_batch(batch, cost)
+        self.scorer.on_batch(batch, cost)
         self.metrics.on_step(
             len(batch.slices), len(batch.slices), cost.total_us / 1e6, cost.breakdown_us, batch.num_new_tokens
         )
