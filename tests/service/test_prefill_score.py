@@ -47,7 +47,9 @@ def score_request(rid: str, segment: list[int], fn: str = "") -> prefill_pb2.Sco
 async def test_score_is_the_token_models_and_priced_with_question_projections_only(make_prefill):
     stub, service, pool = await make_prefill(num_npus=1)
     with_needle = FILLER[:800] + NEEDLE + FILLER[800:]
-    a, b = await asyncio.gather(stub.Score(score_request("a", with_needle)), stub.Score(score_request("b", FILLER)))
+    a, b = await asyncio.gather(
+        stub.Score(score_request("a", with_needle)), stub.Score(score_request("b", FILLER))
+    )
     assert a.score == pytest.approx(predictive.score_segment(with_needle, QUESTION))
     assert b.score == pytest.approx(predictive.score_segment(FILLER, QUESTION))
     assert a.score < b.score
@@ -67,9 +69,13 @@ async def test_score_is_the_token_models_and_priced_with_question_projections_on
 
 
 async def test_scoring_and_interactive_prefill_share_batches_per_the_priority_setting(make_prefill):
-    stub, service, _ = await make_prefill(num_npus=1, tokens_per_npu=2048, xl3m={"scoring_priority": "normal"})
+    stub, service, _ = await make_prefill(
+        num_npus=1, tokens_per_npu=2048, xl3m={"scoring_priority": "normal"}
+    )
     assert service.scheduler.priority == "normal"  # the setting reaches the batcher
-    prompt = prefill_pb2.PrefillRequest(request_id="p", token_ids=[1000] * 2000, sampling=common_pb2.Sampling())
+    prompt = prefill_pb2.PrefillRequest(
+        request_id="p", token_ids=[1000] * 2000, sampling=common_pb2.Sampling()
+    )
     scoring = [stub.Score(score_request(f"s{i}", FILLER)) for i in range(4)]
     interactive, *done = await asyncio.gather(stub.Prefill(prompt), *scoring)
     assert interactive.kv.num_tokens == 2000 and len(done) == 4
@@ -84,7 +90,10 @@ async def test_bad_score_requests_name_the_field(make_prefill):
         (prefill_pb2.ScoreRequest(segment_ids=[1], question_ids=[1]), "request_id"),
         (prefill_pb2.ScoreRequest(request_id="x", question_ids=[1]), "segment_ids"),
         (prefill_pb2.ScoreRequest(request_id="x", segment_ids=[1]), "question_ids"),
-        (prefill_pb2.ScoreRequest(request_id="x", segment_ids=[1], question_ids=[1], score_fn="ppl"), "score_fn"),
+        (
+            prefill_pb2.ScoreRequest(request_id="x", segment_ids=[1], question_ids=[1], score_fn="ppl"),
+            "score_fn",
+        ),
         (prefill_pb2.ScoreRequest(request_id="x", segment_ids=[10**6], question_ids=[1]), "segment_ids"),
     ]
     for req, field in cases:

@@ -8,10 +8,9 @@ import pytest
 from supernode.core import predictive, tokens
 from supernode.router.service import build
 from supernode.sdk import AsyncClient, InvalidArgumentError
-from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc, router_pb2
+from supernode.v1 import common_pb2, decode_pb2_grpc, prefill_pb2, prefill_pb2_grpc, router_pb2
 from tests.conftest import make_settings
 from tests.service.test_router import FakeDecode, start_fake
-from supernode.v1 import decode_pb2_grpc
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 QUESTION = "What is the pass key? The pass key is"
@@ -33,13 +32,17 @@ class ScoringPrefill(prefill_pb2_grpc.PrefillServicer):
 
     async def Prefill(self, request, context):  # noqa: N802
         self.prompts.append(list(request.token_ids))
-        kv = common_pb2.KvHandle(request_id=request.request_id, block_keys=["0" * 32], num_tokens=1, block_tokens=128)
+        kv = common_pb2.KvHandle(
+            request_id=request.request_id, block_keys=["0" * 32], num_tokens=1, block_tokens=128
+        )
         first = tokens.next_token(list(request.token_ids), request.sampling.seed)
         return prefill_pb2.PrefillResponse(first_token=first, kv=kv, compute_s=0.01)
 
     async def Score(self, request, context):  # noqa: N802
         self.num_scored += 1
-        score = predictive.score_segment(list(request.segment_ids), list(request.question_ids), request.score_fn)
+        score = predictive.score_segment(
+            list(request.segment_ids), list(request.question_ids), request.score_fn
+        )
         return prefill_pb2.ScoreResponse(score=score, compute_s=0.001)
 
     async def Load(self, request, context):  # noqa: N802
@@ -50,7 +53,10 @@ class ScoringPrefill(prefill_pb2_grpc.PrefillServicer):
 async def router(host_factory):
     async def start(**router):
         prefills = [ScoringPrefill(), ScoringPrefill()]
-        p_hosts = [await start_fake(host_factory, p, prefill_pb2_grpc.add_PrefillServicer_to_server) for p in prefills]
+        p_hosts = [
+            await start_fake(host_factory, p, prefill_pb2_grpc.add_PrefillServicer_to_server)
+            for p in prefills
+        ]
         d_host = await start_fake(host_factory, FakeDecode(), decode_pb2_grpc.add_DecodeServicer_to_server)
         settings = make_settings(
             router={"prefill_addresses": [h.address for h in p_hosts], "decode_addresses": [d_host.address],
@@ -122,7 +128,9 @@ async def test_unknown_policy_and_bad_uploads_are_refused(router):
         await client.complete(None, prompt_chunks=[[104, 105], "mixed"], max_tokens=1)
     with pytest.raises(InvalidArgumentError, match="vocabulary"):
         await client.complete(None, prompt_chunks=[[10**7]], max_tokens=1)
-    stub_call = client._stub.GenerateUpload(iter([router_pb2.UploadChunk(prompt=router_pb2.PromptChunk(text="x"))]))
+    stub_call = client._stub.GenerateUpload(
+        iter([router_pb2.UploadChunk(prompt=router_pb2.PromptChunk(text="x"))])
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for _ in stub_call:
             pass

@@ -42,7 +42,7 @@ def test_windows_property_cover_overlap_and_count():
         assert len(wins) == xl3m.num_windows(n, seg, ovl)
         assert wins[0][0] == 0 and wins[-1][1] == n
         covered = set()
-        for (s0, e0), (s1, e1) in zip(wins, wins[1:], strict=False):
+        for (s0, e0), (s1, _e1) in zip(wins, wins[1:], strict=False):
             assert s1 > s0 and e0 - s1 >= ovl  # strictly advancing, neighbours share >= O tokens
         for s, e in wins:
             assert e - s == min(seg, n)

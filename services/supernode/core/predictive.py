@@ -135,9 +135,7 @@ SCORE_FNS: dict[str, ScoreFn] = {
 }
 
 
-def score_segment(
-    segment: Sequence[int], question: Sequence[int], score_fn: str = "mean_entropy"
-) -> float:
+def score_segment(segment: Sequence[int], question: Sequence[int], score_fn: str = "mean_entropy") -> float:
     """The score of sub-context [segment, question] (lower = more certain = more relevant)."""
     if not question:
         raise ValueError("question must hold at least one token")

@@ -84,7 +84,8 @@ def make_plan(
     if kept_segments * seg + nq > room:
         raise PlanError(
             "segment_tokens",
-            f"{kept_segments} x {seg} + {nq} question tokens exceed the {room} prompt tokens the window allows",
+            f"{kept_segments} x {seg} + {nq} question tokens exceed the {room} prompt tokens "
+            "the window allows",
         )
     ovl = seg // 8 if overlap_tokens < 0 else overlap_tokens
     if ovl >= seg:

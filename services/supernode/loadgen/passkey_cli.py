@@ -32,7 +32,9 @@ def _stack(target: str | None, window: int, time_scale: float | None) -> Iterato
     Console().print(f"starting a local stack with a {window}-token window (logs in {stack.log_dir})")
     try:
         asyncio.run(stack.start())
-        pids = {p.name: p.popen.pid for p in stack.procs if p.name.startswith(("router", "prefill", "decode"))}
+        pids = {
+            p.name: p.popen.pid for p in stack.procs if p.name.startswith(("router", "prefill", "decode"))
+        }
         yield stack.router_address, pids
     finally:
         stack.stop()

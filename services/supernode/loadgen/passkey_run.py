@@ -149,7 +149,8 @@ def write(folder: Path, results: dict) -> None:
             lines.append(
                 f"| {policy} | {int(length):,} | {r['accuracy']:.0%} | "
                 f"{'-' if before is None else f'{before:.0%}'} | {_f(r['mean_ttft_s'])} | "
-                f"{_f(r['mean_scoring_s'])} | {_f(r['mean_scoring_tokens'], 0)} | {_f(r['mean_segments'], 0)} | "
+                f"{_f(r['mean_scoring_s'])} | {_f(r['mean_scoring_tokens'], 0)} | "
+                f"{_f(r['mean_segments'], 0)} | "
                 f"{_f(r['scoring_share_of_prefill'], 3)} |"
             )
     lines += ["", "Peak resident memory (VmHWM, MiB) after each length:", ""]

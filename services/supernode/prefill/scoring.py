@@ -60,7 +60,9 @@ class ScoringMetrics:
     def __init__(self, registry: CollectorRegistry, worker_id: str) -> None:
         labels = ("worker",)
         self.worker = worker_id
-        self.jobs = Counter("supernode_prefill_scoring_jobs", "XL3M scoring jobs computed", labels, registry=registry)
+        self.jobs = Counter(
+            "supernode_prefill_scoring_jobs", "XL3M scoring jobs computed", labels, registry=registry
+        )
         self.tokens = Counter(
             "supernode_prefill_scoring_tokens", "Tokens computed by scoring jobs", labels, registry=registry
         )
@@ -122,7 +124,9 @@ class Scorer:
         host.loop.wake()
         # The score is what the model concludes from the logits the batch computes; the host works
         # it out off the event loop while the job waits for its batch.
-        scoring = asyncio.ensure_future(asyncio.to_thread(predictive.score_segment, segment, question, score_fn))
+        scoring = asyncio.ensure_future(
+            asyncio.to_thread(predictive.score_segment, segment, question, score_fn)
+        )
         try:
             finished_at = await done
             value = await scoring

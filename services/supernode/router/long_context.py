@@ -205,4 +205,3 @@ def annotate(stats: router_pb2.RequestStats, outcome: Outcome) -> None:
     stats.scoring_compute_s = outcome.scoring_compute_s
     stats.ttft_s += outcome.scoring_s
     stats.e2e_s += outcome.scoring_s
-

@@ -29,7 +29,9 @@ class LongContextMetrics:
         )
         self.segments = Counter("supernode_router_xl3m_segments_scored", "XL3M segments scored", registry=r)
         self.tokens = Counter(
-            "supernode_router_xl3m_scoring_tokens", "Tokens of XL3M scoring jobs (segments + questions)", registry=r
+            "supernode_router_xl3m_scoring_tokens",
+            "Tokens of XL3M scoring jobs (segments + questions)",
+            registry=r,
         )
         self.compute_s = Counter(
             "supernode_router_xl3m_scoring_compute_seconds",

@@ -108,7 +108,9 @@ async def receive(
             if len(ids) > cfg.max_upload_chunk_tokens:
                 raise invalid("prompt", f"a chunk holds more than {cfg.max_upload_chunk_tokens} tokens")
             if ids and max(ids) >= tokens.VOCAB_SIZE:
-                raise invalid("token_ids", f"token {max(ids)} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
+                raise invalid(
+                    "token_ids", f"token {max(ids)} is outside the vocabulary [0, {tokens.VOCAB_SIZE})"
+                )
             spool.append(ids)
         if spool.num_tokens == 0:
             raise invalid("prompt", "must not be empty")

@@ -78,7 +78,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             yield chunk
 
     @stream()
-    async def GenerateUpload(self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext):  # noqa: N802
+    async def GenerateUpload(  # noqa: N802
+        self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext
+    ):
         request, source = await prompt_source.receive(request_iterator, self.settings)
         try:
             long_context.validate_header(request, source.num_tokens, self.settings)
