@@ -86,3 +86,23 @@ def test_spool_reads_back_any_range_and_enforces_its_bound():
     with pytest.raises(InvalidArgumentError, match="max_prompt_tokens"):
         spool.append(list(range(200)))
     spool.close()
+
+
+async def test_orchestration_memory_is_flat_in_the_prompt_length():
+    import tracemalloc
+
+    peaks = []
+    for length in (32 * 1024, 256 * 1024):
+        lc, _ = make(max_inflight_segments=8)
+        spool = SpoolSource(10**7)
+        for chunk in PasskeyCase(length, 0.5, "27182").chunks():
+            spool.append(tokens.encode(chunk))
+        tracemalloc.start()
+        out = await lc.fit(spool, router_pb2.GenerateRequest(max_tokens=16), "r")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        spool.close()
+        assert "27182" in tokens.decode(out.prompt)
+    # 8x the prompt, the same peak: K kept windows + the windows in flight + the question.
+    assert peaks[1] < 1.25 * peaks[0], peaks
+    assert peaks[1] < 2 * 1024 * 1024  # the 256K-token prompt as a list alone would take 2 MiB
