@@ -118,6 +118,20 @@ def _local_stack(target: str | None) -> Iterator[_Started | None]:
         local.stop()
 
 
+# Locals of `bench` that `_bench_body` does not take (the passkey flags are handled apart).
+_NOT_BENCH_BODY = (
+    "stack",
+    "auto",
+    "started",
+    "_bench_body",
+    "context_window",
+    "lengths",
+    "depths",
+    "policies",
+    "huge",
+)
+
+
 def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
     """Add the `bench` command to `app`; `predictor` (the cost model) is used for the Supernode target."""
 
@@ -183,9 +197,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
             if started is not None:
                 target = started.router_address
                 prefill_npus = prefill_npus or started.num_prefill_npus
-            passkey_only = ("context_window", "lengths", "depths", "policies", "huge")
-            skip = ("stack", "auto", "started", "_bench_body", *passkey_only)
-            args = {k: v for k, v in locals().items() if k not in skip}
+            args = {k: v for k, v in locals().items() if k not in _NOT_BENCH_BODY}
             _bench_body(**args)
 
     def _bench_body(
