@@ -117,6 +117,7 @@ async def test_xl3m_splices_the_needle_and_answers_it_per_request(router, upload
     metrics = service.long_context_metrics
     assert metrics.requests.labels("xl3m")._value.get() == 1
     assert metrics.segments._value.get() == s.num_segments_scored
+    assert metrics.final_ttft_s._sum.get() == pytest.approx(s.ttft_s - s.scoring_s)
     await client.close()
 
 

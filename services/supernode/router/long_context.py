@@ -191,6 +191,8 @@ class LongContext:
         async for chunk in run(outcome.prompt):
             if chunk.finished and outcome.policy:
                 annotate(chunk.stats, outcome)
+                if metrics is not None:
+                    metrics.on_finish(outcome, chunk.stats.ttft_s)
             yield chunk
 
 

@@ -44,6 +44,12 @@ class LongContextMetrics:
             buckets=SCORING_BUCKETS,
             registry=r,
         )
+        self.final_ttft_s = Histogram(
+            "supernode_router_xl3m_final_ttft_seconds",
+            "Emulated seconds from the spliced prompt to the first token (TTFT's final part)",
+            buckets=SCORING_BUCKETS,
+            registry=r,
+        )
         for policy in ("truncate", "xl3m"):
             self.requests.labels(policy)
 
@@ -56,3 +62,8 @@ class LongContextMetrics:
             self.tokens.inc(outcome.num_scoring_tokens)
             self.compute_s.inc(outcome.scoring_compute_s)
             self.scoring_s.observe(outcome.scoring_s)
+
+    def on_finish(self, outcome: Outcome, ttft_s: float) -> None:
+        """`ttft_s`: the request's whole TTFT (scoring included)."""
+        if outcome.policy == "xl3m":
+            self.final_ttft_s.observe(max(0.0, ttft_s - outcome.scoring_s))
