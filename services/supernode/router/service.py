@@ -82,13 +82,12 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext
     ):
         request, source = await prompt_source.receive(request_iterator, self.settings)
-        try:
+        try:  # the spool file goes however the request ends
             long_context.validate_header(request, source.num_tokens, self.settings)
-        except SupernodeError:
+            async for chunk in self._generate(request, source):
+                yield chunk
+        finally:
             source.close()
-            raise
-        async for chunk in self._generate(request, source):
-            yield chunk
 
     async def _generate(
         self, request: router_pb2.GenerateRequest, source: PromptSource
