@@ -129,6 +129,7 @@ _NOT_BENCH_BODY = (
     "depths",
     "policies",
     "huge",
+    "filler",
 )
 
 
@@ -175,6 +176,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         depths: Annotated[str | None, Opt(help="passkey: passkey depths in [0, 1], comma list")] = None,
         policies: Annotated[str | None, Opt(help="passkey: xl3m,truncate (default both)")] = None,
         huge: Annotated[bool, Opt(help="passkey: add 4M and 20M-token prompts")] = False,
+        filler: Annotated[str, Opt(help="passkey: repeat (classic) or varied (random sentences)")] = "repeat",
     ) -> None:
         """Run a load test and write results.json, summary.md and plots under --reports."""
         if scenario == "passkey":
@@ -185,7 +187,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
                     target=target, context_window=context_window, lengths=_ints(lengths),
                     depths=_floats(depths), policies=tuple(policies.split(",")) if policies else None,
                     huge=huge, seed=seed or 0, time_scale=time_scale, timeout_s=timeout_s, reports=reports,
-                    plots=plots,
+                    plots=plots, filler=filler,
                 )  # fmt: skip
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None

@@ -8,6 +8,8 @@ answer is right when the continuation contains the passkey. The byte-level token
 character one token, so lengths are in tokens and characters alike.
 
 Prompts are produced as chunks of text, so a 20M-token haystack never exists whole in the client.
+`filler="varied"` replaces the repeated sentences with seeded random sentences over a small vocabulary
+that includes "pass", "key", "the" and "is", a harder haystack: the question's words occur everywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ LENGTHS = (8 * 1024, 32 * 1024, 128 * 1024, 512 * 1024, 1024 * 1024)
 HUGE_LENGTHS = (4 * 1024 * 1024, 20 * 1024 * 1024)  # behind --huge: the paper's 20M claim
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 CHUNK_CHARS = 256 * 1024
+FILLERS = ("repeat", "varied")
+_WORDS = (
+    "the a of and to in is was he she it they we you that this with for on as at by from key pass sky "
+    "grass sun blue green yellow go back again there here what"
+).split()
 
 
 def needle(key: str) -> str:
@@ -33,6 +40,7 @@ class PasskeyCase:
     length: int  # prompt tokens in all (haystack + needle + question)
     depth: float  # where the needle starts, as a fraction of the haystack
     key: str  # five digits
+    filler: str = "repeat"  # "repeat" (the classic sentences) or "varied" (seeded random sentences)
 
     @property
     def num_filler(self) -> int:
@@ -45,9 +53,15 @@ class PasskeyCase:
 
     def chunks(self, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
         """The prompt, in order, in pieces of at most `chunk_chars` characters."""
-        yield from _filler(0, self.needle_at, chunk_chars)
-        yield needle(self.key)
-        yield from _filler(self.needle_at, self.num_filler, chunk_chars)
+        if self.filler == "varied":
+            hay = _varied(int(self.key), chunk_chars)
+            yield from _take(hay, self.needle_at, chunk_chars)
+            yield needle(self.key)
+            yield from _take(hay, self.num_filler - self.needle_at, chunk_chars)
+        else:
+            yield from _filler(0, self.needle_at, chunk_chars)
+            yield needle(self.key)
+            yield from _filler(self.needle_at, self.num_filler, chunk_chars)
         yield QUESTION
 
     def text(self) -> str:
@@ -70,13 +84,53 @@ def _filler(start: int, end: int, chunk_chars: int) -> Iterator[str]:
         pos += take
 
 
-def cases(lengths: tuple[int, ...], depths: tuple[float, ...], seed: int) -> list[PasskeyCase]:
+class _Stream:
+    """An endless text stream read in pieces (keeps what a piece left over)."""
+
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self.pieces = pieces
+        self.rest = ""
+
+    def read(self, n: int) -> str:
+        out, size = [self.rest], len(self.rest)
+        while size < n:
+            piece = next(self.pieces)
+            out.append(piece)
+            size += len(piece)
+        text = "".join(out)
+        self.rest = text[n:]
+        return text[:n]
+
+
+def _varied(seed: int, chunk_chars: int) -> _Stream:
+    rng = random.Random(seed)
+
+    def sentences() -> Iterator[str]:
+        while True:
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(5, 12))]
+            yield " ".join(words).capitalize() + ". "
+
+    return _Stream(sentences())
+
+
+def _take(stream: _Stream, n: int, chunk_chars: int) -> Iterator[str]:
+    while n > 0:
+        take = min(n, chunk_chars)
+        yield stream.read(take)
+        n -= take
+
+
+def cases(
+    lengths: tuple[int, ...], depths: tuple[float, ...], seed: int, filler: str = "repeat"
+) -> list[PasskeyCase]:
     """One case per (length, depth), each with its own passkey drawn from `seed`."""
+    if filler not in FILLERS:
+        raise ValueError(f"filler {filler!r} is not one of {', '.join(FILLERS)}")
     rng = random.Random(seed)
     out = []
     for length in lengths:
         for depth in depths:
             if not 0.0 <= depth <= 1.0:
                 raise ValueError(f"depth {depth} is not in [0, 1]")
-            out.append(PasskeyCase(length, depth, f"{rng.randrange(10_000, 100_000)}"))
+            out.append(PasskeyCase(length, depth, f"{rng.randrange(10_000, 100_000)}", filler))
     return out

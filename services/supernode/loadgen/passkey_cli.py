@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from supernode.loadgen.passkey import DEPTHS, HUGE_LENGTHS, LENGTHS
+from supernode.loadgen.passkey import DEPTHS, FILLERS, HUGE_LENGTHS, LENGTHS
 from supernode.loadgen.passkey_plot import heatmaps
 from supernode.loadgen.passkey_run import Answer, run_cases, summarise, write
 from supernode.loadgen.suite import run_folder
@@ -53,10 +53,13 @@ def run_passkey(
     timeout_s: float,
     reports: Path,
     plots: bool,
+    filler: str = "repeat",
 ) -> Path:
     lengths = lengths or (LENGTHS + HUGE_LENGTHS if huge else LENGTHS)
     depths = depths or DEPTHS
     policies = policies or POLICIES
+    if filler not in FILLERS:
+        raise ValueError(f"--filler: {filler} is not one of {', '.join(FILLERS)}")
     for p in policies:
         if p not in ("xl3m", "truncate", "reject"):
             raise ValueError(f"--policies: {p} is not one of xl3m, truncate, reject")
@@ -72,10 +75,11 @@ def run_passkey(
 
     with _stack(target, context_window, time_scale) as (address, pids):
         answers, memory = asyncio.run(
-            run_cases(address, lengths, depths, policies, context_window, seed, timeout_s, pids, show)
+            run_cases(address, lengths, depths, policies, context_window, seed, timeout_s, pids, show, filler)
         )
     results = summarise(answers, memory)
     results["context_window"] = context_window
+    results["filler"] = filler
     write(folder, results)
     if plots:
         heatmaps(results, folder / "passkey.png")

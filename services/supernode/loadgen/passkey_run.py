@@ -89,13 +89,14 @@ async def run_cases(
     timeout_s: float,
     pids: dict[str, int],
     on_answer: Callable[[Answer], None] | None = None,
+    filler: str = "repeat",
 ) -> tuple[list[Answer], dict[int, dict[str, dict[str, int]]]]:
     answers: list[Answer] = []
     memory: dict[int, dict[str, dict[str, int]]] = {}
     async with AsyncClient(address, timeout_s=timeout_s) as client:
         for length in sorted(lengths):
             for policy in policies:
-                for case in cases((length,), tuple(depths), seed):
+                for case in cases((length,), tuple(depths), seed, filler):
                     answer = await ask(client, case, policy, window, timeout_s)
                     answers.append(answer)
                     if on_answer is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -63,3 +64,13 @@ def test_bench_passkey_refuses_an_unknown_policy(tmp_path: Path):
     args = ["bench", "--scenario", "passkey", "--policies", "summarise", "--target", "127.0.0.1:1"]
     result = CliRunner().invoke(app, [*args, "--reports", str(tmp_path)])
     assert result.exit_code != 0 and "summarise" in result.output
+
+
+def test_varied_filler_is_reproducible_and_keeps_the_needle_where_it_belongs():
+    case = PasskeyCase(30_000, 0.4, "54321", "varied")
+    small, big = "".join(case.chunks(chunk_chars=1000)), "".join(case.chunks())
+    assert small == big and len(small) == case.length and small.endswith(QUESTION)
+    assert small.index(needle("54321")) == case.needle_at
+    assert FILLER not in small and " key " in small  # the question's words are everywhere
+    with pytest.raises(ValueError, match="filler"):
+        cases((1000,), (0.5,), 0, "lorem")
