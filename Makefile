@@ -13,7 +13,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 .DEFAULT_GOAL := help
 
 .PHONY: help setup redis protos protos-check run up down test lint bench bench-fidelity \
-        load load-prefill load-decode load-slo load-cache load-trace clean \
+        load load-prefill load-decode load-slo load-cache load-trace load-xl3m clean \
         lock base-image compose-test
 
 help: ## List the targets
@@ -95,6 +95,9 @@ load-cache: setup ## Context caching: prefix reuse 0 / 50 / 90%
 
 load-trace: setup ## Replay the shipped Mooncake-format sample trace
 	$(BENCH) --scenario trace $(LOAD_ARGS)
+
+load-xl3m: setup ## Passkey retrieval 8K..1M tokens, xl3m vs truncate, 4K window (--huge adds 4M, 20M)
+	$(VENV)/bin/supernode bench --scenario passkey --context-window 4096 $(LOAD_ARGS)
 
 clean: ## Remove the venv and reports
 	rm -rf $(VENV) reports .run

@@ -49,6 +49,7 @@ class RouterClient(Protocol):
         ignore_eos: bool = True,
         request_id: str = "",
         timeout_s: float | None = None,
+        long_context: str = "",
     ) -> AsyncIterator[ChunkLike]: ...
 
     async def close(self) -> None: ...

@@ -33,6 +33,7 @@ class GenerateParams:
     top_p: float  # accepted, no effect on emulated tokens
     stop_token_ids: tuple[int, ...]  # generation stops after any of these
     ignore_eos: bool  # end-of-sequence does not stop generation
+    long_context: str = ""  # over-window prompts: reject | truncate | xl3m ("" = the router's setting)
 
 
 class StreamOptions(BaseModel):
@@ -59,6 +60,7 @@ class _Sampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)  # accepted, no effect
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)  # accepted, no effect
     user: str | None = None  # accepted, no effect
+    long_context: Literal["reject", "truncate", "xl3m"] | None = None  # extension: over-window prompts
 
     @property
     def include_usage(self) -> bool:
@@ -81,6 +83,7 @@ class _Sampling(BaseModel):
             top_p=1.0 if self.top_p is None else self.top_p,
             stop_token_ids=stop_ids,
             ignore_eos=self.ignore_eos,
+            long_context=self.long_context or "",
         )
 
 

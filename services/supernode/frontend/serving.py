@@ -50,6 +50,7 @@ async def respond(
         stop_token_ids=params.stop_token_ids,
         ignore_eos=params.ignore_eos,
         request_id=request_id,
+        long_context=params.long_context,
     )
     try:
         first = await anext(chunks)

@@ -118,6 +118,21 @@ def _local_stack(target: str | None) -> Iterator[_Started | None]:
         local.stop()
 
 
+# Locals of `bench` that `_bench_body` does not take (the passkey flags are handled apart).
+_NOT_BENCH_BODY = (
+    "stack",
+    "auto",
+    "started",
+    "_bench_body",
+    "context_window",
+    "lengths",
+    "depths",
+    "policies",
+    "huge",
+    "filler",
+)
+
+
 def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
     """Add the `bench` command to `app`; `predictor` (the cost model) is used for the Supernode target."""
 
@@ -156,8 +171,27 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         stack: Annotated[
             str, Opt(help="auto: start a local stack when no router answers (and stop it after); never")
         ] = "never",
+        context_window: Annotated[int, Opt(help="passkey: the router's window (tokens)")] = 4096,
+        lengths: Annotated[str | None, Opt(help="passkey: prompt lengths (tokens), comma list")] = None,
+        depths: Annotated[str | None, Opt(help="passkey: passkey depths in [0, 1], comma list")] = None,
+        policies: Annotated[str | None, Opt(help="passkey: xl3m,truncate (default both)")] = None,
+        huge: Annotated[bool, Opt(help="passkey: add 4M and 20M-token prompts")] = False,
+        filler: Annotated[str, Opt(help="passkey: repeat (classic) or varied (random sentences)")] = "repeat",
     ) -> None:
         """Run a load test and write results.json, summary.md and plots under --reports."""
+        if scenario == "passkey":
+            from supernode.loadgen.passkey_cli import run_passkey
+
+            try:
+                run_passkey(
+                    target=target, context_window=context_window, lengths=_ints(lengths),
+                    depths=_floats(depths), policies=tuple(policies.split(",")) if policies else None,
+                    huge=huge, seed=seed or 0, time_scale=time_scale, timeout_s=timeout_s, reports=reports,
+                    plots=plots, filler=filler,
+                )  # fmt: skip
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            return
         if stack not in ("auto", "never"):
             raise typer.BadParameter("must be 'auto' or 'never'", param_hint="--stack")
         auto = stack == "auto" and not endpoint
@@ -165,7 +199,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
             if started is not None:
                 target = started.router_address
                 prefill_npus = prefill_npus or started.num_prefill_npus
-            args = {k: v for k, v in locals().items() if k not in ("stack", "auto", "started", "_bench_body")}
+            args = {k: v for k, v in locals().items() if k not in _NOT_BENCH_BODY}
             _bench_body(**args)
 
     def _bench_body(

@@ -23,6 +23,7 @@ from supernode.core import blocks, tokens
 from supernode.core.scheduler import PrefillBatch, PrefillJob, PrefillScheduler, QueueFullError
 from supernode.hw import cost as hw_cost
 from supernode.hw import specs
+from supernode.prefill import scoring
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
@@ -56,7 +57,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         self.deployment = prefill_deployment(self.cfg)
         num_dies = self.cfg.num_npus * self.deployment.dies_per_npu
         self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
-        self.scheduler = PrefillScheduler(self.cfg.tokens_per_npu * self.cfg.num_npus, self.cfg.max_queue)
+        self.scheduler: PrefillScheduler = scoring.make_scheduler(settings)  # with an XL3M scoring queue
         self.loop: StepLoop[PrefillBatch] = StepLoop(
             self.worker_id, clock, self.scheduler.schedule, self._price, self._finish
         )
@@ -65,6 +66,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
         self.cache_metrics = CacheMetrics(self.metrics)
+        self.scorer = scoring.Scorer(self, self.metrics.registry, self.worker_id)
 
     async def start(self) -> None:
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
@@ -80,16 +82,10 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         await self.pool.close()
 
     def _price(self, batch: PrefillBatch) -> hw_cost.Cost:
-        # Only a prompt's last chunk goes through the vocabulary projection (its first output token).
-        heads = [int(s.num_new > 0 and s.num_context + s.num_new >= s.job.num_tokens) for s in batch.slices]
-        return hw_cost.prefill_batch_cost(
-            self.deployment,
-            [s.num_new for s in batch.slices],
-            [s.num_context for s in batch.slices],
-            lm_head_tokens=heads,
-        )
+        return scoring.price(self.deployment, batch)
 
     def _finish(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
+        self.scorer.on_batch(batch, cost)
         self.metrics.on_step(
             len(batch.slices), len(batch.slices), cost.total_us / 1e6, cost.breakdown_us, batch.num_new_tokens
         )
@@ -161,6 +157,10 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
             load_s=load_s,
             compute_s=compute_s,
         )
+
+    @unary()
+    async def Score(self, request: prefill_pb2.ScoreRequest, context: grpc.aio.ServicerContext):  # noqa: N802
+        return await self.scorer.score(request)
 
     @unary(track=False)
     async def Load(self, request: common_pb2.LoadRequest, context: grpc.aio.ServicerContext):  # noqa: N802

@@ -24,6 +24,10 @@ from collections.abc import AsyncIterator
 import grpc
 
 from supernode.core import blocks, policy, tokens
+from supernode.router import long_context, prompt_source
+from supernode.router.long_context_metrics import LongContextMetrics
+from supernode.router.prompt_source import PromptSource
+from supernode.router.scoring_peers import PrefillPeers
 from supernode.router.workers import Worker, WorkerSet
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
@@ -56,6 +60,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self._rr = itertools.count()
         self.metrics = ServingMetrics(settings.frontend.model_name)
         self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
+        scorer = PrefillPeers(self.workers, settings.runtime.rpc_timeout_s, self.cfg.reserve_wait_s)
+        self.long_context = long_context.LongContext(settings, clock, scorer)
+        self.long_context_metrics = LongContextMetrics(self.metrics.registry)
 
     async def start(self) -> None:
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
@@ -67,6 +74,24 @@ class RouterService(router_pb2_grpc.RouterServicer):
     @stream()
     async def Generate(self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         prompt = self._validate(request)
+        async for chunk in self._generate(request, prompt_source.ListSource(prompt)):
+            yield chunk
+
+    @stream()
+    async def GenerateUpload(  # noqa: N802
+        self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext
+    ):
+        request, source = await prompt_source.receive(request_iterator, self.settings)
+        try:  # the spool file goes however the request ends
+            long_context.validate_header(request, source.num_tokens, self.settings)
+            async for chunk in self._generate(request, source):
+                yield chunk
+        finally:
+            source.close()
+
+    async def _generate(
+        self, request: router_pb2.GenerateRequest, source: PromptSource
+    ) -> AsyncIterator[router_pb2.GenerateChunk]:
         request_id = request.request_id or uuid.uuid4().hex
         if self.num_inflight >= self.cfg.max_inflight:
             raise ResourceExhaustedError(
@@ -75,7 +100,10 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self.num_inflight += 1
         tracker = self.metrics.on_arrival()
         try:
-            run = self._run(request, request_id, prompt, tracker)
+            run = self.long_context.serve(
+                request, request_id, source, lambda p: self._run(request, request_id, p, tracker),
+                self.long_context_metrics,
+            )  # fmt: skip
             if request.deadline_s > 0:
                 run = _with_deadline(run, request.deadline_s / self.settings.runtime.time_scale)
             async with contextlib.aclosing(self._observed(run, tracker)) as chunks:
@@ -313,12 +341,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
         if not 1 <= request.max_tokens <= self.cfg.max_tokens_limit:
             raise invalid("max_tokens", f"must be between 1 and {self.cfg.max_tokens_limit}")
-        if len(prompt) + request.max_tokens > self.cfg.max_context_tokens:
-            raise invalid(
-                "prompt",
-                f"{len(prompt)} prompt tokens + {request.max_tokens} max_tokens exceed the "
-                f"{self.cfg.max_context_tokens}-token context window",
-            )
+        long_context.admit(len(prompt), request, self.settings)  # reject, or a policy for over-long prompts
         if request.deadline_s < 0:
             raise invalid("deadline_s", "must be >= 0")
         return prompt

@@ -150,8 +150,65 @@ class RouterSettings(BaseModel):
         description="Bearer token required on the router's gRPC API, health excepted ('' = open); "
         "the frontend and SDK send it",
     )
+    long_context: Literal["reject", "truncate", "xl3m"] = Field(
+        "reject",
+        description="Prompts over the window: reject (error), truncate (keep the last window), xl3m",
+    )
 
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
+
+
+class Xl3mSettings(BaseModel):
+    """Over-long prompts: the router's long-context policy and XL3M's knobs (arXiv:2405.17755).
+
+    The paper's abstract gives the method, not these values; every default is an ASSUMPTION whose
+    reason is in its description (reference xl3m-pangu.md A.3 lists what is unconfirmed).
+    """
+
+    question_tokens: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Nq: prompt tail scored with every segment. ASSUMPTION: the paper says 'a few tokens'; "
+        "64 byte tokens hold a one-sentence question",
+    )
+    segment_tokens: int = Field(
+        0,
+        ge=0,
+        description="S: tokens per segment (0 = auto: (window - Nq - max_tokens) / K, so the K kept "
+        "segments and the question fill the window). ASSUMPTION: unconfirmed in the paper",
+    )
+    overlap_tokens: int = Field(
+        -1,
+        ge=-1,
+        description="O: tokens shared by neighbouring segments (-1 = auto: S/8). ASSUMPTION: a summary "
+        "says windows overlap so a sentence is not cut; no size is given",
+    )
+    kept_segments: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="K: segments kept. ASSUMPTION: unconfirmed; 4 leaves room for a few relevant passages",
+    )
+    score_fn: Literal["mean_entropy", "last_entropy", "question_nll"] = Field(
+        "mean_entropy",
+        description="Segment score, lower = kept. ASSUMPTION: summaries say 'entropy of the local "
+        "distribution'; the mean over the question positions is our reading",
+    )
+    scoring_priority: Literal["low", "normal"] = Field(
+        "low",
+        description="Scoring jobs in prefill batches: low = only the budget interactive prefill leaves; "
+        "normal = FIFO with it. ASSUMPTION: interactive TTFT matters more than a long batch job",
+    )
+    max_inflight_segments: int = Field(
+        64, ge=1, le=4096, description="Scoring jobs one request has in flight (bounds router memory)"
+    )
+    max_prompt_tokens: int = Field(
+        32 * 1024 * 1024, ge=1, description="Largest prompt an upload may carry (tokens)"
+    )
+    max_upload_chunk_tokens: int = Field(
+        1024 * 1024, ge=1, description="Largest chunk of an upload (tokens per message)"
+    )
 
 
 class FrontendSettings(BaseModel):
@@ -174,6 +231,7 @@ class Settings(BaseSettings):
     prefill: PrefillSettings = Field(default_factory=PrefillSettings)
     decode: DecodeSettings = Field(default_factory=DecodeSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    xl3m: Xl3mSettings = Field(default_factory=Xl3mSettings)
     frontend: FrontendSettings = Field(default_factory=FrontendSettings)
 
 

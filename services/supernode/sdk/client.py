@@ -11,6 +11,7 @@ import grpc
 
 from supernode.runtime.auth import bearer_metadata
 from supernode.runtime.errors import DeadlineExceededError, from_rpc_error
+from supernode.sdk import upload
 from supernode.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -32,6 +33,12 @@ class RequestStats:
     kv_pull_s: float
     prefill_worker: str
     decode_worker: str
+    long_context_policy: str = ""  # "" (the prompt fit the window), "truncate" or "xl3m"
+    num_segments_scored: int = 0
+    num_scoring_tokens: int = 0
+    scoring_s: float = 0.0  # TTFT's scoring part
+    scoring_compute_s: float = 0.0
+    num_final_prompt_tokens: int = 0
 
     @classmethod
     def from_proto(cls, msg: router_pb2.RequestStats) -> RequestStats:
@@ -68,6 +75,7 @@ def _request(
     ignore_eos: bool,
     request_id: str,
     deadline_s: float,
+    long_context: str = "",
 ) -> router_pb2.GenerateRequest:
     return router_pb2.GenerateRequest(
         request_id=request_id,
@@ -82,6 +90,7 @@ def _request(
             ignore_eos=ignore_eos,
         ),
         deadline_s=deadline_s,
+        long_context=long_context,
     )
 
 
@@ -166,8 +175,14 @@ class AsyncClient:
         request_id: str = "",
         deadline_s: float = 0.0,
         timeout_s: float | None = None,
+        long_context: str = "",
+        prompt_chunks: upload.PromptChunks | None = None,
     ) -> AsyncIterator[Chunk]:
-        """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`."""
+        """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
+
+        long_context: "reject" | "truncate" | "xl3m" for a prompt over the window ("" = the router's).
+        A prompt over `upload.UPLOAD_THRESHOLD`, or one given as `prompt_chunks` (an iterable of text
+        or token-id chunks, e.g. read from a file), is sent by the chunked upload."""
         request = _request(
             prompt,
             token_ids,
@@ -179,9 +194,14 @@ class AsyncClient:
             ignore_eos,
             request_id,
             deadline_s,
+            long_context,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+        if prompt_chunks is not None or upload.is_huge(prompt, token_ids):
+            parts = upload.messages(request, prompt, token_ids, prompt_chunks)
+            call = self._stub.GenerateUpload(parts, timeout=timeout, metadata=self._metadata)
+        else:
+            call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         try:
             async for msg in call:
                 yield _chunk(msg)
@@ -244,15 +264,22 @@ class Client:
             ignore_eos=True,
             request_id="",
             deadline_s=0.0,
+            long_context="",
         )
+        chunks = kwargs.pop("prompt_chunks", None)
         unknown = set(kwargs) - set(defaults)
         if unknown:
             raise TypeError(f"unknown arguments: {sorted(unknown)}")
         defaults.update(kwargs)
         request = _request(prompt, **defaults)
         timeout = timeout_s if timeout_s is not None else self.timeout_s
+        if chunks is not None or upload.is_huge(prompt, defaults["token_ids"]):
+            parts = upload.messages(request, prompt, defaults["token_ids"], chunks)
+            stream = self._stub.GenerateUpload(parts, timeout=timeout, metadata=self._metadata)
+        else:
+            stream = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
         try:
-            for msg in self._stub.Generate(request, timeout=timeout, metadata=self._metadata):
+            for msg in stream:
                 yield _chunk(msg)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err

@@ -32,3 +32,25 @@ class PrefillResponse(_message.Message):
     load_s: float
     compute_s: float
     def __init__(self, first_token: _Optional[int] = ..., kv: _Optional[_Union[_common_pb2.KvHandle, _Mapping]] = ..., num_cached_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., load_s: _Optional[float] = ..., compute_s: _Optional[float] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("request_id", "segment_ids", "question_ids", "score_fn")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FN_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    segment_ids: _containers.RepeatedScalarFieldContainer[int]
+    question_ids: _containers.RepeatedScalarFieldContainer[int]
+    score_fn: str
+    def __init__(self, request_id: _Optional[str] = ..., segment_ids: _Optional[_Iterable[int]] = ..., question_ids: _Optional[_Iterable[int]] = ..., score_fn: _Optional[str] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("score", "queue_s", "compute_s")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    queue_s: float
+    compute_s: float
+    def __init__(self, score: _Optional[float] = ..., queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ...) -> None: ...

@@ -46,6 +46,11 @@ class PrefillStub:
                 request_serializer=supernode_dot_v1_dot_common__pb2.LoadRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_common__pb2.LoadReport.FromString,
                 _registered_method=True)
+        self.Score = channel.unary_unary(
+                '/supernode.v1.Prefill/Score',
+                request_serializer=supernode_dot_v1_dot_prefill__pb2.ScoreRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_prefill__pb2.ScoreResponse.FromString,
+                _registered_method=True)
 
 
 class PrefillServicer:
@@ -66,6 +71,14 @@ class PrefillServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Score(self, request, context):
+        """Scores one XL3M sub-context (segment + question): a prefill-only job at scoring priority that
+        keeps no KV and projects onto the vocabulary only at the question positions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PrefillServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_PrefillServicer_to_server(servicer, server):
                     servicer.Load,
                     request_deserializer=supernode_dot_v1_dot_common__pb2.LoadRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_common__pb2.LoadReport.SerializeToString,
+            ),
+            'Score': grpc.unary_unary_rpc_method_handler(
+                    servicer.Score,
+                    request_deserializer=supernode_dot_v1_dot_prefill__pb2.ScoreRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_prefill__pb2.ScoreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +153,33 @@ class Prefill:
             '/supernode.v1.Prefill/Load',
             supernode_dot_v1_dot_common__pb2.LoadRequest.SerializeToString,
             supernode_dot_v1_dot_common__pb2.LoadReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Score(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supernode.v1.Prefill/Score',
+            supernode_dot_v1_dot_prefill__pb2.ScoreRequest.SerializeToString,
+            supernode_dot_v1_dot_prefill__pb2.ScoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

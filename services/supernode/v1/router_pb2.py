@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from supernode.v1 import common_pb2 as supernode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/router.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"\x9a\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.supernode.v1.Sampling\x12\x12\n\ndeadline_s\x18\x06 \x01(\x01\"\x98\x01\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.supernode.v1.RequestStats\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x9a\x02\n\x0cRequestStats\x12\x19\n\x11num_prompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11num_output_tokens\x18\x02 \x01(\r\x12\x19\n\x11num_cached_tokens\x18\x03 \x01(\r\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0e\n\x06tpot_s\x18\x05 \x01(\x01\x12\r\n\x05\x65\x32\x65_s\x18\x06 \x01(\x01\x12\x17\n\x0fprefill_queue_s\x18\x07 \x01(\x01\x12\x19\n\x11prefill_compute_s\x18\x08 \x01(\x01\x12\x14\n\x0c\x63\x61\x63he_load_s\x18\t \x01(\x01\x12\x11\n\tkv_pull_s\x18\n \x01(\x01\x12\x16\n\x0eprefill_worker\x18\x0b \x01(\t\x12\x15\n\rdecode_worker\x18\x0c \x01(\t\"\x0f\n\rStatusRequest\"=\n\x0eStatusResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.supernode.v1.WorkerStatus\"|\n\x0cWorkerStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12&\n\x04load\x18\x04 \x01(\x0b\x32\x18.supernode.v1.LoadReport\x12\x14\n\x0cnum_inflight\x18\x05 \x01(\r2\x97\x01\n\x06Router\x12H\n\x08Generate\x12\x1d.supernode.v1.GenerateRequest\x1a\x1b.supernode.v1.GenerateChunk0\x01\x12\x43\n\x06Status\x12\x1b.supernode.v1.StatusRequest\x1a\x1c.supernode.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/router.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"s\n\x0bUploadChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.supernode.v1.GenerateRequestH\x00\x12+\n\x06prompt\x18\x02 \x01(\x0b\x32\x19.supernode.v1.PromptChunkH\x00\x42\x06\n\x04part\".\n\x0bPromptChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"\xb0\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.supernode.v1.Sampling\x12\x12\n\ndeadline_s\x18\x06 \x01(\x01\x12\x14\n\x0clong_context\x18\x07 \x01(\t\"\x98\x01\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x66inished\x18\x03 \x01(\x08\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.supernode.v1.RequestStats\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\xbf\x03\n\x0cRequestStats\x12\x19\n\x11num_prompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11num_output_tokens\x18\x02 \x01(\r\x12\x19\n\x11num_cached_tokens\x18\x03 \x01(\r\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0e\n\x06tpot_s\x18\x05 \x01(\x01\x12\r\n\x05\x65\x32\x65_s\x18\x06 \x01(\x01\x12\x17\n\x0fprefill_queue_s\x18\x07 \x01(\x01\x12\x19\n\x11prefill_compute_s\x18\x08 \x01(\x01\x12\x14\n\x0c\x63\x61\x63he_load_s\x18\t \x01(\x01\x12\x11\n\tkv_pull_s\x18\n \x01(\x01\x12\x16\n\x0eprefill_worker\x18\x0b \x01(\t\x12\x15\n\rdecode_worker\x18\x0c \x01(\t\x12\x1b\n\x13long_context_policy\x18\r \x01(\t\x12\x1b\n\x13num_segments_scored\x18\x0e \x01(\r\x12\x1a\n\x12num_scoring_tokens\x18\x0f \x01(\r\x12\x11\n\tscoring_s\x18\x10 \x01(\x01\x12\x19\n\x11scoring_compute_s\x18\x11 \x01(\x01\x12\x1f\n\x17num_final_prompt_tokens\x18\x12 \x01(\r\"\x0f\n\rStatusRequest\"=\n\x0eStatusResponse\x12+\n\x07workers\x18\x01 \x03(\x0b\x32\x1a.supernode.v1.WorkerStatus\"|\n\x0cWorkerStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12&\n\x04load\x18\x04 \x01(\x0b\x32\x18.supernode.v1.LoadReport\x12\x14\n\x0cnum_inflight\x18\x05 \x01(\r2\xe5\x01\n\x06Router\x12H\n\x08Generate\x12\x1d.supernode.v1.GenerateRequest\x1a\x1b.supernode.v1.GenerateChunk0\x01\x12\x43\n\x06Status\x12\x1b.supernode.v1.StatusRequest\x1a\x1c.supernode.v1.StatusResponse\x12L\n\x0eGenerateUpload\x12\x19.supernode.v1.UploadChunk\x1a\x1b.supernode.v1.GenerateChunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'supernode.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GENERATEREQUEST']._serialized_start=71
-  _globals['_GENERATEREQUEST']._serialized_end=225
-  _globals['_GENERATECHUNK']._serialized_start=228
-  _globals['_GENERATECHUNK']._serialized_end=380
-  _globals['_REQUESTSTATS']._serialized_start=383
-  _globals['_REQUESTSTATS']._serialized_end=665
-  _globals['_STATUSREQUEST']._serialized_start=667
-  _globals['_STATUSREQUEST']._serialized_end=682
-  _globals['_STATUSRESPONSE']._serialized_start=684
-  _globals['_STATUSRESPONSE']._serialized_end=745
-  _globals['_WORKERSTATUS']._serialized_start=747
-  _globals['_WORKERSTATUS']._serialized_end=871
-  _globals['_ROUTER']._serialized_start=874
-  _globals['_ROUTER']._serialized_end=1025
+  _globals['_UPLOADCHUNK']._serialized_start=70
+  _globals['_UPLOADCHUNK']._serialized_end=185
+  _globals['_PROMPTCHUNK']._serialized_start=187
+  _globals['_PROMPTCHUNK']._serialized_end=233
+  _globals['_GENERATEREQUEST']._serialized_start=236
+  _globals['_GENERATEREQUEST']._serialized_end=412
+  _globals['_GENERATECHUNK']._serialized_start=415
+  _globals['_GENERATECHUNK']._serialized_end=567
+  _globals['_REQUESTSTATS']._serialized_start=570
+  _globals['_REQUESTSTATS']._serialized_end=1017
+  _globals['_STATUSREQUEST']._serialized_start=1019
+  _globals['_STATUSREQUEST']._serialized_end=1034
+  _globals['_STATUSRESPONSE']._serialized_start=1036
+  _globals['_STATUSRESPONSE']._serialized_end=1097
+  _globals['_WORKERSTATUS']._serialized_start=1099
+  _globals['_WORKERSTATUS']._serialized_end=1223
+  _globals['_ROUTER']._serialized_start=1226
+  _globals['_ROUTER']._serialized_end=1455
 # @@protoc_insertion_point(module_scope)

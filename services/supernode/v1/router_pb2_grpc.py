@@ -45,6 +45,11 @@ class RouterStub:
                 request_serializer=supernode_dot_v1_dot_router__pb2.StatusRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_router__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.GenerateUpload = channel.stream_stream(
+                '/supernode.v1.Router/GenerateUpload',
+                request_serializer=supernode_dot_v1_dot_router__pb2.UploadChunk.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_router__pb2.GenerateChunk.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -65,6 +70,14 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateUpload(self, request_iterator, context):
+        """Generate with the prompt uploaded in chunks: first a header (the request without its prompt),
+        then prompt chunks in order; so a prompt of millions of tokens never travels in one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=supernode_dot_v1_dot_router__pb2.StatusRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_router__pb2.StatusResponse.SerializeToString,
+            ),
+            'GenerateUpload': grpc.stream_stream_rpc_method_handler(
+                    servicer.GenerateUpload,
+                    request_deserializer=supernode_dot_v1_dot_router__pb2.UploadChunk.FromString,
+                    response_serializer=supernode_dot_v1_dot_router__pb2.GenerateChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class Router:
             '/supernode.v1.Router/Status',
             supernode_dot_v1_dot_router__pb2.StatusRequest.SerializeToString,
             supernode_dot_v1_dot_router__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateUpload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/supernode.v1.Router/GenerateUpload',
+            supernode_dot_v1_dot_router__pb2.UploadChunk.SerializeToString,
+            supernode_dot_v1_dot_router__pb2.GenerateChunk.FromString,
             options,
             channel_credentials,
             insecure,
