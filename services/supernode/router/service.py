@@ -1,7 +1,8 @@
 """The router: validates, schedules prefill and decode, streams tokens back (the paper's flow).
 
 A request's states here:
-1. validated and tokenized (byte-level tokenizer, or token ids as given);
+1. validated and tokenized (the configured tokenizer, or token ids as given); unless it ignores EOS,
+   its end-of-sequence is planned (`runtime.tokenization`);
 2. KV capacity reserved on a decode instance first (`Decode.Reserve`; the paper's asynchronous
    prefill scheduling: decode never waits on an unplanned prefill);
 3. the prompt sent to the least-loaded prefill instance, which answers with the first token and a
@@ -24,7 +25,9 @@ from collections.abc import AsyncIterator
 import grpc
 
 from supernode.core import blocks, policy, tokens
+from supernode.core.tokenizer import Detokenizer
 from supernode.router.workers import Worker, WorkerSet
+from supernode.runtime import tokenization
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import (
@@ -56,6 +59,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self._rr = itertools.count()
         self.metrics = ServingMetrics(settings.frontend.model_name)
         self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
+        self.tokenizer = tokenization.tokenizer(settings)
 
     async def start(self) -> None:
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.metrics.registry)
@@ -67,6 +71,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     @stream()
     async def Generate(self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         prompt = self._validate(request)
+        tokenization.plan_request_eos(request, prompt, self.tokenizer.eos_token_id, self.settings)
         request_id = request.request_id or uuid.uuid4().hex
         if self.num_inflight >= self.cfg.max_inflight:
             raise ResourceExhaustedError(
@@ -104,7 +109,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 elif is_first:
                     tracker.on_first_token(now - started)
                 else:
-                    tracker.on_token(now - last)
+                    tracker.on_token(now - last, len(chunk.token_ids))
                 last, is_first = now, False
                 yield chunk
 
@@ -130,7 +135,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int], tracker: RequestTracker
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         started = self.clock.now()
-        detok = tokens.IncrementalDetokenizer()
+        detok = self.tokenizer.detokenizer()
         num_output, finish_reason, kv_pull_s, first_at = 1, "length", 0.0, started
         for attempt in range(2):
             decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
@@ -160,6 +165,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 if attempt == 1 or num_output > 1 or not err.message.startswith("kv:"):
                     raise
                 log.warning("KV of %s lost before decode (%s); recomputing", request_id, err.message)
+                self.metrics.on_preemption()
             finally:
                 # Prefill failed, no decode was needed, or the client left before decode finished
                 # (perhaps before the Decode call reached the worker): give the capacity back now
@@ -187,9 +193,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         )
 
     @staticmethod
-    def _chunk(
-        request_id: str, token_ids: list[int], detok: tokens.IncrementalDetokenizer
-    ) -> router_pb2.GenerateChunk:
+    def _chunk(request_id: str, token_ids: list[int], detok: Detokenizer) -> router_pb2.GenerateChunk:
         return router_pb2.GenerateChunk(
             request_id=request_id, token_ids=token_ids, text=detok.feed(token_ids)
         )
@@ -305,7 +309,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def _validate(self, request: router_pb2.GenerateRequest) -> list[int]:
         if request.prompt and request.token_ids:
             raise invalid("prompt", "give either prompt or token_ids, not both")
-        prompt = list(request.token_ids) if request.token_ids else tokens.encode(request.prompt)
+        prompt = list(request.token_ids) if request.token_ids else self.tokenizer.encode(request.prompt)
         if not prompt:
             raise invalid("prompt", "must not be empty")
         bad = next((t for t in prompt if not tokens.is_valid_token(t)), None)
