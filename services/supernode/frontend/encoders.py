@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from supernode.frontend.client import StatsLike
+from supernode.frontend.choices import Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -20,16 +20,13 @@ def sse(payload: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def usage(stats: StatsLike | None, num_output_tokens: int) -> dict[str, object]:
-    """OpenAI `usage`; without stats (a stream cut short) only the counted output tokens are known."""
-    prompt = stats.num_prompt_tokens if stats else 0
-    output = stats.num_output_tokens if stats else num_output_tokens
-    cached = stats.num_cached_tokens if stats else 0
+def usage(u: Usage) -> dict[str, object]:
+    """OpenAI `usage` (with vLLM's `prompt_tokens_details.cached_tokens`)."""
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens": u.num_prompt_tokens,
+        "completion_tokens": u.num_output_tokens,
+        "total_tokens": u.num_prompt_tokens + u.num_output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.num_cached_tokens},
     }
 
 
@@ -51,42 +48,53 @@ class Encoder:
     def id(self) -> str:
         return f"{'chatcmpl' if self.chat else 'cmpl'}-{self.request_id}"
 
-    def full(self, text: str, finish_reason: str, stats: StatsLike | None) -> dict[str, object]:
-        """The non-streaming body."""
-        if self.chat:
-            choice: dict[str, object] = {"index": 0, "message": {"role": "assistant", "content": text}}
-        else:
-            choice = {"index": 0, "text": text}
-        choice |= {"logprobs": None, "finish_reason": finish_reason}
-        return self._envelope("chat.completion" if self.chat else "text_completion", [choice]) | {
-            "usage": usage(stats, 0)
-        }
+    def full(self, results: list[tuple[str, str]], total: Usage) -> dict[str, object]:
+        """The non-streaming body: one choice per (text, finish_reason)."""
+        choices: list[dict[str, object]] = []
+        for index, (text, finish_reason) in enumerate(results):
+            if self.chat:
+                choice: dict[str, object] = {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text},
+                }
+            else:
+                choice = {"index": index, "text": text}
+            choices.append(choice | {"logprobs": None, "finish_reason": finish_reason})
+        kind = "chat.completion" if self.chat else "text_completion"
+        return self._envelope(kind, choices) | {"usage": usage(total)}
 
-    def first(self) -> bytes:
-        """What a stream opens with: the assistant role for chat, nothing for completions."""
+    def first(self, index: int = 0) -> bytes:
+        """What a choice's stream opens with: the assistant role for chat, nothing for completions."""
         if not self.chat:
             return b""
-        return sse(self._chunk({"delta": {"role": "assistant", "content": ""}}, None))
+        return sse(self._chunk({"delta": {"role": "assistant", "content": ""}}, None, index, None))
 
-    def delta(self, text: str, finish_reason: str | None) -> bytes:
-        """One streamed piece of text (finish_reason on the last)."""
+    def delta(
+        self, text: str, finish_reason: str | None, index: int = 0, so_far: Usage | None = None
+    ) -> bytes:
+        """One streamed piece of a choice's text (finish_reason on its last); `so_far` is the
+        usage up to here (`continuous_usage_stats`)."""
         body: dict[str, object] = {"text": text}
         if self.chat:
             body = {"delta": {"content": text} if text else {}}
-        return sse(self._chunk(body, finish_reason))
+        return sse(self._chunk(body, finish_reason, index, so_far))
 
-    def usage_chunk(self, stats: StatsLike | None, num_output_tokens: int) -> bytes:
+    def usage_chunk(self, total: Usage) -> bytes:
         """The `stream_options.include_usage` chunk: no choices, the request's usage."""
-        return sse(self._envelope(self._chunk_object, []) | {"usage": usage(stats, num_output_tokens)})
+        return sse(self._envelope(self._chunk_object, []) | {"usage": usage(total)})
 
     @property
     def _chunk_object(self) -> str:
         return "chat.completion.chunk" if self.chat else "text_completion"
 
-    def _chunk(self, body: dict[str, object], finish_reason: str | None) -> dict[str, object]:
-        choice = {"index": 0} | body | {"logprobs": None, "finish_reason": finish_reason}
+    def _chunk(
+        self, body: dict[str, object], finish_reason: str | None, index: int, so_far: Usage | None
+    ) -> dict[str, object]:
+        choice = {"index": index} | body | {"logprobs": None, "finish_reason": finish_reason}
         envelope = self._envelope(self._chunk_object, [choice])
-        if self.include_usage:
+        if so_far is not None:
+            envelope["usage"] = usage(so_far)
+        elif self.include_usage:
             envelope["usage"] = None
         return envelope
 

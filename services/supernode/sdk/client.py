@@ -8,8 +8,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from supernode.runtime.errors import DeadlineExceededError, from_rpc_error
+from supernode.runtime.retry import retry_options
 from supernode.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -67,6 +69,7 @@ def _request(
     ignore_eos: bool,
     request_id: str,
     deadline_s: float,
+    min_tokens: int = 0,
 ) -> router_pb2.GenerateRequest:
     return router_pb2.GenerateRequest(
         request_id=request_id,
@@ -79,6 +82,7 @@ def _request(
             top_p=top_p,
             stop_token_ids=list(stop_token_ids),
             ignore_eos=ignore_eos,
+            min_tokens=min_tokens,
         ),
         deadline_s=deadline_s,
     )
@@ -110,6 +114,7 @@ def _collect(chunks: list[Chunk]) -> Completion:
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
     ("grpc.max_send_message_length", _MAX_MESSAGE),
+    *retry_options(),
 ]
 
 
@@ -141,12 +146,16 @@ class AsyncClient:
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop_token_ids: Sequence[int] = (),
-        ignore_eos: bool = True,
+        ignore_eos: bool = False,
         request_id: str = "",
         deadline_s: float = 0.0,
         timeout_s: float | None = None,
+        min_tokens: int = 0,
     ) -> AsyncIterator[Chunk]:
-        """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`."""
+        """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
+
+        As in vLLM, the model may end before `max_tokens` (finish_reason "stop") unless `ignore_eos`;
+        `min_tokens` holds the end back that many tokens."""
         request = _request(
             prompt,
             token_ids,
@@ -158,6 +167,7 @@ class AsyncClient:
             ignore_eos,
             request_id,
             deadline_s,
+            min_tokens,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         call = self._stub.Generate(request, timeout=timeout)
@@ -178,6 +188,15 @@ class AsyncClient:
             return await self._stub.Status(router_pb2.StatusRequest(), timeout=self.timeout_s)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+
+    async def is_serving(self, timeout_s: float = 1.0) -> bool:
+        """True when the router's grpc.health.v1 answers SERVING within `timeout_s` wall seconds."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class Client:
@@ -210,9 +229,10 @@ class Client:
             temperature=0.0,
             top_p=1.0,
             stop_token_ids=(),
-            ignore_eos=True,
+            ignore_eos=False,
             request_id="",
             deadline_s=0.0,
+            min_tokens=0,
         )
         unknown = set(kwargs) - set(defaults)
         if unknown:
