@@ -146,7 +146,7 @@ class AsyncClient:
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop_token_ids: Sequence[int] = (),
-        ignore_eos: bool = False,
+        ignore_eos: bool = True,
         request_id: str = "",
         deadline_s: float = 0.0,
         timeout_s: float | None = None,
@@ -154,8 +154,9 @@ class AsyncClient:
     ) -> AsyncIterator[Chunk]:
         """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
 
-        As in vLLM, the model may end before `max_tokens` (finish_reason "stop") unless `ignore_eos`;
-        `min_tokens` holds the end back that many tokens."""
+        The SDK ignores end-of-sequence by default, so exactly `max_tokens` come back (what load
+        tests want); with `ignore_eos=False` the model ends at its natural length (finish_reason
+        "stop"), never before `min_tokens`. The HTTP frontend defaults to vLLM's `ignore_eos=false`."""
         request = _request(
             prompt,
             token_ids,
@@ -229,7 +230,7 @@ class Client:
             temperature=0.0,
             top_p=1.0,
             stop_token_ids=(),
-            ignore_eos=False,
+            ignore_eos=True,
             request_id="",
             deadline_s=0.0,
             min_tokens=0,
