@@ -145,7 +145,7 @@ def demo(
 
 def _register_commands() -> None:
     """Commands contributed by other modules: the cost model, the load generator, the fabric tools."""
-    from supernode import cli_model
+    from supernode import cli_model, tokenizer_cli
     from supernode.fabric import cli as fabric_cli
     from supernode.loadgen import cli as loadgen_cli
     from supernode.loadgen.predict import predict
@@ -153,6 +153,7 @@ def _register_commands() -> None:
     cli_model.register(app)
     loadgen_cli.register(app, predictor=predict)
     fabric_cli.register(app)
+    tokenizer_cli.register(app)
 
 
 _register_commands()

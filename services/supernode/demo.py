@@ -4,8 +4,6 @@ prompt lengths, and a short report in emulated time."""
 
 from __future__ import annotations
 
-import asyncio
-
 from rich.console import Console
 from rich.table import Table
 
