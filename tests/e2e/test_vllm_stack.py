@@ -128,3 +128,31 @@ def _counts(exposition: str) -> dict[str, float]:
         for f in parse_openmetrics(exposition)
         if f.name in wanted
     }
+
+
+def test_bench_input_len_means_server_tokens(live, tmp_path) -> None:
+    from supernode.loadgen.http_target import HttpTarget
+    from supernode.loadgen.scenarios import preset
+    from supernode.loadgen.stats import Deployment
+    from supernode.loadgen.suite import run_folder, run_suite
+
+    url, _ = live
+    deployment = Deployment(16, 1.0)
+    cfg = preset("mixed", deployment).override(
+        workload="synthetic",
+        input_len="fixed:512",
+        output_len="fixed:4",
+        num_requests=4,
+        request_rates=(20.0,),
+    )
+
+    async def bench():
+        async with HttpTarget(url, "deepseek-r1") as target:
+            return await run_suite(
+                cfg, target, url, deployment, 1.0, run_folder(tmp_path, cfg.scenario), None, None, False
+            )
+
+    outcome = asyncio.run(bench())
+    results = outcome.results
+    assert results["completed"] == 4 and results["scenario"] == "custom"
+    assert results["total_input_tokens"] == results["total_requested_input_tokens"] == 4 * 512
