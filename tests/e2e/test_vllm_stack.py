@@ -81,6 +81,9 @@ def test_prompt_tokens_are_deepseek_tokens(live) -> None:
     text = done["choices"][0]["text"]
     retokenized = httpx.post(f"{url}/tokenize", json={"prompt": text}).json()["count"]
     assert retokenized == done["usage"]["completion_tokens"] or done["choices"][0]["finish_reason"] == "stop"
+    body = {"model": "deepseek-r1", "prompt": sentence, "max_tokens": 6, "logprobs": 2, "ignore_eos": True}
+    choice = httpx.post(f"{url}/v1/completions", json=body, timeout=30).json()["choices"][0]
+    assert "".join(choice["logprobs"]["tokens"]) == choice["text"]  # one entry per emitted token
 
 
 def test_every_metrics_endpoint_keeps_vllm_names_for_prometheus(live) -> None:

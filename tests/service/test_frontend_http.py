@@ -80,7 +80,7 @@ def error_of(resp: httpx.Response, status: int) -> dict[str, object]:
         ({"model": MODEL, "prompt": "x", "max_tokens": 5, "n": 9}, "n"),
         ({"model": MODEL, "prompt": "x", "max_tokens": 5, "stop": [""]}, "stop"),
         ({"model": MODEL, "prompt": "x", "max_tokens": 5, "min_tokens": 6}, "min_tokens"),
-        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "logprobs": 1}, "logprobs"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "logprobs": 21}, "logprobs"),
         (
             {"model": MODEL, "prompt": "x", "max_tokens": 5, "response_format": {"type": "json_object"}},
             "response_format",

@@ -6,6 +6,7 @@ accepted-and-ignored vs rejected parameters."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 
 import httpx
@@ -136,13 +137,49 @@ async def test_ignored_parameters_are_accepted(http, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["logprobs", "top_logprobs", "echo", "suffix", "best_of", "tools", "guided_json"]
+    "name", ["prompt_logprobs", "echo", "suffix", "best_of", "tools", "guided_json", "response_format"]
 )
 async def test_rejected_parameters_name_themselves(http, name: str) -> None:
     client, _ = http
-    value = {"logprobs": True, "top_logprobs": 2, "echo": True, "suffix": "x", "best_of": 2,
-             "tools": [{"type": "function"}], "guided_json": {"type": "object"}}[name]  # fmt: skip
+    value = {"prompt_logprobs": 1, "echo": True, "suffix": "x", "best_of": 2, "tools": [{"type": "function"}],
+             "guided_json": {"type": "object"}, "response_format": {"type": "json_object"}}[name]  # fmt: skip
     assert name in REJECTED
     body = {"model": MODEL, "messages": [{"role": "user", "content": "a"}], "max_tokens": 2, name: value}
     resp = await client.post("/v1/chat/completions", json=body)
     assert resp.status_code == 400 and resp.json()["error"]["param"] == name
+
+
+async def test_completion_logprobs_follow_the_token_model(http) -> None:
+    client, _ = http
+    body = {"model": MODEL, "prompt": "abc", "max_tokens": 4, "logprobs": 3, "seed": 2}
+    choice = (await client.post("/v1/completions", json=body)).json()["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == 4  # (the fake router's ids are bytes)
+    assert lp["text_offset"] == [sum(len(t) for t in lp["tokens"][:i]) for i in range(4)]
+    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], strict=True):
+        assert len(top) == 3 and top[token] == logprob and logprob == max(top.values()) and logprob < 0
+        assert sum(math.exp(v) for v in top.values()) <= 1.0
+    again = (await client.post("/v1/completions", json=body)).json()["choices"][0]["logprobs"]
+    assert again == lp  # deterministic per request and seed
+    stream = body | {"stream": True}
+    async with client.stream("POST", "/v1/completions", json=stream) as s:
+        events = [json.loads(line[6:]) for line in [x async for x in s.aiter_lines()] if line[6:7] == "{"]
+    streamed = [t for e in events for t in e["choices"][0]["logprobs"]["token_logprobs"]]
+    assert streamed == lp["token_logprobs"]
+
+
+async def test_chat_logprobs_and_top_logprobs(http) -> None:
+    client, _ = http
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    plain = (await client.post("/v1/chat/completions", json=body)).json()["choices"][0]
+    assert plain["logprobs"] is None
+    asked = body | {"logprobs": True, "top_logprobs": 2}
+    content = (await client.post("/v1/chat/completions", json=asked)).json()["choices"][0]["logprobs"][
+        "content"
+    ]
+    assert len(content) == 3
+    for entry in content:
+        assert entry["bytes"] == list(entry["token"].encode()) and len(entry["top_logprobs"]) == 2
+        assert entry["top_logprobs"][0]["logprob"] == entry["logprob"]
+    bad = await client.post("/v1/chat/completions", json=body | {"top_logprobs": 2})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"

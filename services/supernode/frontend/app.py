@@ -87,8 +87,9 @@ class Frontend:
             "permission": [],
         }  # fmt: skip
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+    def render_token(self, token_id: int) -> str:
+        """One token's text as `logprobs` shows it (special tokens by name)."""
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
 def create_app(settings: Settings, client_factory: ClientFactory | None = None) -> FastAPI:
@@ -173,9 +174,11 @@ async def _generate(
     frontend: Frontend, request: Request, body: CompletionRequest | ChatCompletionRequest
 ) -> Response:
     frontend.check_model(body.model)
-    params = body.to_params(frontend.limits, frontend.count_tokens)
+    params = body.to_params(frontend.limits, frontend.tokenizer.encode)
     is_chat = isinstance(body, ChatCompletionRequest)
-    encoder = Encoder(frontend.model_name, chat=is_chat, include_usage=body.include_usage)
+    encoder = Encoder(
+        frontend.model_name, chat=is_chat, include_usage=body.include_usage, render=frontend.render_token
+    )
     return await respond(
         frontend.client,
         params,
@@ -185,6 +188,7 @@ async def _generate(
         request_id=request.headers.get("x-request-id", ""),
         prompt_param="messages" if is_chat else "prompt",
         time_scale=frontend.settings.runtime.time_scale,
+        eos_token_id=frontend.tokenizer.eos_token_id,
     )
 
 

@@ -5,7 +5,9 @@ a proper HTTP status), then yields `Piece`s: text that may be sent, tokens it co
 last piece the finish reason. A stop string ends the choice early: the router stream is closed
 (the request is cancelled, as vLLM aborts it) and the usage counts the tokens received. Metrics
 follow the choice through `ServingMetrics`: waiting until its first chunk, then running; inter-token
-latency from the chunk gaps in emulated time (wall gap x time scale).
+latency from the chunk gaps in emulated time (wall gap x time scale). With `logprobs`, each token's
+entry comes from the token model's predictive distribution (`core.predictive`), followed over the
+prompt and the tokens received.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from supernode.core.predictive import Predictor, TokenLogprob
 from supernode.frontend.client import ChunkLike, RouterClient, StatsLike
 from supernode.frontend.schemas import GenerateParams
 from supernode.frontend.stops import StopChecker
@@ -26,6 +29,16 @@ class Piece:
     text: str  # text that may be sent now
     num_tokens: int  # output tokens this piece covers
     finish_reason: str | None = None  # set on the choice's last piece
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of the piece, when logprobs were asked
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceResult:
+    """A whole choice (non-streaming)."""
+
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprob] | None  # None when not asked
 
 
 @dataclass(slots=True)
@@ -40,7 +53,7 @@ class Usage:
 class Choice:
     def __init__(
         self, client: RouterClient, params: GenerateParams, index: int, metrics: ServingMetrics,
-        request_id: str, time_scale: float,
+        request_id: str, time_scale: float, eos_token_id: int = 1,
     ) -> None:  # fmt: skip
         self.index = index
         self.params = params
@@ -54,6 +67,20 @@ class Choice:
         self._started = time.monotonic()
         self.stats: StatsLike | None = None
         self.num_output_tokens = 0
+        self._predictor = (
+            Predictor(params.prompt_ids, params.seed + index, eos_token_id)
+            if params.logprobs is not None
+            else None
+        )
+
+    @property
+    def has_logprobs(self) -> bool:
+        return self._predictor is not None
+
+    def _logprobs(self, token_ids: list[int]) -> tuple[TokenLogprob, ...]:
+        if self._predictor is None or self.params.logprobs is None:
+            return ()
+        return tuple(self._predictor.step(t, self.params.logprobs) for t in token_ids)
 
     @property
     def request_id(self) -> str:
@@ -82,16 +109,17 @@ class Choice:
             last_at, is_first = now, False
             self.num_output_tokens += len(chunk.token_ids)
             text = self._stops.feed(chunk.text, len(chunk.token_ids))
+            logprobs = self._logprobs(chunk.token_ids)
             if self._stops.is_stopped:
                 self._finish_early()
-                yield Piece(text, len(chunk.token_ids), "stop")
+                yield Piece(text, len(chunk.token_ids), "stop", logprobs)
                 return
             if chunk.finished:
                 self.stats = chunk.stats
                 self._record(chunk)
-                yield Piece(text + self._stops.flush(), len(chunk.token_ids), chunk.finish_reason)
+                yield Piece(text + self._stops.flush(), len(chunk.token_ids), chunk.finish_reason, logprobs)
                 return
-            yield Piece(text, len(chunk.token_ids))
+            yield Piece(text, len(chunk.token_ids), None, logprobs)
             chunk = await anext(self._chunks, None)
         raise InternalError("the router stream ended without a finished chunk")
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from supernode.frontend.choices import Usage
+from supernode.core.predictive import TokenLogprob
+from supernode.frontend.choices import ChoiceResult, Usage
+from supernode.frontend.logprobs import Render, chat_logprobs, completion_logprobs
 
 DONE = b"data: [DONE]\n\n"
 
@@ -39,6 +42,8 @@ class Encoder:
     include_usage: bool = False
     request_id: str = ""
     created: int = 0
+    render: Render = str  # a token id's text, for logprobs
+    _text_offsets: dict[int, int] = field(default_factory=dict)  # choice -> characters streamed so far
 
     def start(self, request_id: str) -> None:
         self.request_id = request_id
@@ -48,18 +53,19 @@ class Encoder:
     def id(self) -> str:
         return f"{'chatcmpl' if self.chat else 'cmpl'}-{self.request_id}"
 
-    def full(self, results: list[tuple[str, str]], total: Usage) -> dict[str, object]:
-        """The non-streaming body: one choice per (text, finish_reason)."""
+    def full(self, results: list[ChoiceResult], total: Usage) -> dict[str, object]:
+        """The non-streaming body: one choice per result."""
         choices: list[dict[str, object]] = []
-        for index, (text, finish_reason) in enumerate(results):
+        for index, result in enumerate(results):
             if self.chat:
                 choice: dict[str, object] = {
                     "index": index,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": result.text},
                 }
             else:
-                choice = {"index": index, "text": text}
-            choices.append(choice | {"logprobs": None, "finish_reason": finish_reason})
+                choice = {"index": index, "text": result.text}
+            logprobs = self._logprobs(result.logprobs, 0)
+            choices.append(choice | {"logprobs": logprobs, "finish_reason": result.finish_reason})
         kind = "chat.completion" if self.chat else "text_completion"
         return self._envelope(kind, choices) | {"usage": usage(total)}
 
@@ -70,14 +76,24 @@ class Encoder:
         return sse(self._chunk({"delta": {"role": "assistant", "content": ""}}, None, index, None))
 
     def delta(
-        self, text: str, finish_reason: str | None, index: int = 0, so_far: Usage | None = None
-    ) -> bytes:
+        self, text: str, finish_reason: str | None, index: int = 0, so_far: Usage | None = None,
+        logprobs: Sequence[TokenLogprob] | None = None,
+    ) -> bytes:  # fmt: skip
         """One streamed piece of a choice's text (finish_reason on its last); `so_far` is the
-        usage up to here (`continuous_usage_stats`)."""
+        usage up to here (`continuous_usage_stats`); `logprobs` those of the piece's tokens."""
         body: dict[str, object] = {"text": text}
         if self.chat:
             body = {"delta": {"content": text} if text else {}}
-        return sse(self._chunk(body, finish_reason, index, so_far))
+        offset = self._text_offsets.get(index, 0)
+        self._text_offsets[index] = offset + len(text)
+        return sse(self._chunk(body, finish_reason, index, so_far, self._logprobs(logprobs, offset)))
+
+    def _logprobs(self, entries: Sequence[TokenLogprob] | None, offset: int) -> dict[str, object] | None:
+        if entries is None:
+            return None
+        if self.chat:
+            return chat_logprobs(entries, self.render)
+        return completion_logprobs(entries, self.render, offset)
 
     def usage_chunk(self, total: Usage) -> bytes:
         """The `stream_options.include_usage` chunk: no choices, the request's usage."""
@@ -88,9 +104,10 @@ class Encoder:
         return "chat.completion.chunk" if self.chat else "text_completion"
 
     def _chunk(
-        self, body: dict[str, object], finish_reason: str | None, index: int, so_far: Usage | None
-    ) -> dict[str, object]:
-        choice = {"index": index} | body | {"logprobs": None, "finish_reason": finish_reason}
+        self, body: dict[str, object], finish_reason: str | None, index: int, so_far: Usage | None,
+        logprobs: dict[str, object] | None = None,
+    ) -> dict[str, object]:  # fmt: skip
+        choice = {"index": index} | body | {"logprobs": logprobs, "finish_reason": finish_reason}
         envelope = self._envelope(self._chunk_object, [choice])
         if so_far is not None:
             envelope["usage"] = usage(so_far)

@@ -5,7 +5,7 @@ Three kinds of parameter, each listed once:
 - supported: model, prompt / messages, max_tokens (chat: max_completion_tokens; default: the rest of
   the context window), stream, stream_options (include_usage, continuous_usage_stats), seed, n (up to
   `frontend.max_n`), stop, stop_token_ids, include_stop_str_in_output, ignore_eos (default false, as
-  vLLM), min_tokens;
+  vLLM), min_tokens, logprobs / top_logprobs (the token model's emulated distribution);
 - `IGNORED`: accepted (and range-checked) but without effect, because they reshape a sampling
   distribution the deterministic token model does not have;
 - `REJECTED` (400 naming the parameter): they promise a property of the output the emulator cannot
@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from supernode.core.predictive import MAX_TOP
 from supernode.frontend import chat_template
 from supernode.runtime.errors import invalid
 
@@ -31,7 +32,7 @@ IGNORED = (
     "repetition_penalty", "logit_bias", "user", "skip_special_tokens", "spaces_between_special_tokens",
 )  # fmt: skip
 REJECTED = (
-    "logprobs", "top_logprobs", "prompt_logprobs", "echo", "suffix", "best_of", "tools", "tool_choice",
+    "prompt_logprobs", "echo", "suffix", "best_of", "tools", "tool_choice",
     "functions", "response_format", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
     "structured_outputs",
 )  # fmt: skip
@@ -53,6 +54,8 @@ class GenerateParams:
     include_stop_str_in_output: bool = False
     n: int = 1  # choices
     continuous_usage_stats: bool = False  # every streamed chunk carries usage so far
+    prompt_ids: tuple[int, ...] = ()  # the prompt as the router will tokenize it (for logprobs)
+    logprobs: int | None = None  # alternatives per token in `logprobs` (None = no logprobs)
 
     def router_kwargs(self, index: int) -> dict[str, object]:
         """The SDK `generate` arguments of choice `index`."""
@@ -128,8 +131,8 @@ class _Sampling(BaseModel):
             raise invalid(name, f"{name} is not supported by the emulator (see README, HTTP API)")
 
     def _params(
-        self, prompt: str | None, token_ids: tuple[int, ...] | None, num_prompt_tokens: int,
-        max_tokens: int, limits: Limits,
+        self, prompt: str | None, token_ids: tuple[int, ...] | None, prompt_ids: tuple[int, ...],
+        max_tokens: int, limits: Limits, logprobs: int | None = None,
     ) -> GenerateParams:  # fmt: skip
         self._reject()
         if self.n > limits.max_n:
@@ -146,7 +149,8 @@ class _Sampling(BaseModel):
             raise invalid("min_tokens", f"must be <= max_tokens ({max_tokens}), got {self.min_tokens}")
         continuous = self.stream_options is not None and self.stream_options.continuous_usage_stats
         return GenerateParams(
-            prompt=prompt, token_ids=token_ids, num_prompt_tokens=num_prompt_tokens,
+            prompt=prompt, token_ids=token_ids, num_prompt_tokens=len(prompt_ids), prompt_ids=prompt_ids,
+            logprobs=logprobs,
             max_tokens=max_tokens, seed=self.seed or 0, stop_token_ids=stop_ids,
             ignore_eos=self.ignore_eos, min_tokens=self.min_tokens, stop=stop,
             include_stop_str_in_output=self.include_stop_str_in_output, n=self.n,
@@ -157,14 +161,15 @@ class _Sampling(BaseModel):
 class CompletionRequest(_Sampling):
     prompt: Any  # str | list[int] | [str] | [list[int]]; checked by `_prompt` for a clear message
     max_tokens: int | None = Field(None, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP)  # alternatives per token (emulated)
 
-    def to_params(self, limits: Limits, count: Callable[[str], int]) -> GenerateParams:
-        """The router call, or InvalidArgumentError naming the offending parameter; `count` gives
-        a text's length in the server's tokens."""
+    def to_params(self, limits: Limits, encode: Callable[[str], list[int]]) -> GenerateParams:
+        """The router call, or InvalidArgumentError naming the offending parameter; `encode` is the
+        server's tokenizer."""
         prompt, token_ids = _prompt(self.prompt)
-        num_prompt = len(token_ids) if token_ids is not None else count(prompt or "")
-        max_tokens = _max_tokens("max_tokens", self.max_tokens, num_prompt, "prompt", limits)
-        return self._params(prompt, token_ids, num_prompt, max_tokens, limits)
+        ids = token_ids if token_ids is not None else tuple(encode(prompt or ""))
+        max_tokens = _max_tokens("max_tokens", self.max_tokens, len(ids), "prompt", limits)
+        return self._params(prompt, token_ids, ids, max_tokens, limits, self.logprobs)
 
 
 class ContentPart(BaseModel):
@@ -193,16 +198,21 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False  # the emitted tokens' logprobs (emulated)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP)  # alternatives per token, with logprobs
 
-    def to_params(self, limits: Limits, count: Callable[[str], int]) -> GenerateParams:
+    def to_params(self, limits: Limits, encode: Callable[[str], list[int]]) -> GenerateParams:
         """The router call (messages rendered by `chat_template`), or InvalidArgumentError."""
         field, value = "max_completion_tokens", self.max_completion_tokens
         if value is None:
             field, value = "max_tokens", self.max_tokens
+        if self.top_logprobs is not None and not self.logprobs:
+            raise invalid("top_logprobs", "needs logprobs: true")
         prompt = chat_template.render([chat_template.Turn(m.role, m.text()) for m in self.messages])
-        num_prompt = count(prompt)
-        max_tokens = _max_tokens(field, value, num_prompt, "messages", limits)
-        return self._params(prompt, None, num_prompt, max_tokens, limits)
+        ids = tuple(encode(prompt))
+        max_tokens = _max_tokens(field, value, len(ids), "messages", limits)
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        return self._params(prompt, None, ids, max_tokens, limits, logprobs)
 
 
 def _max_tokens(field: str, value: int | None, num_prompt: int, prompt_field: str, limits: Limits) -> int:

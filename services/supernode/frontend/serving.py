@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
 
-from supernode.frontend.choices import Choice, Piece, Usage
+from supernode.core.predictive import TokenLogprob
+from supernode.frontend.choices import Choice, ChoiceResult, Piece, Usage
 from supernode.frontend.client import RouterClient
 from supernode.frontend.encoders import DONE, Encoder, sse
 from supernode.frontend.errors import error_body, error_response, router_param
@@ -35,10 +36,12 @@ _QUEUE_BOUND = 64  # pieces waiting to be written per response (choices wait whe
 
 async def respond(
     client: RouterClient, params: GenerateParams, encoder: Encoder, metrics: ServingMetrics, *,
-    stream: bool, request_id: str, prompt_param: str, time_scale: float = 1.0,
+    stream: bool, request_id: str, prompt_param: str, time_scale: float = 1.0, eos_token_id: int = 1,
 ) -> Response:  # fmt: skip
     """The HTTP response for one generation request (`prompt_param` names the prompt in errors)."""
-    choices = [Choice(client, params, i, metrics, request_id, time_scale) for i in range(params.n)]
+    choices = [
+        Choice(client, params, i, metrics, request_id, time_scale, eos_token_id) for i in range(params.n)
+    ]
     opened = await asyncio.gather(*(c.open() for c in choices), return_exceptions=True)
     failure = next((r for r in opened if isinstance(r, BaseException)), None)
     if failure is not None:
@@ -63,12 +66,16 @@ async def respond(
     return Response(json.dumps(body), headers=headers, media_type="application/json")
 
 
-async def _collect(choice: Choice) -> tuple[str, str]:
+async def _collect(choice: Choice) -> ChoiceResult:
     texts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     async for piece in choice.pieces():
         texts.append(piece.text)
+        logprobs.extend(piece.logprobs)
         if piece.finish_reason is not None:
-            return "".join(texts), piece.finish_reason
+            return ChoiceResult(
+                "".join(texts), piece.finish_reason, logprobs if choice.has_logprobs else None
+            )
     raise AssertionError("pieces() ends with a finish reason")
 
 
@@ -106,9 +113,10 @@ async def _events(
                     raise item
                 index, piece = item
                 num_output += piece.num_tokens
-                if piece.text or piece.finish_reason is not None:
+                if piece.text or piece.finish_reason is not None or piece.logprobs:
                     usage = _usage_so_far(params, num_output) if params.continuous_usage_stats else None
-                    yield encoder.delta(piece.text, piece.finish_reason, index, usage)
+                    logprobs = piece.logprobs if params.logprobs is not None else None
+                    yield encoder.delta(piece.text, piece.finish_reason, index, usage, logprobs)
         if encoder.include_usage:
             yield encoder.usage_chunk(_total([c.usage() for c in choices]))
     except* SupernodeError as group_err:
