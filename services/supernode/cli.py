@@ -148,11 +148,12 @@ def demo(
 
 def _register_commands() -> None:
     """Commands contributed by other modules: the cost model, the load generator, the fabric tools."""
-    from supernode import cli_model
+    from supernode import cli_model, tokenizer_cli
     from supernode.fabric import cli as fabric_cli
 
     cli_model.register(app)
     fabric_cli.register(app)
+    tokenizer_cli.register(app)
     try:  # the load generator needs the `bench` extra (numpy, matplotlib); the service image has not
         from supernode.loadgen import cli as loadgen_cli
         from supernode.loadgen.predict import predict

@@ -1,37 +1,30 @@
-"""The demo workload `make run` sends: mixed prompt lengths, some shared prefixes, a short report."""
+"""The demo workload `make run` sends, through the load generator: a closed loop of multi-turn
+conversations (later turns share their earlier turns' prefix, so the context cache hits), mixed
+prompt lengths, and a short report in emulated time."""
 
 from __future__ import annotations
-
-import asyncio
-import random
-import statistics
 
 from rich.console import Console
 from rich.table import Table
 
 from supernode.launcher import LocalStack, StackConfig
-from supernode.sdk import AsyncClient, RequestStats, SupernodeError
+from supernode.loadgen import workloads
+from supernode.loadgen.lengths import parse_length
+from supernode.loadgen.records import RequestResult, RequestSpec
+from supernode.loadgen.runner import LoadPlan, run_load
+from supernode.loadgen.stats import Deployment, compute_metrics
+from supernode.loadgen.targets import SdkTarget
 
-_SYSTEM = (
-    "You are Supernode's demo assistant. Answer briefly and precisely. The CloudMatrix384 joins 384 "
-    "Ascend 910C NPUs over the Unified Bus; CloudMatrix-Infer disaggregates prefill, decode and caching. "
-)
-
-
-def demo_prompts(num: int, seed: int = 7) -> list[str]:
-    """Prompts of mixed length; about half share a long system prefix (context-cache hits)."""
-    rng = random.Random(seed)
-    prompts = []
-    for i in range(num):
-        body = " ".join(f"topic{rng.randrange(1000)}" for _ in range(rng.choice((8, 40, 200, 600))))
-        prefix = _SYSTEM * 3 if i % 2 == 0 else ""
-        prompts.append(f"{prefix}Question {i}: {body}")
-    return prompts
+DEPLOYMENT = Deployment(num_prefill_npus=32, num_decode_npus=1.0)  # 2 prefill instances, 1 decode
+TIME_SCALE = 1.0
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+def demo_specs(num_requests: int, seed: int = 7) -> list[RequestSpec]:
+    """Conversations of 4 turns, prompts log-normal around 600 tokens, half of each prompt reused."""
+    return workloads.sessions(
+        [0.0] * num_requests, parse_length("lognormal:600:0.8"), parse_length("uniform:16:128"),
+        reuse_ratio=0.5, seed=seed, turns_per_session=4, sessions_in_flight=8,
+    )  # fmt: skip
 
 
 async def run_demo(num_requests: int, concurrency: int, console: Console) -> int:
@@ -45,55 +38,34 @@ async def run_demo(num_requests: int, concurrency: int, console: Console) -> int
         console.print(
             f"up; logs in {stack.log_dir}. Sending {num_requests} requests, {concurrency} at a time..."
         )
-        stats, errors = await _drive(stack.router_address, demo_prompts(num_requests), concurrency)
+        results, duration_s = await drive(stack.router_address, demo_specs(num_requests), concurrency)
     finally:
         stack.stop()
-    _report(console, stats, errors)
-    return 0 if stats and not errors else 1
+    report(console, results, duration_s)
+    failed = sum(1 for r in results if not r.is_ok)
+    return 0 if results and not failed else 1
 
 
-async def _drive(router: str, prompts: list[str], concurrency: int) -> tuple[list[RequestStats], list[str]]:
-    gate = asyncio.Semaphore(concurrency)
-    stats: list[RequestStats] = []
-    errors: list[str] = []
-    rng = random.Random(11)
-    async with AsyncClient(router, timeout_s=300) as client:
-
-        async def one(i: int, prompt: str) -> None:
-            async with gate:
-                try:
-                    done = await client.complete(prompt, max_tokens=rng.choice((16, 64, 128)), seed=i)
-                    stats.append(done.stats)
-                except SupernodeError as err:
-                    errors.append(f"{err.code}: {err.message}")
-
-        # The first wave fills the cache; later requests with the shared prefix hit it.
-        await one(0, prompts[0])
-        await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts[1:], start=1)))
-    return stats, errors
+async def drive(router: str, specs: list[RequestSpec], concurrency: int) -> tuple[list[RequestResult], float]:
+    """Sends `specs` in a closed loop; (results, emulated duration in seconds)."""
+    async with SdkTarget(router, TIME_SCALE, timeout_s=300.0) as target:
+        outcome = await run_load(target, specs, LoadPlan(True, concurrency, TIME_SCALE))
+    return outcome.results, outcome.wall_duration_s * TIME_SCALE
 
 
-def _report(console: Console, stats: list[RequestStats], errors: list[str]) -> None:
+def report(console: Console, results: list[RequestResult], duration_s: float) -> None:
+    m = compute_metrics(results, duration_s, DEPLOYMENT)
     table = Table(title="Supernode demo (emulated time)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("requests completed", str(len(stats)))
-    table.add_row("errors", str(len(errors)))
-    if stats:
-        ttft = [s.ttft_s * 1e3 for s in stats]
-        tpot = [s.tpot_s * 1e3 for s in stats if s.num_output_tokens > 1]
-        prompt_tokens = sum(s.num_prompt_tokens for s in stats)
-        cached = sum(s.num_cached_tokens for s in stats)
-        table.add_row(
-            "prompt / output tokens", f"{prompt_tokens} / {sum(s.num_output_tokens for s in stats)}"
-        )
-        table.add_row("cached prompt tokens", f"{cached} ({cached / max(1, prompt_tokens):.0%})")
-        table.add_row("requests with cache hits", str(sum(1 for s in stats if s.num_cached_tokens)))
-        for q in (50, 90, 99):
-            table.add_row(f"TTFT p{q} (ms)", f"{percentile(ttft, q):.1f}")
-        for q in (50, 90, 99):
-            table.add_row(f"TPOT p{q} (ms)", f"{percentile(tpot, q):.2f}" if tpot else "-")
-        table.add_row("mean TTFT (ms)", f"{statistics.fmean(ttft):.1f}")
+    table.add_row("requests completed / failed", f"{m['completed']} / {m['failed']}")
+    table.add_row("prompt / output tokens", f"{m['total_input_tokens']} / {m['total_output_tokens']}")
+    cached = m["total_cached_tokens"]
+    table.add_row("cached prompt tokens", f"{cached} ({cached / max(1, m['total_input_tokens']):.0%})")
+    for name, unit in (("ttft", "{:.1f}"), ("tpot", "{:.2f}")):
+        for stat in ("median", "p90", "p99"):
+            table.add_row(f"{name.upper()} {stat} (ms)", unit.format(m[f"{stat}_{name}_ms"]))
+    table.add_row("output throughput (tok/s)", f"{m['output_throughput']:.0f}")
     console.print(table)
-    for err in errors[:5]:
-        console.print(f"[red]{err}[/]")
+    for kind, count in m["errors"].items():
+        console.print(f"[red]{count} x {kind}[/]")

@@ -11,7 +11,7 @@ from openai import OpenAI
 from supernode.launcher import LocalStack, StackConfig
 
 pytestmark = pytest.mark.e2e
-SYSTEM = "You are a careful assistant. " * 40  # > 8 blocks of shared prefix
+SYSTEM = "You are a careful assistant. " * 200  # > 8 blocks of shared prefix (6 tokens a sentence)
 
 
 @pytest.fixture(scope="module")

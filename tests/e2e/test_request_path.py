@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from supernode.core import blocks, tokens
+from supernode.core import blocks, tokenizer, tokens
 from supernode.kvpool.store import redis_key
 from supernode.sdk import AsyncClient, Client, InvalidArgumentError
 
@@ -75,11 +75,13 @@ async def test_shared_prefix_reports_cached_tokens(stack):
 
 
 async def test_text_prompt_and_copying_model(stack):
-    text = "alpha beta gamma delta epsilon. alpha beta gamma"
+    text = "Say: alpha beta gamma delta epsilon. Say: alpha beta gamma"
     with Client(stack.router_address) as client:
         done = client.complete(text, max_tokens=12, seed=1)
-    assert done.text == tokens.decode(tokens.TokenModel(tokens.encode(text), 1).generate(12))
-    assert done.text == " delta epsil"  # copied from the earlier "alpha beta gamma"
+    deepseek = tokenizer.deepseek()  # the router's default tokenizer
+    assert done.text == deepseek.decode(tokens.TokenModel(deepseek.encode(text), 1).generate(12))
+    assert done.text == " delta epsilon. Say: alpha beta gamma delta epsilon. Say"  # copied from the prompt
+    assert done.stats.num_prompt_tokens == len(deepseek.encode(text)) == 13
 
 
 @pytest.mark.parametrize(

@@ -77,8 +77,14 @@ def error_of(resp: httpx.Response, status: int) -> dict[str, object]:
         ({"model": MODEL, "prompt": "x", "max_tokens": 1001}, "max_tokens"),
         ({"model": MODEL, "prompt": "x", "temperature": 3}, "temperature"),
         ({"model": MODEL, "prompt": "x", "stream": "yes"}, "stream"),
-        ({"model": MODEL, "prompt": "x", "n": 2}, "n"),
-        ({"model": MODEL, "prompt": "x", "stop": ["\n"]}, "stop"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "n": 9}, "n"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "stop": [""]}, "stop"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "min_tokens": 6}, "min_tokens"),
+        ({"model": MODEL, "prompt": "x", "max_tokens": 5, "logprobs": 21}, "logprobs"),
+        (
+            {"model": MODEL, "prompt": "x", "max_tokens": 5, "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
         (
             {"model": MODEL, "prompt": "x", "stream_options": {"include_usage": 1}},
             "stream_options.include_usage",

@@ -41,7 +41,7 @@ async def test_completion(setup: tuple[openai.AsyncOpenAI, FakeRouter]) -> None:
         "x" * 40,
         5,
         3,
-        True,
+        False,  # vLLM's default: the model may end the sequence
     )
 
 

@@ -62,6 +62,7 @@ async def router(host_factory):
             router={"prefill_addresses": [h.address for h in p_hosts], "decode_addresses": [d_host.address],
                     "max_context_tokens": WINDOW, "metrics_port": 0, **router},
             xl3m={"max_inflight_segments": 8},
+            tokens={"tokenizer": "byte"},  # the assertions count and compare byte tokens
         )  # fmt: skip
         host = await host_factory(settings, build(settings))
         return AsyncClient(host.address, timeout_s=30), prefills, host.service

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from supernode.frontend.http_metrics import HttpMetricsMiddleware
 from supernode.runtime import metrics
 from supernode.runtime.config import Settings
-from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
+from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics, configure_decode_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
@@ -33,6 +33,8 @@ def exported_series() -> set[str]:
     for role in ("prefill", "decode"):
         worker = WorkerMetrics(role, f"{role}-0", num_npus=16)
         CacheMetrics(worker)
+        if role == "decode":
+            configure_decode_metrics(worker, Settings(), kv_capacity_tokens_per_die=1000)
         registries.append(worker.registry)
     names: set[str] = set()
     for family in text_string_to_metric_families(metrics.render(*registries).decode()):

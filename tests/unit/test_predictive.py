@@ -89,3 +89,41 @@ def test_a_segment_of_thousands_of_tokens_scores_in_milliseconds():
     start = time.perf_counter()
     predictive.score_segment(segment, question)
     assert time.perf_counter() - start < 0.5  # generous: a shared 2-core machine
+
+
+# -- logprobs along a generated sequence (the HTTP API's `logprobs`, emulated)
+
+
+def _follow(context: list[int], seed: int, count: int, num_top: int) -> list[predictive.TokenLogprob]:
+    model = tokens.TokenModel(context, seed)
+    logprobs = predictive.SequenceLogprobs(context, seed)
+    out = []
+    for _ in range(count):
+        token = model.next_token()
+        model.append(token)
+        out.append(logprobs.step(token, num_top))
+    return out
+
+
+def test_logprobs_are_valid_sorted_and_deterministic() -> None:
+    context = [300 + i % 9 for i in range(40)] + [5000, 5001]
+    entries = _follow(context, 3, 30, num_top=5)
+    assert entries == _follow(context, 3, 30, num_top=5)
+    for entry in entries:
+        probs = [math.exp(lp) for _, lp in entry.top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+        assert len({t for t, _ in entry.top}) == 5
+        assert dict(entry.top).get(entry.token_id, entry.logprob) == entry.logprob <= 0
+
+
+def test_a_copied_token_is_likely_and_a_drawn_word_is_not() -> None:
+    repeated = [300 + i % 9 for i in range(60)]  # every suffix occurred before: the model copies
+    copied = _follow(repeated, 0, 1, 1)[0]
+    assert copied.top[0][0] == copied.token_id and math.exp(copied.logprob) > 0.9
+    fresh = _follow([7, 8, 9], 0, 1, 0)[0]  # nothing matches: a drawn word, no better than any token
+    assert fresh.logprob == pytest.approx(-math.log(tokens.VOCAB_SIZE)) and fresh.top == ()
+
+
+def test_top_logprobs_is_bounded() -> None:
+    with pytest.raises(ValueError, match="top_logprobs"):
+        predictive.SequenceLogprobs([1], 0).step(5, predictive.MAX_TOP + 1)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from supernode.core.tokens import MATCH_LENGTHS, VOCAB_SIZE
+from supernode.core.tokens import MATCH_LENGTHS, VOCAB_SIZE, random_word
 
 SMOOTHING = 0.01  # ASSUMPTION: 1% of the mass on tokens never seen after the suffix (a model is rarely sure)
 _WIDTH = 4  # bytes per packed token
@@ -145,3 +145,52 @@ def score_segment(segment: Sequence[int], question: Sequence[int], score_fn: str
     seq = array("I", segment)
     seq.extend(question)
     return fn(Predictor(seq), len(question))
+
+
+# -- logprobs: the same distribution, read token by token along a generated sequence
+
+MAX_TOP = 20  # alternatives a caller may ask for (OpenAI's bound)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float  # natural log of the emitted token's probability under the distribution
+    top: tuple[tuple[int, float], ...]  # (token id, logprob): the `num_top` most likely, most likely first
+
+
+class SequenceLogprobs:
+    """Follows one generated sequence and gives each emitted token's logprob and the most likely
+    alternatives, from the same distribution XL3M scores with. Emulated: a drawn word after a context
+    with no earlier match is as likely as any other token (1 / vocabulary)."""
+
+    def __init__(self, context: Sequence[int], seed: int, smoothing: float = SMOOTHING) -> None:
+        self.tokens = array("I", context)
+        self.seed = seed
+        self.smoothing = smoothing
+
+    def step(self, emitted: int, num_top: int) -> TokenLogprob:
+        """The distribution `emitted` was drawn from; then `emitted` joins the context."""
+        if not 0 <= num_top <= MAX_TOP:
+            raise ValueError(f"top_logprobs: must be between 0 and {MAX_TOP}")
+        if self.tokens:
+            dist = Predictor(self.tokens, self.smoothing).distribution(len(self.tokens) - 1)
+        else:
+            dist = NextTokenDist({}, 1.0 / VOCAB_SIZE)
+        logprob = math.log(dist.prob(emitted))
+        top = self._top(dist, num_top)
+        self.tokens.append(emitted)
+        return TokenLogprob(emitted, logprob, top)
+
+    def _top(self, dist: NextTokenDist, num_top: int) -> tuple[tuple[int, float], ...]:
+        ranked = sorted(dist.support.items(), key=lambda kv: (-kv[1], kv[0]))[:num_top]
+        seen = {t for t, _ in ranked}
+        previous = self.tokens[-1] if self.tokens else 0
+        j = 0
+        while len(ranked) < num_top:  # ties at `rest`: deterministic words stand for them
+            j += 1
+            word = random_word(self.seed + j, len(self.tokens), previous)
+            if word not in seen:
+                ranked.append((word, dist.rest))
+                seen.add(word)
+        return tuple((t, math.log(p)) for t, p in ranked)

@@ -7,22 +7,35 @@ gives back the text exactly.
 The token model stands in for DeepSeek-R1's weights. Given the context (prompt + tokens so far) it
 continues by copying: it finds the longest suffix of the context (of 16, 8 or 4 tokens) that occurred
 earlier and emits the token that followed its latest occurrence; with no earlier match it emits a
-pseudo-random word drawn from a hash of (seed, position, last token). The same prompt and seed
-give the same tokens on any worker and at any batch size, so retries and recovery are checkable and
-retrieval-style prompts have checkable answers.
+pseudo-random word drawn from a hash of (seed, position, last token). Words are ids of DeepSeek's BPE
+vocabulary that spell a space and a lowercase word (`core.vocab_words`), so under the `deepseek`
+tokenizer output text re-tokenizes to the same ids, and under `byte` they render as pseudo-words.
+The same prompt and seed give the same tokens on any worker and at any batch size, so retries and
+recovery are checkable and retrieval-style prompts have checkable answers.
+
+End of sequence: a request that does not ignore EOS gets an `EosPlan` (`plan_eos`): its natural
+output length is drawn from a configurable distribution (`OutputLengths`), seeded by the prompt and
+the seed, and the model emits the end-of-sequence id at that position.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from supernode.core.vocab_words import word_ids
 
 VOCAB_SIZE = 129_280  # DeepSeek-R1 vocabulary (reference section 9)
 NUM_BYTE_TOKENS = 256
 EOS_TOKEN = 256
 FIRST_WORD_TOKEN = 257
 MATCH_LENGTHS = (16, 8, 4)  # suffix lengths tried, longest first
+WORD_TOKENS = word_ids()  # what the model draws when nothing matches (DeepSeek BPE word ids)
+MIN_NATURAL_LENGTH = 2  # the first token comes from prefill, which never ends a sequence
 
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "da", "pe", "zu", "ha", "ri", "go", "be", "ny")
 
@@ -64,13 +77,77 @@ def is_valid_token(token: int) -> bool:
     return 0 <= token < VOCAB_SIZE
 
 
-def next_token(context: Sequence[int], seed: int) -> int:
+@dataclass(frozen=True, slots=True)
+class EosPlan:
+    """Where a sequence ends: the model emits `token_id` as the token at index `position` of the
+    context (prompt length + natural output length - 1)."""
+
+    token_id: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLengths:
+    """The distribution of natural output lengths (tokens): `lognormal:MEDIAN:SIGMA`,
+    `uniform:LOW:HIGH`, `geometric:MEAN` or `fixed:N`."""
+
+    kind: str
+    a: float
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> OutputLengths:
+        """Raises ValueError naming the rule on a malformed spec."""
+        kind, *args = text.strip().split(":")
+        arity = {"lognormal": 2, "uniform": 2, "geometric": 1, "fixed": 1}
+        if kind not in arity or len(args) != arity[kind]:
+            raise ValueError(
+                "output lengths: use lognormal:MEDIAN:SIGMA, uniform:LOW:HIGH, geometric:MEAN or fixed:N"
+            )
+        try:
+            values = [float(a) for a in args]
+        except ValueError:
+            raise ValueError(f"output lengths: {text!r} has a non-numeric parameter") from None
+        bad_second = (kind == "uniform" and values[1] < values[0]) or (kind == "lognormal" and values[1] < 0)
+        if values[0] < 1 or bad_second:
+            raise ValueError(f"output lengths: {text!r} is out of range (lengths >= 1, sigma >= 0)")
+        return cls(kind, values[0], values[1] if len(values) > 1 else 0.0)
+
+    def draw(self, rng: random.Random) -> int:
+        if self.kind == "lognormal":
+            value = self.a * math.exp(rng.gauss(0.0, self.b))
+        elif self.kind == "uniform":
+            value = rng.uniform(self.a, self.b)
+        elif self.kind == "geometric":
+            value = 1 + math.log(1.0 - rng.random()) / math.log(1.0 - 1.0 / max(self.a, 1.0 + 1e-9))
+        else:
+            value = self.a
+        return max(MIN_NATURAL_LENGTH, round(value))
+
+
+def natural_length(prompt: Sequence[int], seed: int, lengths: OutputLengths) -> int:
+    """How many tokens the model writes for `prompt` and `seed` before it ends (EOS included)."""
+    digest = hashlib.blake2b(array("I", prompt).tobytes(), digest_size=8, key=b"eos" + str(seed).encode())
+    return lengths.draw(random.Random(int.from_bytes(digest.digest(), "little")))
+
+
+def plan_eos(
+    prompt: Sequence[int], seed: int, lengths: OutputLengths, eos_token_id: int, min_tokens: int = 0
+) -> EosPlan:
+    """The end of the sequence for this request: never before `min_tokens` output tokens."""
+    length = max(natural_length(prompt, seed, lengths), min_tokens)
+    return EosPlan(eos_token_id, len(prompt) + length - 1)
+
+
+def next_token(context: Sequence[int], seed: int, eos: EosPlan | None = None) -> int:
     """The token the model emits after `context`, without building its index (for one token).
 
-    Same answer as TokenModel(context, seed).next_token(): the follower of the latest earlier
+    Same answer as TokenModel(context, seed, eos).next_token(): the follower of the latest earlier
     occurrence of the longest matching suffix, searched in the packed context with bytes.rfind.
     """
     n_tokens = len(context)
+    if eos is not None and n_tokens >= eos.position:
+        return eos.token_id
     if n_tokens == 0:
         return random_word(seed, 0, 0)
     packed = array("I", context).tobytes()
@@ -91,7 +168,7 @@ def next_token(context: Sequence[int], seed: int) -> int:
 def random_word(seed: int, position: int, previous: int) -> int:
     """A pseudo-random word token for (seed, position, previous token); stable across processes."""
     digest = hashlib.blake2b(f"{seed}:{position}:{previous}".encode(), digest_size=8).digest()
-    return FIRST_WORD_TOKEN + int.from_bytes(digest, "little") % (VOCAB_SIZE - FIRST_WORD_TOKEN)
+    return WORD_TOKENS[int.from_bytes(digest, "little") % len(WORD_TOKENS)]
 
 
 class TokenModel:
@@ -101,8 +178,9 @@ class TokenModel:
     so the longest earlier match of the current suffix is one dictionary look-up per length.
     """
 
-    def __init__(self, context: Sequence[int], seed: int) -> None:
+    def __init__(self, context: Sequence[int], seed: int, eos: EosPlan | None = None) -> None:
         self.seed = seed
+        self.eos = eos
         self.tokens: list[int] = []
         self._next_after: dict[tuple[int, ...], int] = {}
         for token in context:
@@ -120,6 +198,8 @@ class TokenModel:
     def next_token(self) -> int:
         """The token that follows the current context."""
         tokens = self.tokens
+        if self.eos is not None and len(tokens) >= self.eos.position:
+            return self.eos.token_id
         for n in MATCH_LENGTHS:
             if n > len(tokens):
                 continue

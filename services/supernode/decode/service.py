@@ -43,7 +43,8 @@ from supernode.runtime.errors import (
 from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import DieLease, FabricClient, PoolClient, worker_builder
 from supernode.runtime.server import Drain, stream, unary
-from supernode.runtime.worker_metrics import WorkerMetrics
+from supernode.runtime.tokenization import eos_plan
+from supernode.runtime.worker_metrics import WorkerMetrics, configure_decode_metrics
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         self.metrics = WorkerMetrics(
             "decode", self.worker_id, self.cfg.num_dies / self.deployment.dies_per_npu
         )
+        configure_decode_metrics(self.metrics, settings, self.scheduler.kv_capacity)
         self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
 
     async def start(self) -> None:
@@ -275,7 +277,9 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
             ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
         )
         pull_s = result.duration_s
-        model = await asyncio.to_thread(TokenModel, [*prompt, request.first_token], request.sampling.seed)
+        model = await asyncio.to_thread(
+            TokenModel, [*prompt, request.first_token], request.sampling.seed, eos_plan(request.sampling)
+        )
         seq = self.scheduler.new_seq(
             reservation,
             model,

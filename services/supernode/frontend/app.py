@@ -1,13 +1,17 @@
 """The OpenAI-compatible HTTP app in front of the router: `create_app(settings, client_factory)`.
 
 Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /v1/models/{model},
-GET /health, GET /metrics. `/v1/*` needs `Authorization: Bearer <key>` when `frontend.api_keys` is set.
-The router client is built on first use inside the event loop and closed at shutdown.
+GET|HEAD /health (503 while the router does not answer SERVING), GET|POST /ping, GET /version,
+POST /tokenize, POST /detokenize, GET /metrics (OpenMetrics or text, as asked), GET /openapi.json,
+GET /docs. `/v1/*` needs `Authorization: Bearer <key>` when `frontend.api_keys` is set (as in vLLM,
+the other routes do not). The router client is built on first use inside the event loop and closed
+at shutdown.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.metadata
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,12 +25,15 @@ from supernode.frontend import errors
 from supernode.frontend.client import ClientFactory, RouterClient, sdk_client_factory
 from supernode.frontend.encoders import Encoder
 from supernode.frontend.http_metrics import HttpMetricsMiddleware
-from supernode.frontend.schemas import ChatCompletionRequest, CompletionRequest
+from supernode.frontend.schemas import ChatCompletionRequest, CompletionRequest, Limits
 from supernode.frontend.serving import respond
+from supernode.frontend.tokenize import DetokenizeRequest, TokenizeRequest, detokenize, tokenize
+from supernode.runtime import tokenization
 from supernode.runtime.config import Settings
-from supernode.runtime.metrics import CONTENT_TYPE_LATEST, CollectorRegistry, ServingMetrics, render
+from supernode.runtime.metrics import CollectorRegistry, ServingMetrics, exposition
 
 M = TypeVar("M", bound=BaseModel)
+VERSION = importlib.metadata.version("supernode")
 
 
 class Frontend:
@@ -41,6 +48,13 @@ class Frontend:
         self._client_factory = client_factory
         self._client: RouterClient | None = None
         self._api_keys = [key.encode() for key in settings.frontend.api_keys]
+        self.tokenizer = tokenization.tokenizer(settings)
+        self.limits = Limits(
+            max_tokens=settings.router.max_tokens_limit,
+            max_model_len=settings.router.max_context_tokens,
+            max_n=settings.frontend.max_n,
+            long_context=settings.router.long_context,
+        )
 
     @property
     def client(self) -> RouterClient:
@@ -68,7 +82,15 @@ class Frontend:
             raise errors.ModelNotFoundError(f"The model '{model}' does not exist", field="model")
 
     def model_card(self) -> dict[str, object]:
-        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "supernode"}
+        return {
+            "id": self.model_name, "object": "model", "created": self.created, "owned_by": "supernode",
+            "root": self.model_name, "parent": None, "max_model_len": self.limits.max_model_len,
+            "permission": [],
+        }  # fmt: skip
+
+    def render_token(self, token_id: int) -> str:
+        """One token's text as `logprobs` shows it (special tokens by name)."""
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
 def create_app(settings: Settings, client_factory: ClientFactory | None = None) -> FastAPI:
@@ -80,7 +102,10 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None) 
         yield
         await frontend.close()
 
-    app = FastAPI(title="Supernode", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Supernode (OpenAI-compatible, vLLM's surface)", version=VERSION, lifespan=lifespan,
+        docs_url="/docs", redoc_url=None, openapi_url="/openapi.json",
+    )  # fmt: skip
     app.state.frontend = frontend
     errors.install(app)
     app.add_middleware(HttpMetricsMiddleware, registry=frontend.registry)
@@ -114,22 +139,47 @@ def _add_routes(app: FastAPI, frontend: Frontend) -> None:
         frontend.check_model(model)
         return JSONResponse(frontend.model_card())
 
-    @app.get("/health")
     async def health() -> Response:
-        return JSONResponse({"status": "ok"})
+        if await frontend.client.is_serving():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "reason": "router not serving"}, status_code=503)
+
+    for path, method in (("/health", "GET"), ("/health", "HEAD"), ("/ping", "GET"), ("/ping", "POST")):
+        app.add_api_route(path, health, methods=[method], operation_id=f"{path[1:]}_{method.lower()}")
+
+    @app.get("/version")
+    async def version() -> Response:
+        return JSONResponse({"version": VERSION})
+
+    @app.post("/tokenize")
+    async def tokenize_route(request: Request) -> Response:
+        body = _parse(TokenizeRequest, await _read_body(request, max_body_bytes))
+        if body.model is not None:
+            frontend.check_model(body.model)
+        return JSONResponse(tokenize(body, frontend.tokenizer, frontend.limits.max_model_len))
+
+    @app.post("/detokenize")
+    async def detokenize_route(request: Request) -> Response:
+        body = _parse(DetokenizeRequest, await _read_body(request, max_body_bytes))
+        if body.model is not None:
+            frontend.check_model(body.model)
+        return JSONResponse(detokenize(body, frontend.tokenizer))
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(render(frontend.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition(request.headers.get("accept"), frontend.registry)
+        return Response(body, media_type=content_type)
 
 
 async def _generate(
     frontend: Frontend, request: Request, body: CompletionRequest | ChatCompletionRequest
 ) -> Response:
     frontend.check_model(body.model)
-    params = body.to_params(frontend.settings.router.max_tokens_limit)
+    params = body.to_params(frontend.limits, frontend.tokenizer.encode)
     is_chat = isinstance(body, ChatCompletionRequest)
-    encoder = Encoder(frontend.model_name, chat=is_chat, include_usage=body.include_usage)
+    encoder = Encoder(
+        frontend.model_name, chat=is_chat, include_usage=body.include_usage, render=frontend.render_token
+    )
     return await respond(
         frontend.client,
         params,
@@ -138,6 +188,8 @@ async def _generate(
         stream=body.stream,
         request_id=request.headers.get("x-request-id", ""),
         prompt_param="messages" if is_chat else "prompt",
+        time_scale=frontend.settings.runtime.time_scale,
+        eos_token_id=frontend.tokenizer.eos_token_id,
     )
 
 

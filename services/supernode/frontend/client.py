@@ -46,11 +46,16 @@ class RouterClient(Protocol):
         temperature: float = 0.0,
         top_p: float = 1.0,
         stop_token_ids: Sequence[int] = (),
-        ignore_eos: bool = True,
+        ignore_eos: bool = False,
         request_id: str = "",
         timeout_s: float | None = None,
         long_context: str = "",
+        min_tokens: int = 0,
     ) -> AsyncIterator[ChunkLike]: ...
+
+    async def is_serving(self, timeout_s: float = 1.0) -> bool:
+        """True when the router answers its health check as SERVING."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from supernode.frontend.client import StatsLike
+from supernode.core.predictive import TokenLogprob
+from supernode.frontend.choices import ChoiceResult, Usage
+from supernode.frontend.logprobs import Render, chat_logprobs, completion_logprobs
 
 DONE = b"data: [DONE]\n\n"
 
@@ -20,16 +23,13 @@ def sse(payload: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def usage(stats: StatsLike | None, num_output_tokens: int) -> dict[str, object]:
-    """OpenAI `usage`; without stats (a stream cut short) only the counted output tokens are known."""
-    prompt = stats.num_prompt_tokens if stats else 0
-    output = stats.num_output_tokens if stats else num_output_tokens
-    cached = stats.num_cached_tokens if stats else 0
+def usage(u: Usage) -> dict[str, object]:
+    """OpenAI `usage` (with vLLM's `prompt_tokens_details.cached_tokens`)."""
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": output,
-        "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens": u.num_prompt_tokens,
+        "completion_tokens": u.num_output_tokens,
+        "total_tokens": u.num_prompt_tokens + u.num_output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.num_cached_tokens},
     }
 
 
@@ -42,6 +42,8 @@ class Encoder:
     include_usage: bool = False
     request_id: str = ""
     created: int = 0
+    render: Render = str  # a token id's text, for logprobs
+    _text_offsets: dict[int, int] = field(default_factory=dict)  # choice -> characters streamed so far
 
     def start(self, request_id: str) -> None:
         self.request_id = request_id
@@ -51,42 +53,65 @@ class Encoder:
     def id(self) -> str:
         return f"{'chatcmpl' if self.chat else 'cmpl'}-{self.request_id}"
 
-    def full(self, text: str, finish_reason: str, stats: StatsLike | None) -> dict[str, object]:
-        """The non-streaming body."""
-        if self.chat:
-            choice: dict[str, object] = {"index": 0, "message": {"role": "assistant", "content": text}}
-        else:
-            choice = {"index": 0, "text": text}
-        choice |= {"logprobs": None, "finish_reason": finish_reason}
-        return self._envelope("chat.completion" if self.chat else "text_completion", [choice]) | {
-            "usage": usage(stats, 0)
-        }
+    def full(self, results: list[ChoiceResult], total: Usage) -> dict[str, object]:
+        """The non-streaming body: one choice per result."""
+        choices: list[dict[str, object]] = []
+        for index, result in enumerate(results):
+            if self.chat:
+                choice: dict[str, object] = {
+                    "index": index,
+                    "message": {"role": "assistant", "content": result.text},
+                }
+            else:
+                choice = {"index": index, "text": result.text}
+            logprobs = self._logprobs(result.logprobs, 0)
+            choices.append(choice | {"logprobs": logprobs, "finish_reason": result.finish_reason})
+        kind = "chat.completion" if self.chat else "text_completion"
+        return self._envelope(kind, choices) | {"usage": usage(total)}
 
-    def first(self) -> bytes:
-        """What a stream opens with: the assistant role for chat, nothing for completions."""
+    def first(self, index: int = 0) -> bytes:
+        """What a choice's stream opens with: the assistant role for chat, nothing for completions."""
         if not self.chat:
             return b""
-        return sse(self._chunk({"delta": {"role": "assistant", "content": ""}}, None))
+        return sse(self._chunk({"delta": {"role": "assistant", "content": ""}}, None, index, None))
 
-    def delta(self, text: str, finish_reason: str | None) -> bytes:
-        """One streamed piece of text (finish_reason on the last)."""
+    def delta(
+        self, text: str, finish_reason: str | None, index: int = 0, so_far: Usage | None = None,
+        logprobs: Sequence[TokenLogprob] | None = None,
+    ) -> bytes:  # fmt: skip
+        """One streamed piece of a choice's text (finish_reason on its last); `so_far` is the
+        usage up to here (`continuous_usage_stats`); `logprobs` those of the piece's tokens."""
         body: dict[str, object] = {"text": text}
         if self.chat:
             body = {"delta": {"content": text} if text else {}}
-        return sse(self._chunk(body, finish_reason))
+        offset = self._text_offsets.get(index, 0)
+        self._text_offsets[index] = offset + len(text)
+        return sse(self._chunk(body, finish_reason, index, so_far, self._logprobs(logprobs, offset)))
 
-    def usage_chunk(self, stats: StatsLike | None, num_output_tokens: int) -> bytes:
+    def _logprobs(self, entries: Sequence[TokenLogprob] | None, offset: int) -> dict[str, object] | None:
+        if entries is None:
+            return None
+        if self.chat:
+            return chat_logprobs(entries, self.render)
+        return completion_logprobs(entries, self.render, offset)
+
+    def usage_chunk(self, total: Usage) -> bytes:
         """The `stream_options.include_usage` chunk: no choices, the request's usage."""
-        return sse(self._envelope(self._chunk_object, []) | {"usage": usage(stats, num_output_tokens)})
+        return sse(self._envelope(self._chunk_object, []) | {"usage": usage(total)})
 
     @property
     def _chunk_object(self) -> str:
         return "chat.completion.chunk" if self.chat else "text_completion"
 
-    def _chunk(self, body: dict[str, object], finish_reason: str | None) -> dict[str, object]:
-        choice = {"index": 0} | body | {"logprobs": None, "finish_reason": finish_reason}
+    def _chunk(
+        self, body: dict[str, object], finish_reason: str | None, index: int, so_far: Usage | None,
+        logprobs: dict[str, object] | None = None,
+    ) -> dict[str, object]:  # fmt: skip
+        choice = {"index": index} | body | {"logprobs": logprobs, "finish_reason": finish_reason}
         envelope = self._envelope(self._chunk_object, [choice])
-        if self.include_usage:
+        if so_far is not None:
+            envelope["usage"] = usage(so_far)
+        elif self.include_usage:
             envelope["usage"] = None
         return envelope
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from supernode.runtime.errors import RETRY_AFTER_KEY
 from supernode.v1 import router_pb2, router_pb2_grpc
@@ -119,12 +120,20 @@ def _stats(num_prompt: int, num_output: int, num_cached: int) -> router_pb2.Requ
     )  # fmt: skip
 
 
+async def _serving_health() -> health.aio.HealthServicer:
+    """A health service that answers SERVING (the fake is always ready)."""
+    servicer = health.aio.HealthServicer()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return servicer
+
+
 @contextlib.asynccontextmanager
 async def serve_fake_router(router: FakeRouter | None = None) -> AsyncIterator[tuple[str, FakeRouter]]:
     """Serves `router` (default: a fresh FakeRouter) on 127.0.0.1:<ephemeral>; yields (address, router)."""
     router = router or FakeRouter()
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServicer_to_server(router, server)
+    health_pb2_grpc.add_HealthServicer_to_server(await _serving_health(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -136,6 +145,7 @@ async def serve_fake_router(router: FakeRouter | None = None) -> AsyncIterator[t
 async def _serve_forever(port: int, tokens_per_chunk: int) -> None:
     server = grpc.aio.server()
     router_pb2_grpc.add_RouterServicer_to_server(FakeRouter(tokens_per_chunk=tokens_per_chunk), server)
+    health_pb2_grpc.add_HealthServicer_to_server(await _serving_health(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()

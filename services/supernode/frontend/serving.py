@@ -1,143 +1,146 @@
-"""One HTTP request served by one router `Generate` stream, with or without SSE.
+"""One HTTP request served by `n` router `Generate` streams (its choices), with or without SSE.
 
 Lifecycle of a request here:
-1. `respond` opens the stream and waits for its first chunk, so router errors that come before any
-   token (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE) still get a proper HTTP status and body.
-2. Non-streaming: the remaining chunks are collected into one body.
-   Streaming: a `text/event-stream` response relays each chunk as it arrives, then (with
+1. `respond` opens every choice's stream and waits for each first chunk, so router errors that come
+   before any token (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE) still get a proper HTTP status
+   and body.
+2. Non-streaming: each choice's text is collected (stop strings applied) into one body.
+   Streaming: a `text/event-stream` response relays each choice's pieces as they arrive (tagged with
+   the choice's index; with `continuous_usage_stats` each chunk carries the usage so far), then (with
    `stream_options.include_usage`) a usage chunk, then `data: [DONE]`. An error after the headers went
    out is sent as a `data: {"error": ...}` event followed by `[DONE]`.
-3. A client that disconnects cancels the relay; closing the SDK stream cancels the router call.
-Metrics follow the request through `ServingMetrics` (waiting until the first chunk, then running).
+3. A client that disconnects cancels the relay; closing the SDK streams cancels the router calls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
 
-from supernode.frontend.client import ChunkLike, RouterClient
+from supernode.core.predictive import TokenLogprob
+from supernode.frontend.choices import Choice, ChoiceResult, Piece, Usage
+from supernode.frontend.client import RouterClient
 from supernode.frontend.encoders import DONE, Encoder, sse
 from supernode.frontend.errors import error_body, error_response, router_param
 from supernode.frontend.schemas import GenerateParams
-from supernode.runtime.errors import InternalError, SupernodeError
-from supernode.runtime.metrics import RequestTracker, ServingMetrics
+from supernode.runtime.errors import SupernodeError
+from supernode.runtime.metrics import ServingMetrics
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_QUEUE_BOUND = 64  # pieces waiting to be written per response (choices wait when it is full)
 
 
 async def respond(
-    client: RouterClient,
-    params: GenerateParams,
-    encoder: Encoder,
-    metrics: ServingMetrics,
-    *,
-    stream: bool,
-    request_id: str,
-    prompt_param: str,
-) -> Response:
+    client: RouterClient, params: GenerateParams, encoder: Encoder, metrics: ServingMetrics, *,
+    stream: bool, request_id: str, prompt_param: str, time_scale: float = 1.0, eos_token_id: int = 1,
+) -> Response:  # fmt: skip
     """The HTTP response for one generation request (`prompt_param` names the prompt in errors)."""
-    tracker = metrics.on_arrival()
-    chunks = client.generate(
-        params.prompt,
-        token_ids=params.token_ids,
-        max_tokens=params.max_tokens,
-        seed=params.seed,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        stop_token_ids=params.stop_token_ids,
-        ignore_eos=params.ignore_eos,
-        request_id=request_id,
-        long_context=params.long_context,
-    )
-    try:
-        first = await anext(chunks)
-    except SupernodeError as err:
-        tracker.on_error(err.code)
-        await _close(chunks)
-        return error_response(err, router_param(err, prompt_param))
-    except BaseException:
-        tracker.on_error("CANCELLED")
-        await _close(chunks)
-        raise
-    tracker.on_start()
-    encoder.start(first.request_id)
-    headers = {"X-Request-Id": first.request_id}
+    choices = [
+        Choice(client, params, i, metrics, request_id, time_scale, eos_token_id) for i in range(params.n)
+    ]
+    opened = await asyncio.gather(*(c.open() for c in choices), return_exceptions=True)
+    failure = next((r for r in opened if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await _close(choices)
+        if isinstance(failure, SupernodeError):
+            return error_response(failure, router_param(failure, prompt_param))
+        raise failure
+    encoder.start(choices[0].request_id)
+    headers = {"X-Request-Id": choices[0].request_id}
     if stream:
-        events = _events(first, chunks, encoder, tracker, metrics, prompt_param)
+        events = _events(choices, encoder, params, prompt_param)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS | headers)
     try:
-        text, last = await _collect(first, chunks)
-        _record(tracker, metrics, last)
+        results = await asyncio.gather(*(_collect(c) for c in choices))
     except SupernodeError as err:
-        tracker.on_error(err.code)
+        for c in choices:
+            c.fail(err.code)
         return error_response(err, router_param(err, prompt_param))
     finally:
-        tracker.on_error("CANCELLED")  # a no-op unless the collection was cut short
-        await _close(chunks)
-    body = encoder.full(text, last.finish_reason, last.stats)
+        await _close(choices)
+    body = encoder.full(results, _total([c.usage() for c in choices]))
     return Response(json.dumps(body), headers=headers, media_type="application/json")
 
 
-async def _collect(first: ChunkLike, rest: AsyncIterator[ChunkLike]) -> tuple[str, ChunkLike]:
+async def _collect(choice: Choice) -> ChoiceResult:
     texts: list[str] = []
-    chunk: ChunkLike | None = first
-    while chunk is not None:
-        texts.append(chunk.text)
-        if chunk.finished:
-            return "".join(texts), chunk
-        chunk = await anext(rest, None)
-    raise _ended_early()
+    logprobs: list[TokenLogprob] = []
+    async for piece in choice.pieces():
+        texts.append(piece.text)
+        logprobs.extend(piece.logprobs)
+        if piece.finish_reason is not None:
+            return ChoiceResult(
+                "".join(texts), piece.finish_reason, logprobs if choice.has_logprobs else None
+            )
+    raise AssertionError("pieces() ends with a finish reason")
 
 
 async def _events(
-    first: ChunkLike, rest: AsyncIterator[ChunkLike], encoder: Encoder, tracker: RequestTracker,
-    metrics: ServingMetrics, prompt_param: str,
-) -> AsyncIterator[bytes]:  # fmt: skip
-    num_output_tokens = 0
-    chunk: ChunkLike | None = first
+    choices: list[Choice], encoder: Encoder, params: GenerateParams, prompt_param: str
+) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[tuple[int, Piece] | BaseException | None] = asyncio.Queue(_QUEUE_BOUND)
+    num_output = 0
+
+    async def pump(choice: Choice) -> None:
+        try:
+            async for piece in choice.pieces():
+                await queue.put((choice.index, piece))
+        except BaseException as err:  # noqa: BLE001 - handed to the writer, which re-raises or reports
+            await queue.put(err)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+        finally:
+            await queue.put(None)
+
     try:
-        if opening := encoder.first():
-            yield opening
-        while chunk is not None and not chunk.finished:
-            num_output_tokens += len(chunk.token_ids)
-            if chunk.text:
-                yield encoder.delta(chunk.text, None)
-            chunk = await anext(rest, None)
-        if chunk is None:
-            raise _ended_early()
-        num_output_tokens += len(chunk.token_ids)
-        yield encoder.delta(chunk.text, chunk.finish_reason)
-        _record(tracker, metrics, chunk)
+        for choice in choices:
+            if opening := encoder.first(choice.index):
+                yield opening
+        async with asyncio.TaskGroup() as group:
+            for choice in choices:
+                group.create_task(pump(choice))
+            num_done = 0
+            while num_done < len(choices):
+                item = await queue.get()
+                if item is None:
+                    num_done += 1
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                index, piece = item
+                num_output += piece.num_tokens
+                if piece.text or piece.finish_reason is not None or piece.logprobs:
+                    usage = _usage_so_far(params, num_output) if params.continuous_usage_stats else None
+                    logprobs = piece.logprobs if params.logprobs is not None else None
+                    yield encoder.delta(piece.text, piece.finish_reason, index, usage, logprobs)
         if encoder.include_usage:
-            yield encoder.usage_chunk(chunk.stats, num_output_tokens)
-    except SupernodeError as err:
-        tracker.on_error(err.code)
+            yield encoder.usage_chunk(_total([c.usage() for c in choices]))
+    except* SupernodeError as group_err:
+        err = group_err.exceptions[0]
+        assert isinstance(err, SupernodeError)
+        for c in choices:
+            c.fail(err.code)
         yield sse(error_body(err.message, err.openai_type, router_param(err, prompt_param), err.code.lower()))
     finally:
-        tracker.on_error("CANCELLED")  # a no-op once finished or failed
-        await _close(rest)
+        await _close(choices)
     yield DONE
 
 
-def _ended_early() -> InternalError:
-    return InternalError("the router stream ended without a finished chunk")
+def _usage_so_far(params: GenerateParams, num_output: int) -> Usage:
+    return Usage(params.num_prompt_tokens, num_output, 0)
 
 
-def _record(tracker: RequestTracker, metrics: ServingMetrics, last: ChunkLike) -> None:
-    stats = last.stats
-    if stats is None:
-        tracker.on_finish(
-            num_prompt_tokens=0, num_output_tokens=0, num_cached_tokens=0, tpot_s=0.0, e2e_s=0.0,
-            finish_reason=last.finish_reason,
-        )  # fmt: skip
-        return
-    tracker.on_finish_stats(stats, last.finish_reason, with_ttft=True)
+def _total(usages: list[Usage]) -> Usage:
+    """The response's usage: the prompt once (as vLLM counts it), every choice's output."""
+    first = usages[0]
+    return Usage(first.num_prompt_tokens, sum(u.num_output_tokens for u in usages), first.num_cached_tokens)
 
 
-async def _close(chunks: AsyncIterator[ChunkLike]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+async def _close(choices: list[Choice]) -> None:
+    for choice in choices:
+        with contextlib.suppress(Exception):
+            await choice.close()

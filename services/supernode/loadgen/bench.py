@@ -113,6 +113,14 @@ def _run_fields(
     }
 
 
+def requested_tokens(specs: Sequence[RequestSpec], results: Sequence[RequestResult]) -> dict[str, int]:
+    """Prompt tokens the completed requests were built with, next to `total_input_tokens` (what the
+    server counted): they agree when the server tokenizes as the workload's tokens were rendered."""
+    by_id = {s.request_id: s for s in specs}
+    done = [by_id[r.request_id] for r in results if r.is_ok and r.request_id in by_id]
+    return {"total_requested_input_tokens": sum(len(s.token_ids) for s in done)}
+
+
 def _shape(metrics: Mapping[str, object], point: RunPoint) -> WorkloadShape:
     def num(key: str) -> float:
         value = metrics.get(key)
@@ -148,6 +156,7 @@ async def run_point(
     metrics.update(
         compute_metrics(outcome.results, outcome.wall_duration_s * time_scale, deployment, slos, batch)
     )
+    metrics.update(requested_tokens(specs, outcome.results))
     warnings = [w for w in (rate_warning(wanted, outcome, time_scale, cfg.workload == "sessions"),) if w]
     if metrics["failed"]:
         warnings.append(f"{metrics['failed']} request(s) failed: {metrics['errors']}")

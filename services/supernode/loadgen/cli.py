@@ -23,7 +23,7 @@ from supernode.loadgen.records import RequestResult
 from supernode.loadgen.report import fmt, summary_rows
 from supernode.loadgen.scenarios import PRESETS, BenchConfig, RunPoint, preset
 from supernode.loadgen.stats import Deployment
-from supernode.loadgen.suite import SuiteOutcome, run_folder, run_suite
+from supernode.loadgen.suite import SuiteOutcome, failure_rate, run_folder, run_suite
 from supernode.loadgen.targets import SdkTarget, Target
 
 Opt = typer.Option
@@ -130,6 +130,7 @@ _NOT_BENCH_BODY = (
     "policies",
     "huge",
     "filler",
+    "max_failure_rate",
 )
 
 
@@ -165,6 +166,9 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         prefill_npus: Annotated[int | None, Opt(help="Prefill NPUs in the deployment")] = None,
         decode_npus: Annotated[float | None, Opt(help="Decode NPUs in the deployment")] = None,
         timeout_s: Annotated[float, Opt(help="Per-request timeout (wall s)")] = 600.0,
+        max_failure_rate: Annotated[
+            float, Opt(help="Exit 1 when more than this share of requests failed (0..1)", min=0.0, max=1.0)
+        ] = 0.0,
         reports: Annotated[Path, Opt(help="Folder that gets one sub-folder per run")] = Path("reports"),
         plots: Annotated[bool, Opt(help="Write PNG plots")] = True,
         progress: Annotated[bool, Opt(help="Show a progress bar")] = True,
@@ -200,7 +204,13 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
                 target = started.router_address
                 prefill_npus = prefill_npus or started.num_prefill_npus
             args = {k: v for k, v in locals().items() if k not in _NOT_BENCH_BODY}
-            _bench_body(**args)
+            outcome = _bench_body(**args)
+        rate = failure_rate(outcome)
+        if rate > max_failure_rate:
+            Console(stderr=True).print(
+                f"[red]{rate:.1%} of requests failed, above --max-failure-rate {max_failure_rate:g}[/]"
+            )
+            raise typer.Exit(1)
 
     def _bench_body(
         scenario,
@@ -231,7 +241,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         reports,
         plots,
         progress,
-    ) -> None:  # type: ignore[no-untyped-def]
+    ) -> SuiteOutcome:  # type: ignore[no-untyped-def]
         address, default_scale, deployment, default_model = _defaults()
         deployment = Deployment(
             prefill_npus or deployment.num_prefill_npus, decode_npus or deployment.num_decode_npus
@@ -265,6 +275,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         console.print(f"[bold]{cfg.scenario}[/]: {cfg.description} -> {label}")
         outcome = _run(cfg, tgt, label, deployment, scale, folder, hook, console if progress else None, plots)
         _print(console, outcome)
+        return outcome
 
 
 def _run(

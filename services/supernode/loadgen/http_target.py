@@ -1,12 +1,14 @@
 """Any OpenAI-compatible server, through `POST /v1/completions` with SSE streaming.
 
 Everything is measured in wall time from the stream and multiplied by `time_scale`. Prompts are sent as
-text (one word per synthetic token); token counts come from the final `usage` chunk when the server sends
-one (`stream_options.include_usage`), cached tokens from `usage.prompt_tokens_details.cached_tokens`.
+text in DeepSeek's vocabulary (it tokenizes back to the workload's token ids); token counts come from
+the final `usage` chunk when the server sends one (`stream_options.include_usage`), cached tokens from
+`usage.prompt_tokens_details.cached_tokens`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from types import TracebackType
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from supernode.core.tokenizer import deepseek
 from supernode.loadgen.records import RequestResult, RequestSpec
 from supernode.loadgen.targets import error_kind
 from supernode.loadgen.tokens import detokenize
@@ -54,6 +57,7 @@ class HttpTarget:
         self._client = httpx.AsyncClient()  # replaced in __aenter__, inside the running loop
 
     async def __aenter__(self) -> HttpTarget:
+        await asyncio.to_thread(deepseek)  # load the vocabulary now, not inside the first timed send
         await self._client.aclose()
         self._client = httpx.AsyncClient(
             headers=self._headers,

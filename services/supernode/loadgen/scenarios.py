@@ -37,9 +37,14 @@ class BenchConfig:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: tuple[float, ...] = ()  # one SLO per value (each with slo_ttft_ms)
     seed: int = 0
+    preset: str = ""  # the preset this config was derived from when overrides renamed it
 
     def override(self, **changes: object) -> BenchConfig:
-        """A copy with every non-None change applied; raises ValueError on an unknown field."""
+        """A copy with every non-None change applied; raises ValueError on an unknown field.
+
+        A run is named by what it runs: once a setting that shapes the traffic is overridden, the
+        scenario becomes `custom` and the description states the arrivals, workload and lengths
+        sent, naming the preset it started from (`preset`)."""
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
@@ -48,8 +53,35 @@ class BenchConfig:
         if not applied:
             return self
         note = ", ".join(f"{k}={_show(v)}" for k, v in applied.items())
-        described = f"{self.description} (overrides: {note})" if self.description else f"overrides: {note}"
-        return replace(self, description=described, **applied)  # type: ignore[arg-type]
+        changed = replace(self, **applied)  # type: ignore[arg-type]
+        if set(applied) <= _NAME_KEEPING:
+            described = (
+                f"{self.description} (overrides: {note})" if self.description else f"overrides: {note}"
+            )
+            return replace(changed, description=described)
+        base = self.preset or self.scenario
+        return replace(
+            changed, scenario="custom", preset=base,
+            description=f"{describe(changed)} (preset {base} with overrides: {note})",
+        )  # fmt: skip
+
+
+# Overrides that do not change what traffic is sent keep the preset's name.
+_NAME_KEEPING = frozenset({"seed", "slo_ttft_ms", "slo_tpot_ms"})
+
+
+def describe(cfg: BenchConfig) -> str:
+    """What a config sends, in words (for runs named `custom`)."""
+    if cfg.workload == "trace":
+        return f"trace replay of {Path(cfg.trace_path).name} at {cfg.trace_speedup:g}x"
+    if cfg.arrival == "closed":
+        how = f"closed loop, concurrency {_show(cfg.concurrencies)}"
+    else:
+        how = f"{cfg.arrival} arrivals at {_show(cfg.request_rates)} req/s"
+    what = f"{cfg.workload} prompts {cfg.input_len} tokens, outputs {cfg.output_len} tokens"
+    if cfg.workload == "sessions":
+        what += f", reuse {_show(cfg.reuse_ratios)}"
+    return f"{how}; {what}"
 
 
 def _show(value: object) -> str:

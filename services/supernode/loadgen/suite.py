@@ -41,6 +41,13 @@ class SuiteOutcome:
     best_under_slo: list[dict[str, Any]]
 
 
+def failure_rate(outcome: SuiteOutcome) -> float:
+    """Failed requests over requests sent, across every run point (0.0 when none were sent)."""
+    sent = sum(len(rep.results) for rep in outcome.reports)
+    failed = sum(1 for rep in outcome.reports for r in rep.results if not r.is_ok)
+    return failed / sent if sent else 0.0
+
+
 def run_folder(root: Path, scenario: str, now: datetime | None = None) -> Path:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     folder = root / f"{scenario}-{stamp}"

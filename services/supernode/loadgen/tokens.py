@@ -1,19 +1,25 @@
-"""Deterministic synthetic token ids and their text. Pure.
+"""Deterministic synthetic token ids and their text.
 
-Ids 257..129279 are ordinary DeepSeek-R1 tokens (0..255 are bytes). Every sequence is a function of a seed
-tuple, so equal seeds give equal tokens: that is how workloads build prompts that really share prefixes.
-For the HTTP target each id maps to one pronounceable word, so shared token prefixes stay shared text.
+Ids are DeepSeek BPE word tokens (`core.tokens.WORD_TOKENS`: a space and a lowercase word, each
+encoding back to itself), valid under either server tokenizer. Every sequence is a function of a seed
+tuple, so equal seeds give equal tokens: that is how workloads build prompts that really share
+prefixes. For the HTTP target the ids are rendered with DeepSeek's tokenizer, and that text
+tokenizes back to exactly the same ids, so a 512-token prompt is 512 tokens on the server too (and
+shared token prefixes are shared text prefixes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 
 import numpy as np
 
+from supernode.core.tokenizer import deepseek
+from supernode.core.tokens import WORD_TOKENS
+
 FIRST_ORDINARY_TOKEN = 257
 VOCAB_SIZE = 129280
+_WORDS = np.asarray(WORD_TOKENS, dtype=np.int64)
 BLOCK_TOKENS = 512  # tokens generated per seeded block; long sequences are chains of blocks
 
 # Seed-tuple tags: keep the streams of different workload parts independent.
@@ -23,18 +29,13 @@ TAG_ASSISTANT = 3
 TAG_HASH_BLOCK = 4
 TAG_PAD = 5
 
-_SYLLABLES = (
-    "ka ri to mu se na lo vi de pa su mo ne ti ra ko bu le fa gi ho ju ke ma no pe qu sa ta ve wo zi "
-    "an el in or un ba ce di fo gu hi ja ku li me ni po ro si tu va we xo yu za bo ca du fe go"
-).split()
-
 
 def random_tokens(seed: Sequence[int], num_tokens: int) -> list[int]:
-    """`num_tokens` ordinary token ids drawn from a generator seeded by `seed` (non-negative ints)."""
+    """`num_tokens` word token ids drawn from a generator seeded by `seed` (non-negative ints)."""
     if num_tokens <= 0:
         return []
     rng = np.random.default_rng(list(seed))
-    ids: list[int] = rng.integers(FIRST_ORDINARY_TOKEN, VOCAB_SIZE, size=num_tokens).tolist()
+    ids: list[int] = _WORDS[rng.integers(0, len(_WORDS), size=num_tokens)].tolist()
     return ids
 
 
@@ -48,21 +49,6 @@ def chained_tokens(seed: Sequence[int], num_tokens: int) -> list[int]:
     return out
 
 
-@cache
-def _vocabulary() -> tuple[str, ...]:
-    n = len(_SYLLABLES)
-    return tuple(
-        _SYLLABLES[i % n] + _SYLLABLES[(i // n) % n] + _SYLLABLES[(i // (n * n)) % n]
-        for i in range(VOCAB_SIZE)
-    )
-
-
-def word(token_id: int) -> str:
-    """The word standing for one token id."""
-    return _vocabulary()[token_id % VOCAB_SIZE]
-
-
 def detokenize(token_ids: Sequence[int]) -> str:
-    """Space-separated words, one per token id (deterministic; shared id prefixes give shared text)."""
-    vocab = _vocabulary()
-    return " ".join(vocab[t % VOCAB_SIZE] for t in token_ids)
+    """The text of `token_ids` in DeepSeek's vocabulary (word tokens: it re-tokenizes to the same ids)."""
+    return deepseek().decode(token_ids)

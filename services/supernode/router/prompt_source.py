@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from supernode.core import tokens
@@ -80,10 +80,12 @@ class SpoolSource:
 
 
 async def receive(
-    chunks: AsyncIterator[router_pb2.UploadChunk], settings: Settings
+    chunks: AsyncIterator[router_pb2.UploadChunk],
+    settings: Settings,
+    encode: Callable[[str], Sequence[int]] = tokens.encode,
 ) -> tuple[router_pb2.GenerateRequest, SpoolSource]:
-    """The header and the spooled prompt of a GenerateUpload call; bad input raises INVALID_ARGUMENT
-    naming the field and the rule."""
+    """The header and the spooled prompt of a GenerateUpload call, text chunks tokenized by `encode`
+    (the router's tokenizer); bad input raises INVALID_ARGUMENT naming the field and the rule."""
     cfg = settings.xl3m
     first = await anext(chunks, None)
     if first is None or first.WhichOneof("part") != "header":
@@ -104,7 +106,7 @@ async def receive(
             if kind and this != kind:
                 raise invalid("prompt", "an upload sends text chunks or token_ids chunks, not both")
             kind = this
-            ids = tokens.encode(part.text) if part.text else part.token_ids
+            ids = encode(part.text) if part.text else part.token_ids
             if len(ids) > cfg.max_upload_chunk_tokens:
                 raise invalid("prompt", f"a chunk holds more than {cfg.max_upload_chunk_tokens} tokens")
             if ids and max(ids) >= tokens.VOCAB_SIZE:

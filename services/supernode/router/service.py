@@ -1,7 +1,8 @@
 """The router: validates, schedules prefill and decode, streams tokens back (the paper's flow).
 
 A request's states here:
-1. validated and tokenized (byte-level tokenizer, or token ids as given);
+1. validated and tokenized (the configured tokenizer, or token ids as given); unless it ignores EOS,
+   its end-of-sequence is planned (`runtime.tokenization`);
 2. KV capacity reserved on a decode instance first (`Decode.Reserve`; the paper's asynchronous
    prefill scheduling: decode never waits on an unplanned prefill);
 3. the prompt sent to the least-loaded prefill instance, which answers with the first token and a
@@ -24,11 +25,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from supernode.core import blocks, policy, tokens
+from supernode.core.tokenizer import Detokenizer
 from supernode.router import long_context, prompt_source
 from supernode.router.long_context_metrics import LongContextMetrics
 from supernode.router.prompt_source import PromptSource
 from supernode.router.scoring_peers import PrefillPeers
 from supernode.router.workers import Worker, WorkerSet
+from supernode.runtime import tokenization
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import (
@@ -60,6 +63,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self._rr = itertools.count()
         self.metrics = ServingMetrics(settings.frontend.model_name)
         self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
+        self.tokenizer = tokenization.tokenizer(settings)
         scorer = PrefillPeers(self.workers, settings.runtime.rpc_timeout_s, self.cfg.reserve_wait_s)
         self.long_context = long_context.LongContext(settings, clock, scorer)
         self.long_context_metrics = LongContextMetrics(self.metrics.registry)
@@ -81,7 +85,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def GenerateUpload(  # noqa: N802
         self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext
     ):
-        request, source = await prompt_source.receive(request_iterator, self.settings)
+        request, source = await prompt_source.receive(request_iterator, self.settings, self.tokenizer.encode)
         try:  # the spool file goes however the request ends
             long_context.validate_header(request, source.num_tokens, self.settings)
             async for chunk in self._generate(request, source):
@@ -132,7 +136,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 elif is_first:
                     tracker.on_first_token(now - started)
                 else:
-                    tracker.on_token(now - last)
+                    tracker.on_token(now - last, len(chunk.token_ids))
                 last, is_first = now, False
                 yield chunk
 
@@ -158,7 +162,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int], tracker: RequestTracker
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         started = self.clock.now()
-        detok = tokens.IncrementalDetokenizer()
+        # The end-of-sequence plan follows the prompt actually served (an XL3M splice, a truncation).
+        tokenization.plan_request_eos(request, prompt, self.tokenizer.eos_token_id, self.settings)
+        detok = self.tokenizer.detokenizer()
         num_output, finish_reason, kv_pull_s, first_at = 1, "length", 0.0, started
         for attempt in range(2):
             decode_worker, reservation = await self._reserve(request_id, len(prompt), request.max_tokens)
@@ -188,6 +194,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 if attempt == 1 or num_output > 1 or not err.message.startswith("kv:"):
                     raise
                 log.warning("KV of %s lost before decode (%s); recomputing", request_id, err.message)
+                self.metrics.on_preemption()
             finally:
                 # Prefill failed, no decode was needed, or the client left before decode finished
                 # (perhaps before the Decode call reached the worker): give the capacity back now
@@ -215,9 +222,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         )
 
     @staticmethod
-    def _chunk(
-        request_id: str, token_ids: list[int], detok: tokens.IncrementalDetokenizer
-    ) -> router_pb2.GenerateChunk:
+    def _chunk(request_id: str, token_ids: list[int], detok: Detokenizer) -> router_pb2.GenerateChunk:
         return router_pb2.GenerateChunk(
             request_id=request_id, token_ids=token_ids, text=detok.feed(token_ids)
         )
@@ -333,7 +338,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def _validate(self, request: router_pb2.GenerateRequest) -> list[int]:
         if request.prompt and request.token_ids:
             raise invalid("prompt", "give either prompt or token_ids, not both")
-        prompt = list(request.token_ids) if request.token_ids else tokens.encode(request.prompt)
+        prompt = list(request.token_ids) if request.token_ids else self.tokenizer.encode(request.prompt)
         if not prompt:
             raise invalid("prompt", "must not be empty")
         bad = next((t for t in prompt if not tokens.is_valid_token(t)), None)

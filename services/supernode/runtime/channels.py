@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from supernode.runtime.config import Settings
+from supernode.runtime.retry import retry_options
 
 # gRPC's default reconnect backoff grows to 120 s, so a worker back after an outage of tens of seconds
 # went unused for ~10 s more. Bounded at 1 s (and DNS re-resolved as often, for a container that comes
@@ -27,7 +28,7 @@ def open_channel(address: str, settings: Settings) -> grpc.aio.Channel:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.enable_retries", 0),
+            *retry_options(),  # gRPC retries idempotent calls on UNAVAILABLE (runtime.retry)
             *RECONNECT_OPTIONS,
         ],
     )

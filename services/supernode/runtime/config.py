@@ -218,8 +218,30 @@ class FrontendSettings(BaseModel):
         default_factory=list, description="Accepted bearer tokens (empty = no auth)"
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted")
+    max_n: int = Field(8, ge=1, le=128, description="Largest n (choices per request) accepted")
 
     _split = field_validator("api_keys", mode="before")(_split_list)
+
+
+class TokensSettings(BaseModel):
+    """How text becomes tokens and how long the token model writes."""
+
+    tokenizer: Literal["deepseek", "byte"] = Field(
+        "deepseek", description="Tokenizer: deepseek (DeepSeek's BPE vocabulary) or byte (UTF-8 bytes)"
+    )
+    output_len: str = Field(
+        "lognormal:256:1.0",
+        description="Natural output length before end-of-sequence (lognormal:MEDIAN:SIGMA, "
+        "uniform:LOW:HIGH, geometric:MEAN, fixed:N)",
+    )
+
+    @field_validator("output_len")
+    @classmethod
+    def _check_output_len(cls, value: str) -> str:
+        from supernode.core.tokens import OutputLengths
+
+        OutputLengths.parse(value)
+        return value
 
 
 class Settings(BaseSettings):
@@ -233,6 +255,7 @@ class Settings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     xl3m: Xl3mSettings = Field(default_factory=Xl3mSettings)
     frontend: FrontendSettings = Field(default_factory=FrontendSettings)
+    tokens: TokensSettings = Field(default_factory=TokensSettings)
 
 
 @lru_cache(maxsize=1)

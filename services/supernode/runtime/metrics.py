@@ -3,7 +3,8 @@
 Every duration is in EMULATED seconds (what the cost model charged), never wall time, so dashboards read
 the same at any `time_scale`. Each metrics object owns a private `CollectorRegistry` unless one is passed
 in (tests build several side by side); `start_metrics_server` serves one or more registries over HTTP and
-`render` / `generate_latest` produce the text format for an existing HTTP app (the frontend's `/metrics`).
+`exposition` answers a scrape for an existing HTTP app (the frontend's `/metrics`) in the format its
+Accept header asks for; `render` is the classic text format.
 Prefill/decode worker metrics live in `runtime.worker_metrics`.
 
 Request lifecycle as the router reports it (`ServingMetrics`):
@@ -11,7 +12,7 @@ Request lifecycle as the router reports it (`ServingMetrics`):
     tracker = metrics.on_arrival()        # waiting += 1
     tracker.on_start()                    # waiting -= 1, running += 1 (prefill dispatched)
     tracker.on_first_token(ttft_s)        # TTFT histogram
-    tracker.on_token(itl_s)               # inter-token latency, once per streamed chunk after the first
+    tracker.on_token(gap_s, num_tokens)   # each later chunk: per-token ITL, and the chunk gap
     tracker.on_finish(...)                # running -= 1, token counters, TPOT / e2e, success{finished_reason}
     tracker.on_error(code)                # leaves the gauges right in any state; errors{code}
 
@@ -22,21 +23,14 @@ A tracker ignores calls that do not fit its state (a second finish, a finish aft
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    start_http_server,
-)
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from supernode.runtime.exposition import TEXT_CONTENT_TYPE, Union, exposition, serve
+from supernode.runtime.fabric_metrics import FabricMetrics
+
+CONTENT_TYPE_LATEST = TEXT_CONTENT_TYPE
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -47,6 +41,7 @@ __all__ = [
     "FabricMetrics",
     "RequestTracker",
     "ServingMetrics",
+    "exposition",
     "generate_latest",
     "render",
     "start_metrics_server",
@@ -71,30 +66,21 @@ def render(*registries: CollectorRegistry) -> bytes:
     return b"".join(generate_latest(registry) for registry in registries)
 
 
-class _Union(Collector):
-    """Collects every metric of several registries, so one HTTP endpoint serves them all."""
-
-    def __init__(self, registries: Iterable[CollectorRegistry]) -> None:
-        self._registries = tuple(registries)
-
-    def collect(self) -> Iterator[Metric]:
-        for registry in self._registries:
-            yield from registry.collect()
-
-
 def start_metrics_server(port: int, host: str, *registries: CollectorRegistry) -> None:
     """Serve `registries` (plus the process/GC collectors) at http://host:port/metrics; port 0 = disabled.
 
-    Runs in a daemon thread. A port already taken (several instances on one host with the same
-    setting) costs the metrics, not the service: it is logged and serving goes on.
+    Runs in a daemon thread and answers OpenMetrics or the classic text format as the scraper asks,
+    with the declared names either way (`runtime.exposition`). A port already taken (several
+    instances on one host with the same setting) costs the metrics, not the service: it is logged
+    and serving goes on.
     """
     if port == 0:
         logger.info("metrics server disabled (port 0)")
         return
     served = CollectorRegistry(auto_describe=False)
-    served.register(_Union((REGISTRY, *registries)))
+    served.register(Union((REGISTRY, *registries)))
     try:
-        start_http_server(port, addr=host, registry=served)
+        serve(port, host, served)
     except OSError as err:
         logger.warning("metrics port %s:%d unavailable (%s); metrics off for this process", host, port, err)
         return
@@ -130,13 +116,15 @@ class ServingMetrics:
     """Request-level serving metrics of one model (label `model_name`), under vLLM's names.
 
     vLLM names (same meaning): vllm:time_to_first_token_seconds, vllm:time_per_output_token_seconds
-    (per-request mean after the first token), vllm:inter_token_latency_seconds (per streamed chunk),
+    (per-request mean after the first token), vllm:inter_token_latency_seconds (per token),
     vllm:e2e_request_latency_seconds, vllm:request_prompt_tokens, vllm:request_generation_tokens,
     vllm:num_requests_running, vllm:num_requests_waiting, vllm:prompt_tokens_total,
     vllm:generation_tokens_total, vllm:request_success_total{finished_reason},
-    vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total (prompt tokens).
+    vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total (prompt tokens),
+    vllm:request_queue_time_seconds, vllm:request_prefill_time_seconds,
+    vllm:request_decode_time_seconds, vllm:request_inference_time_seconds, vllm:num_preemptions_total.
     Supernode extras: supernode_request_errors_total{code}, supernode_request_phase_seconds{phase}
-    (phase = prefill_queue | prefill_compute | cache_load | kv_pull).
+    (phase = prefill_queue | prefill_compute | cache_load | kv_pull), supernode_chunk_gap_seconds.
     """
 
     def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
@@ -148,7 +136,28 @@ class ServingMetrics:
             "vllm:time_per_output_token_seconds", "Mean time per output token after the first.",
             TPOT_BUCKETS_S, r, m,
         )  # fmt: skip
-        self._itl = _hist("vllm:inter_token_latency_seconds", "Time between chunks.", TPOT_BUCKETS_S, r, m)
+        self._itl = _hist(
+            "vllm:inter_token_latency_seconds", "Time between output tokens.", TPOT_BUCKETS_S, r, m
+        )
+        self._chunk_gap = _hist(
+            "supernode_chunk_gap_seconds", "Time between streamed chunks (MTP sends several tokens).",
+            TPOT_BUCKETS_S, r, m,
+        )  # fmt: skip
+        self._queue_time = _hist(
+            "vllm:request_queue_time_seconds", "Time waiting for a prefill batch.", E2E_BUCKETS_S, r, m
+        )
+        self._prefill_time = _hist(
+            "vllm:request_prefill_time_seconds", "Time from leaving the queue to the first token.",
+            E2E_BUCKETS_S, r, m,
+        )  # fmt: skip
+        self._decode_time = _hist(
+            "vllm:request_decode_time_seconds", "Time from the first token to the last.", E2E_BUCKETS_S, r, m
+        )
+        self._inference_time = _hist(
+            "vllm:request_inference_time_seconds", "Time from leaving the queue to the last token.",
+            E2E_BUCKETS_S, r, m,
+        )  # fmt: skip
+        self._preemptions = _count("vllm:num_preemptions", "Requests whose KV was lost and recomputed.", r, m)
         self._e2e = _hist("vllm:e2e_request_latency_seconds", "End-to-end latency.", E2E_BUCKETS_S, r, m)
         self._prompt_len = _hist(
             "vllm:request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS, r, m
@@ -212,6 +221,19 @@ class ServingMetrics:
             prefill_queue_s=stats.prefill_queue_s, prefill_compute_s=stats.prefill_compute_s,
             cache_load_s=stats.cache_load_s, kv_pull_s=stats.kv_pull_s,
         )  # fmt: skip
+        self.on_request_times(stats)
+
+    def on_request_times(self, stats: RequestStatsLike) -> None:
+        """vLLM's per-request intervals: queue, prefill (queue left -> first token), decode, inference."""
+        queue_s = max(0.0, stats.prefill_queue_s)
+        self._queue_time.observe(queue_s)
+        self._prefill_time.observe(max(0.0, stats.ttft_s - queue_s))
+        self._decode_time.observe(max(0.0, stats.e2e_s - stats.ttft_s))
+        self._inference_time.observe(max(0.0, stats.e2e_s - queue_s))
+
+    def on_preemption(self) -> None:
+        """A running request lost its KV and is computed again (vLLM counts this as a preemption)."""
+        self._preemptions.inc()
 
     def on_error(self, code: str) -> None:
         """A request failed with gRPC status `code` (e.g. "RESOURCE_EXHAUSTED"); gauges untouched."""
@@ -257,10 +279,16 @@ class RequestTracker:
             self._metrics._ttft.observe(ttft_s)
             self._has_ttft = True
 
-    def on_token(self, itl_s: float) -> None:
-        """A later chunk arrived `itl_s` emulated seconds after the previous one."""
-        if self._state != self._DONE:
-            self._metrics._itl.observe(itl_s)
+    def on_token(self, gap_s: float, num_tokens: int = 1) -> None:
+        """A later chunk of `num_tokens` tokens arrived `gap_s` emulated seconds after the previous one.
+
+        The chunk gap is `supernode_chunk_gap_seconds`; inter-token latency is per token, as vLLM
+        counts it: the gap shared by the chunk's tokens (an MTP step emits several at once)."""
+        if self._state == self._DONE or num_tokens <= 0:
+            return
+        self._metrics._chunk_gap.observe(gap_s)
+        for _ in range(num_tokens):
+            self._metrics._itl.observe(gap_s / num_tokens)
 
     def on_finish(
         self,
@@ -305,6 +333,7 @@ class RequestTracker:
             cache_load_s=stats.cache_load_s,
             kv_pull_s=stats.kv_pull_s,
         )
+        self._metrics.on_request_times(stats)
 
     def on_error(self, code: str) -> None:
         """The request failed with gRPC status `code`; a no-op once finished."""
@@ -317,43 +346,6 @@ class RequestTracker:
         gauge = self._metrics.waiting if self._state == self._WAITING else self._metrics.running
         gauge.dec()
         self._state = self._DONE
-
-
-class FabricMetrics:
-    """The emulated fabric: transfers per plane and how busy each plane is (label `plane`).
-
-    supernode_fabric_transfers_total, supernode_fabric_bytes_total (nominal bytes),
-    supernode_fabric_transfer_seconds (histogram, emulated), supernode_fabric_utilization_ratio (gauge,
-    mean busy fraction of the plane's links, 0..1), supernode_fabric_dies_leased (gauge).
-    """
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self._transfers = Counter("supernode_fabric_transfers", "Bulk transfers.", ("plane",), registry=r)
-        self._bytes = Counter("supernode_fabric_bytes", "Nominal bytes moved.", ("plane",), registry=r)
-        self._seconds = Histogram(
-            "supernode_fabric_transfer_seconds", "Emulated transfer duration.", ("plane",), registry=r,
-            buckets=TTFT_BUCKETS_S,
-        )  # fmt: skip
-        self._utilization = Gauge(
-            "supernode_fabric_utilization_ratio",
-            "Mean busy fraction of the plane's links.",
-            ("plane",),
-            registry=r,
-        )
-        self._dies = Gauge("supernode_fabric_dies_leased", "Dies leased to workers.", registry=r)
-
-    def on_transfer(self, plane: str, num_bytes: int, duration_s: float) -> None:
-        self._transfers.labels(plane).inc()
-        self._bytes.labels(plane).inc(num_bytes)
-        self._seconds.labels(plane).observe(duration_s)
-
-    def set_utilization(self, plane: str, ratio: float) -> None:
-        self._utilization.labels(plane).set(ratio)
-
-    def set_dies_leased(self, num_dies: int) -> None:
-        self._dies.set(num_dies)
 
 
 def _hist(

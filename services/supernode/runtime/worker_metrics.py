@@ -2,7 +2,11 @@
 
 Names (label `worker`): batch size and queue length, step time and its per-part breakdown, KV in use,
 tokens per second (instance and per NPU), and for prefill the context-cache hits, misses, loaded bytes
-and hit rate.
+and hit rate. Once `on_config` says what the instance holds, also KV capacity
+(`supernode_<role>_kv_{tokens,blocks}_capacity`) and, under vLLM's names with labels `model_name` and
+`engine` (the worker id): `vllm:kv_cache_usage_perc` (fraction of KV capacity reserved or held, 0..1)
+and, with MTP on, `vllm:spec_decode_num_drafts_total`, `vllm:spec_decode_num_draft_tokens_total`,
+`vllm:spec_decode_num_accepted_tokens_total`.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from supernode.runtime.config import Settings
 
 # Emulated step times run from ~1 ms (tiny decode batch) to tens of seconds (chunked long prefill).
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -20,7 +26,7 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.num_npus = num_npus
         r, labels = self.registry, ("worker",)
-        p = f"supernode_{role}"
+        p = self.prefix = f"supernode_{role}"
         self.batch_size = Gauge(f"{p}_batch_size", "Sequences in the last step's batch", labels, registry=r)
         self.batch_per_die = Gauge(
             f"{p}_batch_per_die", "Sequences on the busiest die last step", labels, registry=r
@@ -53,6 +59,9 @@ class WorkerMetrics:
             registry=r,
         )
         self.worker = worker_id
+        self._kv_capacity_tokens = 0
+        self._spec: SpecDecodeMetrics | None = None
+        self._kv_usage: Gauge | None = None
         for metric in (self.batch_size, self.batch_per_die, self.queue_length, self.step_seconds, self.tokens,
                        self.tokens_per_s, self.tokens_per_s_per_npu, self.kv_tokens_used, self.kv_blocks_used,
                        self.lag_seconds):  # fmt: skip
@@ -78,12 +87,61 @@ class WorkerMetrics:
             self.tokens_per_s.labels(w).set(num_tokens / duration_s)
             self.tokens_per_s_per_npu.labels(w).set(num_tokens / duration_s / self.num_npus)
 
+        if self._spec is not None:
+            self._spec.on_step(batch_size, num_tokens)
+
     def on_queue(self, waiting: int, kv_tokens: int, block_tokens: int, lag_s: float) -> None:
         w = self.worker
         self.queue_length.labels(w).set(waiting)
         self.kv_tokens_used.labels(w).set(kv_tokens)
         self.kv_blocks_used.labels(w).set(-(-kv_tokens // block_tokens))
         self.lag_seconds.labels(w).set(lag_s)
+        if self._kv_usage is not None and self._kv_capacity_tokens > 0:
+            self._kv_usage.set(min(1.0, kv_tokens / self._kv_capacity_tokens))
+
+    def on_config(
+        self, *, model_name: str, kv_capacity_tokens: int, block_tokens: int, mtp_depth: int = 0
+    ) -> None:
+        """What the instance holds: KV capacity (tokens, all ranks) and MTP drafts per step."""
+        r, p, w = self.registry, self.prefix, self.worker
+        self._kv_capacity_tokens = kv_capacity_tokens
+        Gauge(f"{p}_kv_tokens_capacity", "KV tokens the instance can hold", ["worker"], registry=r).labels(
+            w
+        ).set(kv_capacity_tokens)
+        Gauge(f"{p}_kv_blocks_capacity", "KV blocks the instance can hold", ["worker"], registry=r).labels(
+            w
+        ).set(kv_capacity_tokens // block_tokens)
+        self._kv_usage = Gauge(
+            "vllm:kv_cache_usage_perc", "KV-cache usage: 1 means every block is reserved or held.",
+            ("model_name", "engine"), registry=r,
+        ).labels(model_name, w)  # fmt: skip
+        if mtp_depth > 0:
+            self._spec = SpecDecodeMetrics(r, model_name, w, mtp_depth)
+
+
+class SpecDecodeMetrics:
+    """MTP as vLLM counts speculative decoding: each running sequence drafts `depth` tokens per step;
+    every token a sequence emits beyond the first in a step is an accepted draft."""
+
+    def __init__(self, registry: CollectorRegistry, model_name: str, engine: str, depth: int) -> None:
+        labels = ("model_name", "engine")
+        self.depth = depth
+        self.drafts = Counter(
+            "vllm:spec_decode_num_drafts", "Draft rounds (one per sequence per step).", labels,
+            registry=registry,
+        ).labels(model_name, engine)  # fmt: skip
+        self.draft_tokens = Counter(
+            "vllm:spec_decode_num_draft_tokens", "Tokens drafted.", labels, registry=registry
+        ).labels(model_name, engine)
+        self.accepted_tokens = Counter(
+            "vllm:spec_decode_num_accepted_tokens", "Drafted tokens accepted.", labels, registry=registry
+        ).labels(model_name, engine)
+
+    def on_step(self, num_seqs: int, num_tokens: int) -> None:
+        """A step of `num_seqs` sequences emitted `num_tokens` tokens in all."""
+        self.drafts.inc(num_seqs)
+        self.draft_tokens.inc(num_seqs * self.depth)
+        self.accepted_tokens.inc(max(0, num_tokens - num_seqs))
 
 
 class CacheMetrics:
@@ -123,3 +181,15 @@ class CacheMetrics:
         self._queries += num_tokens
         self._hits += num_cached
         self.hit_rate.set(self._hits / self._queries if self._queries else 0.0)
+
+
+def configure_decode_metrics(
+    metrics: WorkerMetrics, settings: Settings, kv_capacity_tokens_per_die: int
+) -> None:
+    """Tells a decode instance's metrics its model, KV capacity (all its ranks) and MTP depth."""
+    metrics.on_config(
+        model_name=settings.frontend.model_name,
+        kv_capacity_tokens=kv_capacity_tokens_per_die * settings.decode.num_dies,
+        block_tokens=settings.kvpool.block_tokens,
+        mtp_depth=settings.decode.mtp_depth,
+    )

@@ -8,9 +8,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from supernode.runtime.auth import bearer_metadata
 from supernode.runtime.errors import DeadlineExceededError, from_rpc_error
+from supernode.runtime.retry import retry_options
 from supernode.sdk import upload
 from supernode.v1 import common_pb2, router_pb2, router_pb2_grpc
 
@@ -75,6 +77,7 @@ def _request(
     ignore_eos: bool,
     request_id: str,
     deadline_s: float,
+    min_tokens: int = 0,
     long_context: str = "",
 ) -> router_pb2.GenerateRequest:
     return router_pb2.GenerateRequest(
@@ -88,6 +91,7 @@ def _request(
             top_p=top_p,
             stop_token_ids=list(stop_token_ids),
             ignore_eos=ignore_eos,
+            min_tokens=min_tokens,
         ),
         deadline_s=deadline_s,
         long_context=long_context,
@@ -120,6 +124,7 @@ def _collect(chunks: list[Chunk]) -> Completion:
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
     ("grpc.max_send_message_length", _MAX_MESSAGE),
+    *retry_options(),
     # A router that comes back (restart, new container) is used again within about a second.
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
@@ -175,11 +180,15 @@ class AsyncClient:
         request_id: str = "",
         deadline_s: float = 0.0,
         timeout_s: float | None = None,
+        min_tokens: int = 0,
         long_context: str = "",
         prompt_chunks: upload.PromptChunks | None = None,
     ) -> AsyncIterator[Chunk]:
         """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
 
+        The SDK ignores end-of-sequence by default, so exactly `max_tokens` come back (what load
+        tests want); with `ignore_eos=False` the model ends at its natural length (finish_reason
+        "stop"), never before `min_tokens`. The HTTP frontend defaults to vLLM's `ignore_eos=false`.
         long_context: "reject" | "truncate" | "xl3m" for a prompt over the window ("" = the router's).
         A prompt over `upload.UPLOAD_THRESHOLD`, or one given as `prompt_chunks` (an iterable of text
         or token-id chunks, e.g. read from a file), is sent by the chunked upload."""
@@ -194,6 +203,7 @@ class AsyncClient:
             ignore_eos,
             request_id,
             deadline_s,
+            min_tokens,
             long_context,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
@@ -221,6 +231,15 @@ class AsyncClient:
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+
+    async def is_serving(self, timeout_s: float = 1.0) -> bool:
+        """True when the router's grpc.health.v1 answers SERVING within `timeout_s` wall seconds."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class Client:
@@ -264,6 +283,7 @@ class Client:
             ignore_eos=True,
             request_id="",
             deadline_s=0.0,
+            min_tokens=0,
             long_context="",
         )
         chunks = kwargs.pop("prompt_chunks", None)

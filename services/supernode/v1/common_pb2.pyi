@@ -39,18 +39,24 @@ class Die(_message.Message):
     def __init__(self, index: _Optional[int] = ..., node: _Optional[int] = ..., npu: _Optional[int] = ..., die: _Optional[int] = ...) -> None: ...
 
 class Sampling(_message.Message):
-    __slots__ = ("seed", "temperature", "top_p", "stop_token_ids", "ignore_eos")
+    __slots__ = ("seed", "temperature", "top_p", "stop_token_ids", "ignore_eos", "min_tokens", "eos_token_id", "eos_position")
     SEED_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    MIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    EOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    EOS_POSITION_FIELD_NUMBER: _ClassVar[int]
     seed: int
     temperature: float
     top_p: float
     stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
     ignore_eos: bool
-    def __init__(self, seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
+    min_tokens: int
+    eos_token_id: int
+    eos_position: int
+    def __init__(self, seed: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., ignore_eos: _Optional[bool] = ..., min_tokens: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., eos_position: _Optional[int] = ...) -> None: ...
 
 class LoadReport(_message.Message):
     __slots__ = ("worker_id", "role", "num_running", "num_waiting", "max_queue", "kv_tokens_used", "kv_tokens_capacity", "draining", "num_dies")

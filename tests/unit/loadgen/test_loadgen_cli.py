@@ -52,3 +52,34 @@ def test_bench_command_runs_a_scenario_and_prints_the_report(app: typer.Typer, t
 def test_bench_rejects_bad_flags(app: typer.Typer, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "--scenario", "nope", "--reports", str(tmp_path)])
     assert result.exit_code != 0 and "unknown scenario" in result.output
+
+
+class _Refusing(FakeClient):
+    """Every request fails (RESOURCE_EXHAUSTED)."""
+
+    async def generate(self, prompt=None, *, token_ids=None, max_tokens=16, **kw):  # type: ignore[no-untyped-def,override]
+        async for chunk in super().generate(
+            prompt, token_ids=[999, *(token_ids or [])], max_tokens=max_tokens, **kw
+        ):
+            yield chunk
+
+
+@pytest.mark.parametrize(("limit", "code"), [(None, 1), ("0.5", 1), ("1", 0)])
+def test_bench_exits_non_zero_when_requests_fail_beyond_the_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, limit: str | None, code: int
+) -> None:
+    def refusing_target(address: str, scale: float, timeout_s: float) -> SdkTarget:
+        return SdkTarget(address, scale, timeout_s, client_factory=lambda a, t: _Refusing(a))
+
+    monkeypatch.setattr(cli, "SdkTarget", refusing_target)
+    app = typer.Typer()
+    cli.register(app)
+    app.command("noop")(lambda: None)
+    args = ["bench", "--scenario", "mixed", "--num-requests", "4", "--input-len", "16", "--output-len", "2"]
+    args += ["--reports", str(tmp_path), "--no-plots", "--no-progress"]
+    args += ["--max-failure-rate", limit] if limit is not None else []
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code, result.output
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("custom-")  # overridden lengths: named by what it ran
+    assert json.loads((folder / "results.json").read_text())["failed"] == 4

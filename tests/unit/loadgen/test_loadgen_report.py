@@ -37,7 +37,8 @@ async def test_single_run_writes_flat_vllm_results_summary_and_plots(tmp_path: P
     cfg = preset("mixed", DEPLOY).override(request_rates=(200.0,), **SMALL)
     folder, results = await _run(tmp_path, cfg, tpot_s=0.001)
     assert all(key in results for key in VLLM_FIELDS)
-    assert results["completed"] == 12 and results["scenario"] == "mixed"
+    assert results["completed"] == 12 and results["scenario"] == "custom"  # named by what it ran
+    assert "sessions prompts" in results["description"] and "preset mixed" in results["description"]
     assert results["predicted"] == {"mean_tpot_ms": 1.0}
     assert results["request_goodput"] == pytest.approx(results["request_throughput"])
     summary = (folder / "summary.md").read_text()
@@ -74,6 +75,17 @@ def test_presets_build_points() -> None:
     assert [p.concurrency for p in run_points(preset("slo", DEPLOY))] == [16, 32, 64, 128, 192]
     assert run_points(preset("decode", DEPLOY))[0].concurrency == 192
     assert [p.reuse_ratio for p in run_points(preset("cache", DEPLOY))] == [0.0, 0.5, 0.9]
+
+
+def test_runs_are_named_by_what_they_ran() -> None:
+    base = preset("mixed", DEPLOY)
+    assert base.override(seed=9).scenario == "mixed"  # same traffic, another draw
+    custom = base.override(
+        workload="synthetic", input_len="fixed:512", output_len="fixed:64", request_rates=(2.0,)
+    )
+    assert (custom.scenario, custom.preset) == ("custom", "mixed")
+    assert custom.description.startswith("poisson arrivals at 2 req/s; synthetic prompts fixed:512 tokens")
+    assert base.description not in custom.description
 
 
 def test_override_and_sweep_rules() -> None:

@@ -4,8 +4,15 @@ import random
 
 import pytest
 
+from supernode.core.tokenizer import deepseek
 from supernode.loadgen.lengths import parse_length
-from supernode.loadgen.tokens import FIRST_ORDINARY_TOKEN, VOCAB_SIZE, chained_tokens, detokenize
+from supernode.loadgen.tokens import (
+    FIRST_ORDINARY_TOKEN,
+    VOCAB_SIZE,
+    chained_tokens,
+    detokenize,
+    random_tokens,
+)
 from supernode.loadgen.workloads import sessions, synthetic
 
 
@@ -72,7 +79,8 @@ def test_sessions_without_reuse_share_nothing() -> None:
         sessions([0.0], parse_length("10"), parse_length("5"), 1.0, seed=1)
 
 
-def test_detokenize_keeps_shared_prefixes_as_text() -> None:
-    a, b = [300, 301, 302, 5000], [300, 301, 302, 7000]
+def test_detokenize_keeps_shared_prefixes_as_text_and_server_token_counts() -> None:
+    a, b = random_tokens([1], 600), random_tokens([1], 600)[:300] + random_tokens([2], 300)
     ta, tb = detokenize(a), detokenize(b)
-    assert ta.split()[:3] == tb.split()[:3] and ta != tb and len(ta.split()) == 4
+    assert ta.split()[:300] == tb.split()[:300] and ta != tb and len(ta.split()) == 600
+    assert deepseek().encode(ta) == a  # 600 requested tokens are 600 server tokens
