@@ -106,18 +106,27 @@ class ClusterKvStore:
         return sum(s.used_memory_bytes for s in masters), sum(s.num_evicted for s in masters)
 
     async def node_stats(self) -> list[NodeStats]:
-        await self._ready()
-        nodes = sorted(self._cluster.get_nodes(), key=lambda n: n.name)
+        nodes = sorted((await self._topology()).items())
         return list(
             await asyncio.gather(
                 *(
-                    read_node_stats(
-                        self._client(n.name), n.name, _role(n), self._hits[n.name], self._misses[n.name]
-                    )
-                    for n in nodes
+                    read_node_stats(self._client(name), name, role, self._hits[name], self._misses[name])
+                    for name, role in nodes
                 )
             )
         )
+
+    async def _topology(self) -> dict[str, str]:
+        """host:port -> "master" / "replica" for every node the cluster knows (CLUSTER NODES, which
+        unlike the slot map also lists replicas that hold no data yet and nodes that failed)."""
+        await self._ready()
+        for primary in self._cluster.get_primaries():
+            try:
+                table = await self._client(primary.name).execute_command("CLUSTER", "NODES")
+            except redis.exceptions.RedisError:
+                continue
+            return _parse_nodes(table.decode() if isinstance(table, bytes) else str(table))
+        return {n.name: _role(n) for n in self._cluster.get_nodes()}
 
     async def ping(self) -> None:
         await self._ready()
@@ -255,6 +264,14 @@ class ClusterKvStore:
             except redis.exceptions.RedisError as err:
                 log.warning("redis cluster slot map refresh failed: %s", err)
             self._refreshed_at = time.monotonic()
+
+
+def _parse_nodes(table: str) -> dict[str, str]:
+    nodes = {}
+    for fields in (line.split() for line in table.splitlines()):
+        if len(fields) >= 8 and "noaddr" not in fields[2]:
+            nodes[fields[1].split("@")[0]] = "master" if "master" in fields[2] else "replica"
+    return nodes
 
 
 def _role(node: Any) -> str:

@@ -144,16 +144,26 @@ class LocalRedisCluster:
 
     def _is_node_ok(self, node: RedisNode) -> bool:
         try:
-            with redis.Redis(port=node.port, socket_timeout=1.0) as client:
+            with redis.Redis(port=node.port, socket_timeout=1.0, decode_responses=True) as client:
                 info = client.cluster("INFO")
                 replication = client.info("replication")
+                table = str(client.execute_command("CLUSTER", "NODES"))
         except redis.RedisError:
             return False
         if int(info.get("cluster_slots_ok", 0)) != NUM_SLOTS:
             return False
-        if int(info.get("cluster_known_nodes", 0)) < len(self.nodes):
+        if replication.get("role") != "master" and replication.get("master_link_status") != "up":
             return False
-        return replication.get("role") == "master" or replication.get("master_link_status") == "up"
+        # Every live node known to this one, linked, and with no failure flag: what clients will see.
+        seen = {}
+        for fields in (line.split() for line in table.splitlines()):
+            if len(fields) >= 8:
+                seen[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = (fields[2], fields[7])
+        for live in self.live_nodes():
+            flags, link = seen.get(live.port, ("fail", "disconnected"))
+            if link != "connected" or any(f in flags for f in ("fail", "handshake", "noaddr")):
+                return False
+        return True
 
     def _ask_any(self, *command: str) -> str:
         for node in self.live_nodes():
