@@ -126,18 +126,22 @@ async def test_a_master_failover_reads_as_misses_drops_writes_then_recovers(redi
         assert 100 < len(on_victim) < 300
         cluster.kill(int(victim.rsplit(":", 1)[1]))
 
-        got = await store.get_many("f", keys)  # before the replica is promoted
-        assert all(v == PAYLOAD for k, v in zip(keys, got, strict=True) if k not in on_victim)
-        assert all(v in (None, PAYLOAD) for v in got), "never a wrong value"
+        # Before the replica is promoted: writes to the failing master are dropped, others land...
         fresh = keys_for(300, salt=9)
         written = await store.put_many("f", [(k, PAYLOAD) for k in fresh])
-        assert not all(written) and any(written), "writes to the failing master are dropped, others land"
-        assert store.num_dropped_writes > 0
+        assert not all(written) and any(written) and store.num_dropped_writes > 0
+        # ...a Lookup reads the failing master's blocks as misses at once (the prefix is recomputed)...
+        present = await store.exists_many("f", keys)
+        assert present == [k not in on_victim for k in keys]
+        # ...and a Get waits out the failover, then reads them from the promoted replica.
+        started = time.monotonic()
+        got = await store.get_many("f", keys)
+        assert time.monotonic() - started < store.failover_wait_s + 2
+        assert sum(v == PAYLOAD for v in got) >= len(keys) - 5, "the promoted replica serves the old blocks"
+        assert all(v in (None, PAYLOAD) for v in got), "never a wrong value"
 
         await asyncio.to_thread(cluster.wait_ok, 30.0)
         assert victim not in {f"127.0.0.1:{p}" for p in cluster.masters()}, "its replica took over"
-        got = await store.get_many("f", keys)
-        assert sum(v == PAYLOAD for v in got) >= len(keys) - 5, "the promoted replica serves the old blocks"
         assert all(await store.put_many("f", [(k, PAYLOAD) for k in keys_for(50, salt=10)]))
     finally:
         await store.close()

@@ -8,8 +8,10 @@ sends one pipeline per master, all at once, so a 4,096-block call costs one roun
 
 Failure contract (a master dies; its replica is promoted `cluster-node-timeout` later):
 - a node that fails is retried once after refreshing the slot map (MOVED, a promoted replica);
-- keys still unreachable read as absent (Lookup stops the cached prefix there and the rest is
-  recomputed; Get reports them missing and the router recomputes) and their writes are dropped;
+- keys still unreachable: a Lookup reads them as absent (the cached prefix stops there and the rest is
+  recomputed); their writes are dropped; a Get (decode needs those very blocks) keeps retrying with
+  fresh slot maps for up to `failover_wait_s`, so it answers from the promoted replica (or reports a
+  real miss, and the router recomputes on a healthy cluster) rather than fail mid-failover;
   SET is atomic per key and values are sealed with a digest, so nothing is ever half-written;
 - only when no node at all answers does a call fail (UNAVAILABLE), as with a standalone Redis.
 """
@@ -17,6 +19,7 @@ Failure contract (a master dies; its replica is promoted `cluster-node-timeout` 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -53,12 +56,14 @@ _RETRYABLE = (
 )
 _FAILED = object()  # a key whose node could not answer
 MIN_REFRESH_INTERVAL_S = 0.1
+RETRY_INTERVAL_S = 0.2  # between slot-map refreshes while a Get waits out a failover
 
 
 class ClusterKvStore:
     """`KvStore` over Redis Cluster (see the module docstring for placement and failure handling)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, failover_wait_s: float = 5.0) -> None:
+        self.failover_wait_s = failover_wait_s
         self._cluster = RedisCluster.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
         self._node_kwargs = _node_kwargs(url)
         self._clients: dict[str, aioredis.Redis] = {}
@@ -78,7 +83,8 @@ class ClusterKvStore:
         return [r is not _FAILED and bool(r) for r in replies]
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
-        replies = await self._per_key([redis_key(namespace, k) for k in keys], lambda p, k: p.get(k))
+        full = [redis_key(namespace, k) for k in keys]
+        replies = await self._per_key(full, lambda p, k: p.get(k), wait_s=self.failover_wait_s)
         return [None if r is _FAILED else r for r in replies]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
@@ -149,44 +155,77 @@ class ClusterKvStore:
     # -- the per-node pipelines
 
     async def _per_key(
-        self, keys: list[str], command: Callable[[Pipeline, str], Any], *, is_read: bool = True
+        self,
+        keys: list[str],
+        command: Callable[[Pipeline, str], Any],
+        *,
+        is_read: bool = True,
+        wait_s: float = 0.0,
     ) -> list[Any]:
         """One command per key, pipelined per master; a node that fails is retried once after a
-        slot-map refresh, then its keys are left `_FAILED`."""
+        slot-map refresh (and again every `RETRY_INTERVAL_S` for up to `wait_s`), then its keys are
+        left `_FAILED`."""
         if not keys:
             return []
         await self._ready()
         replies: list[Any] = [_FAILED] * len(keys)
         todo = list(range(len(keys)))
-        num_nodes_answered = 0
-        for attempt in range(2):
-            groups: defaultdict[str, list[int]] = defaultdict(list)
-            for i in todo:
-                groups[self._master(keys[i])].append(i)
-            outcomes = await asyncio.gather(
-                *(self._pipeline(node, [keys[i] for i in idx], command) for node, idx in groups.items())
-            )
-            todo = []
-            for (node, idx), outcome in zip(groups.items(), outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    todo.extend(idx)
-                    continue
-                num_nodes_answered += 1
-                for i, reply in zip(idx, outcome, strict=True):
-                    if isinstance(reply, _RETRYABLE):
-                        todo.append(i)
-                    elif isinstance(reply, BaseException):
-                        log.warning("redis node %s: %s", node, reply)
-                    else:
-                        replies[i] = reply
-                        if is_read:
-                            self._tally(node, bool(reply))
+        answered: set[str] = set()
+        failed: set[str] = set()
+        deadline = time.monotonic() + wait_s
+        for attempt in itertools.count():
+            todo = await self._attempt(keys, todo, command, replies, answered, failed, is_read)
             if not todo:
                 return replies
-            if attempt == 0:
-                await self._refresh()
-        self._give_up(keys, todo, is_read, num_nodes_answered)
+            if attempt >= 1 and (self._is_down(answered, failed) or time.monotonic() >= deadline):
+                break
+            if attempt >= 1:
+                await asyncio.sleep(RETRY_INTERVAL_S)
+            await self._refresh()
+        if self._is_down(answered, failed):
+            raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
+        self._give_up(keys, todo, is_read)
         return replies
+
+    async def _attempt(
+        self,
+        keys: list[str],
+        todo: list[int],
+        command: Callable[[Pipeline, str], Any],
+        replies: list[Any],
+        answered: set[str],
+        failed: set[str],
+        is_read: bool,
+    ) -> list[int]:
+        """Sends the `todo` keys' commands, one pipeline per master at once; fills `replies`, notes
+        which nodes answered or failed, and returns the keys to try again."""
+        groups: defaultdict[str, list[int]] = defaultdict(list)
+        for i in todo:
+            groups[self._master(keys[i])].append(i)
+        outcomes = await asyncio.gather(
+            *(self._pipeline(node, [keys[i] for i in idx], command) for node, idx in groups.items())
+        )
+        again: list[int] = []
+        for (node, idx), outcome in zip(groups.items(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.add(node)
+                again.extend(idx)
+                continue
+            answered.add(node)
+            for i, reply in zip(idx, outcome, strict=True):
+                if isinstance(reply, _RETRYABLE):
+                    again.append(i)
+                elif isinstance(reply, BaseException):
+                    log.warning("redis node %s: %s", node, reply)
+                else:
+                    replies[i] = reply
+                    if is_read:
+                        self._tally(node, bool(reply))
+        return again
+
+    def _is_down(self, answered: set[str], failed: set[str]) -> bool:
+        """True when no master answered and every master known failed: the whole cluster is away."""
+        return not answered and {n.name for n in self._cluster.get_primaries()} <= failed
 
     async def _pipeline(
         self, node: str, keys: list[str], command: Callable[[Pipeline, str], Any]
@@ -203,9 +242,7 @@ class ClusterKvStore:
             log.debug("redis node %s failed a pipeline of %d: %s", node, len(keys), err)
             return err
 
-    def _give_up(self, keys: list[str], failed: list[int], is_read: bool, num_nodes_answered: int) -> None:
-        if num_nodes_answered == 0:
-            raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
+    def _give_up(self, keys: list[str], failed: list[int], is_read: bool) -> None:
         if is_read:
             self.num_failed_reads += len(failed)
             for i in failed:
@@ -248,7 +285,7 @@ class ClusterKvStore:
             return
         try:
             await self._cluster.initialize()
-        except redis.exceptions.RedisError as err:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
             raise UnavailableError("kv pool: redis cluster unreachable", retry_after_s=1.0) from err
         self._is_ready = True
 
@@ -261,7 +298,7 @@ class ClusterKvStore:
                 return
             try:
                 await self._cluster.nodes_manager.initialize()
-            except redis.exceptions.RedisError as err:
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
                 log.warning("redis cluster slot map refresh failed: %s", err)
             self._refreshed_at = time.monotonic()
 
@@ -300,10 +337,10 @@ async def is_cluster(url: str) -> bool:
     return bool(int(info.get("cluster_enabled", 0)))
 
 
-async def open_store(url: str, mode: str) -> KvStore:
+async def open_store(url: str, mode: str, failover_wait_s: float = 5.0) -> KvStore:
     """The store for `url`: `standalone`, `cluster`, or `auto` (asks the server which it is)."""
     if mode == "auto":
         mode = "cluster" if await is_cluster(url) else "standalone"
-    store: KvStore = ClusterKvStore(url) if mode == "cluster" else RedisKvStore(url)
+    store: KvStore = ClusterKvStore(url, failover_wait_s) if mode == "cluster" else RedisKvStore(url)
     log.info("kv pool store: %s", mode)
     return store

@@ -52,7 +52,9 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
 
     async def start(self) -> None:
         """Opens the store (standalone or cluster, per `redis_mode`), checks it answers, starts metrics."""
-        self.store = self._given_store or await open_store(self.cfg.redis_url, self.cfg.redis_mode)
+        self.store = self._given_store or await open_store(
+            self.cfg.redis_url, self.cfg.redis_mode, self.cfg.failover_wait_s
+        )
         await self.store.ping()
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
         refresh = self.metrics.refresh_forever(self.store)

@@ -71,6 +71,12 @@ class KvPoolSettings(BaseModel):
     redis_mode: Literal["auto", "standalone", "cluster"] = Field(
         "auto", description="Redis topology: auto (asks the server), standalone or cluster"
     )
+    failover_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="Cluster: wall seconds a Get waits for a failing master's replica to take over",
+    )
     namespace: str = Field("sn", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Key prefix of this pool")
     block_tokens: int = Field(128, ge=16, le=4096, description="Tokens per KV block (paper: 128-512)")
     payload_ratio: float = Field(
