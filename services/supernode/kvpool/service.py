@@ -118,13 +118,11 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
-            reply.blocks.append(
-                kvpool_pb2.Block(
-                    key=key,
-                    tokens=opened.tokens,
-                    payload=opened.payload if request.with_payload else b"",
-                    nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
-                )
+            reply.blocks.add(  # built in place: a full-size payload is copied once, not twice
+                key=key,
+                tokens=opened.tokens,
+                payload=opened.payload if request.with_payload else b"",
+                nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
             )
         return reply
 
