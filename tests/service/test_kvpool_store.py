@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from supernode.kvpool.cluster_store import ClusterKvStore, open_store
+from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.metrics import PoolMetrics
 from supernode.kvpool.store import KvStore, RedisKvStore
+from supernode.kvpool.stores import open_store
 from supernode.launcher import spawn_redis
 from supernode.runtime.errors import UnavailableError
 from tests.conftest import free_port

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
-from supernode.kvpool.cluster_store import open_store
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
+from supernode.kvpool.stores import open_store
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
@@ -63,7 +63,8 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
     async def stop(self) -> None:
         if self._metrics_task is not None:
             self._metrics_task.cancel()
-        await self.store.close()
+        if hasattr(self, "store"):  # unset when start() failed to open it
+            await self.store.close()
 
     @unary()
     async def Lookup(self, request: kvpool_pb2.LookupRequest, context: grpc.aio.ServicerContext):  # noqa: N802
