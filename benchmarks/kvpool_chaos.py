@@ -5,9 +5,10 @@ A chaos harness calls `redis_master_kill(stack)` on a `LocalStack` started with 
 table. `python -m benchmarks.kvpool_chaos` starts such a stack, runs the scenario and prints the row.
 
 What happens: the requests are first run fault-free (the reference streams), the cluster is emptied,
-then the same requests run again `concurrency` at a time while one master is killed `kill_after_s`
-into the run. Every completed stream is compared with its reference; a request that failed is
-"in the window" when it overlapped [kill, replica promoted + `margin_s`].
+then the same requests run again, cycled, `concurrency` at a time while one master is killed
+`kill_after_s` into the run, until a second after the failover window. Every completed stream is
+compared with its reference; a request that failed is "in the window" when it overlapped
+[kill, replica promoted + `margin_s`].
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from supernode.launcher import LocalStack, StackConfig
@@ -23,6 +25,7 @@ from supernode.sdk import AsyncClient, DeadlineExceededError, SupernodeError
 
 SCENARIO = "redis-master-kill"
 BLOCK_TOKENS = 128
+MAX_CYCLES = 20  # bound on the load: each ask is sent at most this many times
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +63,21 @@ def workload(num_requests: int, seed: int = 0, max_tokens: int = 24) -> list[Ask
     return asks
 
 
-async def run_load(address: str, asks: list[Ask], concurrency: int, timeout_s: float = 60.0) -> list[Outcome]:
-    """Streams every ask, `concurrency` at a time; records what each stream delivered and how it ended."""
+async def run_load(
+    address: str,
+    asks: list[Ask],
+    concurrency: int,
+    timeout_s: float = 60.0,
+    until: Callable[[], bool] | None = None,
+) -> list[Outcome | None]:
+    """Streams the asks in order, `concurrency` at a time; records what each stream delivered and how
+    it ended. With `until`, asks not yet started when it returns True are not sent (None)."""
     gate = asyncio.Semaphore(concurrency)
-    outcomes: list[Outcome] = []
 
-    async def one(client: AsyncClient, ask: Ask) -> Outcome:
+    async def one(client: AsyncClient, ask: Ask) -> Outcome | None:
         async with gate:
+            if until is not None and until():
+                return None
             out = Outcome(time.monotonic())
             try:
                 async for chunk in client.generate(
@@ -81,8 +92,7 @@ async def run_load(address: str, asks: list[Ask], concurrency: int, timeout_s: f
             return out
 
     async with AsyncClient(address, timeout_s=timeout_s) as client:
-        outcomes = list(await asyncio.gather(*(one(client, a) for a in asks)))
-    return outcomes
+        return list(await asyncio.gather(*(one(client, a) for a in asks)))
 
 
 async def redis_master_kill(
@@ -100,7 +110,7 @@ async def redis_master_kill(
     if cluster is None:
         raise ValueError("stack: start it with StackConfig(redis_cluster=3) (see stack_config())")
     asks = asks or workload(64)
-    reference = await run_load(stack.router_address, asks, concurrency)
+    reference = [o for o in await run_load(stack.router_address, asks, concurrency) if o is not None]
     if any(o.error for o in reference):
         raise RuntimeError(f"the fault-free run failed: {[o.error for o in reference if o.error]}")
     await asyncio.to_thread(_flush, cluster)
@@ -115,29 +125,32 @@ async def redis_master_kill(
         await asyncio.to_thread(cluster.wait_ok, 60.0)
         marks["recovered"] = time.monotonic()
 
-    outcomes, _ = await asyncio.gather(run_load(stack.router_address, asks, concurrency), fault())
+    def is_over() -> bool:  # the load outlasts the failover window by a second, whatever the host's speed
+        return "recovered" in marks and time.monotonic() > marks["recovered"] + margin_s + 1.0
+
+    cycled = asks * MAX_CYCLES
+    sent, _ = await asyncio.gather(
+        run_load(stack.router_address, cycled, concurrency, until=is_over), fault()
+    )
+    pairs = [(o, reference[i % len(asks)]) for i, o in enumerate(sent) if o is not None]
     window = (marks["kill"], marks["recovered"] + margin_s)
-    return _row(asks, reference, outcomes, window, victim) | {
+    return _row(pairs, window, victim) | {
         "failover_s": round(marks["recovered"] - marks["kill"], 3),
         "cached_tokens_after": await _cached_after(stack, asks[0]),
     }
 
 
-def _row(
-    asks: list[Ask],
-    reference: list[Outcome],
-    outcomes: list[Outcome],
-    window: tuple[float, float],
-    victim: int,
-) -> dict[str, object]:
-    completed = [o for o, r in zip(outcomes, reference, strict=True) if not o.error]
-    wrong = sum(o.tokens != r.tokens for o, r in zip(outcomes, reference, strict=True) if not o.error)
+def _row(pairs: list[tuple[Outcome, Outcome]], window: tuple[float, float], victim: int) -> dict[str, object]:
+    """The chaos row from (outcome, its fault-free reference) pairs."""
+    outcomes = [o for o, _ in pairs]
+    completed = [o for o in outcomes if not o.error]
+    wrong = sum(o.tokens != r.tokens for o, r in pairs if not o.error)
     failed = [o for o in outcomes if o.error]
     outside = [o for o in failed if o.finished < window[0] or o.started > window[1]]
     e2e_ms = sorted((o.finished - o.started) * 1e3 for o in completed)
     return {
         "scenario": SCENARIO,
-        "requests": len(asks),
+        "requests": len(pairs),
         "completed": len(completed),
         "failed": len(failed),
         "lost_streams": sum(1 for o in failed if o.tokens),

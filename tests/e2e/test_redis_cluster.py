@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import grpc
 import pytest
 import redis
 
@@ -131,12 +130,10 @@ async def test_a_master_killed_under_load_costs_no_wrong_answer(tmp_path_factory
     stack = cluster_stack(tmp_path_factory)
     try:
         await stack.start()
-        row = await redis_master_kill(stack, workload(48, seed=3), concurrency=8, kill_after_s=1.0)
-    except grpc.RpcError:
-        raise
+        row = await redis_master_kill(stack, workload(32, seed=3), concurrency=8, kill_after_s=1.0)
     finally:
         stack.stop()
-    assert row["completed"] + row["failed"] == 48
+    assert row["completed"] + row["failed"] == row["requests"] > 0
     assert row["wrong_tokens"] == 0, row
     assert row["lost_streams"] == 0 and row["hung"] == 0, row
     assert row["failed_outside_window"] == 0, row
