@@ -193,7 +193,7 @@ class LocalStack:
         except BaseException:
             self.redis_cluster.stop()
             raise
-        self.redis_url = self.redis_cluster.url
+        self.redis_url = ",".join(self.redis_cluster.seed_urls)  # any live node lets a pool service start
 
     def _start_redis(self) -> None:
         self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")

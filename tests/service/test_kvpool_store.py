@@ -144,8 +144,20 @@ async def test_a_master_failover_reads_as_misses_drops_writes_then_recovers(redi
         await asyncio.to_thread(cluster.wait_ok, 30.0)
         assert victim not in {f"127.0.0.1:{p}" for p in cluster.masters()}, "its replica took over"
         assert all(await store.put_many("f", [(k, PAYLOAD) for k in keys_for(50, salt=10)]))
+        # A pool service starting now finds the cluster through any live seed, the dead one listed first.
+        seeds = [f"redis://{victim}/0", *(u for u in cluster.seed_urls if victim not in u)]
+        late = await open_store(",".join(seeds), "auto")
+        try:
+            assert sum(v == PAYLOAD for v in await late.get_many("f", keys)) >= len(keys) - 5
+        finally:
+            await late.close()
     finally:
         await store.close()
+
+
+async def test_several_urls_are_refused_for_one_redis(redis_url):
+    with pytest.raises(ValueError, match="redis_url"):
+        await open_store(f"{redis_url},{redis_url}", "standalone")
 
 
 async def test_a_cluster_with_no_node_left_is_unavailable(redis_cluster_factory):

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
 from supernode.runtime.errors import UnavailableError
@@ -55,9 +55,14 @@ class ClusterKvStore:
     """`KvStore` over Redis Cluster (see the module docstring for placement and failure handling)."""
 
     def __init__(self, url: str, failover_wait_s: float = 5.0) -> None:
+        """`url`: one node's URL, or several comma-separated (seeds: any one alive will do)."""
         self.failover_wait_s = failover_wait_s
-        self._cluster = RedisCluster.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
-        self._node_kwargs = _node_kwargs(url)
+        first, *others = split_urls(url)
+        seeds = [ClusterNode(*_host_port(u)) for u in others]
+        self._cluster = RedisCluster.from_url(
+            first, startup_nodes=seeds or None, retry=retry_once(), **REDIS_OPTIONS
+        )
+        self._node_kwargs = _node_kwargs(first)
         self._clients: dict[str, aioredis.Redis] = {}
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = 0.0
@@ -305,6 +310,21 @@ def _parse_nodes(table: str) -> dict[str, str]:
 
 def _role(node: Any) -> str:
     return "master" if getattr(node, "server_type", "primary") == "primary" else "replica"
+
+
+def split_urls(url: str) -> list[str]:
+    """The URLs of a comma-separated list (cluster seeds); raises ValueError when there is none."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("redis_url: must name at least one redis:// or rediss:// URL")
+    return urls
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return parsed.hostname or "localhost", parsed.port or 6379
 
 
 def _node_kwargs(url: str) -> dict[str, Any]:

@@ -66,7 +66,8 @@ class KvPoolSettings(BaseModel):
     )
     metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="The Redis the pool stores blocks in (any node of a cluster)"
+        "redis://127.0.0.1:6379/0",
+        description="The Redis the pool stores blocks in (cluster: any node, or several comma-separated)",
     )
     redis_mode: Literal["auto", "standalone", "cluster"] = Field(
         "auto", description="Redis topology: auto (asks the server), standalone or cluster"
