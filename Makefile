@@ -12,7 +12,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup redis protos protos-check run up down test lint bench bench-fidelity \
+.PHONY: help setup redis protos protos-check cluster run up down test lint bench bench-fidelity \
         load load-prefill load-decode load-slo load-cache load-trace load-xl3m clean \
         lock base-image compose-test
 
@@ -26,9 +26,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $(STAMP)
 
-setup: $(STAMP) redis ## Create .venv, install the package and dev tools, make sure redis-server exists
+setup: $(STAMP) redis ## Create .venv, install the package and dev tools, make sure redis-server/-cli exist
 
-redis: ## Make sure redis-server is installed (Debian's package when run as root)
+redis: ## Make sure redis-server and redis-cli are installed (Debian's packages when run as root)
 	@bash infra/ensure-redis.sh
 
 protos: $(STAMP) ## Regenerate the gRPC stubs in services/supernode/v1
@@ -42,6 +42,9 @@ protos-check: $(STAMP) ## Fail when the checked-in stubs are stale
 	  echo "protos: stubs are fresh"; rm -rf $$tmp; \
 	else diff -r -x __init__.py -x __pycache__ -x py.typed $$tmp/supernode/v1 services/supernode/v1 | head -20; \
 	  rm -rf $$tmp; echo "protos: stubs are stale, run 'make protos'"; exit 1; fi
+
+cluster: setup ## The local topology on a Redis Cluster (3 masters + 3 replicas) with 2 pool services; Ctrl-C stops
+	$(VENV)/bin/supernode up --redis-cluster 3 --kvpool 2
 
 run: setup ## Start the local topology, send a demo workload, print a report, stop
 	$(VENV)/bin/supernode demo

@@ -33,9 +33,23 @@ def up(
     prefill: int = typer.Option(2, min=1, max=16, help="Prefill instances"),
     decode: int = typer.Option(1, min=1, max=16, help="Decode instances"),
     frontend: bool = typer.Option(True, help="Also start the OpenAI-compatible HTTP frontend"),
+    redis_cluster: int = typer.Option(
+        0, min=0, max=16, help="Start a Redis Cluster of N masters, each with a replica, not one redis-server"
+    ),
+    kvpool: int = typer.Option(1, min=1, max=8, help="Stateless KV pool services"),
 ) -> None:
     """Start redis-server and every service as local processes; Ctrl-C stops them all."""
-    stack = LocalStack(StackConfig(num_prefill=prefill, num_decode=decode, with_frontend=frontend))
+    if 0 < redis_cluster < 3:
+        raise typer.BadParameter("a Redis Cluster needs at least 3 masters", param_hint="--redis-cluster")
+    stack = LocalStack(
+        StackConfig(
+            num_prefill=prefill,
+            num_decode=decode,
+            with_frontend=frontend,
+            redis_cluster=redis_cluster,
+            num_kvpool=kvpool,
+        )
+    )
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -45,6 +59,9 @@ def up(
         await stack.start()
         console.print(f"[bold green]Supernode is up[/] (logs in {stack.log_dir})")
         console.print(f"  redis     {stack.redis_url}")
+        if stack.redis_cluster is not None:
+            cluster = stack.redis_cluster
+            console.print(f"  cluster   masters {cluster.masters()} of {len(cluster.nodes)} nodes")
         for proc in stack.procs:
             console.print(f"  {proc.name:<10}{proc.address}")
         console.print("Ctrl-C stops everything.")

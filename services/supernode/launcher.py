@@ -15,11 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supernode.runtime.channels import wait_serving
 from supernode.runtime.config import Settings
+
+if TYPE_CHECKING:
+    from supernode.kvpool.local_cluster import LocalRedisCluster
 
 SERVICES = ("fabric", "kvpool", "prefill", "decode", "router", "frontend")
 
@@ -45,6 +50,9 @@ class StackConfig:
     with_frontend: bool = False
     ephemeral_ports: bool = False  # tests: every port picked free
     redis_url: str = ""  # use this Redis instead of starting one
+    redis_cluster: int = 0  # > 0: start a Redis Cluster of this many masters instead of one redis-server
+    redis_replicas: int = 1  # replicas per cluster master
+    num_kvpool: int = 1  # stateless pool services; workers get the list
     env: dict[str, str] = field(default_factory=dict)  # extra SUPERNODE_* settings for every service
     log_dir: Path | None = None
 
@@ -55,6 +63,7 @@ class LocalStack:
         self.settings = settings or Settings()
         self.procs: list[Proc] = []
         self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_cluster: LocalRedisCluster | None = None
         self.redis_url = self.config.redis_url
         self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="supernode-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +81,7 @@ class LocalStack:
             "redis": free_port(),  # internal: only the kvpool talks to it, so any free port will do
             "fabric": self._port(s.fabric.port),
             "kvpool": self._port(s.kvpool.port),
+            **{f"kvpool-{i}": self._port(s.kvpool.port + i) for i in range(1, self.config.num_kvpool)},
             "router": self._port(s.router.port),
             "frontend": self._port(s.frontend.port),
         }
@@ -85,6 +95,10 @@ class LocalStack:
         return f"127.0.0.1:{self.ports[name]}"
 
     @property
+    def kvpool_names(self) -> list[str]:
+        return ["kvpool", *(f"kvpool-{i}" for i in range(1, self.config.num_kvpool))]
+
+    @property
     def router_address(self) -> str:
         return self.address("router")
 
@@ -95,6 +109,7 @@ class LocalStack:
             {
                 "SUPERNODE_FABRIC__ADDRESS": self.address("fabric"),
                 "SUPERNODE_KVPOOL__ADDRESS": self.address("kvpool"),
+                "SUPERNODE_KVPOOL__ADDRESSES": ",".join(self.address(n) for n in self.kvpool_names),
                 "SUPERNODE_KVPOOL__REDIS_URL": self.redis_url,
                 "SUPERNODE_ROUTER__ADDRESS": self.router_address,
                 "SUPERNODE_ROUTER__PREFILL_ADDRESSES": ",".join(
@@ -115,11 +130,14 @@ class LocalStack:
     # -- lifecycle
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        if not self.redis_url:
+        if not self.redis_url and self.config.redis_cluster:
+            await asyncio.to_thread(self._start_redis_cluster, timeout_s)
+        elif not self.redis_url:
             self._start_redis()
         self._spawn("fabric", "fabric", {"SUPERNODE_FABRIC__PORT": str(self.ports["fabric"])})
-        self._spawn("kvpool", "kvpool", {"SUPERNODE_KVPOOL__PORT": str(self.ports["kvpool"])})
-        await self._wait(["fabric", "kvpool"], timeout_s)
+        for i, name in enumerate(self.kvpool_names):
+            self._spawn(name, "kvpool", self._kvpool_env(name, i))
+        await self._wait(["fabric", *self.kvpool_names], timeout_s)
         workers = []
         for i in range(self.config.num_prefill):
             name = f"prefill-{i}"
@@ -153,6 +171,29 @@ class LocalStack:
             base = getattr(self.settings, section.lower()).metrics_port
             env[f"SUPERNODE_{section}__METRICS_PORT"] = str(base + index) if base else "0"
         return env
+
+    def _kvpool_env(self, name: str, index: int) -> dict[str, str]:
+        env = {"SUPERNODE_KVPOOL__PORT": str(self.ports[name])}
+        if index and not self.config.ephemeral_ports:
+            base = self.settings.kvpool.metrics_port
+            env["SUPERNODE_KVPOOL__METRICS_PORT"] = str(base + index) if base else "0"
+        return env
+
+    def _start_redis_cluster(self, timeout_s: float) -> None:
+        from supernode.kvpool.local_cluster import LocalRedisCluster
+
+        self.redis_cluster = LocalRedisCluster(
+            self.config.redis_cluster,
+            self.config.redis_replicas,
+            self.settings.kvpool.redis_maxmemory,
+            workdir=self.log_dir / "redis-cluster",
+        )
+        try:
+            self.redis_cluster.start(timeout_s)
+        except BaseException:
+            self.redis_cluster.stop()
+            raise
+        self.redis_url = ",".join(self.redis_cluster.seed_urls)  # any live node lets a pool service start
 
     def _start_redis(self) -> None:
         self._redis_dir = tempfile.mkdtemp(prefix="supernode-redis-")
@@ -216,6 +257,9 @@ class LocalStack:
         if self.redis is not None:
             terminate(self.redis, 5.0)
             self.redis = None
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
+            self.redis_cluster = None
         if self._redis_dir:
             shutil.rmtree(self._redis_dir, ignore_errors=True)
         return codes
@@ -233,15 +277,19 @@ def terminate(popen: subprocess.Popen[bytes], timeout_s: float) -> int | None:
         return None
 
 
-def spawn_redis(port: int, maxmemory: str, workdir: str, log_path: Path) -> subprocess.Popen[bytes]:
-    """Starts a private redis-server on 127.0.0.1:port: memory only, LRU under `maxmemory`; waits for it."""
+def spawn_redis(
+    port: int, maxmemory: str, workdir: str, log_path: Path, extra_args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Starts a private redis-server on 127.0.0.1:port: memory only, LRU under `maxmemory`; waits for it.
+
+    `extra_args` go on the command line as they are (cluster mode: `--cluster-enabled yes ...`)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: run `make setup` or `apt-get install -y redis-server`")
     cmd = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--maxmemory", maxmemory, "--maxmemory-policy", "allkeys-lru", "--dir", workdir,
-        "--protected-mode", "yes",
+        "--protected-mode", "yes", *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

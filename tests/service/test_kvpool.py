@@ -1,4 +1,4 @@
-"""The KV pool service, run over both stores: the in-memory fake and a real redis-server."""
+"""The KV pool service over every store: the in-memory fake, a real redis-server, a real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from supernode.core import blocks
+from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.service import build
 from supernode.kvpool.store import MemoryKvStore, RedisKvStore, redis_key
 from supernode.runtime.channels import open_channel
@@ -16,15 +17,24 @@ from tests.conftest import make_settings
 BLOCK = 16
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def pool(request, host_factory, redis_url):
     namespace = f"t{request.node.name.__hash__() & 0xFFFF:x}{request.param}"
-    settings = make_settings(kvpool={"block_tokens": BLOCK, "namespace": namespace, "redis_url": redis_url})
-    store = MemoryKvStore() if request.param == "memory" else RedisKvStore(redis_url)
-    host = await host_factory(settings, build(settings, store))
+    url = request.getfixturevalue("redis_cluster").url if request.param == "cluster" else redis_url
+    settings = make_settings(kvpool={"block_tokens": BLOCK, "namespace": namespace, "redis_url": url})
+    stores = {
+        "memory": MemoryKvStore,
+        "redis": lambda: RedisKvStore(url),
+        "cluster": lambda: ClusterKvStore(url),
+    }
+    host = await host_factory(settings, build(settings, stores[request.param]()))
     channel = open_channel(host.address, settings)
     yield kvpool_pb2_grpc.KvPoolStub(channel), namespace, request.param
     await channel.close()
+
+
+def raw_client(kind: str, url: str) -> aioredis.Redis | aioredis.RedisCluster:
+    return aioredis.RedisCluster.from_url(url) if kind == "cluster" else aioredis.Redis.from_url(url)
 
 
 def _blocks(tokens):
@@ -87,13 +97,18 @@ async def test_bad_input_is_invalid_argument(pool):
     assert (await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=[]))).num_cached_blocks == 0
 
 
-async def test_corrupt_block_is_detected_and_served_as_missing(pool, redis_url):
+async def test_corrupt_block_is_detected_and_served_as_missing(pool, request):
     stub, ns, kind = pool
-    if kind != "redis":
+    if kind == "memory":
         pytest.skip("corrupts the stored bytes in Redis itself")
     b = _blocks(list(range(50, 50 + BLOCK)))
     await stub.Put(kvpool_pb2.PutRequest(blocks=b))
-    r = aioredis.Redis.from_url(redis_url)
+    url = (
+        request.getfixturevalue("redis_cluster").url
+        if kind == "cluster"
+        else request.getfixturevalue("redis_url")
+    )
+    r = raw_client(kind, url)
     raw = await r.get(redis_key(ns, b[0].key))
     assert blocks.open_sealed(raw).tokens == list(range(50, 50 + BLOCK))
     await r.set(redis_key(ns, b[0].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))

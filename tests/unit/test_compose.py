@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES_YML = COMPOSE["services"]
 THIRD_PARTY = {"redis", "prometheus", "grafana"}
-OURS = {name: svc for name, svc in SERVICES_YML.items() if name not in THIRD_PARTY}
+# Ours are built from infra/Dockerfile; the rest (redis and the cluster profile's redis nodes,
+# prometheus, grafana) are third-party images.
+OURS = {name: svc for name, svc in SERVICES_YML.items() if "build" in svc}
 CLI_COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
 
 

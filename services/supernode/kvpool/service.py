@@ -4,22 +4,26 @@ A block's life: a prefill worker `Put`s it (the pool derives the payload from it
 with a digest; content-addressed, so a block already present is not written again); `Lookup` tells
 how many leading blocks of a prefix are present (context caching); decode `Get`s the blocks, the pool
 verifies every digest and serves a corrupt block as missing; Redis's LRU cap evicts cold blocks.
+
+The service is stateless: run several behind one Redis or Redis Cluster (`kvpool.redis_url`; the
+store is chosen by `kvpool.redis_mode`) and give workers the list (`kvpool.addresses`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import defaultdict
 
 import grpc
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
+from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
+from supernode.kvpool.stores import open_store
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
@@ -30,62 +34,37 @@ log = logging.getLogger(__name__)
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class Counters:
-    """One namespace's counters; the same figures are exported to Prometheus by `PoolMetrics`."""
-
-    def __init__(self) -> None:
-        self.num_hits = 0
-        self.num_misses = 0
-        self.bytes_written = 0
-        self.bytes_read = 0
-        self.num_digest_failures = 0
-
-
-class PoolMetrics(Collector):
-    """Exports every namespace's Counters at scrape time (supernode_kvpool_*)."""
-
-    def __init__(self, counters: dict[str, Counters]) -> None:
-        self.counters = counters
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        names = (
-            ("hits", "num_hits", "Blocks found by Lookup and Get"),
-            ("misses", "num_misses", "Blocks asked for and not found"),
-            ("bytes_written", "bytes_written", "Payload bytes written to Redis"),
-            ("bytes_read", "bytes_read", "Payload bytes read from Redis"),
-            ("digest_failures", "num_digest_failures", "Reads whose digest did not match"),
-        )
-        for metric, attr, doc in names:
-            family = CounterMetricFamily(f"supernode_kvpool_{metric}", doc, labels=["namespace"])
-            for namespace, c in self.counters.items():
-                family.add_metric([namespace], getattr(c, attr))
-            yield family
-        rate = GaugeMetricFamily("supernode_kvpool_hit_rate", "Hits / (hits + misses)", labels=["namespace"])
-        for namespace, c in self.counters.items():
-            asked = c.num_hits + c.num_misses
-            rate.add_metric([namespace], c.num_hits / asked if asked else 0.0)
-        yield rate
-
-
 class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
     service_names = (kvpool_pb2.DESCRIPTOR.services_by_name["KvPool"].full_name,)
 
-    def __init__(self, settings: Settings, store: KvStore, drain: Drain) -> None:
+    def __init__(self, settings: Settings, store: KvStore | None, drain: Drain) -> None:
         self.settings = settings
         self.cfg = settings.kvpool
-        self.store = store
+        self._given_store = store
+        self.store: KvStore  # opened in start()
         self.drain = drain
         self.counters: defaultdict[str, Counters] = defaultdict(Counters)
         self.counters[self.cfg.namespace] = Counters()  # exported (at zero) from start-up
+        self.metrics = PoolMetrics(self.counters)
         self.registry = CollectorRegistry()
-        self.registry.register(PoolMetrics(self.counters))
+        self.registry.register(self.metrics)
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Opens the store (standalone or cluster, per `redis_mode`), checks it answers, starts metrics."""
+        self.store = self._given_store or await open_store(
+            self.cfg.redis_url, self.cfg.redis_mode, self.cfg.failover_wait_s
+        )
         await self.store.ping()
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
+        refresh = self.metrics.refresh_forever(self.store)
+        self._metrics_task = asyncio.create_task(refresh, name="kvpool-nodes")
 
     async def stop(self) -> None:
-        await self.store.close()
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        if hasattr(self, "store"):  # unset when start() failed to open it
+            await self.store.close()
 
     @unary()
     async def Lookup(self, request: kvpool_pb2.LookupRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -140,13 +119,11 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
-            reply.blocks.append(
-                kvpool_pb2.Block(
-                    key=key,
-                    tokens=opened.tokens,
-                    payload=opened.payload if request.with_payload else b"",
-                    nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
-                )
+            reply.blocks.add(  # built in place: a full-size payload is copied once, not twice
+                key=key,
+                tokens=opened.tokens,
+                payload=opened.payload if request.with_payload else b"",
+                nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
             )
         return reply
 
@@ -187,11 +164,10 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
 
 
 def build(settings: Settings, store: KvStore | None = None):  # type: ignore[no-untyped-def]
-    """The host's factory: registers the servicer on a server."""
-    from supernode.kvpool.store import RedisKvStore
+    """The host's factory: registers the servicer on a server (the store is opened at start unless given)."""
 
     def _build(server: grpc.aio.Server, drain: Drain) -> KvPoolService:
-        service = KvPoolService(settings, store or RedisKvStore(settings.kvpool.redis_url), drain)
+        service = KvPoolService(settings, store, drain)
         kvpool_pb2_grpc.add_KvPoolServicer_to_server(service, server)
         return service
 

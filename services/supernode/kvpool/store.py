@@ -1,36 +1,69 @@
-"""Where KV blocks are kept: the `KvStore` protocol, the Redis store and an in-memory fake.
+"""Where KV blocks are kept: the `KvStore` protocol, the standalone Redis store and an in-memory fake.
 
-Both stores hold sealed blocks (digest + payload) under `<namespace>:kv:<key>`. The in-memory store is
-for fast service tests only and runs through the same parametrized tests as the Redis one.
+Every store holds sealed blocks (digest + payload) under `<namespace>:kv:<key>`. The in-memory store is
+for fast service tests only; it, the standalone store and the cluster store (`cluster_store.py`) run
+through the same parametrized tests. `open_store` picks the Redis store a URL needs.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from supernode.runtime.errors import UnavailableError
+
+# Connection errors are retried once on a fresh connection (a restarted Redis leaves stale pooled
+# sockets behind); idle connections are PINGed before reuse after this many seconds.
+CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+HEALTH_CHECK_INTERVAL_S = 5
+REDIS_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 2.0,
+    "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+}
+
+
+def retry_once() -> Retry:
+    return Retry(NoBackoff(), 1, supported_errors=CONNECTION_ERRORS)
 
 
 def redis_key(namespace: str, key: str) -> str:
     return f"{namespace}:kv:{key}"
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """One Redis node as the pool sees it (a scrape-time snapshot)."""
+
+    node: str  # host:port
+    role: str  # "master" or "replica" (standalone: "master")
+    is_up: bool  # answered INFO just now
+    used_memory_bytes: int
+    max_memory_bytes: int  # the node's LRU cap (0 = none)
+    num_keys: int  # every key on the node (DBSIZE), all namespaces
+    num_evicted: int  # keys the node's LRU has evicted since it started
+    num_hits: int  # blocks this pool service found on the node (Lookup and Get)
+    num_misses: int  # blocks this pool service asked the node for and did not find
+
+
 class KvStore(Protocol):
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        """Whether each key is stored."""
+        """Whether each key is stored (a key on an unreachable cluster node counts as absent)."""
         ...
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
-        """The sealed value of each key, None when absent."""
+        """The sealed value of each key, None when absent or unreachable."""
         ...
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        """Stores values not yet present; True for each one newly written."""
+        """Stores values not yet present; True for each one newly written (False: present or dropped)."""
         ...
 
     async def delete(self, namespace: str, key: str) -> None: ...
@@ -38,7 +71,11 @@ class KvStore(Protocol):
     async def num_keys(self, namespace: str) -> int: ...
 
     async def memory_info(self) -> tuple[int, int]:
-        """(used memory bytes, keys evicted so far)."""
+        """(used memory bytes, keys evicted so far), summed over the master nodes."""
+        ...
+
+    async def node_stats(self) -> list[NodeStats]:
+        """Every node's memory, keys, evictions and hit counts."""
         ...
 
     async def ping(self) -> None: ...
@@ -47,70 +84,107 @@ class KvStore(Protocol):
 
 
 class RedisKvStore:
-    """Blocks in Redis (redis.asyncio, pipelined); connection errors surface as UnavailableError."""
+    """Blocks in one standalone Redis (pipelined); connection errors surface as UnavailableError."""
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=5.0)
+        self._redis = aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
+        kwargs = self._redis.connection_pool.connection_kwargs
+        self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+        self._hits = 0
+        self._misses = 0
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        async with self._guard():
+        async with _guard():
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
                 pipe.exists(redis_key(namespace, key))
-            return [bool(n) for n in await pipe.execute()]
+            found = [bool(n) for n in await pipe.execute()]
+        self._count(found)
+        return found
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
-        async with self._guard():
-            if not keys:
-                return []
-            values = await self._redis.mget([redis_key(namespace, k) for k in keys])
-            return list(values)
+        if not keys:
+            return []
+        async with _guard():
+            replies = await self._redis.mget([redis_key(namespace, k) for k in keys])
+        values: list[bytes | None] = [v if v is None or isinstance(v, bytes) else v.encode() for v in replies]
+        self._count([v is not None for v in values])
+        return values
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        async with self._guard():
+        async with _guard():
             pipe = self._redis.pipeline(transaction=False)
             for key, value in items:
                 pipe.set(redis_key(namespace, key), value, nx=True)
             return [bool(ok) for ok in await pipe.execute()]
 
     async def delete(self, namespace: str, key: str) -> None:
-        async with self._guard():
+        async with _guard():
             await self._redis.delete(redis_key(namespace, key))
 
     async def num_keys(self, namespace: str) -> int:
-        async with self._guard():
+        async with _guard():
             count = 0
             async for _ in self._redis.scan_iter(match=f"{namespace}:kv:*", count=1000):
                 count += 1
             return count
 
     async def memory_info(self) -> tuple[int, int]:
-        async with self._guard():
+        async with _guard():
             memory = await self._redis.info("memory")
             stats = await self._redis.info("stats")
             return int(memory.get("used_memory", 0)), int(stats.get("evicted_keys", 0))
 
+    async def node_stats(self) -> list[NodeStats]:
+        return [await read_node_stats(self._redis, self.node, "master", self._hits, self._misses)]
+
     async def ping(self) -> None:
-        async with self._guard():
+        async with _guard():
             await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    def _guard(self) -> _RedisGuard:
-        return _RedisGuard()
+    def _count(self, found: list[bool]) -> None:
+        num_found = sum(found)
+        self._hits += num_found
+        self._misses += len(found) - num_found
 
 
-class _RedisGuard:
+async def read_node_stats(client: aioredis.Redis, node: str, role: str, hits: int, misses: int) -> NodeStats:
+    """INFO and DBSIZE of one node; a node that does not answer is reported down, at zero."""
+    try:
+        info = await client.info()
+        num_keys = int(await client.dbsize())
+    except redis.exceptions.RedisError:
+        return NodeStats(node, role, False, 0, 0, 0, 0, hits, misses)
+    return NodeStats(
+        node=node,
+        role=role,
+        is_up=True,
+        used_memory_bytes=int(info.get("used_memory", 0)),
+        max_memory_bytes=int(info.get("maxmemory", 0)),
+        num_keys=num_keys,
+        num_evicted=int(info.get("evicted_keys", 0)),
+        num_hits=hits,
+        num_misses=misses,
+    )
+
+
+class _Guard:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-            raise UnavailableError(f"redis unreachable: {exc}", retry_after_s=1.0) from exc
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        # The message names no host or port: it may reach clients.
+        if isinstance(exc, CONNECTION_ERRORS):
+            raise UnavailableError("kv pool: redis unreachable", retry_after_s=1.0) from exc
         if isinstance(exc, redis.exceptions.RedisError):
-            raise UnavailableError(f"redis error: {exc}", retry_after_s=1.0) from exc
-        return False
+            raise UnavailableError(f"kv pool: redis error ({type(exc).__name__})", retry_after_s=1.0) from exc
+
+
+def _guard() -> _Guard:
+    return _Guard()
 
 
 class MemoryKvStore:
@@ -121,9 +195,14 @@ class MemoryKvStore:
         self._data: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
         self._evicted = 0
+        self._hits = 0
+        self._misses = 0
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        return [redis_key(namespace, k) in self._data for k in keys]
+        found = [redis_key(namespace, k) in self._data for k in keys]
+        self._hits += sum(found)
+        self._misses += len(found) - sum(found)
+        return found
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -132,6 +211,9 @@ class MemoryKvStore:
             value = self._data.get(full)
             if value is not None:
                 self._data.move_to_end(full)
+                self._hits += 1
+            else:
+                self._misses += 1
             out.append(value)
         return out
 
@@ -162,6 +244,14 @@ class MemoryKvStore:
 
     async def memory_info(self) -> tuple[int, int]:
         return self._bytes, self._evicted
+
+    async def node_stats(self) -> list[NodeStats]:
+        return [
+            NodeStats(
+                "memory", "master", True, self._bytes, self.max_bytes, len(self._data), self._evicted,
+                self._hits, self._misses,
+            )
+        ]  # fmt: skip
 
     async def ping(self) -> None:
         return None

@@ -60,15 +60,35 @@ class FabricSettings(BaseModel):
 class KvPoolSettings(BaseModel):
     port: int = Field(50052, ge=0, le=65535, description="gRPC port (HTTP for the frontend)")
     address: str = Field("127.0.0.1:50052", description="Where workers reach the KV pool")
+    addresses: AddressList = Field(
+        default_factory=list,
+        description="Pool services workers spread calls over and fail over between (empty = address)",
+    )
     metrics_port: int = Field(9152, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="The Redis the pool stores blocks in")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="The Redis the pool stores blocks in (cluster: any node, or several comma-separated)",
+    )
+    redis_mode: Literal["auto", "standalone", "cluster"] = Field(
+        "auto", description="Redis topology: auto (asks the server), standalone or cluster"
+    )
+    failover_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=120,
+        description="Cluster: wall seconds a Get waits for a failing master's replica to take over",
+    )
     namespace: str = Field("sn", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Key prefix of this pool")
     block_tokens: int = Field(128, ge=16, le=4096, description="Tokens per KV block (paper: 128-512)")
     payload_ratio: float = Field(
         1 / 1024, gt=0, le=1, description="Stored payload bytes / nominal MLA bytes (1.0 = full size)"
     )
     max_blocks_per_call: int = Field(4096, ge=1, description="Bound on blocks in one Put/Get/Lookup")
-    redis_maxmemory: str = Field("512mb", description="LRU memory cap given to the local redis-server")
+    redis_maxmemory: str = Field(
+        "512mb", description="LRU memory cap given to each local redis-server (cluster: per node)"
+    )
+
+    _split = field_validator("addresses", mode="before")(_split_list)
 
 
 class PrefillSettings(BaseModel):

@@ -183,11 +183,13 @@ def worker_builder(
     fakes are given (service tests)."""
 
     def build(server: grpc.aio.Server, drain: Any) -> Any:
+        from supernode.runtime.pool_clients import PoolClients  # several pool services; imports this module
+
         service = service_cls(
             settings,
             clock or ScaledClock(settings.runtime.time_scale),
             fabric or GrpcFabricClient(settings),
-            pool or GrpcPoolClient(settings),
+            pool or PoolClients(settings),
             drain,
         )
         add_servicer(service, server)

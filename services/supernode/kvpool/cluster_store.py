@@ -1,0 +1,337 @@
+"""The pool on Redis Cluster: blocks spread over the masters by hash slot, one pipeline per node.
+
+A block's key `<namespace>:kv:<hash>` has no hash tag, so CRC16(key) mod 16384 picks its slot and the
+slot's master holds it: a prompt's blocks scatter over every master, as the paper's EMS spreads blocks
+over every node's DRAM by hash. redis-py's asyncio `RedisCluster` keeps the slot map (refreshed on
+MOVED and after failures); each multi-key call groups its keys by the master that owns their slot and
+sends one pipeline per master, all at once, so a 4,096-block call costs one round trip per node.
+
+Failure contract (a master dies; its replica is promoted `cluster-node-timeout` later):
+- a node that fails is retried once after refreshing the slot map (MOVED, a promoted replica);
+- keys still unreachable: a Lookup reads them as absent (the cached prefix stops there and the rest is
+  recomputed); their writes are dropped; a Get (decode needs those very blocks) keeps retrying with
+  fresh slot maps for up to `failover_wait_s`, so it answers from the promoted replica (or reports a
+  real miss, and the router recomputes on a healthy cluster) rather than fail mid-failover;
+  SET is atomic per key and values are sealed with a digest, so nothing is ever half-written;
+- only when no node at all answers does a call fail (UNAVAILABLE), as with a standalone Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
+from supernode.runtime.errors import UnavailableError
+
+log = logging.getLogger(__name__)
+
+# A per-key reply that means "this node cannot answer for this key now": refresh the map, retry once.
+_RETRYABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ReadOnlyError,
+)
+_FAILED = object()  # a key whose node could not answer
+MIN_REFRESH_INTERVAL_S = 0.1
+RETRY_INTERVAL_S = 0.2  # between slot-map refreshes while a Get waits out a failover
+
+
+class ClusterKvStore:
+    """`KvStore` over Redis Cluster (see the module docstring for placement and failure handling)."""
+
+    def __init__(self, url: str, failover_wait_s: float = 5.0) -> None:
+        """`url`: one node's URL, or several comma-separated (seeds: any one alive will do)."""
+        self.failover_wait_s = failover_wait_s
+        first, *others = split_urls(url)
+        seeds = [ClusterNode(*_host_port(u)) for u in others]
+        self._cluster = RedisCluster.from_url(
+            first, startup_nodes=seeds or None, retry=retry_once(), **REDIS_OPTIONS
+        )
+        self._node_kwargs = _node_kwargs(first)
+        self._clients: dict[str, aioredis.Redis] = {}
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = 0.0
+        self._is_ready = False
+        self.num_round_trips = 0  # node pipelines sent (tests check one per node per call)
+        self.num_dropped_writes = 0
+        self.num_failed_reads = 0
+        self._hits: defaultdict[str, int] = defaultdict(int)
+        self._misses: defaultdict[str, int] = defaultdict(int)
+
+    # -- KvStore
+
+    async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
+        replies = await self._per_key([redis_key(namespace, k) for k in keys], lambda p, k: p.exists(k))
+        return [r is not _FAILED and bool(r) for r in replies]
+
+    async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        full = [redis_key(namespace, k) for k in keys]
+        replies = await self._per_key(full, lambda p, k: p.get(k), wait_s=self.failover_wait_s)
+        return [None if r is _FAILED else r for r in replies]
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        values = {redis_key(namespace, k): v for k, v in items}
+        full = [redis_key(namespace, k) for k, _ in items]
+        replies = await self._per_key(full, lambda p, k: p.set(k, values[k], nx=True), is_read=False)
+        return [r is not _FAILED and bool(r) for r in replies]
+
+    async def delete(self, namespace: str, key: str) -> None:
+        await self._per_key([redis_key(namespace, key)], lambda p, k: p.delete(k), is_read=False)
+
+    async def num_keys(self, namespace: str) -> int:
+        await self._ready()
+        count = 0
+        for node in self._cluster.get_primaries():
+            try:
+                async for _ in self._client(node.name).scan_iter(match=f"{namespace}:kv:*", count=1000):
+                    count += 1
+            except redis.exceptions.RedisError:
+                continue  # a node down counts as holding nothing
+        return count
+
+    async def memory_info(self) -> tuple[int, int]:
+        masters = [s for s in await self.node_stats() if s.role == "master"]
+        return sum(s.used_memory_bytes for s in masters), sum(s.num_evicted for s in masters)
+
+    async def node_stats(self) -> list[NodeStats]:
+        nodes = sorted((await self._topology()).items())
+        return list(
+            await asyncio.gather(
+                *(
+                    read_node_stats(self._client(name), name, role, self._hits[name], self._misses[name])
+                    for name, role in nodes
+                )
+            )
+        )
+
+    async def _topology(self) -> dict[str, str]:
+        """host:port -> "master" / "replica" for every node the cluster knows (CLUSTER NODES, which
+        unlike the slot map also lists replicas that hold no data yet and nodes that failed)."""
+        await self._ready()
+        for primary in self._cluster.get_primaries():
+            try:
+                table = await self._client(primary.name).execute_command("CLUSTER", "NODES")
+            except redis.exceptions.RedisError:
+                continue
+            return _parse_nodes(table.decode() if isinstance(table, bytes) else str(table))
+        return {n.name: _role(n) for n in self._cluster.get_nodes()}
+
+    async def ping(self) -> None:
+        await self._ready()
+        replies = await asyncio.gather(
+            *(self._client(n.name).ping() for n in self._cluster.get_primaries()), return_exceptions=True
+        )
+        if all(isinstance(r, BaseException) for r in replies):
+            raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        await self._cluster.aclose()
+
+    def masters_of(self, namespace: str, keys: Sequence[str]) -> list[str]:
+        """The master (host:port) currently holding each key, from the client's slot map."""
+        return [self._master(redis_key(namespace, k)) for k in keys]
+
+    # -- the per-node pipelines
+
+    async def _per_key(
+        self,
+        keys: list[str],
+        command: Callable[[Pipeline, str], Any],
+        *,
+        is_read: bool = True,
+        wait_s: float = 0.0,
+    ) -> list[Any]:
+        """One command per key, pipelined per master; a node that fails is retried once after a
+        slot-map refresh (and again every `RETRY_INTERVAL_S` for up to `wait_s`), then its keys are
+        left `_FAILED`."""
+        if not keys:
+            return []
+        await self._ready()
+        replies: list[Any] = [_FAILED] * len(keys)
+        todo = list(range(len(keys)))
+        answered: set[str] = set()
+        failed: set[str] = set()
+        deadline = time.monotonic() + wait_s
+        for attempt in itertools.count():
+            todo = await self._attempt(keys, todo, command, replies, answered, failed, is_read)
+            if not todo:
+                return replies
+            if attempt >= 1 and (self._is_down(answered, failed) or time.monotonic() >= deadline):
+                break
+            if attempt >= 1:
+                await asyncio.sleep(RETRY_INTERVAL_S)
+            await self._refresh()
+        if self._is_down(answered, failed):
+            raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
+        self._give_up(keys, todo, is_read)
+        return replies
+
+    async def _attempt(
+        self,
+        keys: list[str],
+        todo: list[int],
+        command: Callable[[Pipeline, str], Any],
+        replies: list[Any],
+        answered: set[str],
+        failed: set[str],
+        is_read: bool,
+    ) -> list[int]:
+        """Sends the `todo` keys' commands, one pipeline per master at once; fills `replies`, notes
+        which nodes answered or failed, and returns the keys to try again."""
+        groups: defaultdict[str, list[int]] = defaultdict(list)
+        for i in todo:
+            groups[self._master(keys[i])].append(i)
+        outcomes = await asyncio.gather(
+            *(self._pipeline(node, [keys[i] for i in idx], command) for node, idx in groups.items())
+        )
+        again: list[int] = []
+        for (node, idx), outcome in zip(groups.items(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.add(node)
+                again.extend(idx)
+                continue
+            answered.add(node)
+            for i, reply in zip(idx, outcome, strict=True):
+                if isinstance(reply, _RETRYABLE):
+                    again.append(i)
+                elif isinstance(reply, BaseException):
+                    log.warning("redis node %s: %s", node, reply)
+                else:
+                    replies[i] = reply
+                    if is_read:
+                        self._tally(node, bool(reply))
+        return again
+
+    def _is_down(self, answered: set[str], failed: set[str]) -> bool:
+        """True when no master answered and every master known failed: the whole cluster is away."""
+        return not answered and {n.name for n in self._cluster.get_primaries()} <= failed
+
+    async def _pipeline(
+        self, node: str, keys: list[str], command: Callable[[Pipeline, str], Any]
+    ) -> list[Any] | BaseException:
+        if not node:
+            return redis.exceptions.ClusterDownError("slot not covered")
+        pipe = self._client(node).pipeline(transaction=False)
+        for key in keys:
+            command(pipe, key)
+        self.num_round_trips += 1
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        except redis.exceptions.RedisError as err:
+            log.debug("redis node %s failed a pipeline of %d: %s", node, len(keys), err)
+            return err
+
+    def _give_up(self, keys: list[str], failed: list[int], is_read: bool) -> None:
+        if is_read:
+            self.num_failed_reads += len(failed)
+            for i in failed:
+                self._tally(self._master(keys[i]), False)
+        else:
+            self.num_dropped_writes += len(failed)
+        log.warning(
+            "%d of %d keys unreachable (%s): %s", len(failed), len(keys),
+            "read as misses" if is_read else "writes dropped", "a cluster node is failing over?",
+        )  # fmt: skip
+
+    def _tally(self, node: str, hit: bool) -> None:
+        if hit:
+            self._hits[node] += 1
+        else:
+            self._misses[node] += 1
+
+    # -- topology
+
+    def _master(self, key: str) -> str:
+        """host:port of the key's master; "" when no node covers its slot (the call then fails over)."""
+        try:
+            node = self._cluster.get_node_from_key(key)
+        except redis.exceptions.RedisClusterException:
+            return ""
+        return str(node.name) if node is not None else ""
+
+    def _client(self, node: str) -> aioredis.Redis:
+        client = self._clients.get(node)
+        if client is None:
+            host, _, port = node.rpartition(":")
+            client = aioredis.Redis(
+                host=host, port=int(port), retry=retry_once(), **REDIS_OPTIONS, **self._node_kwargs
+            )
+            self._clients[node] = client
+        return client
+
+    async def _ready(self) -> None:
+        if self._is_ready:
+            return
+        try:
+            await self._cluster.initialize()
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
+            raise UnavailableError("kv pool: redis cluster unreachable", retry_after_s=1.0) from err
+        self._is_ready = True
+
+    async def _refresh(self) -> None:
+        """Re-reads the slot map from the cluster (after MOVED or a node failure); at most one
+        refresh runs at a time and a fresh map is reused."""
+        started = time.monotonic()
+        async with self._refresh_lock:
+            if self._refreshed_at >= started - MIN_REFRESH_INTERVAL_S:
+                return
+            try:
+                await self._cluster.nodes_manager.initialize()
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
+                log.warning("redis cluster slot map refresh failed: %s", err)
+            self._refreshed_at = time.monotonic()
+
+
+def _parse_nodes(table: str) -> dict[str, str]:
+    nodes = {}
+    for fields in (line.split() for line in table.splitlines()):
+        if len(fields) >= 8 and "noaddr" not in fields[2]:
+            nodes[fields[1].split("@")[0]] = "master" if "master" in fields[2] else "replica"
+    return nodes
+
+
+def _role(node: Any) -> str:
+    return "master" if getattr(node, "server_type", "primary") == "primary" else "replica"
+
+
+def split_urls(url: str) -> list[str]:
+    """The URLs of a comma-separated list (cluster seeds); raises ValueError when there is none."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("redis_url: must name at least one redis:// or rediss:// URL")
+    return urls
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return parsed.hostname or "localhost", parsed.port or 6379
+
+
+def _node_kwargs(url: str) -> dict[str, Any]:
+    """Credentials and TLS from the URL, for the per-node clients (host and port come from the map)."""
+    from redis.asyncio.connection import parse_url
+
+    kwargs: dict[str, Any] = dict(parse_url(url))
+    for name in ("host", "port", "db", "path", *REDIS_OPTIONS):
+        kwargs.pop(name, None)
+    return kwargs
