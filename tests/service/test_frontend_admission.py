@@ -71,7 +71,7 @@ async def test_non_streaming_client_that_leaves_cancels_its_request() -> None:
         except httpx.TimeoutException:
             pass
         router = stack.router
-        assert await wait_for(lambda: router.num_cancelled == 1, 2.0), "router call not cancelled"
+        assert await wait_for(lambda r=router: r.num_cancelled == 1, 2.0), "router call not cancelled"
         await asyncio.sleep(0.1)
         metrics = (await stack.http.get("/metrics")).text
         assert 'supernode_http_abandoned_total{kind="disconnect"} 1.0' in metrics
