@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 .DEFAULT_GOAL := help
 
 .PHONY: help setup redis protos protos-check run up down test lint bench bench-fidelity \
-        load load-prefill load-decode load-slo load-cache load-trace clean
+        load load-prefill load-decode load-slo load-cache load-trace chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -82,6 +82,11 @@ load-cache: setup ## Context caching: prefix reuse 0 / 50 / 90%
 
 load-trace: setup ## Replay the shipped Mooncake-format sample trace
 	$(BENCH) --scenario trace $(LOAD_ARGS)
+
+CHAOS_ARGS ?=
+
+chaos: setup ## Faults under load on 2 prefill + 2 decode -> reports/chaos.{json,md} (CHAOS_ARGS="--quick")
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean: ## Remove the venv and reports
 	rm -rf $(VENV) reports .run

@@ -126,3 +126,21 @@ async def test_generic_errors_reach_no_client_with_internals():
     kept = "max_tokens: must be between 1 and 32768"
     assert sanitize(kept) == kept
     assert sanitize("path down: ub/die17/tx, rdma/die3/rx") == "path down: ub/die17/tx, rdma/die3/rx"
+
+
+async def test_a_call_past_its_client_deadline_is_counted(host_factory):
+    from prometheus_client import REGISTRY
+
+    def expired() -> float:
+        return REGISTRY.get_sample_value("supernode_deadline_expired_total", {"where": "Generate"}) or 0.0
+
+    before = expired()
+    client = await start_router(host_factory, [FakePrefill()], [SlowDecode()])
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's DeadlineExceededError
+        await client.complete(token_ids=[1], max_tokens=40, timeout_s=0.3)
+    for _ in range(50):
+        if expired() > before:
+            break
+        await asyncio.sleep(0.02)
+    assert expired() == before + 1
+    await client.close()
