@@ -253,7 +253,10 @@ async def client_abandon(ctx: Ctx, num: int = 16, leave_after_s: float = 1.5) ->
     """Non-streaming HTTP requests for many tokens whose clients leave after `leave_after_s`; how long
     the decode side keeps their sequences afterwards."""
     base = f"http://{ctx.stack.address('frontend')}"
-    specs = [Spec(s.index, s.prompt, s.seed, 2048) for s in ctx.specs[:num]]
+    specs = [
+        Spec(k, s.prompt, s.seed, 2048)
+        for k, s in enumerate(ctx.specs[k % len(ctx.specs)] for k in range(num))
+    ]
     async with httpx.AsyncClient(base_url=base, timeout=leave_after_s) as http:
 
         async def leave(spec: Spec) -> str:
@@ -269,14 +272,14 @@ async def client_abandon(ctx: Ctx, num: int = 16, leave_after_s: float = 1.5) ->
                 return "left"
 
         ends = await asyncio.gather(*(leave(s) for s in specs))
-    left_at = time.monotonic()
+    left_at = time.monotonic()  # the last client has left
     held = await _decode_held(ctx, left_at)
     still = held[-1][1] if held else 0
     freed = next((t for t, n in held if n == 0), None)
     trace = ", ".join(f"+{t:.1f}s: {n}" for t, n in held[:6])
     end = f"all freed after {freed:.1f}s" if freed is not None else f"{still} still held at the end"
     notes = [f"{ends.count('left')} of {num} clients left after {leave_after_s:g}s (max_tokens 2048)",
-             f"decode sequences still running after they left: {trace}", end]  # fmt: skip
+             f"decode sequences still held after the last left: {trace}", end]  # fmt: skip
     return {
         "scenario": ctx.name, "requests": num, "completed": sum(1 for e in ends if e == "200"),
         "failed": sum(1 for e in ends if e not in ("200", "left")), "lost_streams": 0, "wrong_tokens": 0,
