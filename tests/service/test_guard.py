@@ -126,6 +126,7 @@ async def test_generic_errors_reach_no_client_with_internals():
     kept = "max_tokens: must be between 1 and 32768"
     assert sanitize(kept) == kept
     assert sanitize("path down: ub/die17/tx, rdma/die3/rx") == "path down: ub/die17/tx, rdma/die3/rx"
+    assert sanitize("transfers[1].dst.index: bad") == "transfers[1].dst.index: bad"
 
 
 async def test_a_call_past_its_client_deadline_is_counted(host_factory):

@@ -153,7 +153,7 @@ def check_request_id(
 # "ipv4:" peers), exception class names, file paths. Logs keep the original.
 _LEAKS = (
     (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE), "<internal>"),
-    (re.compile(r"(?:ipv[46]:)?\[[0-9a-fA-F:.%]+\](?::\d+)?"), "<internal>"),
+    (re.compile(r"(?:ipv[46]:)?\[[0-9a-fA-F.%]*:[0-9a-fA-F:.%]*\](?::\d+)?"), "<internal>"),
     (re.compile(r"\b(?:ipv[46]:)?\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<internal>"),
     (re.compile(r"\b[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*:\d{2,5}\b"), "<internal>"),
     (re.compile(r"<class '[^']*'>"), "error"),

@@ -84,6 +84,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, gates: dict[str, Gate]) -> None:
         self.gates = gates
         self.shed_logs = {method: ShedLog(method.rsplit("/", 1)[-1]) for method in gates}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -94,14 +95,20 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_streaming:
             return handler  # client-streaming RPCs (reflection) parse per message; left as they are
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         deserializer = _safe(handler.request_deserializer, method)
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
+            wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method), deserializer, handler.response_serializer
             )
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(handler.unary_unary, method), deserializer, handler.response_serializer
-        )
+        else:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method), deserializer, handler.response_serializer
+            )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
         if inspect.isasyncgenfunction(fn):
