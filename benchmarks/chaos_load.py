@@ -90,7 +90,7 @@ async def run_sdk(client: AsyncClient, spec: Spec, sent_at_s: float, timeout_s: 
     except SupernodeError as err:
         out.error = err.code
     finally:
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]  # an async generator
     out.e2e_s = time.monotonic() - started
     return out
 

@@ -12,7 +12,9 @@ Lifecycle of a POST to /v1/completions or /v1/chat/completions here:
    app task is cancelled, which closes the SDK stream and so the router call, decode slot and KV;
 4. a streaming client that stops reading is cut off: once the transport's write buffer is full
    (asyncio's 64 KiB high-water mark, plus the kernel's socket buffers), a body write that does not
-   complete within `frontend.stream_stall_timeout_s` cancels the request and closes the connection.
+   complete within `frontend.stream_stall_timeout_s` cancels the request, frees its slot and closes
+   the connection; the router stream is closed when the relay is released, which a graceful close
+   delays until the client has taken or dropped the buffered bytes.
 Both are counted in `supernode_http_abandoned_total{kind=disconnect|stalled}`.
 """
 
@@ -23,6 +25,7 @@ import gc
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -162,7 +165,7 @@ async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
             task.cancel()
 
 
-async def _cancel(task: asyncio.Future[object], release_frames: bool = False) -> None:
+async def _cancel(task: asyncio.Future[Any], release_frames: bool = False) -> None:
     """Cancels `task` and waits for it. With `release_frames`, the frames its cancellation unwound
     are cleared: a streaming body generator cut off at a `yield` is closed (and with it the router
     stream) only when nothing refers to it any more, and those frames would keep it until the
