@@ -311,4 +311,10 @@ register(Scenario("redis-restart", redis_restart))
 register(Scenario("fabric-node-down", fabric_node_down))
 register(Scenario("overload-10x", overload))
 register(Scenario("client-abandon", client_abandon))
-register(Scenario("redis-master-kill", baseline, needs="redis-cluster"))  # the slot; see the docstring
+
+
+async def _needs_cluster(ctx: Ctx) -> Row:
+    raise RuntimeError(f"{ctx.name} needs a Redis Cluster stack, which LocalStack cannot start yet")
+
+
+register(Scenario("redis-master-kill", _needs_cluster, needs="redis-cluster"))  # the slot (docstring)
