@@ -21,9 +21,8 @@ Both are counted in `supernode_http_abandoned_total{kind=disconnect|stalled}`.
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +37,6 @@ from supernode.runtime.errors import SupernodeError, check_request_id
 log = logging.getLogger(__name__)
 
 GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
-_COLLECT_AFTER_S = (0.25, 1.0)
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request", for the HTTP metrics only
 
 
@@ -84,19 +82,12 @@ class AdmissionMiddleware:
             await error_response(err)(scope, receive, send)
             return
         try:
-            is_abandoned = await self._serve(scope, receive, send)
+            await self._serve(scope, receive, send)
         finally:
             self.gate.release(key)
-        if is_abandoned:
-            # The cut-off relay (a body generator stopped at a `yield`, holding the router stream)
-            # sits in a reference cycle once the server drops the request: collect it soon rather
-            # than at some later automatic collection.
-            loop = asyncio.get_running_loop()
-            for delay_s in _COLLECT_AFTER_S:
-                loop.call_later(delay_s, gc.collect)
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Runs the app, cancelling it when the client disconnects or stops reading (returns True)."""
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs the app, cancelling it when the client disconnects or stops reading."""
         body_read, disconnected, stalled = asyncio.Event(), asyncio.Event(), asyncio.Event()
         started = complete = False
 
@@ -139,15 +130,15 @@ class AdmissionMiddleware:
             await asyncio.wait({app_task, gone}, return_when=asyncio.FIRST_COMPLETED)
             if app_task.done() or complete:  # after the last byte, "disconnect" is just the end
                 await app_task
-                return False
+                return
             kind = "stalled" if stalled.is_set() else "disconnect"
             self._abandoned.labels(kind).inc()
             log.info("%s: client %s; cancelling its request", scope["path"], _WHAT[kind])
-            await _cancel(app_task, release_frames=True)
+            await _cancel(app_task)
             if not started:
                 await send({"type": "http.response.start", "status": CLIENT_CLOSED_STATUS, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
-            return True
+            return
         finally:
             for task in (app_task, watcher, gone):
                 await _cancel(task)
@@ -165,22 +156,11 @@ async def _first(*waits: Callable[[], Awaitable[object]]) -> None:
             task.cancel()
 
 
-async def _cancel(task: asyncio.Future[Any], release_frames: bool = False) -> None:
-    """Cancels `task` and waits for it. With `release_frames`, the frames its cancellation unwound
-    are cleared: a streaming body generator cut off at a `yield` is closed (and with it the router
-    stream) only when nothing refers to it any more, and those frames would keep it until the
-    cancellation's traceback is garbage-collected."""
+async def _cancel(task: asyncio.Future[Any]) -> None:
     if not task.done():
         task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    except BaseException as exc:  # noqa: BLE001 - the task's own end, whatever it was
-        seen: BaseException | None = exc
-        while release_frames and seen is not None:
-            traceback.clear_frames(seen.__traceback__)
-            seen = seen.__context__
-        if not isinstance(exc, asyncio.CancelledError | Exception):
-            raise
 
 
 def _header(scope: Scope, name: bytes) -> str:
