@@ -13,7 +13,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 .DEFAULT_GOAL := help
 
 .PHONY: help setup redis protos protos-check cluster run up down test lint bench bench-fidelity \
-        load load-prefill load-decode load-slo load-cache load-trace load-xl3m clean \
+        load load-prefill load-decode load-slo load-cache load-trace load-xl3m chaos clean \
         lock base-image compose-test
 
 help: ## List the targets
@@ -101,6 +101,11 @@ load-trace: setup ## Replay the shipped Mooncake-format sample trace
 
 load-xl3m: setup ## Passkey retrieval 8K..1M tokens, xl3m vs truncate, 4K window (--huge adds 4M, 20M)
 	$(VENV)/bin/supernode bench --scenario passkey --context-window 4096 $(LOAD_ARGS)
+
+CHAOS_ARGS ?=
+
+chaos: setup ## Faults under load on 2 prefill + 2 decode -> reports/chaos.{json,md} (CHAOS_ARGS="--quick")
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean: ## Remove the venv and reports
 	rm -rf $(VENV) reports .run

@@ -35,7 +35,7 @@ def test_cluster_pool_services_and_the_workers_that_use_them():
     for name in pools:
         env = PROFILE[name]["environment"]
         assert env["SUPERNODE_KVPOOL__REDIS_MODE"] == "cluster"
-        assert env["SUPERNODE_KVPOOL__REDIS_URL"].split("//")[1].split(":")[0] in PROFILE
+        assert env["SUPERNODE_KVPOOL__REDIS_URL"].split("@")[-1].split(":")[0] in PROFILE
     port = Settings().kvpool.port
     for worker, svc in OVERRIDE.items():
         assert worker in SERVICES, f"override names unknown service {worker}"

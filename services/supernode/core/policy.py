@@ -8,8 +8,11 @@ Round-robin and a KV-aware policy exist for comparison.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from supernode.core.topology import DIES_PER_NODE, DIES_PER_NPU
 
 POLICIES = ("paper", "round_robin", "kv_aware")
 
@@ -23,10 +26,12 @@ class WorkerSnapshot:
     num_waiting: int  # the worker's own queue length (last load report)
     kv_tokens_used: int
     kv_tokens_capacity: int
+    worker_id: str = ""  # the id the worker leases its dies under ('' = not known yet)
+    is_behind_fault: bool = False  # a fabric fault holds one of its links down (see `mark_behind_faults`)
 
     @property
     def is_available(self) -> bool:
-        return self.is_healthy and not self.is_draining
+        return self.is_healthy and not self.is_draining and not self.is_behind_fault
 
     @property
     def kv_free(self) -> int:
@@ -87,3 +92,63 @@ class AffinityTable:
 
     def __len__(self) -> int:
         return len(self._last)
+
+
+# -- fault-aware routing: which instances sit behind a downed fabric link
+
+
+class FaultLike(Protocol):
+    """A fabric fault (`fabric_pb2.Fault` or `fabric.faults.Fault`)."""
+
+    @property
+    def link_ids(self) -> Sequence[str]: ...
+    @property
+    def bandwidth_factor(self) -> float: ...
+
+
+class LeaseLike(Protocol):
+    """A die lease (`fabric_pb2.WorkerLease` or `fabric.leases.Lease`)."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def dies(self) -> Sequence[int]: ...
+
+
+def links_of_die(die: int) -> tuple[str, ...]:
+    """The links every KV movement of a die depends on: its UB and RDMA ports, its NPU's cross-die
+    link and its node's uplinks to the L2 tier (cache loads from other nodes' EMS DRAM cross them)."""
+    node, npu = die // DIES_PER_NODE, die // DIES_PER_NPU
+    return (
+        f"ub/die{die}/tx", f"ub/die{die}/rx", f"rdma/die{die}/tx", f"rdma/die{die}/rx",
+        f"d2d/npu{npu}/0to1", f"d2d/npu{npu}/1to0", f"ub/node{node}/up", f"ub/node{node}/down",
+    )  # fmt: skip
+
+
+def instances_behind_faults(
+    faults: Iterable[FaultLike], leases: Iterable[LeaseLike], min_bandwidth_factor: float = 0.0
+) -> frozenset[str]:
+    """Worker ids holding a die whose links a fault leaves at or below `min_bandwidth_factor` of
+    their capacity (0.0, the default: only links that are down; 0.5 also avoids halved links).
+    Input: the fabric's `Describe` answer (`faults`, `leases`); output: ids to route around."""
+    bad_links = {
+        link for fault in faults if fault.bandwidth_factor <= min_bandwidth_factor for link in fault.link_ids
+    }
+    if not bad_links:
+        return frozenset()
+    return frozenset(
+        lease.worker_id
+        for lease in leases
+        if any(link in bad_links for die in lease.dies for link in links_of_die(die))
+    )
+
+
+def mark_behind_faults(
+    workers: Sequence[WorkerSnapshot], affected: frozenset[str] | set[str]
+) -> list[WorkerSnapshot]:
+    """The snapshots with `is_behind_fault` set on those whose worker id (or address) is in
+    `affected`; the selectors above then skip them while the fault lasts."""
+    return [
+        replace(w, is_behind_fault=(bool(w.worker_id) and w.worker_id in affected) or w.address in affected)
+        for w in workers
+    ]

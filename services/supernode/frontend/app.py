@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from supernode.frontend import errors
+from supernode.frontend.admission import AdmissionMiddleware
 from supernode.frontend.client import ClientFactory, RouterClient, sdk_client_factory
 from supernode.frontend.encoders import Encoder
 from supernode.frontend.http_metrics import HttpMetricsMiddleware
@@ -108,6 +109,7 @@ def create_app(settings: Settings, client_factory: ClientFactory | None = None) 
     )  # fmt: skip
     app.state.frontend = frontend
     errors.install(app)
+    app.add_middleware(AdmissionMiddleware, settings=settings, registry=frontend.registry)
     app.add_middleware(HttpMetricsMiddleware, registry=frontend.registry)
     _add_routes(app, frontend)
     return app

@@ -146,7 +146,7 @@ class LongContext:
 
         async def one(i: int, start: int, end: int) -> tuple[int, int, int, list[int], ScoreResult]:
             segment = source.read(start, end)
-            result = await self.scorer.score(f"{request_id}/s{i}", segment, question, cfg.score_fn)
+            result = await self.scorer.score(f"{request_id}:s{i}", segment, question, cfg.score_fn)
             return i, start, end, segment, result
 
         def take(done: set[asyncio.Task[tuple[int, int, int, list[int], ScoreResult]]]) -> None:

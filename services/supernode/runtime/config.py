@@ -174,6 +174,17 @@ class RouterSettings(BaseModel):
         "reject",
         description="Prompts over the window: reject (error), truncate (keep the last window), xl3m",
     )
+    admission_max_inflight: int = Field(
+        1024, ge=1, description="Generate streams admitted at once; beyond them RESOURCE_EXHAUSTED"
+    )
+    admission_max_per_connection: int = Field(
+        0, ge=0, description="Generate streams per client connection (0 = only the total bound)"
+    )
+    admission_max_wait_s: float = Field(
+        1.0,
+        ge=0,
+        description="Wall seconds a stream may wait for admission; longer (or expected longer) is refused",
+    )
 
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
 
@@ -239,6 +250,20 @@ class FrontendSettings(BaseModel):
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body accepted")
     max_n: int = Field(8, ge=1, le=128, description="Largest n (choices per request) accepted")
+    max_inflight: int = Field(
+        512, ge=1, description="Generation requests served at once; beyond them 429 with Retry-After"
+    )
+    max_inflight_per_client: int = Field(
+        256, ge=0, description="Generation requests per client address (0 = only the total bound)"
+    )
+    max_queue_wait_s: float = Field(
+        1.0,
+        ge=0,
+        description="Wall seconds a request may wait for a slot; longer (or expected longer) gets 429",
+    )
+    stream_stall_timeout_s: float = Field(
+        10.0, gt=0, description="Wall seconds a streaming client may stop reading before it is cut off"
+    )
 
     _split = field_validator("api_keys", mode="before")(_split_list)
 

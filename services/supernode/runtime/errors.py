@@ -6,6 +6,8 @@ into them, and the HTTP frontend into OpenAI-style error bodies.
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 
@@ -122,7 +124,7 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
         elif key == ORIGIN_KEY:
             from_service = True
     cls = _BY_CODE.get(code, InternalError)
-    domain = cls(details, field=field, retry_after_s=retry_after)
+    domain = cls(sanitize(details), field=field, retry_after_s=retry_after)
     domain.from_service = from_service
     return domain
 
@@ -130,3 +132,41 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
 def invalid(field: str, rule: str) -> InvalidArgumentError:
     """An INVALID_ARGUMENT naming the field and the rule it broke."""
     return InvalidArgumentError(f"{field}: {rule}", field=field)
+
+
+MAX_REQUEST_ID_CHARS = 128  # longer request ids are refused (they end up in logs, metrics and keys)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]*$")
+
+
+def check_request_id(
+    request_id: str, field: str = "request_id", max_chars: int = MAX_REQUEST_ID_CHARS
+) -> None:
+    """Raises INVALID_ARGUMENT naming `field` unless the id is at most `max_chars` characters of
+    [A-Za-z0-9._:-] (empty is fine: the router assigns one)."""
+    if len(request_id) > max_chars:
+        raise invalid(field, f"must be at most {max_chars} characters, got {len(request_id)}")
+    if not _REQUEST_ID.match(request_id):
+        raise invalid(field, "may contain only letters, digits and . _ : -")
+
+
+# What a message to a client must not carry: internal addresses (URLs, IPs, host:port, gRPC's
+# "ipv4:" peers), exception class names, file paths. Logs keep the original.
+_LEAKS = (
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE), "<internal>"),
+    (re.compile(r"(?:ipv[46]:)?\[[0-9a-fA-F.%]*:[0-9a-fA-F:.%]*\](?::\d+)?"), "<internal>"),
+    (re.compile(r"\b(?:ipv[46]:)?\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<internal>"),
+    (re.compile(r"\b[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*:\d{2,5}\b"), "<internal>"),
+    (re.compile(r"<class '[^']*'>"), "error"),
+    (re.compile(r"\b(?:[a-z_][a-z0-9_]*\.)+(?=[A-Z])"), ""),  # module path of a class name
+    (re.compile(r"\b[A-Z][A-Za-z0-9]*(?:Error|Exception|Exit|Interrupt)\b(?::\s*)?"), ""),
+    (re.compile(r"(?:/[\w.-]+){2,}\.py\b(?:, line \d+)?"), "<internal>"),
+)
+
+
+def sanitize(message: str) -> str:
+    """`message` with internal hosts, ports, URLs, file paths and exception class names removed."""
+    for pattern, replacement in _LEAKS:
+        message = pattern.sub(replacement, message)
+    message = re.sub(r"(<internal>)(?:[ ,]*<internal>)+", r"\1", message)
+    message = re.sub(r"\s{2,}", " ", message).strip(" :;,")
+    return message or "internal error"

@@ -20,7 +20,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import FIELD_KEY, ORIGIN_KEY, RETRY_AFTER_KEY, SupernodeError, UnavailableError
+from supernode.runtime.errors import (
+    FIELD_KEY,
+    ORIGIN_KEY,
+    RETRY_AFTER_KEY,
+    DeadlineExceededError,
+    InternalError,
+    SupernodeError,
+    UnavailableError,
+    sanitize,
+)
+from supernode.runtime.guard import GuardInterceptor, guard_interceptors, on_deadline_expired
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +77,23 @@ class Service(Protocol):
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: SupernodeError) -> None:
+    """Ends the RPC with the error's status; the message is sanitized (no internal host, port or
+    exception class reaches a client; the log keeps the original)."""
+    if isinstance(err, DeadlineExceededError):
+        on_deadline_expired("handler", err.message)
     trailers = [(ORIGIN_KEY, "supernode")]
     if err.retry_after_s is not None:
         trailers.append((RETRY_AFTER_KEY, f"{err.retry_after_s:g}"))
     if err.field:
         trailers.append((FIELD_KEY, err.field))
     context.set_trailing_metadata(tuple(trailers))
-    await context.abort(err.grpc_code, err.message)
+    await context.abort(err.grpc_code, sanitize(err.message))
+
+
+def _unexpected(exc: Exception) -> InternalError:
+    """A bug, not a domain error: logged with its traceback, answered INTERNAL without details."""
+    log.exception("unexpected error in a handler")
+    return InternalError("internal error")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +112,10 @@ def unary(track: bool = True) -> Callable[[F], F]:
                 return await fn(self, request, context)
             except SupernodeError as err:
                 await _abort(context, err)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the client gets INTERNAL, the log the traceback
+                await _abort(context, _unexpected(exc))
 
         return handler  # type: ignore[return-value]
 
@@ -116,6 +140,10 @@ def stream(track: bool = True) -> Callable[[F], F]:
                             await context.write(item)
             except SupernodeError as err:
                 await _abort(context, err)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the client gets INTERNAL, the log the traceback
+                await _abort(context, _unexpected(exc))
 
         return handler  # type: ignore[return-value]
 
@@ -139,7 +167,11 @@ class ServiceHost:
     ) -> None:
         self.settings = settings
         self.drain = Drain()
-        self.server = grpc.aio.server(options=server_options(settings), interceptors=list(interceptors))
+        self.guard: GuardInterceptor = guard_interceptors(settings)
+        # The token check first: an unauthenticated call takes no admission slot.
+        self.server = grpc.aio.server(
+            options=server_options(settings), interceptors=[*interceptors, self.guard]
+        )
         self.service = build(self.server, self.drain)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

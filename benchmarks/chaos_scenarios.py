@@ -1,0 +1,320 @@
+"""The faults `make chaos` injects. A scenario is a `Scenario(name, run, ...)` in `SCENARIOS`; `run`
+gets a `Ctx` (a freshly started stack, the request mix, the fault-free tokens) and returns a row.
+
+To add one (e.g. `redis-master-kill` once the pool runs on Redis Cluster): write
+`async def my_fault(ctx: Ctx) -> Row`, usually `return await ctx.under_fault(inject, label)`, and
+`register(Scenario("redis-master-kill", my_fault, stack_env={...}))`; `stack_env` and `needs` say
+what stack it wants (extra settings; e.g. `needs="redis-cluster"` is reported as not runnable until
+`Ctx` can start one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from benchmarks.chaos_load import Outcome, Spec, drive, p99, run_http, run_sdk
+from supernode.launcher import LocalStack
+from supernode.sdk import AsyncClient
+from supernode.v1 import fabric_pb2, fabric_pb2_grpc
+
+Row = dict[str, Any]
+Log = Callable[[str], None]
+
+
+@dataclass
+class Ctx:
+    name: str
+    stack: LocalStack
+    specs: list[Spec]
+    baseline: dict[int, Outcome]  # fault-free outcome of each spec index ({} while the baseline runs)
+    timeout_s: float  # wall bound per request
+    fault_at_s: float  # when the fault hits, since the load started
+    say: Log
+    stopped: list[str] = field(default_factory=list)  # processes under SIGSTOP (resumed at the end)
+
+    @property
+    def spread_s(self) -> float:
+        """Arrivals are spread over this many seconds, so requests arrive before and after the fault."""
+        return 2 * self.fault_at_s + 1.0
+
+    async def load(self, specs: list[Spec] | None = None, spread_s: float | None = None) -> list[Outcome]:
+        async with AsyncClient(self.stack.router_address, timeout_s=self.timeout_s + 5) as client:
+            return await drive(
+                specs or self.specs,
+                lambda spec, at: run_sdk(client, spec, at, self.timeout_s),
+                self.spread_s if spread_s is None else spread_s,
+                self._progress,
+            )
+
+    async def under_fault(
+        self,
+        inject: Callable[[], Awaitable[str]],
+        spread_s: float | None = None,
+        specs: list[Spec] | None = None,
+    ) -> tuple[list[Outcome], str]:
+        """Runs the load and, `fault_at_s` into it, `inject()` (which returns a note on what it did)."""
+        load = asyncio.ensure_future(self.load(specs, spread_s))
+        await asyncio.sleep(self.fault_at_s)
+        note = await inject()
+        self.say(f"{self.name}: t={self.fault_at_s:g}s {note}")
+        return await load, note
+
+    def signal(self, proc: str, sig: signal.Signals) -> None:
+        self.stack.proc(proc).popen.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            self.stopped.append(proc)
+
+    def resume(self) -> None:
+        for name in self.stopped:
+            proc = self.stack.proc(name)
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGCONT)
+        self.stopped.clear()
+
+    def row(self, outcomes: list[Outcome], notes: list[str]) -> Row:
+        kinds = [o.kind for o in outcomes]
+        wrong = [o.index for o in outcomes if o.is_finished and not self._matches(o)]
+        e2e = [o.e2e_s * 1000 for o in outcomes if o.is_finished and o.e2e_s is not None]
+        errors = sorted({o.error for o in outcomes if o.error})
+        if errors:
+            notes = [*notes, "errors: " + ", ".join(errors)]
+        return {
+            "scenario": self.name,
+            "requests": len(outcomes),
+            "completed": kinds.count("completed"),
+            "failed": kinds.count("failed") + kinds.count("shed"),
+            "lost_streams": kinds.count("lost"),
+            "wrong_tokens": len(wrong),
+            "hung": kinds.count("hung"),
+            "p99_e2e_ms": _round(p99(e2e)),
+            "notes": "; ".join(notes),
+        }
+
+    def _matches(self, outcome: Outcome) -> bool:
+        expected = self.baseline.get(outcome.index % len(self.specs))
+        if expected is None:
+            return True  # the baseline itself
+        if outcome.token_ids:
+            return outcome.token_ids == expected.token_ids
+        return outcome.text == expected.text
+
+    def _progress(self, done: int, total: int) -> None:
+        self.say(f"{self.name}: {done}/{total} requests ended")
+
+
+@dataclass
+class Scenario:
+    name: str
+    run: Callable[[Ctx], Awaitable[Row]]
+    stack_env: dict[str, str] = field(default_factory=dict)
+    needs: str = ""  # a stack LocalStack cannot start yet (reported, not run)
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    SCENARIOS[scenario.name] = scenario
+    return scenario
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _by_worker(ctx: Ctx, outcomes: list[Outcome]) -> str:
+    names = {ctx.stack.address(name): name for name in ctx.stack.ports}
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.decode_worker:
+            name = names.get(o.decode_worker, o.decode_worker)
+            counts[name] = counts.get(name, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+async def baseline(ctx: Ctx) -> Row:
+    outcomes = await ctx.load()
+    ctx.baseline.update({o.index: o for o in outcomes if o.is_finished})
+    return ctx.row(outcomes, [f"no fault; completed by decode {_by_worker(ctx, outcomes)}"])
+
+
+def _signal_scenario(proc: str, sig: signal.Signals) -> Callable[[Ctx], Awaitable[Row]]:
+    async def run(ctx: Ctx) -> Row:
+        async def inject() -> str:
+            ctx.signal(proc, sig)
+            return f"{sig.name} {proc}"
+
+        outcomes, note = await ctx.under_fault(inject)
+        return ctx.row(outcomes, [note, f"completed by decode {_by_worker(ctx, outcomes)}"])
+
+    return run
+
+
+async def redis_restart(ctx: Ctx, outage_s: float = 3.0) -> Row:
+    window: list[float] = []
+
+    async def inject() -> str:
+        started = time.monotonic()
+        ctx.stack.stop_redis()
+        await asyncio.sleep(outage_s)
+        ctx.stack.start_redis()
+        window.append(time.monotonic() - started)
+        return f"redis-server stopped for {outage_s:g}s, restarted empty"
+
+    outcomes, note = await ctx.under_fault(inject, spread_s=ctx.fault_at_s + outage_s + 6.0)
+    end = ctx.fault_at_s + (window[0] if window else outage_s)
+    bad = [o for o in outcomes if o.kind != "completed"]
+    outside = [o for o in bad if not ctx.fault_at_s - 0.5 <= o.sent_at_s <= end]
+    notes = [note, f"{len(bad) - len(outside)} of the non-completed arrived while Redis was down",
+             f"{len(outside)} failed outside the outage"]  # fmt: skip
+    return ctx.row(outcomes, notes)
+
+
+async def fabric_node_down(ctx: Ctx, duration_s: float = 30.0) -> Row:
+    async with fabric_channel(ctx) as fabric:
+        described = await fabric.Describe(fabric_pb2.DescribeRequest(), timeout=5)
+        dies = next(list(lease.dies) for lease in described.leases if lease.worker_id == "decode-0")
+        others = sorted({d // 16 for lease in described.leases if lease.worker_id != "decode-0"
+                         for d in lease.dies})  # fmt: skip
+        node = dies[0] // 16
+
+        async def inject() -> str:
+            reply = await fabric.InjectFault(
+                fabric_pb2.InjectFaultRequest(node=node, bandwidth_factor=0.0, duration_s=duration_s),
+                timeout=5,
+            )
+            return (f"node {node} (decode-0's dies) down for {duration_s:g}s, "
+                    f"{reply.num_failed_transfers} transfers cut")  # fmt: skip
+
+        outcomes, note = await ctx.under_fault(inject)
+        await fabric.ClearFaults(fabric_pb2.ClearFaultsRequest(), timeout=5)
+    after = [o for o in outcomes if o.sent_at_s >= ctx.fault_at_s]
+    sent_after = sum(1 for o in after if o.kind != "completed")
+    notes = [note, f"other instances on nodes {others}",
+             f"{sent_after} of {len(after)} requests sent after the fault did not complete",
+             f"completed by decode {_by_worker(ctx, outcomes)}"]  # fmt: skip
+    return ctx.row(outcomes, notes)
+
+
+class fabric_channel:  # noqa: N801 - used as a context manager
+    def __init__(self, ctx: Ctx) -> None:
+        import grpc
+
+        self._channel = grpc.aio.insecure_channel(ctx.stack.address("fabric"))
+
+    async def __aenter__(self) -> fabric_pb2_grpc.FabricStub:
+        return fabric_pb2_grpc.FabricStub(self._channel)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+
+async def overload(ctx: Ctx, factor: int = 10) -> Row:
+    """`factor` x the baseline's requests at once through the HTTP frontend, after an unloaded probe."""
+    base = f"http://{ctx.stack.address('frontend')}"
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=base, timeout=ctx.timeout_s + 5, limits=limits) as http:
+
+        async def send(spec: Spec, at: float) -> Outcome:
+            return await run_http(http, spec, at, ctx.timeout_s)
+
+        probe = [await send(spec, 0.0) for spec in ctx.specs[:8]]
+        unloaded = p99([o.ttft_s for o in probe if o.ttft_s is not None])
+        specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k in range(factor) for s in ctx.specs]
+        specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k, s in enumerate(specs)]
+        ctx.say(f"{ctx.name}: unloaded p99 TTFT {unloaded and unloaded * 1000:.0f} ms; "
+                f"sending {len(specs)} streams at once")  # fmt: skip
+        outcomes = await drive(specs, send, 0.5, ctx._progress)
+    admitted_ttft = p99([o.ttft_s for o in outcomes if o.ttft_s is not None and o.kind != "shed"])
+    shed = sum(1 for o in outcomes if o.kind == "shed")
+    ratio = admitted_ttft / unloaded if admitted_ttft and unloaded else None
+    notes = [f"{factor}x the baseline's {len(ctx.specs)} requests at once over HTTP",
+             f"unloaded p99 TTFT {_ms(unloaded)} ms, admitted p99 TTFT {_ms(admitted_ttft)} ms"
+             + (f" ({ratio:.1f}x; target <= 5x)" if ratio else "")]  # fmt: skip
+    row = ctx.row(outcomes, notes)
+    row["failed"] -= shed
+    row["shed"] = shed
+    row["p99_ttft_ms"] = _ms(admitted_ttft)
+    return row
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+async def client_abandon(ctx: Ctx, num: int = 16, leave_after_s: float = 1.5) -> Row:
+    """Non-streaming HTTP requests for many tokens whose clients leave after `leave_after_s`; how long
+    the decode side keeps their sequences afterwards."""
+    base = f"http://{ctx.stack.address('frontend')}"
+    specs = [
+        Spec(k, s.prompt, s.seed, 2048)
+        for k, s in enumerate(ctx.specs[k % len(ctx.specs)] for k in range(num))
+    ]
+    async with httpx.AsyncClient(base_url=base, timeout=leave_after_s) as http:
+
+        async def leave(spec: Spec) -> str:
+            body = {
+                "model": "deepseek-r1",
+                "prompt": spec.prompt,
+                "max_tokens": spec.max_tokens,
+                "seed": spec.seed,
+            }
+            try:
+                return str((await http.post("/v1/completions", json=body)).status_code)
+            except httpx.TimeoutException:
+                return "left"
+
+        ends = await asyncio.gather(*(leave(s) for s in specs))
+    left_at = time.monotonic()  # the last client has left
+    held = await _decode_held(ctx, left_at)
+    still = held[-1][1] if held else 0
+    freed = next((t for t, n in held if n == 0), None)
+    trace = ", ".join(f"+{t:.1f}s: {n}" for t, n in held[:6])
+    end = f"all freed after {freed:.1f}s" if freed is not None else f"{still} still held at the end"
+    notes = [f"{ends.count('left')} of {num} clients left after {leave_after_s:g}s (max_tokens 2048)",
+             f"decode sequences still held after the last left: {trace}", end]  # fmt: skip
+    return {
+        "scenario": ctx.name, "requests": num, "completed": sum(1 for e in ends if e == "200"),
+        "failed": sum(1 for e in ends if e not in ("200", "left")), "lost_streams": 0, "wrong_tokens": 0,
+        "hung": still, "p99_e2e_ms": None, "notes": "; ".join(notes),
+    }  # fmt: skip
+
+
+async def _decode_held(ctx: Ctx, since: float, watch_s: float = 8.0) -> list[tuple[float, int]]:
+    """(seconds since `since`, decode sequences running or waiting) every 0.5 s until 0 or `watch_s`."""
+    trace = []
+    async with AsyncClient(ctx.stack.router_address, timeout_s=5) as client:
+        while True:
+            status = await client.status()
+            n = sum(w.load.num_running + w.load.num_waiting for w in status.workers if w.role == "decode")
+            trace.append((time.monotonic() - since, n))
+            if n == 0 or trace[-1][0] >= watch_s:
+                return trace
+            await asyncio.sleep(0.5)
+
+
+for _name, _proc, _sig in (
+    ("decode-kill9", "decode-0", signal.SIGKILL),
+    ("decode-sigstop", "decode-0", signal.SIGSTOP),
+    ("prefill-kill9", "prefill-0", signal.SIGKILL),
+    ("prefill-sigstop", "prefill-0", signal.SIGSTOP),
+):
+    register(Scenario(_name, _signal_scenario(_proc, _sig)))
+register(Scenario("redis-restart", redis_restart))
+register(Scenario("fabric-node-down", fabric_node_down))
+register(Scenario("overload-10x", overload))
+register(Scenario("client-abandon", client_abandon))
+
+
+async def _needs_cluster(ctx: Ctx) -> Row:
+    raise RuntimeError(f"{ctx.name} needs a Redis Cluster stack, which LocalStack cannot start yet")
+
+
+register(Scenario("redis-master-kill", _needs_cluster, needs="redis-cluster"))  # the slot (docstring)

@@ -1,0 +1,220 @@
+"""What every gRPC server does before and around a handler, whatever the service:
+
+- a request that does not parse is INVALID_ARGUMENT naming the message (grpc.aio would answer
+  UNKNOWN with the decoder's exception class);
+- a `request_id` field is length- and charset-checked (INVALID_ARGUMENT naming the field);
+- `Router.Generate` passes an admission `Gate` (bounded in flight, per connection, and in queueing
+  time; beyond it RESOURCE_EXHAUSTED with the `retry-after-s` trailer, counted and logged), and the
+  client's request id is made unique inside the system (a reused id must not collide with a
+  concurrent request's decode reservation) while every chunk still carries the client's id;
+- a call whose client deadline passed is counted and logged as a deadline expiry.
+
+Metrics (the default registry, which every service's metrics port serves):
+`supernode_shed_total{where,reason}` and `supernode_deadline_expired_total{where}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter
+
+from supernode.runtime.admission import Gate, ShedError, ShedLog
+from supernode.runtime.config import Settings
+from supernode.runtime.errors import (
+    FIELD_KEY,
+    MAX_REQUEST_ID_CHARS,
+    ORIGIN_KEY,
+    RETRY_AFTER_KEY,
+    SupernodeError,
+    check_request_id,
+    sanitize,
+)
+
+log = logging.getLogger(__name__)
+
+GENERATE = "/supernode.v1.Router/Generate"
+_INTERNAL_ID_SUFFIX_CHARS = 13  # "." + 12 hex digits
+SHED_TOTAL = Counter("supernode_shed", "Requests refused by admission control.", ("where", "reason"))
+DEADLINE_EXPIRED_TOTAL = Counter(
+    "supernode_deadline_expired", "Calls that ran out of their deadline.", ("where",)
+)
+_deadline_log = ShedLog("deadline")  # reused for its rate-limited log line
+
+
+def on_deadline_expired(where: str, detail: str) -> None:
+    """Counts a deadline expiry and logs it (rate-limited)."""
+    DEADLINE_EXPIRED_TOTAL.labels(where).inc()
+    _deadline_log.on_shed(where, detail)
+
+
+class _Malformed:
+    """What the deserializer hands on when the bytes are not the expected message."""
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+class _ClientIdContext:
+    """The servicer context, except that written chunks carry the client's request id again."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, client_id: str) -> None:
+        self._context = context
+        self._client_id = client_id
+
+    async def write(self, message: Any) -> None:
+        message.request_id = self._client_id
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """See the module docstring; `gates` maps full method names to their admission gate."""
+
+    def __init__(self, gates: dict[str, Gate]) -> None:
+        self.gates = gates
+        self.shed_logs = {method: ShedLog(method.rsplit("/", 1)[-1]) for method in gates}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler  # client-streaming RPCs (reflection) parse per message; left as they are
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        deserializer = _safe(handler.request_deserializer, method)
+        if handler.response_streaming:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self._wrap(handler.unary_stream, method), deserializer, handler.response_serializer
+            )
+        else:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method), deserializer, handler.response_serializer
+            )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(fn):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                request, context, gate, key = await self._enter(request, context, method)
+                try:
+                    async for item in fn(request, context):
+                        yield item
+                except asyncio.CancelledError:
+                    _note_deadline(context, method)
+                    raise
+                finally:
+                    if gate is not None:
+                        gate.release(key)
+
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request, context, gate, key = await self._enter(request, context, method)
+            try:
+                return await fn(request, context)
+            except asyncio.CancelledError:
+                _note_deadline(context, method)
+                raise
+            finally:
+                if gate is not None:
+                    gate.release(key)
+
+        return call
+
+    async def _enter(
+        self, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> tuple[Any, Any, Gate | None, str | None]:
+        """Checks the request and admits it; aborts the RPC otherwise."""
+        if isinstance(request, _Malformed):
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"request: not a valid {request.message_type} message")  # fmt: skip
+        request_id = getattr(request, "request_id", None)
+        if isinstance(request_id, str) and request_id:
+            # Inside the system an id carries the router's uniqueness suffix.
+            limit = MAX_REQUEST_ID_CHARS + (0 if method == GENERATE else _INTERNAL_ID_SUFFIX_CHARS)
+            try:
+                check_request_id(request_id, max_chars=limit)
+            except SupernodeError as err:
+                await _abort(context, err.grpc_code, err.message, field="request_id")
+        gate = self.gates.get(method)
+        key = context.peer() if gate is not None else None
+        if gate is not None:
+            try:
+                await gate.acquire(key)
+            except ShedError as err:
+                SHED_TOTAL.labels(method.rsplit("/", 1)[-1], err.reason).inc()
+                self.shed_logs[method].on_shed(err.reason, err.message)
+                await _abort(context, err.grpc_code, err.message, retry_after_s=err.retry_after_s)
+        if method == GENERATE and request_id:
+            context = _ClientIdContext(context, request_id)  # type: ignore[assignment]
+            request.request_id = f"{request_id}.{uuid.uuid4().hex[:12]}"
+        return request, context, gate, key
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_type = method.rsplit("/", 1)[-1] + " request"
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:  # noqa: BLE001 - any decoder failure is the client's malformed input
+            return _Malformed(message_type)
+
+    return parse
+
+
+def _note_deadline(context: grpc.aio.ServicerContext, method: str) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        on_deadline_expired(method.rsplit("/", 1)[-1], "the client's deadline passed mid-call")
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    field: str = "",
+    retry_after_s: float | None = None,
+) -> None:
+    trailers = [(ORIGIN_KEY, "supernode")]
+    if retry_after_s is not None:
+        trailers.append((RETRY_AFTER_KEY, f"{retry_after_s:g}"))
+    if field:
+        trailers.append((FIELD_KEY, field))
+    context.set_trailing_metadata(tuple(trailers))
+    await context.abort(code, sanitize(message))
+
+
+def guard_interceptors(settings: Settings) -> GuardInterceptor:
+    """The interceptor with the router's admission gate (it applies only where Generate is served)."""
+    cfg = settings.router
+    gate = Gate(
+        cfg.admission_max_inflight,
+        cfg.admission_max_wait_s,
+        max_per_key=cfg.admission_max_per_connection,
+        retry_after_s=1.0,
+        name="router",
+    )
+    return GuardInterceptor({GENERATE: gate})

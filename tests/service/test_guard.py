@@ -1,0 +1,147 @@
+"""The gRPC guard in front of every handler (runtime/guard.py), through a real router on loopback:
+admission (RESOURCE_EXHAUSTED + retry-after-s), malformed protobuf, request ids, error hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from supernode.runtime.errors import ORIGIN_KEY, RETRY_AFTER_KEY
+from supernode.sdk import InvalidArgumentError, ResourceExhaustedError
+from supernode.v1 import decode_pb2
+from tests.service.test_router import FakeDecode, FakePrefill, start_router
+
+
+class SlowDecode(FakeDecode):
+    """Streams its tokens 50 ms apart, so requests overlap."""
+
+    async def Decode(self, request, context):  # noqa: N802
+        for i in range(1, request.max_tokens):
+            await asyncio.sleep(0.05)
+            yield decode_pb2.DecodeChunk(token_ids=[300 + i])
+        yield decode_pb2.DecodeChunk(finished=True, finish_reason="length")
+
+
+async def test_generate_beyond_the_admission_bound_is_refused_at_once_with_a_hint(host_factory):
+    client = await start_router(
+        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=2, admission_max_wait_s=0.0
+    )
+    results = await asyncio.gather(
+        *(client.complete(token_ids=[1], max_tokens=6) for _ in range(6)), return_exceptions=True
+    )
+    shed = [r for r in results if isinstance(r, ResourceExhaustedError)]
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert len(done) == 2 and len(shed) == 4, results
+    assert all(err.retry_after_s == 1.0 and "overloaded" in err.message for err in shed)
+    assert len((await client.complete(token_ids=[1], max_tokens=2)).token_ids) == 2  # slots came back
+    await client.close()
+
+
+async def test_a_short_queue_wait_admits_what_frees_in_time(host_factory):
+    client = await start_router(
+        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=1, admission_max_wait_s=5.0
+    )
+    results = await asyncio.gather(*(client.complete(token_ids=[1], max_tokens=3) for _ in range(3)))
+    assert [len(r.token_ids) for r in results] == [3, 3, 3]
+    await client.close()
+
+
+async def test_a_reused_request_id_does_not_collide_and_comes_back_unchanged(host_factory):
+    decode = SlowDecode()
+    client = await start_router(host_factory, [FakePrefill()], [decode])
+    results = await asyncio.gather(
+        *(client.complete(token_ids=[1], max_tokens=4, request_id="same-id") for _ in range(3))
+    )
+    assert [r.request_id for r in results] == ["same-id"] * 3
+    assert len(set(decode.reserved)) == 3 and all(r.startswith("same-id.") for r in decode.reserved)
+    await client.close()
+
+
+async def test_request_id_is_length_and_charset_limited(host_factory):
+    client = await start_router(host_factory, [FakePrefill()], [FakeDecode()])
+    with pytest.raises(InvalidArgumentError) as err:
+        await client.complete(token_ids=[1], max_tokens=2, request_id="x" * 129)
+    assert err.value.field == "request_id" and "at most 128 characters" in err.value.message
+    with pytest.raises(InvalidArgumentError) as err:
+        await client.complete(token_ids=[1], max_tokens=2, request_id="a b\n")
+    assert err.value.field == "request_id"
+    await client.close()
+
+
+async def test_malformed_protobuf_is_invalid_argument_without_internals(host_factory):
+    client = await start_router(host_factory, [FakePrefill()], [FakeDecode()])
+    async with grpc.aio.insecure_channel(client.target) as channel:
+        generate = channel.unary_stream("/supernode.v1.Router/Generate")  # raw bytes in and out
+        call = generate(b"\xff\xff\xff\xff\x0f garbage")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == "request: not a valid Generate request message"
+        assert (ORIGIN_KEY, "supernode") in tuple(err.value.trailing_metadata() or ())
+        status = channel.unary_unary("/supernode.v1.Router/Status")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await status(b"\x0a\xff")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await client.close()
+
+
+async def test_shed_carries_the_retry_trailer(host_factory):
+    client = await start_router(
+        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=1, admission_max_wait_s=0.0
+    )
+    first = asyncio.ensure_future(client.complete(token_ids=[1], max_tokens=8))
+    await asyncio.sleep(0.15)
+    async with grpc.aio.insecure_channel(client.target) as channel:
+        from supernode.v1 import router_pb2, router_pb2_grpc
+
+        call = router_pb2_grpc.RouterStub(channel).Generate(
+            router_pb2.GenerateRequest(token_ids=[1], max_tokens=2)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (RETRY_AFTER_KEY, "1") in tuple(err.value.trailing_metadata() or ())
+    assert len((await first).token_ids) == 8
+    await client.close()
+
+
+async def test_generic_errors_reach_no_client_with_internals():
+    from supernode.runtime.errors import sanitize
+
+    leaky = (
+        "redis unreachable: Error 111 connecting to 127.0.0.1:6379. Connection refused. "
+        "redis.exceptions.ConnectionError: redis://10.0.0.5:6379/0 kvpool:50052 [::1]:50070 "
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:50060: refused "
+        "in /work/x/services/supernode/kvpool/store.py, line 110 <class 'TimeoutError'>"
+    )
+    clean = sanitize(leaky)
+    for secret in ("127.0.0.1", "6379", "10.0.0.5", "kvpool:50052", "::1", "50060", "ConnectionError",
+                   "redis.exceptions", "store.py", "TimeoutError", "<class"):  # fmt: skip
+        assert secret not in clean, clean
+    assert clean.startswith("redis unreachable: Error 111 connecting to <internal>")
+    kept = "max_tokens: must be between 1 and 32768"
+    assert sanitize(kept) == kept
+    assert sanitize("path down: ub/die17/tx, rdma/die3/rx") == "path down: ub/die17/tx, rdma/die3/rx"
+    assert sanitize("transfers[1].dst.index: bad") == "transfers[1].dst.index: bad"
+
+
+async def test_a_call_past_its_client_deadline_is_counted(host_factory):
+    from prometheus_client import REGISTRY
+
+    def expired() -> float:
+        return REGISTRY.get_sample_value("supernode_deadline_expired_total", {"where": "Generate"}) or 0.0
+
+    before = expired()
+    client = await start_router(host_factory, [FakePrefill()], [SlowDecode()])
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's DeadlineExceededError
+        await client.complete(token_ids=[1], max_tokens=40, timeout_s=0.3)
+    for _ in range(50):
+        if expired() > before:
+            break
+        await asyncio.sleep(0.02)
+    assert expired() == before + 1
+    await client.close()
