@@ -29,7 +29,7 @@ async def make_prefill(host_factory):
         host = await host_factory(settings, build(settings, clock, fabric, pool))
         channel = open_channel(host.address, settings)
         channels.append(channel)
-        return prefill_pb2_grpc.PrefillStub(channel), host.service, fabric
+        return prefill_pb2_grpc.PrefillStub(channel), host.service.engine, fabric
 
     yield start
     for channel in channels:
@@ -104,9 +104,12 @@ async def test_bad_input_and_full_queue(make_prefill):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Prefill(bad)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+    # Six arrive at one emulated instant: one is computed, one waits, the rest find the queue full.
     results = await asyncio.gather(
         *(stub.Prefill(request(f"q{i}", [300 + i] * 512)) for i in range(6)), return_exceptions=True
     )
-    codes = {r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)}
-    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert refused, "a full queue must refuse"
+    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all(dict(r.trailing_metadata() or ()).get("retry-after-s") == "0.5" for r in refused)
     assert any(isinstance(r, prefill_pb2.PrefillResponse) for r in results)
