@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from supernode.fabric.leases import die_coordinates
 from supernode.fabric.links import path_figures, transfer_seconds
 from supernode.kvpool.local import LocalPool

@@ -10,13 +10,13 @@ import pytest
 from supernode.core import blocks
 from supernode.decode.service import build
 from supernode.hw import cost as hw_cost
+from supernode.kvpool.local import LocalPool
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import decode_deployment
 from supernode.runtime.peers import PoolBlock
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 from tests.conftest import make_settings
-from supernode.kvpool.local import LocalPool
 from tests.fakes import FakeFabric, FakePool
 
 BLOCK = 128
@@ -42,9 +42,7 @@ async def make_decode(host_factory):
 
 async def prefilled(pool: LocalPool, request_id: str, prompt: list[int]) -> common_pb2.KvHandle:
     keys = blocks.block_keys(prompt, BLOCK)
-    await pool.put(
-        [PoolBlock(k, t) for k, t in zip(keys, blocks.split_blocks(prompt, BLOCK), strict=True)]
-    )
+    await pool.put([PoolBlock(k, t) for k, t in zip(keys, blocks.split_blocks(prompt, BLOCK), strict=True)])
     return common_pb2.KvHandle(
         request_id=request_id,
         block_keys=keys,
@@ -77,7 +75,8 @@ async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
         assert sum(len(c.token_ids) for c in chunks) == 11, "the first of 12 came from prefill"
         assert chunks[-1].finished and chunks[-1].finish_reason == "length"
         assert chunks[0].kv_pull_s > 0, "the P->D RDMA pull was charged"
-    assert service.scheduler.kv_reserved == [0, 0] and service.scheduler.num_reserved == 0 and not service.reserved
+    assert service.scheduler.kv_reserved == [0, 0] and service.scheduler.num_reserved == 0
+    assert not service.reserved
 
 
 async def test_step_time_comes_from_the_cost_model(make_decode):
