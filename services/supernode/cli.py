@@ -149,10 +149,12 @@ def _register_commands() -> None:
     from supernode.fabric import cli as fabric_cli
     from supernode.loadgen import cli as loadgen_cli
     from supernode.loadgen.predict import predict
+    from supernode.sim import cli as sim_cli
 
     cli_model.register(app)
     loadgen_cli.register(app, predictor=predict)
     fabric_cli.register(app)
+    sim_cli.register(app)
 
 
 _register_commands()
