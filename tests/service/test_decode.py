@@ -1,4 +1,4 @@
-"""The decode service in-process on a virtual clock, with fake fabric and pool behind the real Protocols."""
+"""The decode service in-process on a virtual clock, with the fabric's flow model and the pool's logic in-process."""
 
 from __future__ import annotations
 
@@ -10,26 +10,28 @@ import pytest
 from supernode.core import blocks
 from supernode.decode.service import build
 from supernode.hw import cost as hw_cost
-from supernode.kvpool.local import LocalPool
 from supernode.runtime.channels import open_channel
+from supernode.kvpool.local import LocalPool
 from supernode.runtime.clock import VirtualClock
+from supernode.runtime.inproc import InprocFabric
 from supernode.runtime.deployments import decode_deployment
 from supernode.runtime.peers import PoolBlock
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 from tests.conftest import make_settings
-from tests.fakes import FakeFabric, FakePool
 
 BLOCK = 128
 
 
 @pytest.fixture
 async def make_decode(host_factory):
-    channels = []
+    channels, fabrics = [], []
 
     async def start(**decode):
         settings = make_settings(decode={"num_dies": 2, "mtp_depth": 0, "metrics_port": 0, **decode})
         clock = VirtualClock(start=100.0)
-        fabric, pool = FakeFabric(clock), FakePool()
+        fabric, pool = InprocFabric(clock), LocalPool()
+        fabric.start()
+        fabrics.append(fabric)
         host = await host_factory(settings, build(settings, clock, fabric, pool))
         channel = open_channel(host.address, settings)
         channels.append(channel)
@@ -38,6 +40,8 @@ async def make_decode(host_factory):
     yield start
     for channel in channels:
         await channel.close()
+    for fabric in fabrics:
+        await fabric.stop()
 
 
 async def prefilled(pool: LocalPool, request_id: str, prompt: list[int]) -> common_pb2.KvHandle:

@@ -34,6 +34,13 @@ class InprocFabric:
         self.topology = Topology(num_nodes)
         self.network = FabricNetwork(self.topology, clock)
         self.leases = LeaseTable(num_nodes, ttl_s=float("inf"))  # in-process workers cannot vanish
+        self.bytes_by_tag: dict[str, int] = {}  # nominal bytes moved per transfer tag ("kv-load", "p2d", ...)
+
+    def start(self) -> None:
+        self.network.start()
+
+    async def stop(self) -> None:
+        await self.network.stop()
 
     async def lease(self, worker_id: str, role: str, num_dies: int) -> list[Die]:
         return [Die(d, *die_coordinates(d)) for d in self.leases.lease(worker_id, role, num_dies).dies]
@@ -48,6 +55,7 @@ class InprocFabric:
         self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
     ) -> TransferResult:
         route = self.topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+        self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
         (outcome,) = await self.network.transfer_many([(route, num_bytes)])
         return TransferResult(outcome.start_s, outcome.finish_s)
 
@@ -142,7 +150,7 @@ class InprocCluster:
         )
 
     async def start(self) -> None:
-        self.fabric.network.start()
+        self.fabric.start()
         for prefill in self.prefills:
             await prefill.start()
         for decode in self.decodes:
@@ -155,7 +163,7 @@ class InprocCluster:
             await prefill.stop()
         for decode in self.decodes:
             await decode.stop()
-        await self.fabric.network.stop()
+        await self.fabric.stop()
 
     async def __aenter__(self) -> InprocCluster:
         await self.start()
