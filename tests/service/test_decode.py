@@ -1,4 +1,4 @@
-"""The decode service in-process on a virtual clock, with the fabric's flow model and the pool's logic in-process."""
+"""The decode service in-process on a virtual clock, with the fabric and pool logic in-process."""
 
 from __future__ import annotations
 
