@@ -67,11 +67,13 @@ class WorkerSet:
         return [*self.prefill, *self.decode]
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll_loop(), name="router-load-poll")
+        if self._task is None:  # idempotent: the codec and an in-process cluster may both start it
+            self._task = asyncio.create_task(self._poll_loop(), name="router-load-poll")
 
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
+            self._task = None
         for worker in self.all:
             await worker.peer.close()
 

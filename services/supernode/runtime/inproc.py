@@ -9,7 +9,8 @@ Pieces: `InprocFabric` (the fabric's real flow model and die leases as a `Fabric
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -188,3 +189,22 @@ def _store_cap(pool_bytes: int, ratio: float, settings: Settings) -> int:
     bt = settings.kvpool.block_tokens
     stored = blocks.payload_size(bt, KV_BYTES_PER_TOKEN, ratio) + blocks.DIGEST_BYTES
     return max(1, pool_bytes // (bt * KV_BYTES_PER_TOKEN)) * stored
+
+
+@contextlib.asynccontextmanager
+async def serve_router(cluster: InprocCluster, settings: Settings) -> AsyncIterator[str]:
+    """Serves the live router's gRPC codec over `cluster`'s router engine on 127.0.0.1:<ephemeral>;
+    yields its address. A backend for clients (frontend, SDK, loadgen) that runs the real logic."""
+    from supernode.router.service import build
+    from supernode.runtime.server import ServiceHost
+
+    data = settings.model_dump()
+    data["router"]["metrics_port"] = 0
+    quiet = Settings.model_validate(data)
+    host = ServiceHost(quiet, build(quiet, cluster.clock, cluster.router), 0)
+    async with cluster:
+        await host.start()
+        try:
+            yield host.address
+        finally:
+            await host.drain_and_stop()
