@@ -18,7 +18,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES_YML = COMPOSE["services"]
 THIRD_PARTY = {"redis", "prometheus", "grafana"}
 OURS = {name: svc for name, svc in SERVICES_YML.items() if name not in THIRD_PARTY}
-CLI_COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
+CLI_COMMANDS = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
 
 
 def default_port(kind: str) -> int:

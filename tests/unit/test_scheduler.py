@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from supernode.core.request import Request, RequestStatus, Sampling, StateError
 from supernode.core.scheduler import (
     CapacityError,
+    DecodeBatch,
     DecodeScheduler,
+    PrefillBatch,
     PrefillScheduler,
     QueueFullError,
 )
@@ -20,6 +24,11 @@ def make_request(rid: str, prompt_len: int, max_tokens: int = 5, cached: int = 0
     return Request(rid, prompt, max_tokens, Sampling(seed, stop), num_cached_tokens=cached)
 
 
+def must(batch: PrefillBatch | DecodeBatch | None) -> Any:
+    assert batch is not None
+    return batch
+
+
 def make_prefill(budget=1000, max_queue=8) -> PrefillScheduler:
     return PrefillScheduler(budget, max_queue)
 
@@ -30,14 +39,14 @@ def test_prefill_batches_under_budget_and_chunks_long_prompts():
     for r in (a, b, c):
         s.add(r)
     assert s.num_waiting_tokens == 600 + 800 + 50
-    first = s.schedule()
+    first = must(s.schedule())
     assert [(x.request.request_id, x.num_new, x.num_context) for x in first.slices] == [
         ("a", 600, 0),
         ("b", 400, 100),
     ]
     assert a.status is RequestStatus.PREFILLING and c.status is RequestStatus.QUEUED
     assert s.postprocess(first) == [a]
-    second = s.schedule()
+    second = must(s.schedule())
     assert [(x.request.request_id, x.num_new, x.num_context) for x in second.slices] == [
         ("b", 400, 500),
         ("c", 50, 0),
@@ -60,7 +69,7 @@ def test_prefill_cancelled_while_running_is_not_returned():
     a, b = make_request("a", 100), make_request("b", 100)
     s.add(a)
     s.add(b)
-    batch = s.schedule()
+    batch = must(s.schedule())
     s.cancel(a)
     assert s.postprocess(batch) == [b] and a.status is RequestStatus.CANCELLED
     assert not s.waiting and s.num_waiting_tokens == 0
@@ -130,11 +139,11 @@ def test_counting_only_gives_the_same_counts_and_steps():
 def test_decode_batch_per_die_is_bounded_and_waiting_joins_later():
     s = make_decode(num_dies=1, max_batch=2)
     seqs = [add_seq(s, f"r{i}", max_tokens=3) for i in range(3)]
-    batch = s.schedule()
+    batch = must(s.schedule())
     assert batch.ranks == ((seqs[0], seqs[1]),) and len(s.waiting) == 1
     assert batch.rank_kv_lens() == [[11, 11]] and batch.max_batch_per_die == 2
     s.postprocess(batch)
-    s.postprocess(s.schedule())  # the first two finish (2 decode steps each)
+    s.postprocess(must(s.schedule()))  # the first two finish (2 decode steps each)
     assert s.schedule() is not None and s.running[0] == [seqs[2]]
 
 
@@ -142,7 +151,7 @@ def test_a_tighter_limit_is_per_call_and_leaves_the_bound_alone():
     s = make_decode(num_dies=1, max_batch=4)
     for i in range(3):
         add_seq(s, f"r{i}")
-    assert s.schedule(max_batch_per_die=1).num_seqs == 1 and s.max_batch_per_die == 4
+    assert must(s.schedule(max_batch_per_die=1)).num_seqs == 1 and s.max_batch_per_die == 4
 
 
 def test_stop_token_finishes_early():
@@ -171,7 +180,7 @@ def test_mtp_acceptance_is_seeded_and_near_the_rate():
 def test_cancel_releases_capacity_and_a_running_step_skips_it():
     s = make_decode()
     seq = add_seq(s, "a")
-    batch = s.schedule()
+    batch = must(s.schedule())
     s.cancel(seq)
     assert s.postprocess(batch) == []
     assert s.num_running == 0 and s.kv_reserved == [0, 0] and seq.status is RequestStatus.CANCELLED

@@ -64,7 +64,7 @@ class RedisKvStore:
             if not keys:
                 return []
             values = await self._redis.mget([redis_key(namespace, k) for k in keys])
-            return list(values)
+            return [v if isinstance(v, bytes | None) else str(v).encode() for v in values]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         async with self._guard():
@@ -105,12 +105,12 @@ class _RedisGuard:
     async def __aenter__(self) -> None:
         return None
 
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        # Returns None (never suppresses), so type checkers see the guarded block's returns as final.
         if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
             raise UnavailableError(f"redis unreachable: {exc}", retry_after_s=1.0) from exc
         if isinstance(exc, redis.exceptions.RedisError):
             raise UnavailableError(f"redis error: {exc}", retry_after_s=1.0) from exc
-        return False
 
 
 class MemoryKvStore:
