@@ -10,11 +10,11 @@ import pytest
 from supernode.core import blocks
 from supernode.decode.service import build
 from supernode.hw import cost as hw_cost
+from supernode.inproc import InprocFabric
 from supernode.kvpool.local import LocalPool
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import decode_deployment
-from supernode.runtime.inproc import InprocFabric
 from supernode.runtime.peers import PoolBlock
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 from tests.conftest import make_settings

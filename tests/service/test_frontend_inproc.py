@@ -11,9 +11,9 @@ import pytest
 from supernode.core import tokens
 from supernode.frontend.app import create_app
 from supernode.frontend.server import serve_in_background
+from supernode.inproc import ClusterShape, InprocCluster, serve_router
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.config import Settings
-from supernode.runtime.inproc import ClusterShape, InprocCluster, serve_router
 
 MODEL = "deepseek-r1"
 SHAPE = ClusterShape(num_prefill=2, num_decode=1, prefill_npus=1, decode_dies=2, pool_bytes=10**12)

@@ -9,12 +9,12 @@ import pytest
 
 from supernode.core import tokens
 from supernode.hw import cost as hw_cost
+from supernode.inproc import InprocFabric
 from supernode.kvpool.local import LocalPool
 from supernode.prefill.service import build
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import prefill_deployment
-from supernode.runtime.inproc import InprocFabric
 from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
 from tests.conftest import make_settings
 

@@ -6,8 +6,8 @@ import pytest
 
 from supernode.core import tokens
 from supernode.core.request import RequestStatus, Sampling
+from supernode.inproc import ClusterShape, InprocCluster
 from supernode.runtime.clock import VirtualClock
-from supernode.runtime.inproc import ClusterShape, InprocCluster
 from tests.conftest import make_settings
 
 SMALL = ClusterShape(num_prefill=2, num_decode=1, prefill_npus=1, decode_dies=2, pool_bytes=10**12)

@@ -1,7 +1,7 @@
 """How engines reach each other, the pool and the fabric: Protocols over plain records.
 
 An engine never sees protobuf or a channel. Live services plug in the gRPC clients of
-`runtime/grpc_peers.py`; the in-process cluster (`runtime/inproc.py`) plugs in direct calls into the
+`runtime/grpc_peers.py`; the in-process cluster (`inproc.py`) plugs in direct calls into the
 other engines. Every implementation raises the domain errors of `runtime/errors.py`.
 """
 

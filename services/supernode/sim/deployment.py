@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from supernode.hw import cost as hw_cost
+from supernode.inproc import ClusterShape
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import decode_deployment
-from supernode.runtime.inproc import ClusterShape
 
 # ASSUMPTION: the paper does not give the DRAM per node; 4 sockets x 128 GB = 512 GB per node.
 DEFAULT_POOL_GB = 48 * 512

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supernode.decode.engine import DecodeEngine
+from supernode.inproc import InprocCluster
 from supernode.prefill.engine import PrefillEngine
-from supernode.runtime.inproc import InprocCluster
 
 
 @dataclass(slots=True)

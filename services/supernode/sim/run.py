@@ -18,12 +18,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from supernode.inproc import InprocCluster
 from supernode.loadgen import bench, runner
 from supernode.loadgen.records import RequestSpec
 from supernode.loadgen.scenarios import BenchConfig, RunPoint
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import Progress, SuiteOutcome, run_suite
-from supernode.runtime.inproc import InprocCluster
 from supernode.sim.deployment import SimDeployment
 from supernode.sim.loop import LoopClock, run_virtual
 from supernode.sim.observer import Observer, Series, write_occupancy_plot

@@ -6,9 +6,9 @@ import contextlib
 from types import TracebackType
 
 from supernode.core.request import Sampling
+from supernode.inproc import InprocCluster
 from supernode.loadgen.records import RequestResult, RequestSpec
 from supernode.loadgen.targets import error_kind
-from supernode.runtime.inproc import InprocCluster
 
 
 class InprocTarget:
