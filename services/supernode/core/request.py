@@ -116,6 +116,8 @@ class Request:
     output: list[int] = field(default_factory=list)  # output token ids (empty when only counted)
     token_model: TokenModel | None = None  # decode: draws its next tokens; None = count only
     mtp_rng: random.Random | None = None  # decode: seeded per request, draws MTP acceptance
+    token_plan: list[int] | None = None  # decode, counting only: tokens emitted after each step (cumulative)
+    decode_start_step: int = 0  # decode, counting only: the scheduler step it joined its batch at
     expires_s: float = math.inf  # decode: emulated s after which an untaken reservation is released
     finish_reason: str = ""  # "length", "stop" or "cancelled"; "" while running
     error: str = ""  # why it failed (status FAILED)

@@ -9,6 +9,8 @@ ran; engines only add and cancel requests. Both schedulers keep bounded queues a
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -111,11 +113,21 @@ def _request_rng(seed: int, request_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
+def kv_len_at(request: Request, step: int) -> int:
+    """Tokens whose KV the sequence holds during scheduler step `step` (prompt + output so far)."""
+    plan = request.token_plan
+    if plan is None:
+        return request.kv_len
+    done = step - request.decode_start_step  # steps it has run
+    return len(request.prompt) + 1 + (plan[done - 1] if done > 0 else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeBatch:
     """One decode step: the sequences of each data-parallel rank, in rank order."""
 
     ranks: tuple[tuple[Request, ...], ...]
+    step: int = 0  # the scheduler's step index this batch runs as
 
     @property
     def num_seqs(self) -> int:
@@ -129,9 +141,13 @@ class DecodeBatch:
         """The rank with most sequences: every rank steps in lockstep, so it sets the step time."""
         return max(self.ranks, key=len)
 
+    def kv_lens(self, rank: tuple[Request, ...]) -> list[int]:
+        """The context lengths (tokens) of one rank's sequences during this step."""
+        return [kv_len_at(s, self.step) for s in rank]
+
     def rank_kv_lens(self) -> list[list[int]]:
         """Each rank's sequences' context lengths (tokens), for pricing the step."""
-        return [[s.kv_len for s in rank] for rank in self.ranks]
+        return [self.kv_lens(rank) for rank in self.ranks]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +186,11 @@ class DecodeScheduler:
         self.num_reserved = 0  # requests holding a reservation (waiting, running or not yet arrived)
         self.waiting: deque[Request] = deque()
         self.running: list[list[Request]] = [[] for _ in range(num_dies)]
+        self.step = 0  # steps run so far
+        # Counting only: (step after which it is done, tie-break, request) of each running sequence,
+        # so a step touches its finishers, not every sequence.
+        self._finishes: list[tuple[int, int, Request]] = []
+        self._order = itertools.count()
 
     # -- admission
 
@@ -203,8 +224,19 @@ class DecodeScheduler:
         request.num_generated = 1
         request.token_model = model
         request.mtp_rng = _request_rng(request.sampling.seed, request.request_id)
+        if model is None:
+            request.token_plan = self._plan(request)
         request.advance(RequestStatus.DECODING)
         self.waiting.append(request)
+
+    def _plan(self, request: Request) -> list[int]:
+        """Counting only: the tokens after each step, drawn as the steps would draw them (the same
+        MTP acceptances in the same order, so counts and step times match drawing every token)."""
+        plan, total, remaining = [], 0, request.max_tokens - 1
+        while total < remaining:
+            total += min(1 + self._accepted_drafts(request), remaining - total)
+            plan.append(total)
+        return plan
 
     def cancel(self, request: Request) -> None:
         request.end(RequestStatus.CANCELLED, "cancelled")
@@ -229,25 +261,47 @@ class DecodeScheduler:
         while self.waiting:
             request = self.waiting.popleft()
             batch = self.running[request.dp_rank]
-            (batch if len(batch) < limit else still_waiting).append(request)
+            if len(batch) >= limit:
+                still_waiting.append(request)
+                continue
+            batch.append(request)
+            if request.token_plan is not None:
+                request.decode_start_step = self.step
+                done_at = self.step + len(request.token_plan)
+                heapq.heappush(self._finishes, (done_at, next(self._order), request))
         self.waiting = still_waiting
         if self.num_running == 0:
             return None
-        return DecodeBatch(tuple(tuple(rank) for rank in self.running))
+        return DecodeBatch(tuple(tuple(rank) for rank in self.running), self.step)
 
     def postprocess(self, batch: DecodeBatch) -> list[StepOutput]:
-        """Emits each sequence's tokens for the step `batch` just ran; retires finished ones."""
+        """Emits the tokens of the step `batch` just ran and retires finished sequences. A sequence
+        that only counts emits once, when it finishes, all its tokens at once."""
+        self.step = batch.step + 1
         outputs = []
         for rank in batch.ranks:
             for request in rank:
-                if request.is_done:  # cancelled while the step ran
+                if request.is_done or request.token_plan is not None:  # cancelled meanwhile; counted
                     continue
                 outputs.append(self._advance(request))
                 if request.finish_reason:
-                    request.end(RequestStatus.FINISHED)
-                    self.running[request.dp_rank].remove(request)
-                    self.release(request)
+                    self._retire(request)
+        while self._finishes and self._finishes[0][0] <= self.step:
+            request = heapq.heappop(self._finishes)[2]
+            if request.is_done:
+                continue
+            plan = request.token_plan or []
+            num = plan[-1] if plan else 0
+            request.num_decode_steps, request.num_generated = len(plan), 1 + num
+            request.finish_reason = "length"
+            outputs.append(StepOutput(request, [], num))
+            self._retire(request)
         return outputs
+
+    def _retire(self, request: Request) -> None:
+        request.end(RequestStatus.FINISHED)
+        self.running[request.dp_rank].remove(request)
+        self.release(request)
 
     def _advance(self, request: Request) -> StepOutput:
         request.num_decode_steps += 1

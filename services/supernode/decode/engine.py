@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator
 
 from supernode.core import blocks
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
-from supernode.core.scheduler import CapacityError, DecodeBatch, DecodeScheduler, QueueFullError
+from supernode.core.scheduler import CapacityError, DecodeBatch, DecodeScheduler, QueueFullError, kv_len_at
 from supernode.core.tokens import TokenModel, is_valid_token
 from supernode.hw import cost as hw_cost
 from supernode.runtime.clock import Clock
@@ -116,7 +116,7 @@ class DecodeEngine:
         """The cost model's time for one step of `batch`: every rank steps in lockstep, so the busiest
         rank's batch and context lengths set it (`batch.rank_kv_lens()` has every rank's)."""
         busiest = batch.busiest_rank()
-        return hw_cost.decode_step_cost(self.deployment, len(busiest), [s.kv_len for s in busiest])
+        return hw_cost.decode_step_cost(self.deployment, len(busiest), batch.kv_lens(busiest))
 
     def postprocess(self, batch: DecodeBatch, cost: hw_cost.Cost) -> None:
         outputs = self.scheduler.postprocess(batch)
@@ -141,7 +141,8 @@ class DecodeEngine:
     def _slo_batch_limit(self) -> int:
         """Largest batch per die whose TPOT meets the SLO at the current mean context length."""
         seqs = [s for rank in self.scheduler.running for s in rank] + list(self.scheduler.waiting)
-        mean_kv = sum(s.kv_len for s in seqs) / len(seqs) if seqs else 1024
+        step = self.scheduler.step
+        mean_kv = sum(kv_len_at(s, step) for s in seqs) / len(seqs) if seqs else 1024
         bucket = 1 << max(0, int(mean_kv - 1).bit_length())  # next power of two: a few cached answers
         limit = self._slo_limits.get(bucket)
         if limit is None:
