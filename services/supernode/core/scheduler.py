@@ -131,11 +131,11 @@ class DecodeBatch:
 
     @property
     def num_seqs(self) -> int:
-        return sum(len(r) for r in self.ranks)
+        return sum(map(len, self.ranks))
 
     @property
     def max_batch_per_die(self) -> int:
-        return max((len(r) for r in self.ranks), default=0)
+        return max(map(len, self.ranks), default=0)
 
     def busiest_rank(self) -> tuple[Request, ...]:
         """The rank with most sequences: every rank steps in lockstep, so it sets the step time."""
@@ -251,7 +251,7 @@ class DecodeScheduler:
 
     @property
     def num_running(self) -> int:
-        return sum(len(b) for b in self.running)
+        return sum(map(len, self.running))
 
     def schedule(self, max_batch_per_die: int | None = None) -> DecodeBatch | None:
         """Admits waiting sequences into their ranks' batches (at most `max_batch_per_die` each, the

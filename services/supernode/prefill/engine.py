@@ -168,7 +168,7 @@ class PrefillEngine:
             raise invalid("request_id", "must not be empty")
         if not prompt:
             raise invalid("token_ids", "must hold at least one token")
-        bad = next((t for t in prompt if not tokens.is_valid_token(t)), None)
+        bad = tokens.first_invalid_token(prompt)
         if bad is not None:
             raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
         return Request(request_id, prompt, 1, sampling, arrival_s=self.clock.now())

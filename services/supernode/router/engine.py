@@ -77,7 +77,7 @@ class RouterEngine:
         ids = list(token_ids) if token_ids else tokens.encode(prompt)
         if not ids:
             raise invalid("prompt", "must not be empty")
-        bad = next((t for t in ids if not tokens.is_valid_token(t)), None)
+        bad = tokens.first_invalid_token(ids)
         if bad is not None:
             raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
         if not 1 <= max_tokens <= self.cfg.max_tokens_limit:
