@@ -3,8 +3,8 @@
 YAML keys (all optional; the paper's value when absent):
 
     prefill: {instances: 6, npus: 16, tokens_per_npu: 16384, ep_size: 32}
-    decode:  {instances: 1, npus: 160, max_batch_per_die: 48, mtp_depth: 1, mtp_accept: 0.7,
-              tpot_slo_ms: 0}
+    decode:  {instances: 1, npus: 160, emulated_dies: 0, max_batch_per_die: 48, mtp_depth: 1,
+              mtp_accept: 0.7, tpot_slo_ms: 0}     # emulated_dies 0 = every die of the instance
     pool:    {capacity_gb: 24576}        # nominal EMS DRAM over every node
     router:  {policy: paper}
     nodes: 48
@@ -33,6 +33,7 @@ class SimDeployment:
     prefill_ep_size: int = 32
     num_decode: int = 1  # decode instances ([v3] §5: one EP320 instance on 160 NPUs)
     decode_npus: int = 160
+    decode_dies: int = 0  # dies emulated per decode instance (0 = all; a live service runs a 2-die slice)
     max_batch_per_die: int = 48  # paper: 96 per NPU
     mtp_depth: int = 1
     mtp_accept: float = 0.7
@@ -46,12 +47,13 @@ class SimDeployment:
         return self.num_prefill * self.prefill_npus
 
     @property
-    def num_decode_npus(self) -> int:
-        return self.num_decode * self.decode_npus
+    def num_decode_npus(self) -> float:
+        """Decode NPUs emulated (a slice of each instance when `decode_dies` is set)."""
+        return self.num_decode * (self.decode_dies / 2 if self.decode_dies else self.decode_npus)
 
     def shape(self) -> ClusterShape:
         return ClusterShape(
-            self.num_prefill, self.num_decode, self.prefill_npus, self.decode_npus * 2,
+            self.num_prefill, self.num_decode, self.prefill_npus, self.decode_dies or self.decode_npus * 2,
             int(self.pool_gb * 1e9), self.num_nodes,
         )  # fmt: skip
 
@@ -80,7 +82,8 @@ class SimDeployment:
 _YAML_KEYS: dict[str, dict[str, str]] = {
     "prefill": {"instances": "num_prefill", "npus": "prefill_npus", "tokens_per_npu": "tokens_per_npu",
                 "ep_size": "prefill_ep_size"},
-    "decode": {"instances": "num_decode", "npus": "decode_npus", "max_batch_per_die": "max_batch_per_die",
+    "decode": {"instances": "num_decode", "npus": "decode_npus", "emulated_dies": "decode_dies",
+               "max_batch_per_die": "max_batch_per_die",
                "mtp_depth": "mtp_depth", "mtp_accept": "mtp_accept", "tpot_slo_ms": "tpot_slo_ms"},
     "pool": {"capacity_gb": "pool_gb"},
     "router": {"policy": "policy"},
