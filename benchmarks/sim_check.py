@@ -81,6 +81,7 @@ def main() -> None:
     cfg = scenario(args.num_requests, args.seed)
     REPORTS.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sim-check-"))
+    (work / "live").mkdir()
     live = asyncio.run(run_live(cfg, args.time_scale, work / "live"))
     sim = simulate(cfg, SLICE, work / "sim", SimOptions(write_pngs=False))
     table = rows(live, sim.suite.results)
