@@ -12,12 +12,13 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup redis protos protos-check cluster run up down test lint bench bench-fidelity \
+.PHONY: help setup redis protos protos-check cluster run up down test test-unit test-service test-e2e lint \
+        bench bench-fidelity bench-sim sim \
         load load-prefill load-decode load-slo load-cache load-trace load-xl3m chaos clean \
         lock base-image compose-test
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -67,16 +68,32 @@ compose-test: $(STAMP) ## Build the images, run the stack in Docker, check it fr
 test: setup ## Unit, service and end-to-end tests
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+test-unit: setup ## Pure and in-process tests (no servers; seconds)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+test-service: setup ## One service in-process on loopback gRPC per test
+	$(PY) -m pytest -q -p no:cacheprovider tests/service
+
+test-e2e: setup ## Real redis-server and every service as a process
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check services tests benchmarks
 	$(VENV)/bin/ruff format --check services tests benchmarks
-	$(VENV)/bin/mypy services/supernode/hw services/supernode/core services/supernode/runtime services/supernode/sdk
+	$(VENV)/bin/mypy services/supernode tests
 
 bench: setup ## Micro-benchmarks into reports/bench.json
 	$(PY) -m benchmarks
 
 bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}
 	$(PY) -m benchmarks.fidelity
+
+SIM_ARGS ?=
+sim: setup ## The mixed workload on the paper's whole deployment, simulated (supernode sim)
+	$(VENV)/bin/supernode sim $(SIM_ARGS)
+
+bench-sim: setup ## Live stack vs supernode sim on one small scenario -> reports/sim_check.json; sim speed
+	$(PY) -m benchmarks.sim_check
 
 LOAD_ARGS ?=
 BENCH := $(VENV)/bin/supernode bench --stack auto

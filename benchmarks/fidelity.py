@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from supernode.core.scheduler import PrefillJob, PrefillScheduler
+from supernode.core.request import Request
+from supernode.core.scheduler import PrefillScheduler
 from supernode.hw import cost as hw_cost
 from supernode.launcher import LocalStack, StackConfig, free_port
 from supernode.runtime.config import Settings
@@ -221,7 +222,7 @@ def ideal_prefill(dep: object, shape: list[tuple[int, int]], budget: int) -> tup
     batches, the cost model prices each; returns (total emulated s, mean time to first token)."""
     scheduler = PrefillScheduler(budget, max_queue=len(shape))
     for i, (new, cached) in enumerate(shape):
-        scheduler.add(PrefillJob(str(i), new + cached, cached))
+        scheduler.add(Request(str(i), [0] * (new + cached), 1, num_cached_tokens=cached))
     now, finished = 0.0, []
     while (batch := scheduler.schedule()) is not None:
         now += (

@@ -177,7 +177,10 @@ def _register_commands() -> None:
     except ModuleNotFoundError as err:
         logging.getLogger(__name__).debug("bench commands off: %s (pip install 'supernode[bench]')", err)
         return
+    from supernode.sim import cli as sim_cli
+
     loadgen_cli.register(app, predictor=predict)
+    sim_cli.register(app)
 
 
 _register_commands()

@@ -1,4 +1,4 @@
-"""The decode service in-process on a virtual clock, with fake fabric and pool behind the real Protocols."""
+"""The decode service in-process on a virtual clock, with the fabric and pool logic in-process."""
 
 from __future__ import annotations
 
@@ -10,42 +10,43 @@ import pytest
 from supernode.core import blocks
 from supernode.decode.service import build
 from supernode.hw import cost as hw_cost
+from supernode.inproc import InprocFabric
+from supernode.kvpool.local import LocalPool
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import decode_deployment
-from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc, kvpool_pb2
+from supernode.runtime.peers import PoolBlock
+from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 from tests.conftest import make_settings
-from tests.fakes import FakeFabric, FakePool
 
 BLOCK = 128
 
 
 @pytest.fixture
 async def make_decode(host_factory):
-    channels = []
+    channels, fabrics = [], []
 
     async def start(**decode):
         settings = make_settings(decode={"num_dies": 2, "mtp_depth": 0, "metrics_port": 0, **decode})
         clock = VirtualClock(start=100.0)
-        fabric, pool = FakeFabric(clock), FakePool()
+        fabric, pool = InprocFabric(clock), LocalPool()
+        fabric.start()
+        fabrics.append(fabric)
         host = await host_factory(settings, build(settings, clock, fabric, pool))
         channel = open_channel(host.address, settings)
         channels.append(channel)
-        return decode_pb2_grpc.DecodeStub(channel), pool, host.service, clock
+        return decode_pb2_grpc.DecodeStub(channel), pool, host.service.engine, clock
 
     yield start
     for channel in channels:
         await channel.close()
+    for fabric in fabrics:
+        await fabric.stop()
 
 
-async def prefilled(pool: FakePool, request_id: str, prompt: list[int]) -> common_pb2.KvHandle:
+async def prefilled(pool: LocalPool, request_id: str, prompt: list[int]) -> common_pb2.KvHandle:
     keys = blocks.block_keys(prompt, BLOCK)
-    await pool.put(
-        [
-            kvpool_pb2.Block(key=k, tokens=t)
-            for k, t in zip(keys, blocks.split_blocks(prompt, BLOCK), strict=True)
-        ]
-    )
+    await pool.put([PoolBlock(k, t) for k, t in zip(keys, blocks.split_blocks(prompt, BLOCK), strict=True)])
     return common_pb2.KvHandle(
         request_id=request_id,
         block_keys=keys,
@@ -78,7 +79,8 @@ async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
         assert sum(len(c.token_ids) for c in chunks) == 11, "the first of 12 came from prefill"
         assert chunks[-1].finished and chunks[-1].finish_reason == "length"
         assert chunks[0].kv_pull_s > 0, "the P->D RDMA pull was charged"
-    assert service.scheduler.kv_reserved == [0, 0] and not service.scheduler.reservations
+    assert service.scheduler.kv_reserved == [0, 0] and service.scheduler.num_reserved == 0
+    assert not service.reserved
 
 
 async def test_step_time_comes_from_the_cost_model(make_decode):

@@ -9,31 +9,36 @@ import pytest
 
 from supernode.core import tokens
 from supernode.hw import cost as hw_cost
+from supernode.inproc import InprocFabric
+from supernode.kvpool.local import LocalPool
 from supernode.prefill.service import build
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import prefill_deployment
 from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
 from tests.conftest import make_settings
-from tests.fakes import FakeFabric, FakePool
 
 
 @pytest.fixture
 async def make_prefill(host_factory):
-    channels = []
+    channels, fabrics = [], []
 
     async def start(**prefill):
         settings = make_settings(prefill={"metrics_port": 0, **prefill})
         clock = VirtualClock(start=10.0)
-        fabric, pool = FakeFabric(clock), FakePool()
+        fabric, pool = InprocFabric(clock), LocalPool()
+        fabric.start()
+        fabrics.append(fabric)
         host = await host_factory(settings, build(settings, clock, fabric, pool))
         channel = open_channel(host.address, settings)
         channels.append(channel)
-        return prefill_pb2_grpc.PrefillStub(channel), host.service, fabric
+        return prefill_pb2_grpc.PrefillStub(channel), host.service.engine, fabric
 
     yield start
     for channel in channels:
         await channel.close()
+    for fabric in fabrics:
+        await fabric.stop()
 
 
 def request(rid: str, prompt: list[int], seed: int = 0) -> prefill_pb2.PrefillRequest:
@@ -82,8 +87,9 @@ async def test_cached_prefix_is_loaded_not_computed(make_prefill):
     assert cold.num_cached_tokens == 0 and cold.load_s == 0
     assert warm.num_cached_tokens == 16384 and warm.load_s > 0
     assert warm.compute_s < cold.compute_s
-    assert ("kv-load", 16384 * 70_272) in fabric.transfers
-    assert ("kv-store", 16387 * 70_272) in fabric.transfers, "the cold prompt's blocks moved to the pool"
+    assert fabric.bytes_by_tag["kv-load"] == 16384 * 70_272
+    # the cold prompt's blocks moved to the pool, then the warm prompt's last (new) block
+    assert fabric.bytes_by_tag["kv-store"] == (16387 + 4) * 70_272
     assert service.cache_metrics.hit_rate._value.get() == pytest.approx(16384 / (16387 + 16388))
 
 
@@ -105,9 +111,12 @@ async def test_bad_input_and_full_queue(make_prefill):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Prefill(bad)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
+    # Six arrive at one emulated instant: one is computed, one waits, the rest find the queue full.
     results = await asyncio.gather(
         *(stub.Prefill(request(f"q{i}", [300 + i] * 512)) for i in range(6)), return_exceptions=True
     )
-    codes = {r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)}
-    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert refused, "a full queue must refuse"
+    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all(dict(r.trailing_metadata() or ()).get("retry-after-s") == "0.5" for r in refused)
     assert any(isinstance(r, prefill_pb2.PrefillResponse) for r in results)

@@ -20,11 +20,10 @@ from supernode.runtime.config import Settings, known_env_vars
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES_YML = COMPOSE["services"]
-THIRD_PARTY = {"redis", "prometheus", "grafana"}
 # Ours are built from infra/Dockerfile; the rest (redis and the cluster profile's redis nodes,
 # prometheus, grafana) are third-party images.
 OURS = {name: svc for name, svc in SERVICES_YML.items() if "build" in svc}
-CLI_COMMANDS = {c.name or c.callback.__name__ for c in app.registered_commands}
+CLI_COMMANDS = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
 
 
 def default_port(kind: str) -> int:

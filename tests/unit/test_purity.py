@@ -53,11 +53,10 @@ def problems_in(source: str) -> list[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-            if (node.module or "").startswith("supernode.") and not node.module.startswith(
-                ("supernode.hw", "supernode.core")
-            ):
-                problems.append(f"imports {node.module}")
+            module = node.module or ""
+            names = [module]
+            if module.startswith("supernode.") and not module.startswith(("supernode.hw", "supernode.core")):
+                problems.append(f"imports {module}")
         else:
             names = []
         problems += [f"imports {n}" for n in names if n.split(".")[0] in FORBIDDEN_MODULES]

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from supernode.core.scheduler import PrefillJob, QueueFullError
-from supernode.core.scoring_jobs import ScoringJob, TieredPrefillScheduler, lm_head_tokens, scoring_share
+from supernode.core.request import Request
+from supernode.core.scheduler import QueueFullError
+from supernode.core.scoring_jobs import TieredPrefillScheduler, lm_head_tokens, scoring_share
 from supernode.hw import cost as hw_cost
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
+
+
+def PrefillJob(request_id: str, num_tokens: int, num_cached: int) -> Request:  # noqa: N802
+    request = Request(request_id, [300] * num_tokens, 1)
+    request.num_cached_tokens = num_cached
+    return request
+
+
+def ScoringJob(request_id: str, num_tokens: int, num_cached: int, num_question: int = 1) -> Request:  # noqa: N802
+    job = PrefillJob(request_id, num_tokens, num_cached)
+    job.num_question = num_question
+    return job
 
 
 def test_low_priority_scoring_only_fills_what_interactive_prefill_leaves():
@@ -17,10 +30,10 @@ def test_low_priority_scoring_only_fills_what_interactive_prefill_leaves():
     sched.add(PrefillJob("p1", 700, 0))
     batch = sched.schedule()
     assert batch is not None
-    assert [(s.job.request_id, s.num_new) for s in batch.slices] == [("p1", 700), ("s1", 300)]
+    assert [(s.request.request_id, s.num_new) for s in batch.slices] == [("p1", 700), ("s1", 300)]
     sched.postprocess(batch)
     batch = sched.schedule()
-    assert batch is not None and [(s.job.request_id, s.num_new) for s in batch.slices] == [("s1", 300)]
+    assert batch is not None and [(s.request.request_id, s.num_new) for s in batch.slices] == [("s1", 300)]
     assert sched.postprocess(batch)[0].request_id == "s1" and sched.schedule() is None
 
 
@@ -29,7 +42,7 @@ def test_normal_priority_is_fifo_with_interactive_prefill():
     sched.add_scoring(ScoringJob("s1", 600, 0, num_question=10))
     sched.add(PrefillJob("p1", 700, 0))
     batch = sched.schedule()
-    assert batch is not None and [s.job.request_id for s in batch.slices] == ["s1", "p1"]
+    assert batch is not None and [s.request.request_id for s in batch.slices] == ["s1", "p1"]
 
 
 def test_the_scoring_queue_is_bounded():

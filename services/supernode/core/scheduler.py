@@ -1,17 +1,21 @@
-"""Pure schedulers: the prefill batcher and the decode continuous batcher (no I/O, no clock).
+"""Pure schedulers over request records: the prefill batcher and the decode continuous batcher.
 
-The step loop (runtime/engine.py) calls `schedule()`, prices the batch with the cost model, waits,
-then calls `postprocess()`; services only add and remove requests. Both schedulers keep bounded
-queues and raise `QueueFullError` rather than grow.
+No I/O, no clock. The step loop (runtime/engine.py) calls `schedule()`, which returns a frozen batch
+record, prices that batch with the cost model, waits, then calls `postprocess(batch)` with the batch it
+ran; engines only add and cancel requests. Both schedulers keep bounded queues and raise
+`QueueFullError` rather than grow.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from supernode.core.request import Request, RequestStatus
 from supernode.core.tokens import EOS_TOKEN, TokenModel
 from supernode.hw.mtp import accepted_drafts
 
@@ -27,23 +31,10 @@ class CapacityError(Exception):
 # ---------------------------------------------------------------- prefill
 
 
-@dataclass(slots=True, eq=False)
-class PrefillJob:
-    request_id: str
-    num_tokens: int  # prompt length (tokens)
-    num_cached: int  # leading tokens loaded from the context cache instead of computed (tokens)
-    num_done: int = 0  # tokens computed so far beyond the cached prefix
-    num_batches: int = 0  # batches the job took part in (> 1 when chunked)
-
-    @property
-    def num_remaining(self) -> int:
-        return self.num_tokens - self.num_cached - self.num_done
-
-
 @dataclass(frozen=True, slots=True)
 class PrefillSlice:
-    job: PrefillJob
-    num_new: int  # tokens of this job computed in this batch
+    request: Request
+    num_new: int  # tokens of this request computed in this batch
     num_context: int  # tokens before them whose KV already exists (cache + earlier chunks)
 
 
@@ -63,47 +54,54 @@ class PrefillScheduler:
         assert token_budget > 0 and max_queue > 0
         self.token_budget = token_budget
         self.max_queue = max_queue
-        self.waiting: deque[PrefillJob] = deque()
-        self.num_running = 0
+        self.waiting: deque[Request] = deque()
+        self.num_running = 0  # requests in the batch being computed
+        self.num_waiting_tokens = 0  # prompt tokens still to compute over every waiting request
 
-    def add(self, job: PrefillJob) -> None:
+    def add(self, request: Request) -> None:
         if len(self.waiting) >= self.max_queue:
             raise QueueFullError(f"prefill queue holds {self.max_queue} requests")
-        assert job.num_remaining > 0, "a job computes at least one token"
-        self.waiting.append(job)
+        assert request.num_prefill_remaining > 0, "a request computes at least one token"
+        self.waiting.append(request)
+        self.num_waiting_tokens += request.num_prefill_remaining
 
-    def remove(self, job: PrefillJob) -> None:
-        if job in self.waiting:
-            self.waiting.remove(job)
-
-    @property
-    def num_waiting_tokens(self) -> int:
-        return sum(job.num_remaining for job in self.waiting)
+    def cancel(self, request: Request) -> None:
+        """Takes a request out (its caller left); a batch already running it computes it anyway."""
+        request.end(RequestStatus.CANCELLED, "cancelled")
+        if request in self.waiting:
+            self.waiting.remove(request)
+            self.num_waiting_tokens -= request.num_prefill_remaining
 
     def schedule(self) -> PrefillBatch | None:
-        """The next batch: waiting jobs in order until the budget is spent (the last one chunked)."""
+        """The next batch: waiting requests in order until the budget is spent (the last one chunked)."""
         budget = self.token_budget
         slices = []
-        for job in self.waiting:
+        for request in self.waiting:
             if budget == 0:
                 break
-            take = min(job.num_remaining, budget)
-            slices.append(PrefillSlice(job, take, job.num_cached + job.num_done))
+            take = min(request.num_prefill_remaining, budget)
+            slices.append(PrefillSlice(request, take, request.num_cached_tokens + request.num_prefilled))
+            if request.status is RequestStatus.QUEUED:
+                request.advance(RequestStatus.PREFILLING)
             budget -= take
         if not slices:
             return None
         self.num_running = len(slices)
         return PrefillBatch(tuple(slices))
 
-    def postprocess(self, batch: PrefillBatch) -> list[PrefillJob]:
-        """Records the batch as computed; returns the jobs whose whole prompt is now done."""
+    def postprocess(self, batch: PrefillBatch) -> list[Request]:
+        """Records the batch as computed; returns the requests whose whole prompt is now done."""
         finished = []
         for s in batch.slices:
-            s.job.num_done += s.num_new
-            s.job.num_batches += 1
-            if s.job.num_remaining == 0:
-                finished.append(s.job)
-                self.remove(s.job)
+            request = s.request
+            request.num_prefill_batches += 1
+            if request.is_done:  # cancelled while its batch ran
+                continue
+            request.num_prefilled += s.num_new
+            self.num_waiting_tokens -= s.num_new
+            if request.num_prefill_remaining == 0:
+                finished.append(request)
+                self.waiting.remove(request)
         self.num_running = 0
         return finished
 
@@ -116,39 +114,48 @@ def _request_rng(seed: int, request_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest, "little"))
 
 
-@dataclass(slots=True, eq=False)
-class DecodeSeq:
-    request_id: str
-    dp_rank: int
-    max_tokens: int  # tokens to generate in all, the prefill's first token included
-    model: TokenModel
-    stop_token_ids: frozenset[int] = frozenset()
-    ignore_eos: bool = True
-    num_generated: int = 1  # the first token came from prefill
-    num_steps: int = 0
-    finish_reason: str = ""
-    mtp_rng: random.Random = field(default_factory=lambda: random.Random(0))
+def kv_len_at(request: Request, step: int) -> int:
+    """Tokens whose KV the sequence holds during scheduler step `step` (prompt + output so far)."""
+    plan = request.token_plan
+    if plan is None:
+        return request.kv_len
+    done = step - request.decode_start_step  # steps it has run
+    return len(request.prompt) + 1 + (plan[done - 1] if done > 0 else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeBatch:
+    """One decode step: the sequences of each data-parallel rank, in rank order."""
+
+    ranks: tuple[tuple[Request, ...], ...]
+    step: int = 0  # the scheduler's step index this batch runs as
 
     @property
-    def kv_len(self) -> int:
-        return len(self.model.tokens)
+    def num_seqs(self) -> int:
+        return sum(map(len, self.ranks))
 
     @property
-    def is_finished(self) -> bool:
-        return bool(self.finish_reason)
+    def max_batch_per_die(self) -> int:
+        return max(map(len, self.ranks), default=0)
 
+    def busiest_rank(self) -> tuple[Request, ...]:
+        """The rank with most sequences: every rank steps in lockstep, so it sets the step time."""
+        return max(self.ranks, key=len)
 
-@dataclass(slots=True)
-class Reservation:
-    request_id: str
-    dp_rank: int
-    num_kv_tokens: int  # prompt + max_tokens, held until the request ends
+    def kv_lens(self, rank: tuple[Request, ...]) -> list[int]:
+        """The context lengths (tokens) of one rank's sequences during this step."""
+        return [kv_len_at(s, self.step) for s in rank]
+
+    def rank_kv_lens(self) -> list[list[int]]:
+        """Each rank's sequences' context lengths (tokens), for pricing the step."""
+        return [self.kv_lens(rank) for rank in self.ranks]
 
 
 @dataclass(frozen=True, slots=True)
 class StepOutput:
-    seq: DecodeSeq
-    token_ids: list[int]
+    request: Request
+    token_ids: list[int]  # tokens emitted this step (empty when only counted)
+    num_tokens: int  # how many tokens it emitted this step
 
 
 class DecodeScheduler:
@@ -176,112 +183,152 @@ class DecodeScheduler:
         self.max_queue = max_queue
         self.mtp_depth = mtp_depth
         self.mtp_accept = mtp_accept
-        self.kv_reserved = [0] * num_dies
-        self.reservations: dict[str, Reservation] = {}
-        self.waiting: deque[DecodeSeq] = deque()
-        self.running: list[list[DecodeSeq]] = [[] for _ in range(num_dies)]
+        self.kv_reserved = [0] * num_dies  # KV tokens reserved on each rank
+        self.num_reserved = 0  # requests holding a reservation (waiting, running or not yet arrived)
+        self.waiting: deque[Request] = deque()
+        self.running: list[list[Request]] = [[] for _ in range(num_dies)]
+        self.step = 0  # steps run so far
+        # Counting only: (step after which it is done, tie-break, request) of each running sequence,
+        # so a step touches its finishers, not every sequence.
+        self._finishes: list[tuple[int, int, Request]] = []
+        self._order = itertools.count()
 
     # -- admission
 
-    def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
-        need = num_prompt_tokens + max_tokens
+    def reserve(self, request: Request, num_prompt_tokens: int | None = None) -> None:
+        """Reserves prompt + max_tokens of KV on the rank with most room; sets dp_rank, num_kv_tokens.
+        `num_prompt_tokens` stands in for the prompt when the record does not hold it yet."""
+        num_prompt = request.num_prompt_tokens if num_prompt_tokens is None else num_prompt_tokens
+        need = num_prompt + request.max_tokens
         if need > self.kv_capacity:
             raise CapacityError(f"needs {need} KV tokens, a die holds {self.kv_capacity}")
-        if len(self.reservations) >= self.max_queue + self.num_dies * self.max_batch_per_die:
+        if self.num_reserved >= self.max_queue + self.num_dies * self.max_batch_per_die:
             raise QueueFullError("decode reservations at their bound")
-        rank = min(range(self.num_dies), key=lambda r: self.kv_reserved[r])
+        rank = min(range(self.num_dies), key=self.kv_reserved.__getitem__)
         if self.kv_reserved[rank] + need > self.kv_capacity:
             raise QueueFullError(f"no rank has {need} KV tokens free")
         self.kv_reserved[rank] += need
-        reservation = Reservation(request_id, rank, need)
-        self.reservations[request_id] = reservation
-        return reservation
+        self.num_reserved += 1
+        request.dp_rank, request.num_kv_tokens = rank, need
 
-    def release(self, request_id: str) -> None:
-        reservation = self.reservations.pop(request_id, None)
-        if reservation is not None:
-            self.kv_reserved[reservation.dp_rank] -= reservation.num_kv_tokens
+    def release(self, request: Request) -> None:
+        """Gives its reserved KV back (idempotent)."""
+        if request.num_kv_tokens:
+            self.kv_reserved[request.dp_rank] -= request.num_kv_tokens
+            self.num_reserved -= 1
+            request.num_kv_tokens = 0
 
-    def new_seq(
-        self,
-        reservation: Reservation,
-        model: TokenModel,
-        max_tokens: int,
-        seed: int,
-        stop_token_ids: frozenset[int] = frozenset(),
-        ignore_eos: bool = True,
-    ) -> DecodeSeq:
-        return DecodeSeq(
-            reservation.request_id,
-            reservation.dp_rank,
-            max_tokens,
-            model,
-            stop_token_ids,
-            ignore_eos,
-            mtp_rng=_request_rng(seed, reservation.request_id),
-        )
+    def add(self, request: Request, model: TokenModel | None) -> None:
+        """Queues a reserved request whose KV has arrived (the prefill's first token already in
+        `first_token`); it joins its rank's batch at the next step with room. `model` None: tokens
+        are only counted."""
+        request.num_generated = 1
+        request.token_model = model
+        request.mtp_rng = _request_rng(request.sampling.seed, request.request_id)
+        if model is None:
+            request.token_plan = self._plan(request)
+        request.advance(RequestStatus.DECODING)
+        self.waiting.append(request)
 
-    def add(self, seq: DecodeSeq) -> None:
-        """Queues a sequence whose KV has arrived; it joins the batch at the next step with room."""
-        self.waiting.append(seq)
+    def _plan(self, request: Request) -> list[int]:
+        """Counting only: the tokens after each step, drawn as the steps would draw them (the same
+        MTP acceptances in the same order, so counts and step times match drawing every token)."""
+        plan, total, remaining = [], 0, request.max_tokens - 1
+        while total < remaining:
+            total += min(1 + self._accepted_drafts(request), remaining - total)
+            plan.append(total)
+        return plan
 
-    def cancel(self, seq: DecodeSeq) -> None:
-        seq.finish_reason = seq.finish_reason or "cancelled"
-        if seq in self.waiting:
-            self.waiting.remove(seq)
-        batch = self.running[seq.dp_rank]
-        if seq in batch:
-            batch.remove(seq)
-        self.release(seq.request_id)
+    def cancel(self, request: Request) -> None:
+        request.end(RequestStatus.CANCELLED, "cancelled")
+        if request in self.waiting:
+            self.waiting.remove(request)
+        batch = self.running[request.dp_rank] if request.dp_rank >= 0 else []
+        if request in batch:
+            batch.remove(request)
+        self.release(request)
 
     # -- the step
 
     @property
     def num_running(self) -> int:
-        return sum(len(b) for b in self.running)
+        return sum(map(len, self.running))
 
-    def schedule(self) -> list[list[DecodeSeq]] | None:
-        """Admits waiting sequences into their ranks' batches; returns the per-rank batches or None."""
-        still_waiting: deque[DecodeSeq] = deque()
+    def schedule(self, max_batch_per_die: int | None = None) -> DecodeBatch | None:
+        """Admits waiting sequences into their ranks' batches (at most `max_batch_per_die` each, the
+        configured bound by default); returns the step's batch or None when nothing runs."""
+        limit = self.max_batch_per_die if max_batch_per_die is None else max_batch_per_die
+        still_waiting: deque[Request] = deque()
         while self.waiting:
-            seq = self.waiting.popleft()
-            batch = self.running[seq.dp_rank]
-            (batch if len(batch) < self.max_batch_per_die else still_waiting).append(seq)
+            request = self.waiting.popleft()
+            batch = self.running[request.dp_rank]
+            if len(batch) >= limit:
+                still_waiting.append(request)
+                continue
+            batch.append(request)
+            if request.token_plan is not None:
+                request.decode_start_step = self.step
+                done_at = self.step + len(request.token_plan)
+                heapq.heappush(self._finishes, (done_at, next(self._order), request))
         self.waiting = still_waiting
         if self.num_running == 0:
             return None
-        return self.running
+        return DecodeBatch(tuple(tuple(rank) for rank in self.running), self.step)
 
-    def busiest_rank(self) -> list[DecodeSeq]:
-        return max(self.running, key=len)
-
-    def postprocess(self) -> list[StepOutput]:
-        """Generates each running sequence's tokens for the step just priced; retires finished ones."""
+    def postprocess(self, batch: DecodeBatch) -> list[StepOutput]:
+        """Emits the tokens of the step `batch` just ran and retires finished sequences. A sequence
+        that only counts emits once, when it finishes, all its tokens at once."""
+        self.step = batch.step + 1
         outputs = []
-        for batch in self.running:
-            for seq in batch:
-                outputs.append(StepOutput(seq, self._advance(seq)))
-            for seq in [s for s in batch if s.is_finished]:
-                batch.remove(seq)
-                self.release(seq.request_id)
+        for rank in batch.ranks:
+            for request in rank:
+                if request.is_done or request.token_plan is not None:  # cancelled meanwhile; counted
+                    continue
+                outputs.append(self._advance(request))
+                if request.finish_reason:
+                    self._retire(request)
+        while self._finishes and self._finishes[0][0] <= self.step:
+            request = heapq.heappop(self._finishes)[2]
+            if request.is_done:
+                continue
+            plan = request.token_plan or []
+            num = plan[-1] if plan else 0
+            request.num_decode_steps, request.num_generated = len(plan), 1 + num
+            request.finish_reason = "length"
+            outputs.append(StepOutput(request, [], num))
+            self._retire(request)
         return outputs
 
-    def _advance(self, seq: DecodeSeq) -> list[int]:
-        seq.num_steps += 1
-        count = 1 + self._accepted_drafts(seq)
-        tokens = []
-        for _ in range(min(count, seq.max_tokens - seq.num_generated)):
-            token = seq.model.next_token()
-            seq.model.append(token)
-            seq.num_generated += 1
-            tokens.append(token)
-            if token in seq.stop_token_ids or (token == EOS_TOKEN and not seq.ignore_eos):
-                seq.finish_reason = "stop"
-                break
-        if not seq.finish_reason and seq.num_generated >= seq.max_tokens:
-            seq.finish_reason = "length"
-        return tokens
+    def _retire(self, request: Request) -> None:
+        request.end(RequestStatus.FINISHED)
+        self.running[request.dp_rank].remove(request)
+        self.release(request)
 
-    def _accepted_drafts(self, seq: DecodeSeq) -> int:
+    def _advance(self, request: Request) -> StepOutput:
+        request.num_decode_steps += 1
+        count = min(1 + self._accepted_drafts(request), request.max_tokens - request.num_generated)
+        model = request.token_model
+        if model is None:
+            request.num_generated += count
+            if request.num_generated >= request.max_tokens:
+                request.finish_reason = "length"
+            return StepOutput(request, [], count)
+        tokens = []
+        stop = request.sampling.stop_token_ids
+        for _ in range(count):
+            token = model.next_token()
+            model.append(token)
+            request.num_generated += 1
+            tokens.append(token)
+            if token in stop or (token == EOS_TOKEN and not request.sampling.ignore_eos):
+                request.finish_reason = "stop"
+                break
+        if not request.finish_reason and request.num_generated >= request.max_tokens:
+            request.finish_reason = "length"
+        return StepOutput(request, tokens, len(tokens))
+
+    def _accepted_drafts(self, request: Request) -> int:
         """MTP: the one acceptance process the cost model prices (`hw.mtp`), drawn from the request's RNG."""
-        return accepted_drafts(self.mtp_depth, self.mtp_accept, seq.mtp_rng.random)
+        rng = request.mtp_rng
+        assert rng is not None
+        return accepted_drafts(self.mtp_depth, self.mtp_accept, rng.random)

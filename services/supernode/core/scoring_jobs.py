@@ -1,23 +1,19 @@
 """Scoring jobs in the prefill batcher: a second, lower-priority queue, and their vocabulary cost. Pure.
 
 An XL3M scoring job is prefill of segment + question that keeps no KV and needs logits only at the
-question positions. `TieredPrefillScheduler` is the prefill batcher with a background queue for them:
-with priority "low" a batch takes interactive prompts first and fills what is left of the token
-budget with scoring jobs; with "normal" scoring jobs queue FIFO with interactive prompts.
+question positions: a request record with `num_question` > 0. `TieredPrefillScheduler` is the prefill
+batcher with a background queue for them: with priority "low" a batch takes interactive prompts first
+and fills what is left of the token budget with scoring jobs; with "normal" scoring jobs queue FIFO
+with interactive prompts.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from supernode.core.scheduler import PrefillBatch, PrefillJob, PrefillScheduler, PrefillSlice, QueueFullError
-
-
-@dataclass(slots=True, eq=False)
-class ScoringJob(PrefillJob):
-    num_question: int = 1  # trailing positions projected onto the vocabulary (tokens)
+from supernode.core.request import Request, RequestStatus
+from supernode.core.scheduler import PrefillBatch, PrefillScheduler, PrefillSlice, QueueFullError
 
 
 class TieredPrefillScheduler(PrefillScheduler):
@@ -29,41 +25,56 @@ class TieredPrefillScheduler(PrefillScheduler):
             raise ValueError("priority must be 'low' or 'normal'")
         self.priority = priority
         self.max_background = max_background
-        self.background: deque[PrefillJob] = deque()
+        self.background: deque[Request] = deque()
 
-    def add_scoring(self, job: ScoringJob) -> None:
+    def add_scoring(self, job: Request) -> None:
+        assert job.num_question > 0 and job.num_prefill_remaining > 0
         if self.priority == "normal":
             self.add(job)
             return
         if len(self.background) >= self.max_background:
             raise QueueFullError(f"scoring queue holds {self.max_background} jobs")
-        assert job.num_remaining > 0
         self.background.append(job)
 
-    def remove(self, job: PrefillJob) -> None:
-        super().remove(job)
-        if job in self.background:
-            self.background.remove(job)
+    def cancel(self, request: Request) -> None:
+        super().cancel(request)
+        if request in self.background:
+            self.background.remove(request)
 
     @property
     def num_background_tokens(self) -> int:
-        return sum(job.num_remaining for job in self.background)
+        return sum(job.num_prefill_remaining for job in self.background)
 
     def schedule(self) -> PrefillBatch | None:
         batch = super().schedule()
-        used = batch.num_new_tokens if batch else 0
-        budget = self.token_budget - used
+        budget = self.token_budget - (batch.num_new_tokens if batch else 0)
         slices = list(batch.slices) if batch else []
         for job in self.background:
             if budget == 0:
                 break
-            take = min(job.num_remaining, budget)
-            slices.append(PrefillSlice(job, take, job.num_cached + job.num_done))
+            take = min(job.num_prefill_remaining, budget)
+            slices.append(PrefillSlice(job, take, job.num_cached_tokens + job.num_prefilled))
+            if job.status is RequestStatus.QUEUED:
+                job.advance(RequestStatus.PREFILLING)
             budget -= take
         if not slices:
             return None
         self.num_running = len(slices)
         return PrefillBatch(tuple(slices))
+
+    def postprocess(self, batch: PrefillBatch) -> list[Request]:
+        background = [s for s in batch.slices if s.request in self.background]
+        finished = super().postprocess(PrefillBatch(tuple(s for s in batch.slices if s not in background)))
+        for s in background:
+            job = s.request
+            job.num_prefill_batches += 1
+            if job.is_done:
+                continue
+            job.num_prefilled += s.num_new
+            if job.num_prefill_remaining == 0:
+                finished.append(job)
+                self.background.remove(job)
+        return finished
 
 
 def lm_head_tokens(slices: Sequence[PrefillSlice]) -> list[int]:
@@ -72,13 +83,12 @@ def lm_head_tokens(slices: Sequence[PrefillSlice]) -> list[int]:
     fall in this slice."""
     out = []
     for s in slices:
-        job = s.job
-        if not isinstance(job, ScoringJob):
-            out.append(int(s.num_new > 0 and s.num_context + s.num_new >= job.num_tokens))
+        request, hi = s.request, s.num_context + s.num_new
+        if not request.num_question:
+            out.append(int(s.num_new > 0 and hi >= len(request.prompt)))
             continue
-        first_question = job.num_tokens - job.num_question
-        lo, hi = s.num_context, s.num_context + s.num_new
-        out.append(max(0, hi - max(lo, first_question)))
+        first_question = len(request.prompt) - request.num_question
+        out.append(max(0, hi - max(s.num_context, first_question)))
     return out
 
 
@@ -87,4 +97,4 @@ def scoring_share(slices: Sequence[PrefillSlice]) -> float:
     total = sum(s.num_new for s in slices)
     if total == 0:
         return 0.0
-    return sum(s.num_new for s in slices if isinstance(s.job, ScoringJob)) / total
+    return sum(s.num_new for s in slices if s.request.num_question) / total

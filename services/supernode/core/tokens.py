@@ -77,6 +77,13 @@ def is_valid_token(token: int) -> bool:
     return 0 <= token < VOCAB_SIZE
 
 
+def first_invalid_token(token_ids: Sequence[int]) -> int | None:
+    """The first token outside the vocabulary, None when all are valid (checked at C speed first)."""
+    if not token_ids or (min(token_ids) >= 0 and max(token_ids) < VOCAB_SIZE):
+        return None
+    return next(t for t in token_ids if not is_valid_token(t))
+
+
 @dataclass(frozen=True, slots=True)
 class EosPlan:
     """Where a sequence ends: the model emits `token_id` as the token at index `position` of the

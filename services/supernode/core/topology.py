@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from supernode.hw import calibration as cal
+
 # --- Counts (ref 1.2) ---
 DEFAULT_NUM_NODES = 48  # ref 1.2 "Supernode: 384 NPUs ... 48 nodes"
 NPUS_PER_NODE = 8  # ref 1.2 "Node: 8 NPUs + 4 Kunpeng CPUs + 7 on-board L1 UB switch chips"
@@ -47,20 +49,20 @@ GBIT = 1e9 / 8  # bytes per Gbit
 US = 1e-6  # seconds
 
 # --- Capacities, bytes/s, one direction ---
-UB_WIRE_BYTES_PER_S = 28 * GB  # ref 1.2 "L1 UB switch chip: 16 links x 28 GB/s"; 224 Gbit/s = 28 GB/s (1.1)
-UB_DIE_PORT_BYTES_PER_S = L1_CHIPS_PER_NODE * UB_WIRE_BYTES_PER_S  # 196 GB/s: ref 1.1 "7 x 224 Gbps"
+# The die's UB port, its RDMA port and the RDMA latency are hw/calibration.py's figures (one source).
+UB_DIE_PORT_BYTES_PER_S = cal.ASCEND_UB_LINK_BYTES_PER_S.value  # 196 GB/s: ref 1.1 "7 x 224 Gbps"
+UB_WIRE_BYTES_PER_S = UB_DIE_PORT_BYTES_PER_S / L1_CHIPS_PER_NODE  # 28 GB/s: ref 1.2 "16 links x 28 GB/s"
 UB_CPU_PORT_BYTES_PER_S = 160 * GB  # ref 1.2 "UB bandwidth per CPU socket ~160 GB/s unidirectional"
 L1_UPLINK_BYTES_PER_S = L2_CHIPS_PER_SUBPLANE * UB_WIRE_BYTES_PER_S  # 448 GB/s per L1 chip: ref 1.2
 UB_NODE_UPLINK_BYTES_PER_S = (
     L1_CHIPS_PER_NODE * L1_UPLINK_BYTES_PER_S
 )  # 3136 GB/s: ref 1.2 "Oversubscription"
 D2D_BYTES_PER_S = 270 * GB  # ref 1.1 "Die-to-die link 270 GB/s per direction"
-RDMA_DIE_PORT_BYTES_PER_S = 200 * GBIT  # 25 GB/s: ref 1.1 "RDMA (RoCE) port 200 Gbps unidirectional" per die
+RDMA_DIE_PORT_BYTES_PER_S = cal.ASCEND_RDMA_BYTES_PER_S.value  # 25 GB/s: ref 1.1 "RoCE 200 Gbps" per die
 VPC_NODE_PORT_BYTES_PER_S = 400 * GBIT  # 50 GB/s: ref 1.2 "VPC plane ... 400 Gbps per node"
 
-# --- Fixed per-message latencies without a measurement in the reference ---
-# ASSUMPTION: the paper reports no RDMA latency; 5 us is typical of one RoCEv2 message through a switch tier.
-RDMA_LATENCY_S = 5 * US
+# --- Fixed per-message latencies ---
+RDMA_LATENCY_S = cal.RDMA_LATENCY_US.value * US  # an ASSUMPTION there: the paper reports none
 # ASSUMPTION: the paper reports no VPC latency; 30 us is typical of one-way TCP/IP through a cloud DPU.
 VPC_LATENCY_S = 30 * US
 
@@ -99,14 +101,21 @@ def _perf(gb_per_s: float, latency_us: float) -> PathPerf:
     return PathPerf(gb_per_s * GB, latency_us / 1e6)
 
 
-# ref 1.3 ([v2] Table 1, per die, unidirectional): (path, op, is_inter_node) -> measured figure.
+def _sourced(bandwidth: cal.Sourced[float], latency_us: cal.Sourced[float]) -> PathPerf:
+    return PathPerf(bandwidth.value, latency_us.value / 1e6)
+
+
+# ref 1.3 ([v2] Table 1, per die, unidirectional): (path, op, is_inter_node) -> measured figure; the
+# figures hw/calibration.py also uses are read from there.
 # NPU-CPU READ = the NPU reads CPU DRAM (data CPU -> NPU); WRITE = the NPU writes CPU DRAM.
 UB_MEASURED: dict[tuple[str, Op, bool], PathPerf] = {
-    ("npu-npu", Op.READ, True): _perf(164, 1.9),
+    ("npu-npu", Op.READ, True): _sourced(cal.UB_READ_NPU_INTER_BYTES_PER_S, cal.UB_READ_NPU_INTER_LATENCY_US),
     ("npu-npu", Op.READ, False): _perf(167, 1.2),
-    ("npu-npu", Op.WRITE, True): _perf(135, 2.1),
+    ("npu-npu", Op.WRITE, True): _sourced(
+        cal.UB_WRITE_NPU_INTER_BYTES_PER_S, cal.UB_WRITE_NPU_INTER_LATENCY_US
+    ),
     ("npu-npu", Op.WRITE, False): _perf(137, 1.3),
-    ("npu-cpu", Op.READ, True): _perf(147, 1.7),
+    ("npu-cpu", Op.READ, True): _sourced(cal.UB_READ_CPU_INTER_BYTES_PER_S, cal.UB_READ_CPU_INTER_LATENCY_US),
     ("npu-cpu", Op.READ, False): _perf(151, 1.0),
     ("npu-cpu", Op.WRITE, True): _perf(107, 1.9),
     ("npu-cpu", Op.WRITE, False): _perf(110, 1.1),

@@ -140,10 +140,15 @@ class FabricNetwork:
             sleeper = asyncio.ensure_future(self.clock.sleep_until(self.origin + self._target))
             kicked = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait((sleeper, kicked), return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait((sleeper, kicked), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
                 kicked.cancel()
+            if sleeper in done:
+                # Woken for the event at `_target`: settle it even when the clock's reading, less the
+                # origin, rounds to just below it (a virtual clock stops exactly there; waiting again
+                # for the same instant would return at once, forever).
+                self._settle(max(self.now_s(), self._target))
 
     def _kick(self) -> None:
         """Wakes the driver when the next event is now earlier than the one it sleeps until."""

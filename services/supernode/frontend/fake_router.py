@@ -1,4 +1,8 @@
-"""A fake Router gRPC service for frontend tests and the frontend benchmark: real gRPC, no workers.
+"""A fake Router gRPC service for the frontend's codec tests and benchmark: real gRPC, no workers.
+
+It exists for what the real stack cannot do on demand: fail with any status at any point
+("!error:", "!fail-after:") and give letters the HTTP tests can read. Tests of the frontend against
+the real serving logic use `inproc.serve_router` (tests/service/test_frontend_inproc.py).
 
 Behaviour, all deterministic:
 - tokens: prompt = UTF-8 bytes of `prompt` (or `token_ids`); output token i is the lowercase letter

@@ -189,7 +189,7 @@ DEEPSEEK_R1 = ModelConfig()
 MODELS: dict[str, ModelConfig] = {DEEPSEEK_R1.name: DEEPSEEK_R1}
 
 # DeepSeek-R1 MLA latent per token: (kv_lora_rank 512 + rope 64) x 61 layers x 2 B (reference 3.3, DSV3-cfg).
-KV_BYTES_PER_TOKEN = (512 + 64) * 61 * 2
+KV_BYTES_PER_TOKEN = DEEPSEEK_R1.kv_bytes_per_token_layer * DEEPSEEK_R1.num_layers
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,25 +17,36 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from supernode.core import predictive, tokens
+from supernode.core.request import Request, Sampling
 from supernode.core.scheduler import PrefillBatch, PrefillScheduler, QueueFullError
-from supernode.core.scoring_jobs import ScoringJob, TieredPrefillScheduler, lm_head_tokens, scoring_share
+from supernode.core.scoring_jobs import TieredPrefillScheduler, lm_head_tokens, scoring_share
 from supernode.hw import cost as hw_cost
 from supernode.hw.specs import PrefillDeployment
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, invalid
-from supernode.v1 import prefill_pb2
+from supernode.runtime.peers import ScoreResult
 
 
 class PrefillHost(Protocol):
-    """What the scoring jobs use of the prefill worker that hosts them."""
+    """What the scoring jobs use of the prefill engine that hosts them."""
 
     clock: Clock
     scheduler: PrefillScheduler
     loop: StepLoop[PrefillBatch]
-    _done: dict[str, asyncio.Future[float]]
-    _compute_s: dict[str, float]
+
+
+class _Done:
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
+        return None
+
+    def on_done(self, request: Request) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 def make_scheduler(settings: Settings) -> TieredPrefillScheduler:
@@ -87,73 +98,74 @@ class ScoringMetrics:
         share = scoring_share(batch.slices)
         if share:
             self.seconds.labels(self.worker).inc(batch_s * share)
-            num = sum(s.num_new for s in batch.slices if isinstance(s.job, ScoringJob))
+            num = sum(s.num_new for s in batch.slices if s.request.num_question)
             self.tokens.labels(self.worker).inc(num)
 
 
 class Scorer:
-    """Runs Score requests through the host's batcher and step loop."""
+    """Runs scoring jobs through the host's batcher and step loop."""
 
     def __init__(self, host: PrefillHost, registry: CollectorRegistry, worker_id: str) -> None:
         self.host = host
         self.metrics = ScoringMetrics(registry, worker_id)
-        self._share_s: dict[str, float] = {}  # job -> batch time apportioned by its share of the tokens
+        self._share_s: dict[int, float] = {}  # id(job) -> batch time apportioned by its token share
 
     def on_batch(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
         """Called by the host for every batch: metrics, and each scoring job's share of the time."""
         self.metrics.on_batch(batch, cost)
         total = batch.num_new_tokens
         for s in batch.slices:
-            if isinstance(s.job, ScoringJob) and total:
-                rid = s.job.request_id
-                self._share_s[rid] = self._share_s.get(rid, 0.0) + cost.total_us / 1e6 * s.num_new / total
+            if s.request.num_question and total:
+                key = id(s.request)
+                self._share_s[key] = self._share_s.get(key, 0.0) + cost.total_us / 1e6 * s.num_new / total
 
-    async def score(self, request: prefill_pb2.ScoreRequest) -> prefill_pb2.ScoreResponse:
-        segment, question, score_fn = _validate(request)
+    async def score(
+        self, request_id: str, segment: list[int], question: list[int], score_fn: str
+    ) -> ScoreResult:
+        segment, question, score_fn = validate(request_id, segment, question, score_fn)
         host = self.host
         scheduler = host.scheduler
         assert isinstance(scheduler, TieredPrefillScheduler), "the prefill batcher must take scoring jobs"
-        job = ScoringJob(request.request_id, len(segment) + len(question), 0, num_question=len(question))
-        queued_at = host.clock.now()
-        done = asyncio.get_running_loop().create_future()
+        job = Request(request_id, segment + question, 1, Sampling(), arrival_s=host.clock.now())
+        job.num_question = len(question)
+        done = _Done()
+        job.sink = done
         try:
             scheduler.add_scoring(job)
         except QueueFullError as err:
             raise ResourceExhaustedError(f"prefill scoring queue full: {err}", retry_after_s=0.5) from err
-        host._done[request.request_id] = done
         host.loop.wake()
-        # The score is what the model concludes from the logits the batch computes; the host works
-        # it out off the event loop while the job waits for its batch.
+        # The score is what the model concludes from the logits the batch computes; it is worked out
+        # off the event loop while the job waits for its batch.
         scoring = asyncio.ensure_future(
             asyncio.to_thread(predictive.score_segment, segment, question, score_fn)
         )
         try:
-            finished_at = await done
+            await done.future
             value = await scoring
         finally:
             scoring.cancel()
-            scheduler.remove(job)
-            host._done.pop(request.request_id, None)
-            compute_s = host._compute_s.pop(request.request_id, 0.0)
-            share_s = self._share_s.pop(request.request_id, 0.0)
+            if not job.is_done:
+                scheduler.cancel(job)
+            share_s = self._share_s.pop(id(job), 0.0)
         self.metrics.jobs.labels(self.metrics.worker).inc()
-        return prefill_pb2.ScoreResponse(
-            score=value, queue_s=max(0.0, finished_at - queued_at - compute_s), compute_s=share_s
-        )
+        queue_s = max(0.0, job.finished_s - job.arrival_s - job.prefill_compute_s)
+        return ScoreResult(value, share_s, queue_s)
 
 
-def _validate(request: prefill_pb2.ScoreRequest) -> tuple[list[int], list[int], str]:
-    if not request.request_id:
+def validate(
+    request_id: str, segment: list[int], question: list[int], score_fn: str
+) -> tuple[list[int], list[int], str]:
+    if not request_id:
         raise invalid("request_id", "must not be empty")
-    segment, question = list(request.segment_ids), list(request.question_ids)
     if not segment:
         raise invalid("segment_ids", "must hold at least one token")
     if not question:
         raise invalid("question_ids", "must hold at least one token")
-    bad = next((t for t in segment + question if not tokens.is_valid_token(t)), None)
+    bad = tokens.first_invalid_token(segment + question)
     if bad is not None:
         raise invalid("segment_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
-    score_fn = request.score_fn or "mean_entropy"
+    score_fn = score_fn or "mean_entropy"
     if score_fn not in predictive.SCORE_FNS:
         raise invalid("score_fn", f"must be one of {', '.join(sorted(predictive.SCORE_FNS))}")
     return segment, question, score_fn

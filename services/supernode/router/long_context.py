@@ -27,16 +27,10 @@ from supernode.router.prompt_source import PromptSource
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
+from supernode.runtime.peers import ScoreResult
 from supernode.v1 import router_pb2
 
 POLICIES = ("reject", "truncate", "xl3m")
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreResult:
-    score: float  # lower = kept
-    compute_s: float  # emulated batch seconds of the job
-    queue_s: float  # emulated seconds it waited for a batch
 
 
 class SegmentScorer(Protocol):

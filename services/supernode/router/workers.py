@@ -1,30 +1,37 @@
-"""The router's view of its workers: one channel each, in-flight counts, and polled load reports."""
+"""The router's view of its workers: a peer each, in-flight counts, and polled load reports."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import grpc
+from typing import Generic, TypeVar
 
 from supernode.core.policy import WorkerSnapshot
-from supernode.runtime.channels import open_channel
-from supernode.runtime.config import Settings
-from supernode.v1 import common_pb2, decode_pb2_grpc, prefill_pb2_grpc
+from supernode.runtime.clock import Clock
+from supernode.runtime.errors import SupernodeError, UnavailableError
+from supernode.runtime.peers import DecodePeer, LoadSnapshot, PrefillPeer
 
 log = logging.getLogger(__name__)
+P = TypeVar("P", PrefillPeer, DecodePeer)
 
 
-@dataclass(slots=True)
-class Worker:
-    address: str
-    role: str
-    channel: grpc.aio.Channel
-    stub: object
-    num_inflight: int = 0
+def _no_load(role: str) -> LoadSnapshot:
+    return LoadSnapshot("", role, 0, 0, 0, 0, 0)
+
+
+@dataclass(slots=True, eq=False)
+class Worker(Generic[P]):
+    peer: P
+    role: str  # "prefill" or "decode"
+    num_inflight: int = 0  # requests this router has there now
     is_healthy: bool = True  # optimistic until a probe says otherwise
-    load: common_pb2.LoadReport = field(default_factory=common_pb2.LoadReport)
+    load: LoadSnapshot = field(default_factory=lambda: _no_load(""))  # its last load report
+
+    @property
+    def address(self) -> str:
+        return self.peer.address
 
     def snapshot(self) -> WorkerSnapshot:
         return WorkerSnapshot(
@@ -37,31 +44,38 @@ class Worker:
             kv_tokens_capacity=self.load.kv_tokens_capacity if self.role == "decode" else 0,
         )
 
+    def on_error(self, err: SupernodeError) -> None:
+        """A worker that could not be reached is marked down until the next load probe (an UNAVAILABLE
+        the worker itself answered, e.g. a fabric fault on its path, says nothing about the worker)."""
+        if isinstance(err, UnavailableError) and not err.from_service:
+            self.is_healthy = False
+
 
 class WorkerSet:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.prefill = [self._open(a, "prefill") for a in settings.router.prefill_addresses]
-        self.decode = [self._open(a, "decode") for a in settings.router.decode_addresses]
+    def __init__(
+        self, prefills: Sequence[PrefillPeer], decodes: Sequence[DecodePeer], clock: Clock, poll_s: float
+    ) -> None:
+        """`poll_s`: emulated seconds between load probes."""
+        self.prefill: list[Worker[PrefillPeer]] = [Worker(p, "prefill") for p in prefills]
+        self.decode: list[Worker[DecodePeer]] = [Worker(d, "decode") for d in decodes]
+        self.clock = clock
+        self.poll_s = poll_s
         self._task: asyncio.Task[None] | None = None
 
-    def _open(self, address: str, role: str) -> Worker:
-        channel = open_channel(address, self.settings)
-        stub_cls = prefill_pb2_grpc.PrefillStub if role == "prefill" else decode_pb2_grpc.DecodeStub
-        return Worker(address, role, channel, stub_cls(channel))
-
     @property
-    def all(self) -> list[Worker]:
+    def all(self) -> list[Worker[PrefillPeer] | Worker[DecodePeer]]:
         return [*self.prefill, *self.decode]
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._poll_loop(), name="router-load-poll")
+        if self._task is None:  # idempotent: the codec and an in-process cluster may both start it
+            self._task = asyncio.create_task(self._poll_loop(), name="router-load-poll")
 
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
+            self._task = None
         for worker in self.all:
-            await worker.channel.close()
+            await worker.peer.close()
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self._probe(w) for w in self.all))
@@ -69,13 +83,13 @@ class WorkerSet:
     async def _poll_loop(self) -> None:
         while True:
             await self.poll_once()
-            await asyncio.sleep(self.settings.router.load_poll_s)
+            await self.clock.sleep(self.poll_s)
 
-    async def _probe(self, worker: Worker) -> None:
+    async def _probe(self, worker: Worker[PrefillPeer] | Worker[DecodePeer]) -> None:
         try:
-            worker.load = await worker.stub.Load(common_pb2.LoadRequest(), timeout=2.0)  # type: ignore[attr-defined]
+            worker.load = await worker.peer.load()
             worker.is_healthy = True
-        except grpc.RpcError as err:
+        except SupernodeError as err:
             if worker.is_healthy:
-                log.warning("%s %s unreachable: %s", worker.role, worker.address, err.code())
+                log.warning("%s %s unreachable: %s", worker.role, worker.address, err.code)
             worker.is_healthy = False

@@ -1,25 +1,33 @@
-"""Clients workers use to reach the fabric and the KV pool, behind Protocols so tests can swap them.
+"""How engines reach each other, the pool and the fabric: Protocols over plain records.
 
-Every call has a timeout; failures surface as domain errors (runtime/errors.py).
+An engine never sees protobuf or a channel. Live services plug in the gRPC clients of
+`runtime/grpc_peers.py`; the in-process cluster (`inproc.py`) plugs in direct calls into the
+other engines. Every implementation raises the domain errors of `runtime/errors.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import grpc
-
-from supernode.runtime.channels import open_channel
-from supernode.runtime.clock import Clock, ScaledClock
-from supernode.runtime.config import Settings
-from supernode.runtime.errors import FailedPreconditionError, SupernodeError, UnavailableError, from_rpc_error
-from supernode.v1 import common_pb2, fabric_pb2, fabric_pb2_grpc, kvpool_pb2, kvpool_pb2_grpc
+from supernode.core.request import KvHandle, Sampling
+from supernode.runtime.clock import Clock
+from supernode.runtime.errors import FailedPreconditionError, SupernodeError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Die:
+    index: int  # global die index, 0..767 on a full CloudMatrix384
+    node: int  # node index
+    npu: int  # NPU index within the node
+    die: int  # die index within the NPU package
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +40,72 @@ class TransferResult:
         return self.finish_s - self.start_s
 
 
+@dataclass(frozen=True, slots=True)
+class PoolBlock:
+    key: str  # prefix-chained block key
+    tokens: Sequence[int]  # the block's token ids
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRead:
+    blocks: list[list[int]]  # token ids of each block found, in the order asked
+    missing_keys: list[str]  # keys not found (or failing verification)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    worker_id: str
+    role: str  # "prefill" or "decode"
+    num_running: int  # requests in the current batch
+    num_waiting: int  # requests queued behind them
+    max_queue: int  # bound of the waiting queue
+    kv_tokens_used: int  # KV tokens reserved (decode) or prompt tokens queued (prefill)
+    kv_tokens_capacity: int  # KV tokens it can hold (decode) or batch token budget (prefill)
+    draining: bool = False  # stopped admitting work
+    num_dies: int = 0  # dies it emulates
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """An XL3M scoring job's answer."""
+
+    score: float  # lower = more certain = more relevant (kept)
+    compute_s: float  # emulated batch seconds apportioned to the job by its share of the tokens
+    queue_s: float  # emulated seconds it waited for batches
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillResult:
+    first_token: int  # the prompt's first output token
+    kv: KvHandle  # where its KV now lives
+    num_cached_tokens: int  # prompt tokens loaded from the context cache instead of computed
+    queue_s: float  # emulated s waiting for a batch
+    load_s: float  # emulated s loading the cached prefix over UB
+    compute_s: float  # emulated s of the batches that computed it
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    reservation_id: str  # present it to `decode`
+    dp_rank: int  # the rank the request will run on
+    die: Die  # the die of that rank (the P->D pull's destination)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeChunk:
+    token_ids: list[int] = field(default_factory=list)  # tokens of one step (empty when only counted)
+    num_tokens: int = 0  # tokens of one step
+    kv_pull_s: float = 0.0  # on the first chunk: emulated s of the P->D pull
+    finished: bool = False  # the last chunk
+    finish_reason: str = ""  # on the last chunk: "length" or "stop"
+    num_steps: int = 0  # on the last chunk: decode steps the request took part in
+
+
+# ---------------------------------------------------------------- protocols
+
+
 class FabricClient(Protocol):
-    async def lease(self, worker_id: str, role: str, num_dies: int) -> list[common_pb2.Die]: ...
+    async def lease(self, worker_id: str, role: str, num_dies: int) -> list[Die]: ...
 
     async def renew(self, worker_id: str) -> int: ...
 
@@ -47,99 +119,73 @@ class FabricClient(Protocol):
 
 
 class PoolClient(Protocol):
-    async def lookup(self, keys: Sequence[str]) -> int: ...
+    async def lookup(self, keys: Sequence[str]) -> int:
+        """How many leading keys are stored."""
+        ...
 
-    async def put(self, blocks: Sequence[kvpool_pb2.Block]) -> kvpool_pb2.PutResponse: ...
+    async def put(self, blocks: Sequence[PoolBlock]) -> int:
+        """Stores the blocks (content-addressed: present ones are kept); returns how many were new."""
+        ...
 
-    async def get(self, keys: Sequence[str]) -> kvpool_pb2.GetResponse: ...
+    async def get(self, keys: Sequence[str]) -> PoolRead: ...
 
     async def close(self) -> None: ...
 
 
-_KINDS = {"die": fabric_pb2.ENDPOINT_KIND_DIE, "cpu": fabric_pb2.ENDPOINT_KIND_CPU}
-_PLANES = {"ub": fabric_pb2.PLANE_UB, "rdma": fabric_pb2.PLANE_RDMA, "vpc": fabric_pb2.PLANE_VPC}
+class PrefillPeer(Protocol):
+    address: str  # how the router names it (host:port, or an in-process name)
+
+    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult: ...
+
+    async def score(
+        self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
+    ) -> ScoreResult:
+        """An XL3M scoring job: prefill of segment + question at the scoring priority, no KV kept."""
+        ...
+
+    async def load(self) -> LoadSnapshot: ...
+
+    async def close(self) -> None: ...
 
 
-async def _call(rpc: object, request: object, timeout_s: float) -> object:
-    try:
-        return await rpc(request, timeout=timeout_s)  # type: ignore[operator]
-    except grpc.RpcError as err:
-        raise from_rpc_error(err) from err
+class DecodePeer(Protocol):
+    address: str
+
+    async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation: ...
+
+    async def cancel_reservation(self, reservation_id: str) -> bool: ...
+
+    def decode(
+        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+    ) -> AsyncGenerator[DecodeChunk, None]:
+        """The request's chunks until one with `finished`; closing the iterator cancels it."""
+        ...
+
+    async def load(self) -> LoadSnapshot: ...
+
+    async def close(self) -> None: ...
 
 
-class GrpcFabricClient:
-    def __init__(self, settings: Settings) -> None:
-        self._channel = open_channel(settings.fabric.address, settings)
-        self._stub = fabric_pb2_grpc.FabricStub(self._channel)
-        self._timeout = settings.runtime.rpc_timeout_s
-
-    async def lease(self, worker_id: str, role: str, num_dies: int) -> list[common_pb2.Die]:
-        request = fabric_pb2.LeaseRequest(worker_id=worker_id, role=role, num_dies=num_dies)
-        reply = await _call(self._stub.Lease, request, self._timeout)
-        return list(reply.dies)  # type: ignore[attr-defined]
-
-    async def renew(self, worker_id: str) -> int:
-        reply = await _call(self._stub.Renew, fabric_pb2.RenewRequest(worker_id=worker_id), self._timeout)
-        return int(reply.num_dies)  # type: ignore[attr-defined]
-
-    async def release(self, worker_id: str) -> None:
-        await _call(self._stub.Release, fabric_pb2.ReleaseRequest(worker_id=worker_id), self._timeout)
-
-    async def transfer(
-        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
-    ) -> TransferResult:
-        request = fabric_pb2.TransferRequest(
-            src=fabric_pb2.Endpoint(kind=_KINDS[src[0]], index=src[1]),
-            dst=fabric_pb2.Endpoint(kind=_KINDS[dst[0]], index=dst[1]),
-            num_bytes=num_bytes,
-            plane=_PLANES[plane],
-            tag=tag,
-        )
-        # Transfers take emulated time; the fabric answers when done, so no short timeout here.
-        reply = await _call(self._stub.Transfer, request, self._timeout * 10)
-        return TransferResult(reply.start_s, reply.finish_s)  # type: ignore[attr-defined]
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-
-class GrpcPoolClient:
-    def __init__(self, settings: Settings) -> None:
-        self._channel = open_channel(settings.kvpool.address, settings)
-        self._stub = kvpool_pb2_grpc.KvPoolStub(self._channel)
-        self._timeout = settings.runtime.rpc_timeout_s
-        self.namespace = settings.kvpool.namespace
-
-    async def lookup(self, keys: Sequence[str]) -> int:
-        request = kvpool_pb2.LookupRequest(namespace=self.namespace, block_keys=list(keys))
-        reply = await _call(self._stub.Lookup, request, self._timeout)
-        return int(reply.num_cached_blocks)  # type: ignore[attr-defined]
-
-    async def put(self, blocks: Sequence[kvpool_pb2.Block]) -> kvpool_pb2.PutResponse:
-        request = kvpool_pb2.PutRequest(namespace=self.namespace, blocks=list(blocks))
-        return await _call(self._stub.Put, request, self._timeout)  # type: ignore[return-value]
-
-    async def get(self, keys: Sequence[str]) -> kvpool_pb2.GetResponse:
-        request = kvpool_pb2.GetRequest(namespace=self.namespace, block_keys=list(keys))
-        return await _call(self._stub.Get, request, self._timeout)  # type: ignore[return-value]
-
-    async def close(self) -> None:
-        await self._channel.close()
+# ---------------------------------------------------------------- die leases
 
 
 class DieLease:
     """A worker's dies: leased at start (retrying while the fabric comes up), renewed, released."""
 
-    def __init__(self, fabric: FabricClient, worker_id: str, role: str, num_dies: int, ttl_s: float) -> None:
+    def __init__(
+        self, fabric: FabricClient, worker_id: str, role: str, num_dies: int, ttl_s: float,
+        clock: Clock | None = None,
+    ) -> None:  # fmt: skip
         self.fabric = fabric
         self.worker_id = worker_id
         self.role = role
         self.num_dies = num_dies
-        self.ttl_s = ttl_s
-        self.dies: list[common_pb2.Die] = []
+        self.ttl_s = ttl_s  # wall s (emulated s when `clock` is given)
+        self.clock = clock  # heartbeat on this clock instead of the wall
+        self.dies: list[Die] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def acquire(self, attempts: int = 50) -> None:
+    async def acquire(self, attempts: int = 50, heartbeat: bool = True) -> None:
         for attempt in range(attempts):
             try:
                 self.dies = await self.fabric.lease(self.worker_id, self.role, self.num_dies)
@@ -148,11 +194,12 @@ class DieLease:
                 if attempt == attempts - 1:
                     raise
                 await asyncio.sleep(0.2)
-        self._task = asyncio.create_task(self._heartbeat(), name=f"{self.worker_id}-lease")
+        if heartbeat:
+            self._task = asyncio.create_task(self._heartbeat(), name=f"{self.worker_id}-lease")
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl_s / 3)
+            await (self.clock.sleep(self.ttl_s / 3) if self.clock else asyncio.sleep(self.ttl_s / 3))
             try:
                 try:
                     await self.fabric.renew(self.worker_id)
@@ -170,29 +217,8 @@ class DieLease:
         except SupernodeError as err:
             log.warning("could not release dies: %s", err.message)
 
-
-def worker_builder(
-    service_cls: Callable[..., Any],
-    add_servicer: Callable[[Any, grpc.aio.Server], None],
-    settings: Settings,
-    clock: Clock | None = None,
-    fabric: FabricClient | None = None,
-    pool: PoolClient | None = None,
-) -> Callable[[grpc.aio.Server, Any], Any]:
-    """The ServiceHost factory of a worker: real peers (gRPC fabric and pool, scaled clock) unless
-    fakes are given (service tests)."""
-
-    def build(server: grpc.aio.Server, drain: Any) -> Any:
-        from supernode.runtime.pool_clients import PoolClients  # several pool services; imports this module
-
-        service = service_cls(
-            settings,
-            clock or ScaledClock(settings.runtime.time_scale),
-            fabric or GrpcFabricClient(settings),
-            pool or PoolClients(settings),
-            drain,
-        )
-        add_servicer(service, server)
-        return service
-
-    return build
+    def die(self, slot: int) -> Die:
+        """The die at `slot` (modulo the dies held); UNAVAILABLE when the lease is missing."""
+        if not self.dies:
+            raise UnavailableError(f"{self.role} holds no dies (fabric lease missing)")
+        return self.dies[slot % len(self.dies)]

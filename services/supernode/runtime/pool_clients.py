@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import UnavailableError
-from supernode.runtime.peers import GrpcPoolClient, PoolClient
-from supernode.v1 import kvpool_pb2
+from supernode.runtime.grpc_peers import GrpcPoolClient
+from supernode.runtime.peers import PoolBlock, PoolClient, PoolRead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,10 +39,10 @@ class PoolClients:
     async def lookup(self, keys: Sequence[str]) -> int:
         return await self._call(lambda c: c.lookup(keys))
 
-    async def put(self, blocks: Sequence[kvpool_pb2.Block]) -> kvpool_pb2.PutResponse:
+    async def put(self, blocks: Sequence[PoolBlock]) -> int:
         return await self._call(lambda c: c.put(blocks))
 
-    async def get(self, keys: Sequence[str]) -> kvpool_pb2.GetResponse:
+    async def get(self, keys: Sequence[str]) -> PoolRead:
         return await self._call(lambda c: c.get(keys))
 
     async def close(self) -> None:

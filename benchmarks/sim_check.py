@@ -1,0 +1,105 @@
+"""`make bench-sim`: the live stack and `supernode sim` on one small scenario, then the simulation's speed.
+
+Agreement: the mixed workload (Poisson arrivals, multi-turn sessions with prefix reuse, log-normal
+lengths), a few hundred requests, on the live topology `make run` starts (2 prefill instances of 16
+NPUs, one decode service emulating a 2-die slice of the EP320 instance) and on the same deployment
+simulated. Writes reports/sim_check.json: rows of metric, live, sim, error_pct.
+
+Speed: the mixed workload on the paper's whole deployment (6 x 16-NPU prefill, one 160-NPU decode
+instance with all 320 dies, the EMS pool); `sim_requests_per_s` (requests per wall second),
+`sim_peak_rss_mb` and the request count they were measured with go into reports/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from supernode.launcher import LocalStack, StackConfig
+from supernode.loadgen.scenarios import BenchConfig, preset
+from supernode.loadgen.stats import Deployment
+from supernode.loadgen.suite import run_suite
+from supernode.loadgen.targets import SdkTarget
+from supernode.sim.deployment import SimDeployment
+from supernode.sim.run import SimOptions, simulate
+
+REPORTS = Path("reports")
+METRICS = ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "mean_e2el_ms", "cache_hit_rate")
+SLICE = SimDeployment(num_prefill=2, prefill_npus=16, num_decode=1, decode_npus=160, decode_dies=2)
+
+
+def scenario(num_requests: int, seed: int) -> BenchConfig:
+    dep = Deployment(SLICE.num_prefill_npus, SLICE.num_decode_npus)
+    return preset("mixed", dep).override(num_requests=num_requests, seed=seed)
+
+
+async def run_live(cfg: BenchConfig, time_scale: float, folder: Path) -> dict[str, Any]:
+    env = {"SUPERNODE_RUNTIME__TIME_SCALE": str(time_scale), "SUPERNODE_RUNTIME__LOG_LEVEL": "WARNING"}
+    stack = LocalStack(StackConfig(num_prefill=2, num_decode=1, ephemeral_ports=True, env=env))
+    await stack.start()
+    try:
+        async with SdkTarget(stack.router_address, time_scale) as target:
+            dep = Deployment(SLICE.num_prefill_npus, SLICE.num_decode_npus)
+            outcome = await run_suite(cfg, target, "live", dep, time_scale, folder, write_pngs=False)
+        return outcome.results
+    finally:
+        stack.stop()
+
+
+def rows(live: dict[str, Any], sim: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for metric in METRICS:
+        a, b = float(live[metric]), float(sim[metric])
+        out.append({"metric": metric, "live": a, "sim": b, "error_pct": 100 * (b - a) / a if a else 0.0})
+    return out
+
+
+def speed(num_requests: int, seed: int) -> dict[str, float]:
+    dep = SimDeployment()
+    cfg = preset("mixed", Deployment(dep.num_prefill_npus, dep.num_decode_npus)).override(
+        num_requests=num_requests, seed=seed
+    )
+    out = simulate(cfg, dep, Path(tempfile.mkdtemp(prefix="sim-speed-")), SimOptions(write_pngs=False))
+    return {
+        "sim_requests_per_s": out.sim["sim_requests_per_s"],
+        "sim_peak_rss_mb": out.sim["sim_peak_rss_mb"],
+        "sim_speed_num_requests": float(num_requests),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-requests", type=int, default=200, help="requests in the agreement scenario")
+    parser.add_argument("--time-scale", type=float, default=0.25, help="the live stack's time scale")
+    parser.add_argument("--speed-requests", type=int, default=10_000, help="requests in the speed run")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    cfg = scenario(args.num_requests, args.seed)
+    REPORTS.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sim-check-"))
+    (work / "live").mkdir()
+    live = asyncio.run(run_live(cfg, args.time_scale, work / "live"))
+    sim = simulate(cfg, SLICE, work / "sim", SimOptions(write_pngs=False))
+    table = rows(live, sim.suite.results)
+    check = {
+        "scenario": cfg.description, "num_requests": args.num_requests, "time_scale": args.time_scale,
+        "live_failed": live["failed"], "sim_failed": sim.suite.results["failed"], "rows": table,
+    }  # fmt: skip
+    (REPORTS / "sim_check.json").write_text(json.dumps(check, indent=2) + "\n")
+    for row in table:
+        metric, live_v, sim_v, err = row["metric"], row["live"], row["sim"], row["error_pct"]
+        print(f"{metric:>14}  live {live_v:10.2f}  sim {sim_v:10.2f}  {err:+6.1f}%")
+    figures = speed(args.speed_requests, args.seed)
+    bench = REPORTS / "bench.json"
+    merged = json.loads(bench.read_text()) if bench.exists() else {}
+    merged.update(figures)
+    bench.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    print(", ".join(f"{k} = {v:.6g}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

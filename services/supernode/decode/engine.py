@@ -1,0 +1,294 @@
+"""The decode worker's engine: `num_dies` data-parallel ranks of one decode instance, transport-free.
+
+The instance emulated is the paper's: one EP group of `ep_size` dies with DP attention. The engine
+runs `num_dies` of its ranks and assumes the group's other ranks carry the same load, so a few dies
+reproduce the per-NPU behaviour of the 160-NPU instance (the simulation can run all 320).
+
+A request's states here (core/request.py):
+1. QUEUED: `reserve` put KV capacity (prompt + max_tokens) aside on the rank with most room (the
+   router calls it before prefill starts: the paper's asynchronous prefill scheduling); released if
+   `decode` does not take it up within the reservation TTL;
+2. TRANSFERRING: `decode` reads the prompt's blocks from the pool (prefix chain verified, the context
+   rebuilt from them) and the fabric charges the prefill -> decode RDMA pull;
+3. DECODING: waiting, then running in the continuous batch: each step is priced by `price(batch)` for
+   the batch it runs, MTP drafts accepted at random (seeded per request);
+4. FINISHED on max_tokens or a stop token, or CANCELLED when the caller leaves; capacity released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncGenerator
+
+from supernode.core import blocks
+from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
+from supernode.core.scheduler import CapacityError, DecodeBatch, DecodeScheduler, QueueFullError, kv_len_at
+from supernode.core.tokens import EosPlan, TokenModel, is_valid_token
+from supernode.hw import cost as hw_cost
+from supernode.runtime.clock import Clock
+from supernode.runtime.config import Settings
+from supernode.runtime.deployments import decode_deployment
+from supernode.runtime.engine import StepLoop
+from supernode.runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    invalid,
+)
+from supernode.runtime.peers import DecodeChunk, DieLease, FabricClient, LoadSnapshot, PoolClient, Reservation
+from supernode.runtime.worker_metrics import WorkerMetrics, configure_decode_metrics
+
+log = logging.getLogger(__name__)
+
+
+class _Outbox:
+    """A `decode` caller's stream: the step loop pushes, the caller's iterator pulls."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[DecodeChunk] = asyncio.Queue()
+
+    def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
+        if num_tokens:
+            self.queue.put_nowait(DecodeChunk(token_ids, num_tokens))
+
+    def on_done(self, request: Request) -> None:
+        self.queue.put_nowait(
+            DecodeChunk(
+                finished=True, finish_reason=request.finish_reason, num_steps=request.num_decode_steps
+            )
+        )
+
+
+class DecodeEngine:
+    def __init__(
+        self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
+        *, materialise_tokens: bool = True, offload: bool = True, heartbeat: bool = True,
+    ) -> None:  # fmt: skip
+        """`materialise_tokens`: draw the output tokens (False: only count them, for simulations)."""
+        self.cfg = settings.decode
+        self.time_scale = settings.runtime.time_scale  # the reservation TTL is in wall seconds
+        self.worker_id = self.cfg.worker_id or f"decode-{self.cfg.port}"
+        self.block_tokens = settings.kvpool.block_tokens
+        self.clock = clock
+        self.fabric = fabric
+        self.pool = pool
+        self.materialise_tokens = materialise_tokens
+        self.offload = offload
+        self.heartbeat = heartbeat
+        self.deployment = decode_deployment(self.cfg)
+        capacity = hw_cost.kv_capacity_tokens_per_die(self.deployment)
+        self.scheduler = DecodeScheduler(
+            self.cfg.num_dies, self.cfg.max_batch_per_die, capacity, self.cfg.max_queue,
+            mtp_depth=self.deployment.mtp_depth, mtp_accept=self.deployment.mtp_accept,
+        )  # fmt: skip
+        self.lease = DieLease(
+            fabric, self.worker_id, "decode", self.cfg.num_dies, settings.fabric.lease_ttl_s
+        )
+        self.loop: StepLoop[DecodeBatch] = StepLoop(self.worker_id, clock, self.schedule, self.price,
+                                                    self.postprocess)  # fmt: skip
+        self.reserved: dict[str, Request] = {}  # reservation id -> its record, until `decode` takes it
+        self._expiry_task: asyncio.Task[None] | None = None
+        self.metrics = WorkerMetrics(
+            "decode", self.worker_id, self.cfg.num_dies / self.deployment.dies_per_npu
+        )
+        configure_decode_metrics(self.metrics, settings, self.scheduler.kv_capacity)
+        self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
+
+    async def start(self) -> None:
+        await self.lease.acquire(heartbeat=self.heartbeat)
+        self.loop.start()
+        self._expiry_task = asyncio.create_task(self._expire_reservations())
+
+    async def stop(self) -> None:
+        if self._expiry_task:
+            self._expiry_task.cancel()
+        await self.loop.stop()
+        await self.lease.release()
+
+    # -- the step
+
+    def schedule(self) -> DecodeBatch | None:
+        limit = self._slo_batch_limit() if self.cfg.tpot_slo_ms > 0 else None
+        return self.scheduler.schedule(limit)
+
+    def price(self, batch: DecodeBatch) -> hw_cost.Cost:
+        """The cost model's time for one step of `batch`, from the actual ranks: attention from the
+        busiest rank by work, the MoE from the real token count (the EP group's other ranks mirror
+        these ranks' mean load)."""
+        return hw_cost.decode_step_cost_ranks(self.deployment, batch.rank_kv_lens())
+
+    def postprocess(self, batch: DecodeBatch, cost: hw_cost.Cost) -> None:
+        outputs = self.scheduler.postprocess(batch)
+        now = self.clock.now()
+        for out in outputs:
+            request = out.request
+            sink = request.sink
+            if sink is not None:
+                sink.on_tokens(request, out.token_ids, out.num_tokens)
+                if request.is_done:
+                    request.finished_s = now
+                    sink.on_done(request)
+        self.metrics.on_step(
+            len(outputs), batch.max_batch_per_die, cost.total_us / 1e6, cost.breakdown_us,
+            sum(o.num_tokens for o in outputs),
+        )  # fmt: skip
+        self.metrics.on_queue(
+            len(self.scheduler.waiting) + len(self.reserved), sum(self.scheduler.kv_reserved),
+            self.block_tokens, self.loop.stats.max_lag_s,
+        )  # fmt: skip
+
+    def _slo_batch_limit(self) -> int:
+        """Largest batch per die whose TPOT meets the SLO at the current mean context length."""
+        seqs = [s for rank in self.scheduler.running for s in rank] + list(self.scheduler.waiting)
+        step = self.scheduler.step
+        mean_kv = round(sum(kv_len_at(s, step) for s in seqs) / len(seqs)) if seqs else 1024
+        limit = self._slo_limits.get(mean_kv)  # the real mean length; answers cached per length
+        if limit is None:
+            limit = hw_cost.max_batch_per_die_for_tpot(self.deployment, mean_kv, self.cfg.tpot_slo_ms)
+            limit = max(1, min(self.cfg.max_batch_per_die, limit))  # never starve: at least one runs
+            if len(self._slo_limits) >= 4096:
+                self._slo_limits.clear()
+            self._slo_limits[mean_kv] = limit
+        return limit
+
+    # -- requests
+
+    def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
+        """Puts prompt + max_tokens of KV aside; RESOURCE_EXHAUSTED when no rank has room."""
+        if not request_id:
+            raise invalid("request_id", "must not be empty")
+        if num_prompt_tokens < 1:
+            raise invalid("num_prompt_tokens", "must be >= 1")
+        if max_tokens < 1:
+            raise invalid("max_tokens", "must be >= 1")
+        request = Request(request_id, [], max_tokens, arrival_s=self.clock.now())
+        try:
+            self.scheduler.reserve(request, num_prompt_tokens)
+        except CapacityError as err:
+            raise InvalidArgumentError(f"num_prompt_tokens + max_tokens: {err}", field="max_tokens") from err
+        except QueueFullError as err:
+            raise ResourceExhaustedError(f"decode full: {err}", retry_after_s=0.5) from err
+        request.expires_s = request.arrival_s + self.cfg.reservation_ttl_s * self.time_scale
+        reservation_id = uuid.uuid4().hex
+        self.reserved[reservation_id] = request
+        return Reservation(reservation_id, request.dp_rank, self.lease.die(request.dp_rank))
+
+    def cancel_reservation(self, reservation_id: str) -> bool:
+        request = self.reserved.pop(reservation_id, None)
+        if request is None:
+            return False
+        request.end(RequestStatus.CANCELLED, "cancelled")
+        self.scheduler.release(request)
+        return True
+
+    async def decode(
+        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+    ) -> AsyncGenerator[DecodeChunk, None]:
+        """Pulls the KV, joins the batch and yields each step's tokens, then a `finished` chunk.
+        Closing the iterator early cancels the request and frees its slot."""
+        request = self.reserved.pop(reservation_id, None)
+        if request is None:
+            raise FailedPreconditionError(
+                "reservation_id: unknown or expired reservation", field="reservation_id"
+            )
+        outbox = _Outbox()
+        try:
+            request.advance(RequestStatus.TRANSFERRING)
+            model = await self._admit(request, kv, first_token, max_tokens, sampling)
+            request.sink = outbox
+            self.scheduler.add(request, model)
+            self.loop.wake()
+            first = True
+            while True:
+                chunk = await outbox.queue.get()
+                if first and not chunk.finished:
+                    chunk = DecodeChunk(chunk.token_ids, chunk.num_tokens, kv_pull_s=request.kv_pull_s)
+                    first = False
+                yield chunk
+                if chunk.finished:
+                    return
+        finally:
+            if not request.is_done:
+                self.scheduler.cancel(request)
+
+    def load(self, draining: bool = False) -> LoadSnapshot:
+        return LoadSnapshot(
+            worker_id=self.worker_id,
+            role="decode",
+            num_running=self.scheduler.num_running,
+            num_waiting=len(self.scheduler.waiting) + len(self.reserved),
+            max_queue=self.cfg.max_queue,
+            kv_tokens_used=sum(self.scheduler.kv_reserved),
+            kv_tokens_capacity=self.scheduler.kv_capacity * self.cfg.num_dies,
+            draining=draining,
+            num_dies=self.cfg.num_dies,
+        )
+
+    # -- helpers
+
+    async def _admit(
+        self, request: Request, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+    ) -> TokenModel | None:
+        """Reads and verifies the prompt KV and charges the P->D pull; fills the record's prompt."""
+        _check_handle(request, kv, first_token, max_tokens)
+        read = await self.pool.get(kv.block_keys)
+        if read.missing_keys:
+            raise FailedPreconditionError(
+                f"kv: {len(read.missing_keys)} of {len(kv.block_keys)} blocks are gone from the pool",
+                field="kv",
+            )
+        if not blocks.verify_chain(kv.block_keys, read.blocks, kv.block_tokens):
+            raise FailedPreconditionError("kv: blocks do not match their prefix-chained keys", field="kv")
+        prompt = [t for block in read.blocks for t in block]
+        if len(prompt) != kv.num_tokens:
+            raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {len(prompt)}")
+        die = self.lease.die(request.dp_rank).index
+        result = await self.fabric.transfer(
+            ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
+        )
+        request.kv_pull_s = result.duration_s
+        request.prompt, request.max_tokens, request.sampling = prompt, max_tokens, sampling
+        request.first_token, request.kv = first_token, kv
+        if not self.materialise_tokens:
+            return None
+        context = [*prompt, first_token]
+        eos = _eos_plan(sampling)
+        if self.offload:
+            return await asyncio.to_thread(TokenModel, context, sampling.seed, eos)
+        return TokenModel(context, sampling.seed, eos)
+
+    async def _expire_reservations(self) -> None:
+        while True:
+            await self.clock.sleep(self.time_scale)  # about once a wall second
+            now = self.clock.now()
+            for rid, request in list(self.reserved.items()):
+                if request.expires_s < now:
+                    log.warning("reservation for %s expired unused", request.request_id)
+                    self.cancel_reservation(rid)
+
+
+def _eos_plan(sampling: Sampling) -> EosPlan | None:
+    """Where the token model ends the sequence (the router's plan), None when it never does."""
+    if sampling.ignore_eos or sampling.eos_position == 0:
+        return None
+    return EosPlan(sampling.eos_token_id, sampling.eos_position)
+
+
+def _check_handle(request: Request, kv: KvHandle, first_token: int, max_tokens: int) -> None:
+    if kv.request_id != request.request_id:
+        raise invalid("kv.request_id", "does not match the reservation's request")
+    if not kv.block_keys or kv.block_tokens < 1:
+        raise invalid("kv", "handle has no blocks")
+    bad = next((i for i, key in enumerate(kv.block_keys) if not blocks.is_block_key(key)), None)
+    if bad is not None:
+        raise invalid(f"kv.block_keys[{bad}]", "must be a 32-character lowercase hex block key")
+    if not (len(kv.block_keys) - 1) * kv.block_tokens < kv.num_tokens <= len(kv.block_keys) * kv.block_tokens:
+        raise invalid(
+            "kv.num_tokens", f"{kv.num_tokens} does not fit {len(kv.block_keys)} blocks of {kv.block_tokens}"
+        )
+    if not is_valid_token(first_token):
+        raise invalid("first_token", "outside the vocabulary")
+    if not 1 <= max_tokens <= request.num_kv_tokens:
+        raise invalid("max_tokens", "must be >= 1 and within the reservation")

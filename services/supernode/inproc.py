@@ -1,0 +1,217 @@
+"""The in-process cluster: router, N prefill and M decode engines, the fabric network and a pool, on one
+clock, with direct-call peers (no gRPC). It runs the same engines as the live services: `supernode sim`
+drives it on virtual time, and tests use it as a realistic backend.
+
+Pieces: `InprocFabric` (the fabric's real flow model and die leases as a `FabricClient`), `LocalPool`
+(the pool's real block logic over an in-memory LRU store), `LocalPrefillPeer` / `LocalDecodePeer`
+(direct calls into the engines), and `InprocCluster`, which builds and starts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from supernode.core.request import KvHandle, Request, Sampling
+from supernode.core.topology import Endpoint, Plane, Topology
+from supernode.decode.engine import DecodeEngine
+from supernode.fabric.leases import LeaseTable, die_coordinates
+from supernode.fabric.network import FabricNetwork
+from supernode.kvpool.local import LocalPool
+from supernode.kvpool.store import MemoryKvStore
+from supernode.prefill.engine import PrefillEngine
+from supernode.router.engine import OutputChunk, RouterEngine
+from supernode.runtime.clock import Clock
+from supernode.runtime.config import Settings
+from supernode.runtime.peers import (
+    DecodeChunk, Die, LoadSnapshot, PrefillResult, Reservation, ScoreResult, TransferResult,
+)  # fmt: skip
+
+
+class InprocFabric:
+    """The fabric service's transfer engine and lease table behind the `FabricClient` Protocol."""
+
+    def __init__(self, clock: Clock, num_nodes: int = 48) -> None:
+        self.topology = Topology(num_nodes)
+        self.network = FabricNetwork(self.topology, clock)
+        self.leases = LeaseTable(num_nodes, ttl_s=float("inf"))  # in-process workers cannot vanish
+        self.bytes_by_tag: dict[str, int] = {}  # nominal bytes moved per transfer tag ("kv-load", "p2d", ...)
+
+    def start(self) -> None:
+        self.network.start()
+
+    async def stop(self) -> None:
+        await self.network.stop()
+
+    async def lease(self, worker_id: str, role: str, num_dies: int) -> list[Die]:
+        return [Die(d, *die_coordinates(d)) for d in self.leases.lease(worker_id, role, num_dies).dies]
+
+    async def renew(self, worker_id: str) -> int:
+        return self.leases.renew(worker_id)
+
+    async def release(self, worker_id: str) -> None:
+        self.leases.release(worker_id)
+
+    async def transfer(
+        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
+    ) -> TransferResult:
+        route = self.topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+        self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
+        (outcome,) = await self.network.transfer_many([(route, num_bytes)])
+        return TransferResult(outcome.start_s, outcome.finish_s)
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalPrefillPeer:
+    def __init__(self, engine: PrefillEngine) -> None:
+        self.engine = engine
+        self.address = engine.worker_id
+
+    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
+        return await self.engine.prefill(request_id, prompt, sampling)
+
+    async def score(
+        self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
+    ) -> ScoreResult:
+        return await self.engine.score(request_id, list(segment), list(question), score_fn)
+
+    async def load(self) -> LoadSnapshot:
+        return self.engine.load()
+
+    async def close(self) -> None:
+        return None
+
+
+class LocalDecodePeer:
+    def __init__(self, engine: DecodeEngine) -> None:
+        self.engine = engine
+        self.address = engine.worker_id
+
+    async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
+        return self.engine.reserve(request_id, num_prompt_tokens, max_tokens)
+
+    async def cancel_reservation(self, reservation_id: str) -> bool:
+        return self.engine.cancel_reservation(reservation_id)
+
+    def decode(
+        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+    ) -> AsyncGenerator[DecodeChunk, None]:
+        return self.engine.decode(reservation_id, kv, first_token, max_tokens, sampling)
+
+    async def load(self) -> LoadSnapshot:
+        return self.engine.load()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterShape:
+    num_prefill: int = 6  # prefill instances (paper: 6)
+    num_decode: int = 1  # decode instances (paper: 1)
+    prefill_npus: int = 16  # NPUs per prefill instance (paper: 16)
+    decode_dies: int = 320  # dies per decode instance, all emulated (paper: EP320 on 160 NPUs)
+    pool_bytes: int = 32 * 4 * 192 * 10**9  # nominal EMS DRAM (bytes); ASSUMPTION: 192 GB per CPU socket
+    num_nodes: int = 48  # supernode nodes the fabric models
+
+
+def instance_settings(base: Settings, role: str, index: int, **fields: object) -> Settings:
+    """`base` with one instance's own worker id and fields in its role's section."""
+    data = base.model_dump()
+    data[role].update(worker_id=f"{role}-{index}", metrics_port=0, **fields)
+    return Settings.model_validate(data)
+
+
+class InprocCluster:
+    """Every engine of a deployment in this process, on `clock`; `async with` starts and stops it."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock, shape: ClusterShape | None = None,
+        *, materialise_tokens: bool = True,
+    ) -> None:  # fmt: skip
+        self.shape = shape or ClusterShape()
+        self.clock = clock
+        self.fabric = InprocFabric(clock, self.shape.num_nodes)
+        ratio = 0.0 if not materialise_tokens else settings.kvpool.payload_ratio
+        self.pool = LocalPool(MemoryKvStore(_store_cap(self.shape.pool_bytes, ratio, settings)),
+                              settings.kvpool.namespace, ratio)  # fmt: skip
+        self.prefills = [
+            PrefillEngine(instance_settings(settings, "prefill", i, num_npus=self.shape.prefill_npus),
+                          clock, self.fabric, self.pool, offload=False, heartbeat=False)
+            for i in range(self.shape.num_prefill)
+        ]  # fmt: skip
+        self.decodes = [
+            DecodeEngine(instance_settings(settings, "decode", i, num_dies=self.shape.decode_dies), clock,
+                         self.fabric, self.pool, materialise_tokens=materialise_tokens, offload=False,
+                         heartbeat=False)
+            for i in range(self.shape.num_decode)
+        ]  # fmt: skip
+        self.router = RouterEngine(
+            settings,
+            clock,
+            [LocalPrefillPeer(e) for e in self.prefills],
+            [LocalDecodePeer(e) for e in self.decodes],
+        )
+
+    async def start(self) -> None:
+        self.fabric.start()
+        for prefill in self.prefills:
+            await prefill.start()
+        for decode in self.decodes:
+            await decode.start()
+        self.router.start()
+
+    async def stop(self) -> None:
+        await self.router.stop()
+        for prefill in self.prefills:
+            await prefill.stop()
+        for decode in self.decodes:
+            await decode.stop()
+        await self.fabric.stop()
+
+    async def __aenter__(self) -> InprocCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def generate(self, request: Request) -> AsyncGenerator[OutputChunk, None]:
+        """The router engine's stream for `request` (see RouterEngine.generate)."""
+        async for chunk in self.router.generate(request):
+            yield chunk
+
+
+def _store_cap(pool_bytes: int, ratio: float, settings: Settings) -> int:
+    """The in-memory store's byte cap that holds as many blocks as `pool_bytes` of nominal KV."""
+    from supernode.core import blocks
+    from supernode.hw.specs import KV_BYTES_PER_TOKEN
+
+    bt = settings.kvpool.block_tokens
+    stored = blocks.payload_size(bt, KV_BYTES_PER_TOKEN, ratio) + blocks.DIGEST_BYTES
+    return max(1, pool_bytes // (bt * KV_BYTES_PER_TOKEN)) * stored
+
+
+@contextlib.asynccontextmanager
+async def serve_router(cluster: InprocCluster, settings: Settings) -> AsyncIterator[str]:
+    """Serves the live router's gRPC codec over `cluster`'s router engine on 127.0.0.1:<ephemeral>;
+    yields its address. A backend for clients (frontend, SDK, loadgen) that runs the real logic."""
+    from supernode.router.service import build
+    from supernode.runtime.server import ServiceHost
+
+    data = settings.model_dump()
+    data["router"]["metrics_port"] = 0
+    quiet = Settings.model_validate(data)
+    host = ServiceHost(quiet, build(quiet, cluster.clock, cluster.router), 0)
+    async with cluster:
+        await host.start()
+        try:
+            yield host.address
+        finally:
+            await host.drain_and_stop()

@@ -1,0 +1,67 @@
+"""The pool's block logic over any `KvStore`, as a direct-call `PoolClient` (no server in between).
+
+The same rules as the KvPool service: a block's payload is derived from its tokens and sealed with a
+digest; stores are content-addressed (a present block is not written again); every read verifies the
+digest and a corrupt block is dropped and reported missing. The in-process cluster and service tests
+run it over `MemoryKvStore` (LRU under a byte cap), so pool occupancy and evictions are real.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from supernode.core import blocks
+from supernode.hw.specs import KV_BYTES_PER_TOKEN
+from supernode.kvpool.store import KvStore, MemoryKvStore
+from supernode.runtime.peers import PoolBlock, PoolRead
+
+log = logging.getLogger(__name__)
+
+
+class LocalPool:
+    def __init__(
+        self, store: KvStore | None = None, namespace: str = "sn", payload_ratio: float = 1 / 1024
+    ) -> None:
+        self.store: KvStore = store or MemoryKvStore()
+        self.namespace = namespace
+        self.payload_ratio = payload_ratio  # stored payload bytes / nominal KV bytes
+        self.num_hits = 0  # blocks found by lookup and get
+        self.num_misses = 0  # blocks asked for and not found
+        self.bytes_written = 0  # payload bytes stored
+
+    async def lookup(self, keys: Sequence[str]) -> int:
+        present = await self.store.exists_many(self.namespace, keys)
+        num_cached = next((i for i, ok in enumerate(present) if not ok), len(present))
+        self.num_hits += num_cached
+        self.num_misses += len(keys) - num_cached
+        return num_cached
+
+    async def put(self, new: Sequence[PoolBlock]) -> int:
+        items = []
+        for block in new:
+            size = blocks.payload_size(len(block.tokens), KV_BYTES_PER_TOKEN, self.payload_ratio)
+            items.append((block.key, blocks.seal(blocks.make_payload(block.key, block.tokens, size))))
+        written = await self.store.put_many(self.namespace, items)
+        self.bytes_written += sum(len(v) for (_, v), ok in zip(items, written, strict=True) if ok)
+        return sum(written)
+
+    async def get(self, keys: Sequence[str]) -> PoolRead:
+        found: list[list[int]] = []
+        missing: list[str] = []
+        for key, value in zip(keys, await self.store.get_many(self.namespace, keys), strict=True):
+            if value is None:
+                missing.append(key)
+                continue
+            try:
+                found.append(blocks.open_sealed(value).tokens)
+            except blocks.CorruptBlockError as err:
+                log.warning("block %s failed verification (%s); dropping it", key, err)
+                await self.store.delete(self.namespace, key)
+                missing.append(key)
+        self.num_hits += len(found)
+        self.num_misses += len(missing)
+        return PoolRead(found, missing)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,240 @@
+"""The prefill worker's engine: one emulated prefill instance, transport-free.
+
+A request's states here (core/request.py):
+1. QUEUED: validated, its block keys computed once (prefix-chained, `kvpool.block_tokens` per block),
+   the pool asked how many leading full blocks are cached; those are *loaded* over UB from the EMS DRAM
+   pool (the fabric charges the transfer), then it waits in the bounded prefill queue
+   (RESOURCE_EXHAUSTED when full);
+2. PREFILLING: computed in one or more token-budgeted batches by the step loop (the cost model prices
+   each batch it is given);
+3. FINISHED: new blocks stored in the pool (their UB move to the EMS pool runs in the background, as
+   the paper stores asynchronously), the first token drawn from the token model, a KvHandle returned.
+A caller that leaves cancels it (CANCELLED); a batch already running it completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from supernode.core import blocks, tokens, topology
+from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
+from supernode.core.scheduler import PrefillBatch, PrefillScheduler, QueueFullError
+from supernode.prefill import scoring
+from supernode.hw import cost as hw_cost
+from supernode.hw import specs
+from supernode.runtime.clock import Clock
+from supernode.runtime.config import Settings
+from supernode.runtime.deployments import prefill_deployment
+from supernode.runtime.engine import StepLoop
+from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, invalid
+from supernode.runtime.peers import (
+    DieLease, FabricClient, LoadSnapshot, PoolBlock, PoolClient, PrefillResult, ScoreResult,
+)  # fmt: skip
+from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
+
+log = logging.getLogger(__name__)
+# The EMS pool spans every node's Kunpeng CPUs (reference 1.2, 2.3): blocks are placed by their key.
+NUM_POOL_CPUS = topology.DEFAULT_NUM_NODES * topology.CPUS_PER_NODE
+MAX_BACKGROUND_STORES = 1024  # bound on KV store transfers in flight; beyond it stores are not timed
+
+
+class _Done:
+    """The sink a waiting `prefill` call listens on: resolved when its prompt is computed."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
+        return None
+
+    def on_done(self, request: Request) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class PrefillEngine:
+    def __init__(
+        self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
+        *, offload: bool = True, heartbeat: bool = True,
+    ) -> None:  # fmt: skip
+        """`offload`: hash long prompts off the event loop (live); `heartbeat`: renew the die lease."""
+        self.cfg = settings.prefill
+        self.block_tokens = settings.kvpool.block_tokens
+        self.namespace = settings.kvpool.namespace
+        self.max_blocks_per_call = settings.kvpool.max_blocks_per_call
+        self.worker_id = self.cfg.worker_id or f"prefill-{self.cfg.port}"
+        self.clock = clock
+        self.fabric = fabric
+        self.pool = pool
+        self.offload = offload
+        self.heartbeat = heartbeat
+        self.deployment = prefill_deployment(self.cfg)
+        num_dies = self.cfg.num_npus * self.deployment.dies_per_npu
+        self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
+        self.scheduler: PrefillScheduler = scoring.make_scheduler(settings)  # with an XL3M scoring queue
+        self.loop: StepLoop[PrefillBatch] = StepLoop(
+            self.worker_id, clock, self.scheduler.schedule, self.price, self.postprocess
+        )
+        self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
+        self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
+        self.cache_metrics = CacheMetrics(self.metrics)
+        self.scorer = scoring.Scorer(self, self.metrics.registry, self.worker_id)
+
+    async def start(self) -> None:
+        await self.lease.acquire(heartbeat=self.heartbeat)
+        self.loop.start()
+
+    async def stop(self) -> None:
+        await self.loop.stop()
+        if self._stores:
+            await asyncio.wait(self._stores, timeout=5.0)
+        await self.lease.release()
+
+    # -- the step
+
+    def price(self, batch: PrefillBatch) -> hw_cost.Cost:
+        """The cost model's time for computing `batch` (the vocabulary projection where it is needed:
+        an interactive prompt's last position, a scoring job's question positions)."""
+        return scoring.price(self.deployment, batch)
+
+    def postprocess(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
+        duration_s = cost.total_us / 1e6
+        self.scorer.on_batch(batch, cost)
+        self.metrics.on_step(
+            len(batch.slices), len(batch.slices), duration_s, cost.breakdown_us, batch.num_new_tokens
+        )
+        for s in batch.slices:
+            s.request.prefill_compute_s += duration_s
+        for request in self.scheduler.postprocess(batch):
+            request.advance(RequestStatus.FINISHED)
+            request.finished_s = self.clock.now()
+            if request.sink is not None:
+                request.sink.on_done(request)
+        self.metrics.on_queue(
+            len(self.scheduler.waiting), self.scheduler.num_waiting_tokens, self.block_tokens,
+            self.loop.stats.max_lag_s,
+        )  # fmt: skip
+
+    # -- requests
+
+    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
+        """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result."""
+        request = self._validate(request_id, prompt, sampling)
+        keys = await self._run(blocks.block_keys, prompt, self.block_tokens)
+        die = self._die_for(request_id)
+        await self._load_cached(request, keys, die)
+        done = _Done()
+        request.sink = done
+        queued_at = self.clock.now()
+        try:
+            self.scheduler.add(request)
+        except QueueFullError as err:
+            raise ResourceExhaustedError(f"prefill queue full: {err}", retry_after_s=0.5) from err
+        self.loop.wake()
+        try:
+            await done.future
+        finally:
+            if not request.is_done:
+                self.scheduler.cancel(request)
+        request.prefill_queue_s = max(0.0, request.finished_s - queued_at - request.prefill_compute_s)
+        await self._store_blocks(prompt, keys, request.num_cached_tokens // self.block_tokens, die)
+        kv = KvHandle(
+            request_id, self.namespace, tuple(keys), len(prompt), len(prompt) * specs.KV_BYTES_PER_TOKEN,
+            self.worker_id, die, self.block_tokens,
+        )  # fmt: skip
+        first = tokens.next_token(prompt, sampling.seed)
+        return PrefillResult(
+            first, kv, request.num_cached_tokens, request.prefill_queue_s, request.cache_load_s,
+            request.prefill_compute_s,
+        )  # fmt: skip
+
+    async def score(
+        self, request_id: str, segment: list[int], question: list[int], score_fn: str
+    ) -> ScoreResult:
+        """An XL3M scoring job: prefill of segment + question at the scoring priority, no KV kept."""
+        return await self.scorer.score(request_id, segment, question, score_fn)
+
+    def load(self, draining: bool = False) -> LoadSnapshot:
+        return LoadSnapshot(
+            worker_id=self.worker_id,
+            role="prefill",
+            num_running=self.scheduler.num_running,
+            num_waiting=len(self.scheduler.waiting),
+            max_queue=self.cfg.max_queue,
+            kv_tokens_used=self.scheduler.num_waiting_tokens,
+            kv_tokens_capacity=self.scheduler.token_budget,
+            draining=draining,
+            num_dies=len(self.lease.dies),
+        )
+
+    # -- helpers
+
+    def _validate(self, request_id: str, prompt: list[int], sampling: Sampling) -> Request:
+        if not request_id:
+            raise invalid("request_id", "must not be empty")
+        if not prompt:
+            raise invalid("token_ids", "must hold at least one token")
+        bad = tokens.first_invalid_token(prompt)
+        if bad is not None:
+            raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
+        return Request(request_id, prompt, 1, sampling, arrival_s=self.clock.now())
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs CPU work off the event loop when live, so RPCs and the step loop keep going."""
+        return await asyncio.to_thread(fn, *args) if self.offload else fn(*args)
+
+    def _die_for(self, request_id: str) -> int:
+        """The die that computes (and holds) this request's KV."""
+        digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
+        return self.lease.die(int.from_bytes(digest, "little")).index
+
+    async def _load_cached(self, request: Request, keys: list[str], die: int) -> None:
+        """Looks the prompt's full blocks up and charges loading the cached prefix over UB."""
+        prompt = request.prompt
+        num_full = len(prompt) // self.block_tokens
+        num_cached_blocks = await self.pool.lookup(keys[:num_full]) if num_full else 0
+        # At least the last prompt token is computed, so a fully cached prompt still yields a token.
+        num_cached = min(num_cached_blocks * self.block_tokens, len(prompt) - 1)
+        request.num_cached_tokens = num_cached
+        num_bytes = num_cached * specs.KV_BYTES_PER_TOKEN
+        self.cache_metrics.on_lookup(
+            len(prompt), num_cached, num_cached_blocks, num_full - num_cached_blocks, num_bytes
+        )
+        if num_cached:
+            result = await self.fabric.transfer(("cpu", _pool_cpu(keys[0])), ("die", die), num_bytes, "ub",
+                                                "kv-load")  # fmt: skip
+            request.cache_load_s = result.duration_s
+
+    async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int, die: int) -> None:
+        """Writes the new blocks to the pool; their UB move to the EMS DRAM pool runs in the background.
+
+        The bytes land in the pool before the handle is returned (decode reads them next); the emulated
+        UB write is not on the request's path, as in the paper's asynchronous store (reference 2.3),
+        but it does occupy the fabric's links.
+        """
+        bt = self.block_tokens
+        new = [PoolBlock(keys[i], prompt[i * bt : (i + 1) * bt]) for i in range(first_new, len(keys))]
+        for start in range(0, len(new), self.max_blocks_per_call):
+            await self.pool.put(new[start : start + self.max_blocks_per_call])
+        num_tokens = sum(len(b.tokens) for b in new)
+        if num_tokens and len(self._stores) < MAX_BACKGROUND_STORES:
+            task = asyncio.create_task(self._store_transfer(_pool_cpu(keys[first_new]), die, num_tokens))
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
+
+    async def _store_transfer(self, cpu: int, die: int, num_tokens: int) -> None:
+        try:
+            await self.fabric.transfer(
+                ("die", die), ("cpu", cpu), num_tokens * specs.KV_BYTES_PER_TOKEN, "ub", "kv-store"
+            )
+        except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
+            log.debug("background KV store transfer failed: %s", err.message)
+
+
+def _pool_cpu(block_key: str) -> int:
+    """The EMS CPU holding a block: block keys are uniform hashes, so their leading bits place them."""
+    return int(block_key[:8], 16) % NUM_POOL_CPUS

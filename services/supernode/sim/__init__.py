@@ -1,0 +1,1 @@
+"""`supernode sim`: the whole supernode's engines in one process, on virtual time."""

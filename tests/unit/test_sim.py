@@ -1,0 +1,68 @@
+"""`supernode sim`: the bench's workloads on the in-process cluster, in virtual time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from supernode.core.tokens import TokenModel
+from supernode.loadgen.bench import build_specs
+from supernode.loadgen.scenarios import preset, run_points
+from supernode.loadgen.stats import Deployment
+from supernode.sim.deployment import SimDeployment, load_deployment
+from supernode.sim.run import SimOptions, simulate
+
+SMALL = SimDeployment(num_prefill=2, prefill_npus=16, num_decode=1, decode_npus=16)
+
+
+def small_cfg(n: int = 24):
+    return preset("mixed", Deployment(SMALL.num_prefill_npus, SMALL.num_decode_npus)).override(
+        num_requests=n, request_rates=(8.0,), output_len="uniform:4:24", input_len="lognormal:300:0.5"
+    )
+
+
+def test_sim_writes_the_bench_files_and_its_own(tmp_path: Path):
+    out = simulate(small_cfg(), SMALL, tmp_path, SimOptions(write_pngs=False))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["completed"] == 24 and results["failed"] == 0
+    assert results["mean_ttft_ms"] > 0 and results["mean_tpot_ms"] > 0 and results["cache_hit_rate"] > 0
+    sim = results["sim"]
+    assert set(sim["instance_utilisation"]) == {"prefill-0", "prefill-1", "decode-0"}
+    assert 0 < sim["instance_utilisation"]["decode-0"] <= 1
+    assert sim["peak_decode_running"] >= 1 and sim["sim_requests_per_s"] > 0
+    series = json.loads((tmp_path / "sim_series.json").read_text())
+    assert len(series["t_s"]) >= 2 and max(series["router_inflight"]) >= 1
+    assert "## Simulation" in (tmp_path / "summary.md").read_text()
+    assert out.tokens == {}
+
+
+def test_tokens_are_the_deterministic_ones_and_timing_does_not_depend_on_them(tmp_path: Path):
+    cfg = small_cfg(12)
+    full = simulate(cfg, SMALL, tmp_path / "a", SimOptions(materialise_tokens=True, write_pngs=False))
+    counted = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False))
+    specs = build_specs(cfg, run_points(cfg)[0])
+    for spec in specs:
+        assert full.tokens[spec.request_id] == TokenModel(list(spec.token_ids), spec.seed).generate(
+            spec.max_tokens
+        )
+    for key in ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "mean_e2el_ms"):
+        assert counted.suite.results[key] == pytest.approx(full.suite.results[key], rel=1e-9)
+
+
+def test_until_drops_later_arrivals(tmp_path: Path):
+    out = simulate(small_cfg(40), SMALL, tmp_path, SimOptions(until_s=1.0, write_pngs=False))
+    assert 0 < out.suite.results["completed"] < 40
+
+
+def test_deployment_file_names_unknown_keys(tmp_path: Path):
+    path = tmp_path / "dep.yaml"
+    path.write_text("prefill: {instances: 3, npus: 8}\ndecode: {npus: 32}\npool: {capacity_gb: 100}\n")
+    dep = load_deployment(path)
+    assert (dep.num_prefill, dep.prefill_npus, dep.decode_npus, dep.pool_gb) == (3, 8, 32, 100)
+    path.write_text("decode: {dies: 4}\n")
+    with pytest.raises(ValueError, match="decode.dies"):
+        load_deployment(path)
+    with pytest.raises(ValueError, match="decode.npus"):
+        SimDeployment(decode_npus=1).settings()
