@@ -26,7 +26,13 @@ from supernode.router.engine import OutputChunk, RouterEngine
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.peers import (
-    DecodeChunk, Die, LoadSnapshot, PrefillResult, Reservation, ScoreResult, TransferResult,
+    DecodeChunk,
+    Die,
+    LoadSnapshot,
+    PrefillResult,
+    Reservation,
+    ScoreResult,
+    TransferResult,
 )  # fmt: skip
 
 

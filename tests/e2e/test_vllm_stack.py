@@ -5,6 +5,7 @@ vLLM's defaults end a chat with "stop" (item 3), and `/tokenize` on the live fro
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -50,13 +51,16 @@ def live(tmp_path_factory):
 def test_chat_without_max_tokens_finishes_with_stop(live) -> None:
     url, _ = live
     client = OpenAI(base_url=f"{url}/v1", api_key="unused")
-    messages = [{"role": "user", "content": "Tell me about the CloudMatrix384 supernode."}]
+    messages: list[Any] = [{"role": "user", "content": "Tell me about the CloudMatrix384 supernode."}]
     done = client.chat.completions.create(model="deepseek-r1", messages=messages, seed=4)
     again = client.chat.completions.create(model="deepseek-r1", messages=messages, seed=4)
     assert done.choices[0].finish_reason == "stop"
     assert done.choices[0].message.content == again.choices[0].message.content  # deterministic per seed
+    assert done.usage is not None
     assert 2 <= done.usage.completion_tokens < 163840 - done.usage.prompt_tokens
-    streamed = client.chat.completions.create(model="deepseek-r1", messages=messages, seed=4, stream=True)
+    streamed: Any = client.chat.completions.create(
+        model="deepseek-r1", messages=messages, seed=4, stream=True
+    )
     assert (
         "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         == done.choices[0].message.content
@@ -64,6 +68,7 @@ def test_chat_without_max_tokens_finishes_with_stop(live) -> None:
     fixed = client.chat.completions.create(
         model="deepseek-r1", messages=messages, seed=4, max_tokens=400, extra_body={"ignore_eos": True}
     )
+    assert fixed.usage is not None
     assert fixed.choices[0].finish_reason == "length" and fixed.usage.completion_tokens == 400
 
 

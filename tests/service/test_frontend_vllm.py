@@ -68,7 +68,8 @@ async def test_health_head_and_503_when_router_is_down() -> None:
             head = await client.head("/health")
             assert head.status_code == 200 and head.content == b""
             assert (await client.get("/health")).json() == {"status": "ok"}
-    dead = Settings(router={"address": address})  # type: ignore[arg-type]  (the router is gone now)
+    # The router is gone now.
+    dead = Settings(router={"address": address})  # type: ignore[arg-type]
     async with serve_in_background(create_app(dead), dead) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health")).status_code == 503
         assert (await client.head("/health")).status_code == 503

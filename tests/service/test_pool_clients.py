@@ -18,10 +18,7 @@ BLOCK = 16
 
 def _blocks(tokens: list[int]) -> list[PoolBlock]:
     keys = blocks.block_keys(tokens, BLOCK)
-    return [
-        PoolBlock(k, t)
-        for k, t in zip(keys, blocks.split_blocks(tokens, BLOCK), strict=True)
-    ]
+    return [PoolBlock(k, t) for k, t in zip(keys, blocks.split_blocks(tokens, BLOCK), strict=True)]
 
 
 async def test_calls_spread_over_pool_services_and_fail_over(host_factory, redis_url):

@@ -68,9 +68,7 @@ class Choice:
         self.stats: StatsLike | None = None
         self.num_output_tokens = 0
         self._predictor = (
-            SequenceLogprobs(params.prompt_ids, params.seed + index)
-            if params.logprobs is not None
-            else None
+            SequenceLogprobs(params.prompt_ids, params.seed + index) if params.logprobs is not None else None
         )
 
     @property

@@ -28,7 +28,8 @@ def completion_logprobs(
         "token_logprobs": [e.logprob for e in entries],
         "top_logprobs": [
             # the most likely tokens and, as vLLM, the emitted one whether or not it is among them
-            {render(t): lp for t, lp in e.top} | {render(e.token_id): e.logprob} for e in entries
+            {render(t): lp for t, lp in e.top} | {render(e.token_id): e.logprob}
+            for e in entries
         ],
         "text_offset": offsets,
     }

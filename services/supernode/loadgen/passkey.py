@@ -15,7 +15,7 @@ that includes "pass", "key", "the" and "is", a harder haystack: the question's w
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
@@ -32,23 +32,38 @@ _WORDS = (
 
 
 def needle(key: str) -> str:
-    return f"The pass key is {key}. Remember it. {key} is the pass key. "
+    # A sentence of its own wherever the filler is cut: with a subword tokenizer, "wThe pass key" and
+    # " The pass key" are different tokens, and the question's " The pass key is" must match.
+    return f" The pass key is {key}. Remember it. {key} is the pass key. "
+
+
+def chars_per_token(encode: Callable[[str], Sequence[int]]) -> float:
+    """Characters of the filler per token under `encode` (the server's tokenizer): what turns a
+    length in tokens into characters of haystack."""
+    sample = FILLER * 64
+    return len(sample) / max(1, len(encode(sample)))
 
 
 @dataclass(frozen=True, slots=True)
 class PasskeyCase:
-    length: int  # prompt tokens in all (haystack + needle + question)
+    length: int  # prompt tokens in all (haystack + needle + question), as the server counts them
     depth: float  # where the needle starts, as a fraction of the haystack
     key: str  # five digits
     filler: str = "repeat"  # "repeat" (the classic sentences) or "varied" (seeded random sentences)
+    chars_per_token: float = 1.0  # the server tokenizer's characters per token (1.0: byte tokens)
+
+    @property
+    def num_chars(self) -> int:
+        return round(self.length * self.chars_per_token)
 
     @property
     def num_filler(self) -> int:
-        return max(0, self.length - len(needle(self.key)) - len(QUESTION))
+        """Characters of filler (haystack)."""
+        return max(0, self.num_chars - len(needle(self.key)) - len(QUESTION))
 
     @property
     def needle_at(self) -> int:
-        """Token offset of the needle in the prompt (filler is cut at whole characters)."""
+        """Character offset of the needle in the prompt (filler is cut at whole characters)."""
         return int(self.num_filler * self.depth)
 
     def chunks(self, chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
@@ -121,8 +136,9 @@ def _take(stream: _Stream, n: int, chunk_chars: int) -> Iterator[str]:
 
 
 def cases(
-    lengths: tuple[int, ...], depths: tuple[float, ...], seed: int, filler: str = "repeat"
-) -> list[PasskeyCase]:
+    lengths: tuple[int, ...], depths: tuple[float, ...], seed: int, filler: str = "repeat",
+    chars_per_token: float = 1.0,
+) -> list[PasskeyCase]:  # fmt: skip
     """One case per (length, depth), each with its own passkey drawn from `seed`."""
     if filler not in FILLERS:
         raise ValueError(f"filler {filler!r} is not one of {', '.join(FILLERS)}")
@@ -132,5 +148,6 @@ def cases(
         for depth in depths:
             if not 0.0 <= depth <= 1.0:
                 raise ValueError(f"depth {depth} is not in [0, 1]")
-            out.append(PasskeyCase(length, depth, f"{rng.randrange(10_000, 100_000)}", filler))
+            key = f"{rng.randrange(10_000, 100_000)}"
+            out.append(PasskeyCase(length, depth, key, filler, chars_per_token))
     return out

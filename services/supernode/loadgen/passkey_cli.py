@@ -9,10 +9,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from supernode.loadgen.passkey import DEPTHS, FILLERS, HUGE_LENGTHS, LENGTHS
+from supernode.loadgen.passkey import DEPTHS, FILLERS, HUGE_LENGTHS, LENGTHS, chars_per_token
 from supernode.loadgen.passkey_plot import heatmaps
 from supernode.loadgen.passkey_run import Answer, run_cases, summarise, write
 from supernode.loadgen.suite import run_folder
+from supernode.runtime import tokenization
+from supernode.runtime.config import Settings
 
 POLICIES = ("xl3m", "truncate")
 
@@ -73,13 +75,18 @@ def run_passkey(
             f"(scoring {a.scoring_s:.2f} s, {a.num_segments} segments)  wall {a.wall_s:.1f} s"
         )
 
+    # Lengths are in the server's tokens: the haystack is sized with the tokenizer the stack counts with.
+    cpt = chars_per_token(tokenization.tokenizer(Settings()).encode)
     with _stack(target, context_window, time_scale) as (address, pids):
         answers, memory = asyncio.run(
-            run_cases(address, lengths, depths, policies, context_window, seed, timeout_s, pids, show, filler)
+            run_cases(
+                address, lengths, depths, policies, context_window, seed, timeout_s, pids, show, filler, cpt
+            )
         )
     results = summarise(answers, memory)
     results["context_window"] = context_window
     results["filler"] = filler
+    results["chars_per_token"] = round(cpt, 3)
     write(folder, results)
     if plots:
         heatmaps(results, folder / "passkey.png")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from supernode.loadgen.passkey import PasskeyCase, cases
+from supernode.loadgen.passkey import PasskeyCase, cases, needle
 from supernode.sdk import AsyncClient, SupernodeError
 
 MAX_TOKENS = 16  # the continuation: " NNNNN. Remember it" fits
@@ -56,7 +56,8 @@ def read_memory_kb(pid: int) -> dict[str, int]:
 
 async def ask(client: AsyncClient, case: PasskeyCase, policy: str, window: int, timeout_s: float) -> Answer:
     room = window - MAX_TOKENS
-    before = case.needle_at + len(case.key) < case.length - room
+    # In characters: the window truncate keeps ends `room` tokens before the end of the prompt.
+    before = case.needle_at + len(needle(case.key)) < case.num_chars - room * case.chars_per_token
     out = Answer(policy, case.length, case.depth, case.key, "", False, before)
     started = time.perf_counter()
     try:
@@ -90,13 +91,14 @@ async def run_cases(
     pids: dict[str, int],
     on_answer: Callable[[Answer], None] | None = None,
     filler: str = "repeat",
+    chars_per_token: float = 1.0,
 ) -> tuple[list[Answer], dict[int, dict[str, dict[str, int]]]]:
     answers: list[Answer] = []
     memory: dict[int, dict[str, dict[str, int]]] = {}
     async with AsyncClient(address, timeout_s=timeout_s) as client:
         for length in sorted(lengths):
             for policy in policies:
-                for case in cases((length,), tuple(depths), seed, filler):
+                for case in cases((length,), tuple(depths), seed, filler, chars_per_token):
                     answer = await ask(client, case, policy, window, timeout_s)
                     answers.append(answer)
                     if on_answer is not None:

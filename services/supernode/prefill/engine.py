@@ -23,16 +23,22 @@ from typing import Any
 from supernode.core import blocks, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
 from supernode.core.scheduler import PrefillBatch, PrefillScheduler, QueueFullError
-from supernode.prefill import scoring
 from supernode.hw import cost as hw_cost
 from supernode.hw import specs
+from supernode.prefill import scoring
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, invalid
 from supernode.runtime.peers import (
-    DieLease, FabricClient, LoadSnapshot, PoolBlock, PoolClient, PrefillResult, ScoreResult,
+    DieLease,
+    FabricClient,
+    LoadSnapshot,
+    PoolBlock,
+    PoolClient,
+    PrefillResult,
+    ScoreResult,
 )  # fmt: skip
 from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
 

@@ -62,7 +62,9 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         result = await self.engine.score(
             request.request_id, list(request.segment_ids), list(request.question_ids), request.score_fn
         )
-        return prefill_pb2.ScoreResponse(score=result.score, queue_s=result.queue_s, compute_s=result.compute_s)
+        return prefill_pb2.ScoreResponse(
+            score=result.score, queue_s=result.queue_s, compute_s=result.compute_s
+        )
 
     @unary(track=False)
     async def Load(self, request: common_pb2.LoadRequest, context: grpc.aio.ServicerContext):  # noqa: N802

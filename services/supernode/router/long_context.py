@@ -15,7 +15,7 @@ A request's states here, before the normal path (reserve decode, prefill, decode
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -174,7 +174,7 @@ class LongContext:
         source: PromptSource,
         run: Callable[[list[int]], AsyncIterator[router_pb2.GenerateChunk]],
         metrics: LongContextMetrics | None = None,
-    ) -> AsyncIterator[router_pb2.GenerateChunk]:
+    ) -> AsyncGenerator[router_pb2.GenerateChunk, None]:
         """Fits the prompt, then relays `run(prompt)` (the normal path) with the long-context stats."""
         try:
             outcome = await self.fit(source, request, request_id)

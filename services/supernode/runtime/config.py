@@ -197,11 +197,12 @@ class Xl3mSettings(BaseModel):
     """
 
     question_tokens: int = Field(
-        64,
+        12,
         ge=1,
         le=4096,
         description="Nq: prompt tail scored with every segment. ASSUMPTION: the paper says 'a few tokens'; "
-        "64 byte tokens hold a one-sentence question",
+        "a one-sentence question is about 10 DeepSeek tokens (use ~40 with the byte tokenizer): a "
+        "longer tail scores the filler before the question, not the question",
     )
     segment_tokens: int = Field(
         0,
