@@ -13,6 +13,7 @@ import heapq
 import itertools
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from supernode.core.request import Request, RequestStatus
@@ -74,16 +75,11 @@ class PrefillScheduler:
 
     def schedule(self) -> PrefillBatch | None:
         """The next batch: waiting requests in order until the budget is spent (the last one chunked)."""
-        budget = self.token_budget
-        slices = []
-        for request in self.waiting:
-            if budget == 0:
-                break
-            take = min(request.num_prefill_remaining, budget)
-            slices.append(PrefillSlice(request, take, request.num_cached_tokens + request.num_prefilled))
-            if request.status is RequestStatus.QUEUED:
-                request.advance(RequestStatus.PREFILLING)
-            budget -= take
+        slices: list[PrefillSlice] = []
+        take_in_order(self.waiting, self.token_budget, slices)
+        return self._batch(slices)
+
+    def _batch(self, slices: list[PrefillSlice]) -> PrefillBatch | None:
         if not slices:
             return None
         self.num_running = len(slices)
@@ -104,6 +100,20 @@ class PrefillScheduler:
                 self.waiting.remove(request)
         self.num_running = 0
         return finished
+
+
+def take_in_order(queue: Iterable[Request], budget: int, slices: list[PrefillSlice]) -> int:
+    """Appends to `slices` the requests of `queue` in order until `budget` tokens are spent (the last
+    one chunked); returns the budget left."""
+    for request in queue:
+        if budget == 0:
+            break
+        take = min(request.num_prefill_remaining, budget)
+        slices.append(PrefillSlice(request, take, request.num_cached_tokens + request.num_prefilled))
+        if request.status is RequestStatus.QUEUED:
+            request.advance(RequestStatus.PREFILLING)
+        budget -= take
+    return budget
 
 
 # ---------------------------------------------------------------- decode

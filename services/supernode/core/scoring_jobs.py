@@ -12,8 +12,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from supernode.core.request import Request, RequestStatus
-from supernode.core.scheduler import PrefillBatch, PrefillScheduler, PrefillSlice, QueueFullError
+from supernode.core.request import Request
+from supernode.core.scheduler import (
+    PrefillBatch,
+    PrefillScheduler,
+    PrefillSlice,
+    QueueFullError,
+    take_in_order,
+)
 
 
 class TieredPrefillScheduler(PrefillScheduler):
@@ -46,21 +52,11 @@ class TieredPrefillScheduler(PrefillScheduler):
         return sum(job.num_prefill_remaining for job in self.background)
 
     def schedule(self) -> PrefillBatch | None:
-        batch = super().schedule()
-        budget = self.token_budget - (batch.num_new_tokens if batch else 0)
-        slices = list(batch.slices) if batch else []
-        for job in self.background:
-            if budget == 0:
-                break
-            take = min(job.num_prefill_remaining, budget)
-            slices.append(PrefillSlice(job, take, job.num_cached_tokens + job.num_prefilled))
-            if job.status is RequestStatus.QUEUED:
-                job.advance(RequestStatus.PREFILLING)
-            budget -= take
-        if not slices:
-            return None
-        self.num_running = len(slices)
-        return PrefillBatch(tuple(slices))
+        """Interactive prompts first; scoring jobs fill what is left of the budget."""
+        slices: list[PrefillSlice] = []
+        left = take_in_order(self.waiting, self.token_budget, slices)
+        take_in_order(self.background, left, slices)
+        return self._batch(slices)
 
     def postprocess(self, batch: PrefillBatch) -> list[Request]:
         background = [s for s in batch.slices if s.request in self.background]

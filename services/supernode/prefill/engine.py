@@ -48,20 +48,6 @@ NUM_POOL_CPUS = topology.DEFAULT_NUM_NODES * topology.CPUS_PER_NODE
 MAX_BACKGROUND_STORES = 1024  # bound on KV store transfers in flight; beyond it stores are not timed
 
 
-class _Done:
-    """The sink a waiting `prefill` call listens on: resolved when its prompt is computed."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
-        return None
-
-    def on_done(self, request: Request) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-
 class PrefillEngine:
     def __init__(
         self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
@@ -133,7 +119,7 @@ class PrefillEngine:
         keys = await self._run(blocks.block_keys, prompt, self.block_tokens)
         die = self._die_for(request_id)
         await self._load_cached(request, keys, die)
-        done = _Done()
+        done = scoring.DoneSink()
         request.sink = done
         queued_at = self.clock.now()
         try:

@@ -37,7 +37,9 @@ class PrefillHost(Protocol):
     loop: StepLoop[PrefillBatch]
 
 
-class _Done:
+class DoneSink:
+    """The sink a waiting caller listens on: resolved when its prompt (or scoring job) is computed."""
+
     def __init__(self) -> None:
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -128,7 +130,7 @@ class Scorer:
         assert isinstance(scheduler, TieredPrefillScheduler), "the prefill batcher must take scoring jobs"
         job = Request(request_id, segment + question, 1, Sampling(), arrival_s=host.clock.now())
         job.num_question = len(question)
-        done = _Done()
+        done = DoneSink()
         job.sink = done
         try:
             scheduler.add_scoring(job)
