@@ -89,12 +89,14 @@ async def _events(
         try:
             async for piece in choice.pieces():
                 await queue.put((choice.index, piece))
+        except (asyncio.CancelledError, GeneratorExit):
+            # The writer is gone or failed (its task group cancels us): nobody waits for a signal, and
+            # waiting to put one into a full queue would never end.
+            raise
         except BaseException as err:  # noqa: BLE001 - handed to the writer, which re-raises or reports
             await queue.put(err)
-            if isinstance(err, asyncio.CancelledError):
-                raise
-        finally:
-            await queue.put(None)
+            return
+        await queue.put(None)
 
     try:
         for choice in choices:
