@@ -98,8 +98,9 @@ async def run_sdk(client: AsyncClient, spec: Spec, sent_at_s: float, timeout_s: 
 async def run_http(http: httpx.AsyncClient, spec: Spec, sent_at_s: float, timeout_s: float) -> Outcome:
     """One streaming /v1/completions request; the text is compared, as HTTP carries no token ids."""
     out = Outcome(spec.index, sent_at_s)
+    # ignore_eos as the SDK's default: the same request as the fault-free run's, token for token.
     body = {"model": "deepseek-r1", "prompt": spec.prompt, "max_tokens": spec.max_tokens,
-            "seed": spec.seed, "stream": True}  # fmt: skip
+            "seed": spec.seed, "stream": True, "ignore_eos": True}  # fmt: skip
     started = time.monotonic()
     try:
         async with asyncio.timeout(timeout_s), http.stream("POST", "/v1/completions", json=body) as resp:

@@ -265,6 +265,7 @@ async def client_abandon(ctx: Ctx, num: int = 16, leave_after_s: float = 1.5) ->
                 "prompt": spec.prompt,
                 "max_tokens": spec.max_tokens,
                 "seed": spec.seed,
+                "ignore_eos": True,
             }
             try:
                 return str((await http.post("/v1/completions", json=body)).status_code)
