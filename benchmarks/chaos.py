@@ -73,7 +73,7 @@ async def run_scenario(scenario: Scenario, args: argparse.Namespace, ctx_args: d
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    names = args.scenario.split(",") if args.scenario else [n for n, s in SCENARIOS.items() if not s.needs]
+    names = args.scenario.split(",") if args.scenario else list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"--scenario: unknown {unknown}; known: {', '.join(SCENARIOS)}")
@@ -82,11 +82,34 @@ async def run(args: argparse.Namespace) -> list[Row]:
     rows = [await run_scenario(Scenario("baseline", baseline), args, ctx_args)]
     for name in names:
         scenario = SCENARIOS[name]
-        if scenario.needs:
-            rows.append({"scenario": name, "notes": f"not run: needs a {scenario.needs} stack"})
+        if scenario.needs == "redis-cluster":
+            rows.append(await run_cluster_scenario(args))
             continue
         rows.append(await run_scenario(scenario, args, ctx_args))
     return rows
+
+
+async def run_cluster_scenario(args: argparse.Namespace) -> Row:
+    """redis-master-kill on its own stack: the pool on a 3-master + 3-replica Redis Cluster behind two
+    pool services, 2 prefill + 1 decode, its own prefix-sharing load (benchmarks/kvpool_chaos.py)."""
+    from benchmarks import kvpool_chaos
+
+    say("redis-master-kill: starting a 3 + 3 Redis Cluster, 2 pool services, 2 prefill + 1 decode")
+    stack = LocalStack(
+        kvpool_chaos.stack_config(ephemeral_ports=True, log_dir=REPORTS / "chaos-logs" / "redis-master-kill")
+    )
+    try:
+        await stack.start(timeout_s=120)
+        async with asyncio.timeout(args.scenario_timeout_s):
+            row: Row = await kvpool_chaos.redis_master_kill(
+                stack, kvpool_chaos.workload(2 * args.requests, seed=3), kill_after_s=args.fault_at_s
+            )
+    except TimeoutError:
+        row = {"scenario": "redis-master-kill", "notes": f"harness: exceeded {args.scenario_timeout_s:g}s"}
+    finally:
+        stack.stop(timeout_s=10)
+    say("redis-master-kill: " + ", ".join(f"{k}={row.get(k)}" for k in COLUMNS[1:8] if k in row))
+    return row
 
 
 def markdown(rows: list[Row], args: argparse.Namespace) -> str:
