@@ -216,6 +216,10 @@ class FlowNetwork:
         """Flows whose data is still moving."""
         return len(self._flows)
 
+    def busy_links(self) -> set[LinkId]:
+        """Links carrying at least one flow now (every other link has zero load)."""
+        return {link for flow in self._flows.values() for link in flow.links}
+
     # --- events ---
 
     def _advance_to(self, now_s: float) -> None:
