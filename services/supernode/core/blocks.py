@@ -10,6 +10,7 @@ re-derive the key), and deterministic filler up to the scaled size; a digest pro
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 MAGIC = b"SNKV1"
 DIGEST_BYTES = 16
 _HEADER = struct.Struct("<5sHI")  # magic, number of tokens, reserved
+_BLOCK_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def is_block_key(key: str) -> bool:
     """True for a well-formed block key: 32 lowercase hex characters (a 16-byte BLAKE2b digest)."""
-    return len(key) == 32 and all(c in "0123456789abcdef" for c in key)
+    return _BLOCK_KEY.fullmatch(key) is not None
 
 
 def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
@@ -49,16 +51,12 @@ def payload_size(num_tokens: int, nominal_bytes_per_token: int, ratio: float) ->
 
 
 def make_payload(key: str, tokens: Sequence[int], size: int) -> bytes:
-    """The block's payload: header, token ids, deterministic filler derived from the key, `size` bytes."""
+    """The block's payload: header, token ids, deterministic filler derived from the key, `size` bytes.
+
+    The filler is SHAKE-256 of the key, drawn in one call (the pool builds one per stored block)."""
     body = _HEADER.pack(MAGIC, len(tokens), 0) + struct.pack(f"<{len(tokens)}I", *tokens)
     filler_len = max(0, size - len(body))
-    seed = bytes.fromhex(key)
-    filler = bytearray()
-    counter = 0
-    while len(filler) < filler_len:
-        filler += hashlib.blake2b(seed + counter.to_bytes(4, "little"), digest_size=64).digest()
-        counter += 1
-    return body + bytes(filler[:filler_len])
+    return body + hashlib.shake_256(bytes.fromhex(key)).digest(filler_len)
 
 
 def seal(payload: bytes) -> bytes:

@@ -94,6 +94,7 @@ class DecodeEngine:
             "decode", self.worker_id, self.cfg.num_dies / self.deployment.dies_per_npu
         )
         configure_decode_metrics(self.metrics, settings, self.scheduler.kv_capacity)
+        self.metrics.track_lag(self.loop.stats)
         self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
 
     async def start(self) -> None:

@@ -124,7 +124,8 @@ class RouterEngine:
     ) -> AsyncGenerator[OutputChunk, None]:
         request.arrival_s = self.clock.now()
         for attempt in range(2):
-            decode_worker, reservation = await self._reserve(request)
+            # A one-token request ends with its prefill: it needs no decode capacity, nor two RPCs.
+            booked = await self._reserve(request) if request.max_tokens > 1 else None
             if on_dispatch is not None:
                 on_dispatch()
             is_done = False  # set once the decode stream finished: the decode side released its capacity
@@ -139,6 +140,8 @@ class RouterEngine:
                 if request.max_tokens == 1 or request.first_token in request.sampling.stop_token_ids:
                     request.finish_reason = "length" if request.max_tokens == 1 else "stop"
                     break
+                assert booked is not None  # reserved: max_tokens > 1
+                decode_worker, reservation = booked
                 request.advance(RequestStatus.TRANSFERRING)
                 request.decode_worker = decode_worker.address
                 decoding = self._decode(decode_worker, reservation, request)
@@ -165,8 +168,8 @@ class RouterEngine:
                 # (perhaps before the decode call reached the worker): give the capacity back now
                 # rather than when the reservation expires. Cancelling a reservation the worker has
                 # already taken up is a no-op there.
-                if not is_done:
-                    await self._cancel(decode_worker, reservation)
+                if not is_done and booked is not None:
+                    await self._cancel(*booked)
         request.finished_s = self.clock.now()
         request.advance(RequestStatus.FINISHED)
 

@@ -27,6 +27,13 @@ class StepStats:
     lag_s: float = 0.0  # how far the loop is behind its emulated plan now (host slower than emulation)
     max_lag_s: float = 0.0  # the worst lag seen
     last_cost: Cost | None = None
+    ended_lag_s: float = 0.0  # lag at the end of every finished busy spell, summed (emulated s)
+
+    @property
+    def lag_total_s(self) -> float:
+        """Emulated seconds the step loop has run behind its plan in all (the host too slow), the
+        current busy spell included; over a window, divided by `busy_s`, the loop's lag ratio."""
+        return self.ended_lag_s + self.lag_s
 
 
 class StepLoop(Generic[B]):
@@ -68,6 +75,9 @@ class StepLoop(Generic[B]):
         while True:
             batch = self._schedule()
             if batch is None:
+                if self._is_busy:  # a busy spell ends: its lag is settled, the next starts on time
+                    self.stats.ended_lag_s += self.stats.lag_s
+                    self.stats.lag_s = 0.0
                 self._is_busy = False
                 self._wake.clear()
                 await self._wake.wait()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from supernode.runtime.config import Settings
+from supernode.runtime.engine import StepStats
 
 # Emulated step times run from ~1 ms (tiny decode batch) to tens of seconds (chunked long prefill).
 STEP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
@@ -89,6 +90,17 @@ class WorkerMetrics:
 
         if self._spec is not None:
             self._spec.on_step(batch_size, num_tokens)
+
+    def track_lag(self, stats: StepStats) -> None:
+        """Exports the step loop's running lag total, read at scrape time."""
+        gauge = Gauge(
+            f"{self.prefix}_step_lag_total_seconds",
+            "Emulated seconds the step loop ran behind its plan, summed (host too slow); "
+            "over a window, divided by the step seconds, the loop's lag ratio",
+            ("worker",),
+            registry=self.registry,
+        )
+        gauge.labels(self.worker).set_function(lambda: stats.lag_total_s)
 
     def on_queue(self, waiting: int, kv_tokens: int, block_tokens: int, lag_s: float) -> None:
         w = self.worker

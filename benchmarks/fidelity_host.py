@@ -1,0 +1,99 @@
+"""How well the host kept up during a fidelity scenario: step-loop lag, idle share and CPU per service.
+
+- **lag**: emulated seconds the worker's step loop ran behind its plan (each busy spell's overrun,
+  `supernode_<role>_step_lag_total_seconds`) over the emulated seconds of the steps it ran, in percent.
+  Under 2% the emulated step times are what the host delivered; `live_max_time_scale` is the largest
+  time scale at which every scenario stays under that.
+- **idle**: the share of the window (first request sent to last answer) in which the step loop had
+  nothing to run: the host still carrying the requests to it (client, router, pool and fabric RPCs),
+  plus emulated waits on the path (cache loads over UB). It is reported, not a pass mark: a burst
+  arrives as fast as this host's processes can carry it, not at once as in the model.
+- **cores at 1x**: CPU seconds every service process used over the window per emulated second, i.e. how
+  many host cores the scenario needs at time scale 1.0. It is read from /proc, so it holds on a
+  machine shared with other work, where wall-clock figures do not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from supernode.launcher import LocalStack
+
+LAG_LIMIT_PCT = 2.0  # a scenario "keeps up" while its step loop lags less than this
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class HostUse:
+    """One scenario's host figures (percent, cores, milliseconds)."""
+
+    lag_pct: float = 0.0
+    idle_pct: float = 0.0
+    cores_at_1x: float = 0.0  # CPU s of every service per emulated s
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)  # per service, when requests counted
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone or /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def stack_cpu(stack: LocalStack) -> dict[str, float]:
+    """CPU seconds so far of every service process of `stack`, by name."""
+    return {proc.name: cpu_seconds(proc.popen.pid) for proc in stack.procs}
+
+
+def host_use(
+    before: dict[str, float], after: dict[str, float], cpu0: dict[str, float], cpu1: dict[str, float],
+    role: str, wall_s: float, scale: float, num_requests: int = 0,
+) -> HostUse:  # fmt: skip
+    """The figures of one window from two scrapes of the worker's metrics and two CPU samples."""
+    busy = _delta(before, after, f"supernode_{role}_step_seconds_sum")
+    lag = _delta(before, after, f"supernode_{role}_step_lag_total_seconds")
+    emulated_s = wall_s * scale
+    cpu = {name: cpu1.get(name, 0.0) - cpu0.get(name, 0.0) for name in cpu0}
+    per_request = {k: 1e3 * v / num_requests for k, v in cpu.items()} if num_requests else {}
+    return HostUse(
+        lag_pct=100.0 * lag / busy if busy > 0 else 0.0,
+        idle_pct=100.0 * max(0.0, emulated_s - busy - lag) / emulated_s if emulated_s > 0 else 0.0,
+        cores_at_1x=sum(cpu.values()) / emulated_s if emulated_s > 0 else 0.0,
+        cpu_ms_per_request=per_request,
+    )
+
+
+def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def max_time_scale(lags_by_scale: dict[float, dict[str, float]]) -> float:
+    """The largest time scale at which every scenario's lag stayed under the limit (0 if none)."""
+    ok = [s for s, lags in lags_by_scale.items() if lags and max(lags.values()) < LAG_LIMIT_PCT]
+    return max(ok, default=0.0)
+
+
+def merge_bench(path: Path, figures: dict[str, float]) -> None:
+    """Merges named figures into reports/bench.json (one flat object), keeping the others."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(figures)
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
+def markdown(uses: dict[str, HostUse]) -> list[str]:
+    """The host table of reports/fidelity.md."""
+    services = sorted({name for use in uses.values() for name in use.cpu_ms_per_request})
+    head = "| scenario | step-loop lag (%) | idle (%) | cores at 1x |"
+    head += "".join(f" {s} CPU ms/request |" for s in services)
+    lines = [head, "|---" * (4 + len(services)) + "|"]
+    for name, use in uses.items():
+        row = f"| {name} | {use.lag_pct:.2f} | {use.idle_pct:.1f} | {use.cores_at_1x:.2f} |"
+        row += "".join(f" {use.cpu_ms_per_request.get(s, 0.0):.2f} |" if use.cpu_ms_per_request else " - |"
+                       for s in services)  # fmt: skip
+        lines.append(row)
+    return lines

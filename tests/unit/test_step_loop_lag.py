@@ -1,0 +1,52 @@
+"""The step loop's lag total: how far behind its plan each busy spell ended, summed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from supernode.hw.cost import Cost
+from supernode.runtime.engine import StepLoop
+
+LATE_S = 0.01  # every wake-up comes this much after the instant asked for (a host too slow)
+
+
+class LateClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self.t + seconds)
+
+    async def sleep_until(self, instant: float) -> None:
+        self.t = max(self.t, instant + LATE_S)
+        await asyncio.sleep(0)
+
+
+def _cost(us: float) -> Cost:
+    return Cost(total_us=us, breakdown_us={})
+
+
+async def test_lag_total_sums_the_lag_of_each_busy_spell() -> None:
+    work: list[int] = []
+    loop: StepLoop[int] = StepLoop(
+        "t", LateClock(), lambda: work.pop() if work else None, lambda _: _cost(100_000.0), lambda b, c: None
+    )
+    loop.start()
+    try:
+        work.extend([1, 2, 3])  # one spell of three 0.1 s steps: planned back to back, ends 10 ms late
+        loop.wake()
+        while work or loop.stats.num_steps < 3:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert abs(loop.stats.lag_total_s - LATE_S) < 1e-9
+        work.append(4)  # a second spell after idling: late once more
+        loop.wake()
+        while loop.stats.num_steps < 4:
+            await asyncio.sleep(0)
+        assert abs(loop.stats.lag_total_s - 2 * LATE_S) < 1e-9
+        assert abs(loop.stats.busy_s - 0.4) < 1e-9
+    finally:
+        await loop.stop()
