@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
+from supernode.kvpool import lookups
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
@@ -78,6 +79,20 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         return kvpool_pb2.LookupResponse(num_cached_blocks=num_cached)
 
     @unary()
+    async def LookupMany(  # noqa: N802
+        self, request: kvpool_pb2.LookupManyRequest, context: grpc.aio.ServicerContext
+    ):
+        namespace = self._namespace(request.namespace)
+        given = request.prefixes
+        prefixes = [self._keys(p.block_keys, f"prefixes[{i}].block_keys") for i, p in enumerate(given)]
+        self._count(len(lookups.distinct_keys(prefixes)), "prefixes")
+        runs, _ = await lookups.lookup_many(prefixes, lambda keys: self.store.exists_many(namespace, keys))
+        counters = self.counters[namespace]
+        counters.num_hits += sum(runs)
+        counters.num_misses += sum(len(keys) for keys in prefixes) - sum(runs)
+        return kvpool_pb2.LookupManyResponse(num_cached_blocks=runs)
+
+    @unary()
     async def Put(self, request: kvpool_pb2.PutRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         namespace = self._namespace(request.namespace)
         self._count(len(request.blocks), "blocks")
@@ -94,8 +109,9 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         self.counters[namespace].bytes_written += payload_bytes
         num_stored = sum(written)
         return kvpool_pb2.PutResponse(
-            num_stored=num_stored, num_already_cached=len(items) - num_stored, payload_bytes=payload_bytes
-        )
+            num_stored=num_stored, num_already_cached=len(items) - num_stored, payload_bytes=payload_bytes,
+            stored=written,
+        )  # fmt: skip
 
     @unary()
     async def Get(self, request: kvpool_pb2.GetRequest, context: grpc.aio.ServicerContext):  # noqa: N802

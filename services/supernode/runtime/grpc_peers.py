@@ -101,10 +101,21 @@ class GrpcPoolClient:
         return int(reply.num_cached_blocks)
 
     async def put(self, blocks: Sequence[PoolBlock]) -> int:
+        return sum(await self.put_each(blocks))
+
+    async def lookup_many(self, prefixes: Sequence[Sequence[str]]) -> list[int]:
+        """How many leading keys of each prefix are stored, in one round trip."""
+        lookups = [kvpool_pb2.LookupRequest(block_keys=keys) for keys in prefixes]
+        request = kvpool_pb2.LookupManyRequest(namespace=self.namespace, prefixes=lookups)
+        reply = await _call(self._stub.LookupMany, request, self._timeout)
+        return list(reply.num_cached_blocks)
+
+    async def put_each(self, blocks: Sequence[PoolBlock]) -> list[bool]:
+        """Stores the blocks; per block, True when it was written now (False: already present)."""
         msgs = [kvpool_pb2.Block(key=b.key, tokens=b.tokens) for b in blocks]
         request = kvpool_pb2.PutRequest(namespace=self.namespace, blocks=msgs)
         reply = await _call(self._stub.Put, request, self._timeout)
-        return int(reply.num_stored)
+        return list(reply.stored)
 
     async def get(self, keys: Sequence[str]) -> PoolRead:
         request = kvpool_pb2.GetRequest(namespace=self.namespace, block_keys=list(keys))
@@ -207,13 +218,14 @@ def worker_builder(
     others are given (service tests)."""
 
     def build(server: grpc.aio.Server, drain: Any) -> Any:
+        from supernode.runtime.pool_batch import BatchingPool
         from supernode.runtime.pool_clients import PoolClients  # several pool services; imports this module
 
         service = service_cls(
             settings,
             clock or ScaledClock(settings.runtime.time_scale),
             fabric or GrpcFabricClient(settings),
-            pool or PoolClients(settings),
+            pool or BatchingPool(PoolClients(settings), settings.kvpool.max_blocks_per_call),
             drain,
         )
         add_servicer(service, server)

@@ -16,7 +16,7 @@ from typing import TypeVar
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import UnavailableError
 from supernode.runtime.grpc_peers import GrpcPoolClient
-from supernode.runtime.peers import PoolBlock, PoolClient, PoolRead
+from supernode.runtime.peers import PoolBlock, PoolRead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,7 +26,7 @@ DOWN_S = 2.0  # wall seconds a pool service that failed is passed over
 class PoolClients:
     """A `PoolClient` over every address in `kvpool.addresses` (or the one `kvpool.address`)."""
 
-    def __init__(self, settings: Settings, clients: Sequence[PoolClient] | None = None) -> None:
+    def __init__(self, settings: Settings, clients: Sequence[GrpcPoolClient] | None = None) -> None:
         addresses = settings.kvpool.addresses or [settings.kvpool.address]
         if clients is None:
             clients = [GrpcPoolClient(_for_address(settings, a)) for a in addresses]
@@ -45,6 +45,12 @@ class PoolClients:
     async def get(self, keys: Sequence[str]) -> PoolRead:
         return await self._call(lambda c: c.get(keys))
 
+    async def lookup_many(self, prefixes: Sequence[Sequence[str]]) -> list[int]:
+        return await self._call(lambda c: c.lookup_many(prefixes))
+
+    async def put_each(self, blocks: Sequence[PoolBlock]) -> list[bool]:
+        return await self._call(lambda c: c.put_each(blocks))
+
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
@@ -57,7 +63,7 @@ class PoolClients:
         now = time.monotonic()
         return sorted(ring, key=lambda i: self._down_until[i] > now)
 
-    async def _call(self, call: Callable[[PoolClient], Awaitable[T]]) -> T:
+    async def _call(self, call: Callable[[GrpcPoolClient], Awaitable[T]]) -> T:
         last: UnavailableError | None = None
         for attempt, i in enumerate(self._order()):
             try:

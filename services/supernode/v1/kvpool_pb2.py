@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/kvpool.proto\x12\x0csupernode.v1\"6\n\rLookupRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nblock_keys\x18\x02 \x03(\t\"+\n\x0eLookupResponse\x12\x19\n\x11num_cached_blocks\x18\x01 \x01(\r\"L\n\x05\x42lock\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x15\n\rnominal_bytes\x18\x04 \x01(\x04\"D\n\nPutRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12#\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x13.supernode.v1.Block\"T\n\x0bPutResponse\x12\x12\n\nnum_stored\x18\x01 \x01(\r\x12\x1a\n\x12num_already_cached\x18\x02 \x01(\r\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x04\"I\n\nGetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nblock_keys\x18\x02 \x03(\t\x12\x14\n\x0cwith_payload\x18\x03 \x01(\x08\"H\n\x0bGetResponse\x12#\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x13.supernode.v1.Block\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\"!\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"\xc6\x01\n\rStatsResponse\x12\x10\n\x08num_hits\x18\x01 \x01(\x04\x12\x12\n\nnum_misses\x18\x02 \x01(\x04\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\x12\n\nbytes_read\x18\x04 \x01(\x04\x12\x10\n\x08num_keys\x18\x05 \x01(\x04\x12\x19\n\x11redis_used_memory\x18\x06 \x01(\x04\x12\x1a\n\x12redis_evicted_keys\x18\x07 \x01(\x04\x12\x1b\n\x13num_digest_failures\x18\x08 \x01(\x04\x32\x87\x02\n\x06KvPool\x12\x43\n\x06Lookup\x12\x1b.supernode.v1.LookupRequest\x1a\x1c.supernode.v1.LookupResponse\x12:\n\x03Put\x12\x18.supernode.v1.PutRequest\x1a\x19.supernode.v1.PutResponse\x12:\n\x03Get\x12\x18.supernode.v1.GetRequest\x1a\x19.supernode.v1.GetResponse\x12@\n\x05Stats\x12\x1a.supernode.v1.StatsRequest\x1a\x1b.supernode.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/kvpool.proto\x12\x0csupernode.v1\"6\n\rLookupRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nblock_keys\x18\x02 \x03(\t\"+\n\x0eLookupResponse\x12\x19\n\x11num_cached_blocks\x18\x01 \x01(\r\"U\n\x11LookupManyRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12-\n\x08prefixes\x18\x02 \x03(\x0b\x32\x1b.supernode.v1.LookupRequest\"/\n\x12LookupManyResponse\x12\x19\n\x11num_cached_blocks\x18\x01 \x03(\r\"L\n\x05\x42lock\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\r\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x15\n\rnominal_bytes\x18\x04 \x01(\x04\"D\n\nPutRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12#\n\x06\x62locks\x18\x02 \x03(\x0b\x32\x13.supernode.v1.Block\"d\n\x0bPutResponse\x12\x12\n\nnum_stored\x18\x01 \x01(\r\x12\x1a\n\x12num_already_cached\x18\x02 \x01(\r\x12\x15\n\rpayload_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06stored\x18\x04 \x03(\x08\"I\n\nGetRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\nblock_keys\x18\x02 \x03(\t\x12\x14\n\x0cwith_payload\x18\x03 \x01(\x08\"H\n\x0bGetResponse\x12#\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x13.supernode.v1.Block\x12\x14\n\x0cmissing_keys\x18\x02 \x03(\t\"!\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"\xc6\x01\n\rStatsResponse\x12\x10\n\x08num_hits\x18\x01 \x01(\x04\x12\x12\n\nnum_misses\x18\x02 \x01(\x04\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\x12\n\nbytes_read\x18\x04 \x01(\x04\x12\x10\n\x08num_keys\x18\x05 \x01(\x04\x12\x19\n\x11redis_used_memory\x18\x06 \x01(\x04\x12\x1a\n\x12redis_evicted_keys\x18\x07 \x01(\x04\x12\x1b\n\x13num_digest_failures\x18\x08 \x01(\x04\x32\xd8\x02\n\x06KvPool\x12\x43\n\x06Lookup\x12\x1b.supernode.v1.LookupRequest\x1a\x1c.supernode.v1.LookupResponse\x12:\n\x03Put\x12\x18.supernode.v1.PutRequest\x1a\x19.supernode.v1.PutResponse\x12:\n\x03Get\x12\x18.supernode.v1.GetRequest\x1a\x19.supernode.v1.GetResponse\x12@\n\x05Stats\x12\x1a.supernode.v1.StatsRequest\x1a\x1b.supernode.v1.StatsResponse\x12O\n\nLookupMany\x12\x1f.supernode.v1.LookupManyRequest\x1a .supernode.v1.LookupManyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,20 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_end=97
   _globals['_LOOKUPRESPONSE']._serialized_start=99
   _globals['_LOOKUPRESPONSE']._serialized_end=142
-  _globals['_BLOCK']._serialized_start=144
-  _globals['_BLOCK']._serialized_end=220
-  _globals['_PUTREQUEST']._serialized_start=222
-  _globals['_PUTREQUEST']._serialized_end=290
-  _globals['_PUTRESPONSE']._serialized_start=292
-  _globals['_PUTRESPONSE']._serialized_end=376
-  _globals['_GETREQUEST']._serialized_start=378
-  _globals['_GETREQUEST']._serialized_end=451
-  _globals['_GETRESPONSE']._serialized_start=453
-  _globals['_GETRESPONSE']._serialized_end=525
-  _globals['_STATSREQUEST']._serialized_start=527
-  _globals['_STATSREQUEST']._serialized_end=560
-  _globals['_STATSRESPONSE']._serialized_start=563
-  _globals['_STATSRESPONSE']._serialized_end=761
-  _globals['_KVPOOL']._serialized_start=764
-  _globals['_KVPOOL']._serialized_end=1027
+  _globals['_LOOKUPMANYREQUEST']._serialized_start=144
+  _globals['_LOOKUPMANYREQUEST']._serialized_end=229
+  _globals['_LOOKUPMANYRESPONSE']._serialized_start=231
+  _globals['_LOOKUPMANYRESPONSE']._serialized_end=278
+  _globals['_BLOCK']._serialized_start=280
+  _globals['_BLOCK']._serialized_end=356
+  _globals['_PUTREQUEST']._serialized_start=358
+  _globals['_PUTREQUEST']._serialized_end=426
+  _globals['_PUTRESPONSE']._serialized_start=428
+  _globals['_PUTRESPONSE']._serialized_end=528
+  _globals['_GETREQUEST']._serialized_start=530
+  _globals['_GETREQUEST']._serialized_end=603
+  _globals['_GETRESPONSE']._serialized_start=605
+  _globals['_GETRESPONSE']._serialized_end=677
+  _globals['_STATSREQUEST']._serialized_start=679
+  _globals['_STATSREQUEST']._serialized_end=712
+  _globals['_STATSRESPONSE']._serialized_start=715
+  _globals['_STATSRESPONSE']._serialized_end=913
+  _globals['_KVPOOL']._serialized_start=916
+  _globals['_KVPOOL']._serialized_end=1260
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,20 @@ class LookupResponse(_message.Message):
     num_cached_blocks: int
     def __init__(self, num_cached_blocks: _Optional[int] = ...) -> None: ...
 
+class LookupManyRequest(_message.Message):
+    __slots__ = ("namespace", "prefixes")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    prefixes: _containers.RepeatedCompositeFieldContainer[LookupRequest]
+    def __init__(self, namespace: _Optional[str] = ..., prefixes: _Optional[_Iterable[_Union[LookupRequest, _Mapping]]] = ...) -> None: ...
+
+class LookupManyResponse(_message.Message):
+    __slots__ = ("num_cached_blocks",)
+    NUM_CACHED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    num_cached_blocks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, num_cached_blocks: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class Block(_message.Message):
     __slots__ = ("key", "tokens", "payload", "nominal_bytes")
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,14 +55,16 @@ class PutRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("num_stored", "num_already_cached", "payload_bytes")
+    __slots__ = ("num_stored", "num_already_cached", "payload_bytes", "stored")
     NUM_STORED_FIELD_NUMBER: _ClassVar[int]
     NUM_ALREADY_CACHED_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
     num_stored: int
     num_already_cached: int
     payload_bytes: int
-    def __init__(self, num_stored: _Optional[int] = ..., num_already_cached: _Optional[int] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+    stored: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, num_stored: _Optional[int] = ..., num_already_cached: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., stored: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("namespace", "block_keys", "with_payload")

@@ -56,6 +56,11 @@ class KvPoolStub:
                 request_serializer=supernode_dot_v1_dot_kvpool__pb2.StatsRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_kvpool__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.LookupMany = channel.unary_unary(
+                '/supernode.v1.KvPool/LookupMany',
+                request_serializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.FromString,
+                _registered_method=True)
 
 
 class KvPoolServicer:
@@ -91,6 +96,13 @@ class KvPoolServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupMany(self, request, context):
+        """Lookup of several prefixes in one round trip (a worker's lookups of one event-loop turn).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KvPoolServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_KvPoolServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=supernode_dot_v1_dot_kvpool__pb2.StatsRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_kvpool__pb2.StatsResponse.SerializeToString,
+            ),
+            'LookupMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupMany,
+                    request_deserializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class KvPool:
             '/supernode.v1.KvPool/Stats',
             supernode_dot_v1_dot_kvpool__pb2.StatsRequest.SerializeToString,
             supernode_dot_v1_dot_kvpool__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supernode.v1.KvPool/LookupMany',
+            supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.SerializeToString,
+            supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.FromString,
             options,
             channel_credentials,
             insecure,
