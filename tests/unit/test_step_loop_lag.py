@@ -31,21 +31,28 @@ def _cost(us: float) -> Cost:
 
 async def test_lag_total_sums_the_lag_of_each_busy_spell() -> None:
     work: list[int] = []
+    stepped = asyncio.Event()
     loop: StepLoop[int] = StepLoop(
-        "t", LateClock(), lambda: work.pop() if work else None, lambda _: _cost(100_000.0), lambda b, c: None
-    )
+        "t", LateClock(), lambda: work.pop() if work else None, lambda _: _cost(100_000.0),
+        lambda b, c: stepped.set(),
+    )  # fmt: skip
+
+    async def steps(n: int) -> None:
+        while loop.stats.num_steps < n:
+            stepped.clear()
+            await stepped.wait()
+            await asyncio.sleep(0)  # the step is recorded just after postprocess
+
     loop.start()
     try:
         work.extend([1, 2, 3])  # one spell of three 0.1 s steps: planned back to back, ends 10 ms late
         loop.wake()
-        while work or loop.stats.num_steps < 3:
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await steps(3)
+        await asyncio.sleep(0)  # the loop finds no work: the spell ends
         assert abs(loop.stats.lag_total_s - LATE_S) < 1e-9
         work.append(4)  # a second spell after idling: late once more
         loop.wake()
-        while loop.stats.num_steps < 4:
-            await asyncio.sleep(0)
+        await steps(4)
         assert abs(loop.stats.lag_total_s - 2 * LATE_S) < 1e-9
         assert abs(loop.stats.busy_s - 0.4) < 1e-9
     finally:
