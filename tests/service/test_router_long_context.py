@@ -115,7 +115,7 @@ async def test_xl3m_splices_the_needle_and_answers_it_per_request(router, upload
     assert s.scoring_s > 0 and s.ttft_s >= s.scoring_s and s.scoring_compute_s > 0
     assert all(p.num_scored > 0 for p in prefills)  # spread over both instances
     assert cfg.kept_segments * ((WINDOW - 1 - cfg.question_tokens) // cfg.kept_segments) >= len(sent[0]) - 64
-    metrics = service.long_context_metrics
+    metrics = service.front.long_context_metrics
     assert metrics.requests.labels("xl3m")._value.get() == 1
     assert metrics.segments._value.get() == s.num_segments_scored
     assert metrics.final_ttft_s._sum.get() == pytest.approx(s.ttft_s - s.scoring_s)

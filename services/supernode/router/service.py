@@ -1,34 +1,25 @@
-"""The router gRPC service: protobuf <-> records around `RouterEngine` (router/engine.py).
+"""The router gRPC service: protobuf in, the router's front and engine, protobuf out.
 
 A request's states (QUEUED -> PREFILLING -> TRANSFERRING -> DECODING -> FINISHED, FAILED or
-CANCELLED), retries and recompute are the engine's. This module tokenizes text with the configured
-tokenizer, receives chunked uploads, fits over-long prompts to the window (`long_context`: reject,
-truncate or XL3M), plans the end of sequence, detokenizes for the client, and feeds the serving
-metrics from the chunks as they pass.
+CANCELLED), retries and recompute are `RouterEngine`'s (router/engine.py); tokenization, over-long
+prompts, the end-of-sequence plan, detokenization and the serving metrics are `RouterFront`'s
+(router/front.py). This module receives the calls (a chunked upload's spool included) and answers them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 
-from supernode.core import tokens
-from supernode.core.request import Request
-from supernode.core.tokenizer import Detokenizer
 from supernode.router import long_context, prompt_source
-from supernode.router.engine import OutputChunk, RouterEngine
-from supernode.router.long_context_metrics import LongContextMetrics
-from supernode.router.prompt_source import PromptSource
-from supernode.router.scoring_peers import PrefillPeers
-from supernode.runtime import codec, tokenization
+from supernode.router.engine import RouterEngine
+from supernode.router.front import RouterFront
+from supernode.runtime import codec
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import SupernodeError, invalid
 from supernode.runtime.grpc_peers import GrpcDecodePeer, GrpcPrefillPeer
-from supernode.runtime.metrics import RequestTracker, ServingMetrics, start_metrics_server
+from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.server import Drain, stream, unary
 from supernode.v1 import router_pb2, router_pb2_grpc
 
@@ -47,13 +38,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
             [GrpcPrefillPeer(a, settings) for a in settings.router.prefill_addresses],
             [GrpcDecodePeer(a, settings) for a in settings.router.decode_addresses],
         )  # fmt: skip
-        self.metrics = ServingMetrics(settings.frontend.model_name)
-        self.tokenizer = tokenization.tokenizer(settings)
-        scorer = PrefillPeers(
-            self.engine.workers, clock, settings.router.reserve_wait_s * settings.runtime.time_scale
-        )
-        self.long_context = long_context.LongContext(settings, clock, scorer)
-        self.long_context_metrics = LongContextMetrics(self.metrics.registry)
+        self.front = RouterFront(settings, clock, self.engine)
+        self.metrics = self.front.metrics
 
     async def start(self) -> None:
         cfg = self.settings.router
@@ -65,19 +51,19 @@ class RouterService(router_pb2_grpc.RouterServicer):
 
     @stream()
     async def Generate(self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext):  # noqa: N802
-        prompt = self._tokenize(request)
-        long_context.admit(len(prompt), request, self.settings)  # reject, or a policy for over-long prompts
-        async for chunk in self._generate(request, prompt_source.ListSource(prompt)):
+        source = prompt_source.ListSource(self.front.tokenize(request))
+        async for chunk in self.front.generate(request, source):
             yield chunk
 
     @stream()
     async def GenerateUpload(  # noqa: N802
         self, request_iterator: AsyncIterator[router_pb2.UploadChunk], context: grpc.aio.ServicerContext
     ):
-        request, source = await prompt_source.receive(request_iterator, self.settings, self.tokenizer.encode)
+        encode = self.front.tokenizer.encode
+        request, source = await prompt_source.receive(request_iterator, self.settings, encode)
         try:  # the spool file goes however the request ends
             long_context.validate_header(request, source.num_tokens, self.settings)
-            async for chunk in self._generate(request, source):
+            async for chunk in self.front.generate(request, source):
                 yield chunk
         finally:
             source.close()
@@ -93,98 +79,6 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 )
                 for w in self.engine.workers.all
             ]
-        )  # fmt: skip
-
-    # -- the request path
-
-    async def _generate(
-        self, request: router_pb2.GenerateRequest, source: PromptSource
-    ) -> AsyncIterator[router_pb2.GenerateChunk]:
-        request_id = request.request_id or uuid.uuid4().hex
-        tracker = self.metrics.on_arrival()
-        run = self.long_context.serve(
-            request, request_id, source, lambda p: self._run(request, request_id, p, tracker),
-            self.long_context_metrics,
-        )  # fmt: skip
-        try:
-            async with contextlib.aclosing(run) as chunks:
-                async for chunk in chunks:
-                    if chunk.finished:
-                        tracker.on_finish_stats(chunk.stats, chunk.finish_reason)
-                    yield chunk
-        except SupernodeError as err:
-            tracker.on_error(err.code)
-            raise
-        except BaseException:
-            tracker.on_error("CANCELLED")
-            raise
-
-    async def _run(
-        self, request: router_pb2.GenerateRequest, request_id: str, prompt: list[int], tracker: RequestTracker
-    ) -> AsyncIterator[router_pb2.GenerateChunk]:
-        """The engine's run of `prompt` (the one actually served), as protobuf chunks."""
-        # The end-of-sequence plan follows the prompt actually served (an XL3M splice, a truncation).
-        tokenization.plan_request_eos(request, prompt, self.tokenizer.eos_token_id, self.settings)
-        record = self.engine.make_request(
-            request_id, "", prompt, request.max_tokens, codec.sampling_from_pb(request.sampling)
-        )
-        detok = self.tokenizer.detokenizer()
-        started = last = self.clock.now()
-        run = self.engine.generate(record, request.deadline_s, on_dispatch=tracker.on_start)
-        async with contextlib.aclosing(run) as chunks:
-            async for chunk in chunks:
-                now = self.clock.now()
-                if record.num_generated == chunk.num_tokens:  # the first chunk
-                    tracker.on_first_token(now - started)
-                else:
-                    tracker.on_token(now - last, chunk.num_tokens)
-                last = now
-                yield self._chunk(record, chunk, detok)
-        if record.num_prefills > 1:  # the KV was lost and the prompt computed again
-            self.metrics.on_preemption()
-        yield self._final(record, detok)
-
-    def _tokenize(self, request: router_pb2.GenerateRequest) -> list[int]:
-        """Prompt text (with the configured tokenizer) xor token ids; INVALID_ARGUMENT names the field."""
-        if request.prompt and request.token_ids:
-            raise invalid("prompt", "give either prompt or token_ids, not both")
-        prompt = list(request.token_ids) if request.token_ids else self.tokenizer.encode(request.prompt)
-        if not prompt:
-            raise invalid("prompt", "must not be empty")
-        bad = tokens.first_invalid_token(prompt)
-        if bad is not None:
-            raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
-        if not 1 <= request.max_tokens <= self.settings.router.max_tokens_limit:
-            raise invalid("max_tokens", f"must be between 1 and {self.settings.router.max_tokens_limit}")
-        if request.deadline_s < 0:
-            raise invalid("deadline_s", "must be >= 0")
-        return prompt
-
-    @staticmethod
-    def _chunk(record: Request, chunk: OutputChunk, detok: Detokenizer) -> router_pb2.GenerateChunk:
-        return router_pb2.GenerateChunk(
-            request_id=record.request_id, token_ids=chunk.token_ids, text=detok.feed(chunk.token_ids)
-        )
-
-    @staticmethod
-    def _final(record: Request, detok: Detokenizer) -> router_pb2.GenerateChunk:
-        stats = router_pb2.RequestStats(
-            num_prompt_tokens=record.num_prompt_tokens,
-            num_output_tokens=record.num_generated,
-            num_cached_tokens=record.num_cached_tokens,
-            ttft_s=record.ttft_s,
-            tpot_s=record.tpot_s,
-            e2e_s=record.e2e_s,
-            prefill_queue_s=record.prefill_queue_s,
-            prefill_compute_s=record.prefill_compute_s,
-            cache_load_s=record.cache_load_s,
-            kv_pull_s=record.kv_pull_s,
-            prefill_worker=record.prefill_worker,
-            decode_worker=record.decode_worker,
-        )
-        return router_pb2.GenerateChunk(
-            request_id=record.request_id, text=detok.flush(), finished=True,
-            finish_reason=record.finish_reason, stats=stats,
         )  # fmt: skip
 
 
