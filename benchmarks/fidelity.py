@@ -124,12 +124,12 @@ async def decode_scenario(
         target = batch_per_die * num_dies
         concurrency = target + max(4, target // 2)  # a queue of prefilled requests keeps the batch full
         tpots: list[tuple[float, float, float]] = []  # (wall start, wall end, tpot_s)
-        stop_at = time.monotonic() + duration_s * 2
+        stop_at = [float("inf")]  # wall time after which no new request starts: the window's end
         async with AsyncClient(stack.router_address, timeout_s=600) as client:
 
             async def loop(worker: int) -> None:
                 i = worker
-                while time.monotonic() < stop_at:
+                while time.monotonic() < stop_at[0]:
                     # TPOT while in the batch: from the first decode chunk to the last, per token after
                     # it (the router's stats.tpot_s also counts waiting for a batch slot and the KV pull).
                     arrivals: list[tuple[float, int]] = []
@@ -144,8 +144,10 @@ async def decode_scenario(
 
             tasks = [asyncio.create_task(loop(w)) for w in range(concurrency)]
             # The window opens once every rank holds the chosen batch (the first wave is prefilled).
-            await wait_for_batch(ports["decode"], batch_per_die, timeout_s=duration_s)
+            # Warming up is not measured: a busy host may take a while to prefill the first wave.
+            await wait_for_batch(ports["decode"], batch_per_die, timeout_s=max(120.0, duration_s))
             before, cpu0, t0 = await scrape(ports["decode"]), stack_cpu(stack), time.monotonic()
+            stop_at[0] = t0 + duration_s * 0.5
             await asyncio.sleep(duration_s * 0.5)
             after, cpu1, t1 = await scrape(ports["decode"]), stack_cpu(stack), time.monotonic()
             await asyncio.gather(*tasks)

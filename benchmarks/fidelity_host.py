@@ -56,7 +56,8 @@ def host_use(
 ) -> HostUse:  # fmt: skip
     """The figures of one window from two scrapes of the worker's metrics and two CPU samples."""
     busy = _delta(before, after, f"supernode_{role}_step_seconds_sum")
-    lag = _delta(before, after, f"supernode_{role}_step_lag_total_seconds")
+    # The running spell's lag can shrink as the loop catches up, so a window's difference can dip below 0.
+    lag = max(0.0, _delta(before, after, f"supernode_{role}_step_lag_total_seconds"))
     emulated_s = wall_s * scale
     cpu = {name: cpu1.get(name, 0.0) - cpu0.get(name, 0.0) for name in cpu0}
     per_request = {k: 1e3 * v / num_requests for k, v in cpu.items()} if num_requests else {}
