@@ -23,47 +23,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.fidelity_host import HostUse, host_use, markdown, max_time_scale, merge_bench, stack_cpu
+from benchmarks.fidelity_host import HostUse, host_use, max_time_scale, merge_bench, stack_cpu
+from benchmarks.fidelity_report import REPORTS, Row, write
 from supernode.core.request import Request
 from supernode.core.scheduler import PrefillScheduler
 from supernode.hw import cost as hw_cost
 from supernode.launcher import LocalStack, StackConfig, free_port
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import decode_deployment, prefill_deployment
+from supernode.runtime.errors import ResourceExhaustedError, UnavailableError
 from supernode.sdk import AsyncClient
 
-REPORTS = Path("reports")
 BLOCK = 128
-
-
-@dataclass
-class Row:
-    scenario: str
-    metric: str
-    measured: float
-    model: float
-
-    @property
-    def error_pct(self) -> float:
-        return 100.0 * (self.measured - self.model) / self.model if self.model else 0.0
-
-    def as_dict(self) -> dict[str, float | str]:
-        return {
-            "scenario": self.scenario,
-            "metric": self.metric,
-            "measured": round(self.measured, 4),
-            "model": round(self.model, 4),
-            "error_pct": round(self.error_pct, 2),
-        }
 
 
 def unique_prompt(i: int, length: int, prefix: list[int] | None = None) -> list[int]:
@@ -125,6 +102,7 @@ async def decode_scenario(
         concurrency = target + max(4, target // 2)  # a queue of prefilled requests keeps the batch full
         tpots: list[tuple[float, float, float]] = []  # (wall start, wall end, tpot_s)
         stop_at = [float("inf")]  # wall time after which no new request starts: the window's end
+        refused: list[str] = []  # requests the stack turned away (retried)
         async with AsyncClient(stack.router_address, timeout_s=600) as client:
 
             async def loop(worker: int) -> None:
@@ -134,9 +112,14 @@ async def decode_scenario(
                     # it (the router's stats.tpot_s also counts waiting for a batch slot and the KV pull).
                     arrivals: list[tuple[float, int]] = []
                     prompt = unique_prompt(i, kv_len)
-                    async for chunk in client.generate(token_ids=prompt, max_tokens=max_tokens, seed=i):
-                        if chunk.token_ids:
-                            arrivals.append((time.monotonic(), len(chunk.token_ids)))
+                    try:
+                        async for chunk in client.generate(token_ids=prompt, max_tokens=max_tokens, seed=i):
+                            if chunk.token_ids:
+                                arrivals.append((time.monotonic(), len(chunk.token_ids)))
+                    except (UnavailableError, ResourceExhaustedError) as err:  # a busy host: try again
+                        refused.append(err.code)
+                        await asyncio.sleep(err.retry_after_s or 0.5)
+                        continue
                     (start, _), (end, _) = arrivals[1], arrivals[-1]
                     tokens_after = sum(n for _, n in arrivals[2:])
                     tpots.append((start, end, (end - start) * scale / tokens_after))
@@ -153,6 +136,10 @@ async def decode_scenario(
             await asyncio.gather(*tasks)
     finally:
         stack.stop()
+    if refused:
+        print(
+            f"fidelity: {name}: {len(refused)} requests turned away and retried ({set(refused)})", flush=True
+        )
     window_s = (t1 - t0) * scale
     tokens = after["supernode_decode_tokens_total"] - before.get("supernode_decode_tokens_total", 0.0)
     steady = [tp for a, b, tp in tpots if a >= t0 and b <= t1] or [tp for _, _, tp in tpots]
@@ -250,26 +237,6 @@ async def run_all(scale: float, quick: bool, only: set[str]) -> tuple[list[Row],
         got, lags[name] = await prefill_scenario(name, reuse, scale, num_batches=2 if quick else 3)
         rows += got
     return rows, lags
-
-
-def write(rows: list[Row], uses: dict[str, HostUse], scale: float) -> None:
-    REPORTS.mkdir(exist_ok=True)
-    (REPORTS / "fidelity.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
-    lines = [
-        "# Fidelity: the live stack vs `supernode model`",
-        "",
-        f"time_scale {scale}; emulated time throughout.",
-        "",
-        "| scenario | metric | measured | model | error % |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.scenario} | {r.metric} | {r.measured:.1f} | {r.model:.1f} | {r.error_pct:+.1f} |" for r in rows
-    ]
-    lines += ["", "How the host kept up (benchmarks/fidelity_host.py; lag is the pass mark, under 2%):", ""]
-    lines += markdown(uses)
-    (REPORTS / "fidelity.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def main() -> None:
