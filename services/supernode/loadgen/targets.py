@@ -1,4 +1,5 @@
-"""Targets the runner sends to: the Supernode SDK and an in-process stub. (HTTP: `http_target`.)
+"""Targets the runner sends to: the Supernode SDK here, HTTP in `http_target`, the in-process cluster
+in `sim.target`.
 
 A target fills a `RequestResult` for one `RequestSpec`: absolute perf_counter stamps for first token and
 end, token counts, and TTFT/TPOT/e2e/ITL in emulated seconds. It never raises for a failed request; it
@@ -17,7 +18,7 @@ from supernode.loadgen.records import RequestResult, RequestSpec
 
 
 class Target(Protocol):
-    name: str  # "sdk", "http" or "stub"
+    name: str  # "sdk", "http" or "inproc"
 
     async def __aenter__(self) -> Target: ...
 
@@ -139,39 +140,3 @@ class SdkTarget:
         result.num_output_tokens = stats.num_output_tokens
         result.num_cached_tokens, result.has_cache_info = stats.num_cached_tokens, True
         result.ttft_s, result.tpot_s, result.e2e_s = stats.ttft_s, stats.tpot_s, stats.e2e_s
-
-
-class StubTarget:
-    """In-process target with no server: streams `max_tokens` tokens, `tokens_per_chunk` per chunk.
-
-    It yields to the event loop between chunks and charges `tpot_s` emulated seconds per token, so it
-    measures the generator's own overhead (`benchmarks/bench_loadgen.py`) and drives tests.
-    """
-
-    name = "stub"
-
-    def __init__(self, tpot_s: float = 0.0, ttft_s: float = 0.0, tokens_per_chunk: int = 1) -> None:
-        self._tpot_s, self._ttft_s, self._per_chunk = tpot_s, ttft_s, tokens_per_chunk
-
-    async def __aenter__(self) -> StubTarget:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    async def send(self, spec: RequestSpec, result: RequestResult) -> None:
-        await asyncio.sleep(self._ttft_s)
-        result.first_token_s = time.perf_counter()
-        emitted = min(self._per_chunk, spec.max_tokens)
-        while emitted < spec.max_tokens:
-            await asyncio.sleep(self._tpot_s * self._per_chunk)
-            emitted += min(self._per_chunk, spec.max_tokens - emitted)
-            result.itl_s.append(self._tpot_s * self._per_chunk)
-        result.done_s = time.perf_counter()
-        result.is_ok = True
-        result.num_prompt_tokens, result.num_output_tokens = len(spec.token_ids), spec.max_tokens
-        result.ttft_s = self._ttft_s
-        result.tpot_s = self._tpot_s if spec.max_tokens > 1 else 0.0
-        result.e2e_s = self._ttft_s + self._tpot_s * (spec.max_tokens - 1)

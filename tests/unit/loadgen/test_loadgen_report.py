@@ -4,11 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from cluster_target import run_on_cluster
 
 from supernode.loadgen.scenarios import PRESETS, BenchConfig, preset, run_points, sweep_axis
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import run_folder, run_suite
-from supernode.loadgen.targets import StubTarget
+from supernode.sim.target import InprocTarget
 
 DEPLOY = Deployment(16, 2.0)
 VLLM_FIELDS = (
@@ -19,23 +20,25 @@ VLLM_FIELDS = (
 SMALL = {"input_len": "32", "output_len": "4", "num_requests": 12}
 
 
-async def _run(tmp_path: Path, cfg: BenchConfig, tpot_s: float) -> tuple[Path, dict]:
-    async with StubTarget(tpot_s=tpot_s) as stub:
+def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cfg: BenchConfig) -> tuple[Path, dict]:
+    """One suite against the in-process cluster on virtual time (the real engines price every step)."""
+
+    async def body(target: InprocTarget) -> Path:
         out = await run_suite(
-            cfg,
-            stub,
-            "stub",
-            DEPLOY,
-            1.0,
-            run_folder(tmp_path, cfg.scenario),
+            cfg, target, "inproc", DEPLOY, 1.0, run_folder(tmp_path, cfg.scenario),
             lambda shape: {"mean_tpot_ms": 1.0},
-        )
-    return out.folder, json.loads((out.folder / "results.json").read_text())
+        )  # fmt: skip
+        return out.folder
+
+    folder = run_on_cluster(monkeypatch, body)
+    return folder, json.loads((folder / "results.json").read_text())
 
 
-async def test_single_run_writes_flat_vllm_results_summary_and_plots(tmp_path: Path) -> None:
+def test_single_run_writes_flat_vllm_results_summary_and_plots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = preset("mixed", DEPLOY).override(request_rates=(200.0,), **SMALL)
-    folder, results = await _run(tmp_path, cfg, tpot_s=0.001)
+    folder, results = _run(monkeypatch, tmp_path, cfg)
     assert all(key in results for key in VLLM_FIELDS)
     assert results["completed"] == 12 and results["scenario"] == "custom"  # named by what it ran
     assert "sessions prompts" in results["description"] and "preset mixed" in results["description"]
@@ -48,9 +51,11 @@ async def test_single_run_writes_flat_vllm_results_summary_and_plots(tmp_path: P
         assert f"![{name}]({name})" in summary
 
 
-async def test_sweep_writes_runs_best_under_slo_and_sweep_plot(tmp_path: Path) -> None:
+def test_sweep_writes_runs_best_under_slo_and_sweep_plot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = preset("slo", DEPLOY).override(concurrencies=(1, 4), **SMALL)
-    folder, results = await _run(tmp_path, cfg, tpot_s=0.001)
+    folder, results = _run(monkeypatch, tmp_path, cfg)
     assert results["sweep_axis"] == "concurrency"
     assert [r["label"] for r in results["runs"]] == ["c-1", "c-4"]
     assert all(key in run for run in results["runs"] for key in VLLM_FIELDS)
@@ -59,11 +64,13 @@ async def test_sweep_writes_runs_best_under_slo_and_sweep_plot(tmp_path: Path) -
     assert (folder / "sweep.png").exists()
 
 
-async def test_report_warns_when_the_target_rate_is_not_achieved(tmp_path: Path) -> None:
+def test_report_warns_when_the_target_rate_is_not_achieved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = preset("mixed", DEPLOY).override(
         workload="synthetic", request_rates=(2000.0,), max_concurrency=1, **SMALL
     )  # fmt: skip
-    folder, results = await _run(tmp_path, cfg, tpot_s=0.003)
+    folder, results = _run(monkeypatch, tmp_path, cfg)
     assert any("not achieved" in w for w in results["warnings"])
     assert "not achieved" in (folder / "summary.md").read_text()
 
