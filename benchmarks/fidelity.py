@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 
@@ -78,13 +79,15 @@ async def start(env: dict[str, str], num_prefill: int) -> tuple[LocalStack, dict
     return stack, ports
 
 
-async def wait_for_batch(port: int, batch_per_die: int, timeout_s: float) -> None:
+async def wait_for_batch(port: int, batch_per_die: int, timeout_s: float) -> bool:
+    """True once the decode batch holds `batch_per_die` per die; False if it never did in time (a host
+    too slow to prefill the first wave at this time scale)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if (await scrape(port)).get("supernode_decode_batch_per_die", 0) >= batch_per_die:
-            return
+            return True
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"the decode batch never reached {batch_per_die} per die in {timeout_s:.0f} s")
+    return False
 
 
 async def decode_scenario(
@@ -128,7 +131,13 @@ async def decode_scenario(
             tasks = [asyncio.create_task(loop(w)) for w in range(concurrency)]
             # The window opens once every rank holds the chosen batch (the first wave is prefilled).
             # Warming up is not measured: a busy host may take a while to prefill the first wave.
-            await wait_for_batch(ports["decode"], batch_per_die, timeout_s=max(120.0, duration_s))
+            if not await wait_for_batch(ports["decode"], batch_per_die, timeout_s=max(120.0, duration_s)):
+                stop_at[0] = 0.0
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                print(f"fidelity: {name}: the host never filled the batch at time_scale {scale}", flush=True)
+                return [], HostUse(lag_pct=math.inf, idle_pct=math.inf)
             before, cpu0, t0 = await scrape(ports["decode"]), stack_cpu(stack), time.monotonic()
             stop_at[0] = t0 + duration_s * 0.5
             await asyncio.sleep(duration_s * 0.5)
