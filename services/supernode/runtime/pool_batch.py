@@ -12,6 +12,7 @@ the pool's INVALID_ARGUMENT as before). Each caller gets its own answer, or the 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -46,7 +47,7 @@ class Batcher(Generic[T, R]):
         self._weight = weight
         self._max_weight = max_weight
         self._max_inflight = max_inflight
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_scheduled = False
         self.num_calls = 0  # batches sent
@@ -78,7 +79,7 @@ class Batcher(Generic[T, R]):
             weight = self._weight(self._pending[0][0])
             if group and total + weight > self._max_weight:
                 break
-            group.append(self._pending.pop(0))
+            group.append(self._pending.popleft())
             total += weight
         return group
 
