@@ -47,6 +47,7 @@ class Batcher(Generic[T, R]):
         self._weight = weight
         self._max_weight = max_weight
         self._max_inflight = max_inflight
+        # One entry per waiting caller, so it is bounded by the worker's own queues (prefill's max_queue).
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._is_scheduled = False
