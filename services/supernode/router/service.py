@@ -20,6 +20,7 @@ from supernode.core.request import Request
 from supernode.core.tokenizer import Detokenizer
 from supernode.router import long_context, prompt_source
 from supernode.router.engine import OutputChunk, RouterEngine
+from supernode.router.fabric_faults import GrpcFabricFaults
 from supernode.router.long_context_metrics import LongContextMetrics
 from supernode.router.prompt_source import PromptSource
 from supernode.router.scoring_peers import PrefillPeers
@@ -46,6 +47,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             settings, clock,
             [GrpcPrefillPeer(a, settings) for a in settings.router.prefill_addresses],
             [GrpcDecodePeer(a, settings) for a in settings.router.decode_addresses],
+            GrpcFabricFaults(settings),
         )  # fmt: skip
         self.metrics = ServingMetrics(settings.frontend.model_name)
         self.tokenizer = tokenization.tokenizer(settings)
@@ -181,6 +183,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             kv_pull_s=record.kv_pull_s,
             prefill_worker=record.prefill_worker,
             decode_worker=record.decode_worker,
+            num_migrations=record.num_migrations,
         )
         return router_pb2.GenerateChunk(
             request_id=record.request_id, text=detok.flush(), finished=True,

@@ -186,6 +186,26 @@ class RouterSettings(BaseModel):
         description="Wall seconds a stream may wait for admission; longer (or expected longer) is refused",
     )
 
+    max_migrations: int = Field(
+        2, ge=0, le=16, description="Times a request may move to another decode instance after a failure"
+    )
+    liveness_s: float = Field(
+        5.0,
+        gt=0,
+        description="Wall seconds a decode stream may go without a chunk before it is treated as failed",
+    )
+    call_timeout_s: float = Field(
+        5.0, gt=0, description="Wall-second deadline on the router's short calls (reserve, cancel, probes)"
+    )
+    prefill_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Wall-second deadline on one prefill or scoring call, when the request's own is later",
+    )
+    fault_poll_s: float = Field(
+        0.5, ge=0, description="Wall seconds between asks of the fabric for active faults (0 = never)"
+    )
+
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
 
 
