@@ -61,15 +61,17 @@ class Watch(Generic[T]):
 
     def __init__(
         self, dog: Watchdog, worker: Watched, source: AsyncIterator[T], what: str,
-        deadline_at: float, liveness_s: float,
+        deadline_at: float, liveness_s: float, first_item_s: float,
     ) -> None:  # fmt: skip
         """`deadline_at`: emulated instant to give up at (inf = none); `liveness_s`: emulated seconds
-        without an item before giving up (inf = no bound)."""
+        between items before giving up (inf = no bound); `first_item_s`: the same before the first."""
         self.dog = dog
         self.worker = worker
         self.what = what
         self.deadline_at = deadline_at
         self.liveness_s = liveness_s
+        self.first_item_s = first_item_s
+        self.num_items = 0
         self.epoch = worker.down_epoch
         self.last_item_s = dog.clock.now()
         self.is_done = False
@@ -104,7 +106,9 @@ class Watch(Generic[T]):
             self.abandon(f"{self.what}: {self.worker.address} stopped answering", "worker_down")
         elif now >= self.deadline_at:
             self.abandon(f"{self.what}: no answer from {self.worker.address} within its deadline", "deadline")
-        elif self._queue.empty() and now - self.last_item_s > self.liveness_s:
+        elif self._queue.empty() and now - self.last_item_s > (
+            self.liveness_s if self.num_items else self.first_item_s
+        ):
             self.abandon(
                 f"{self.what}: {self.worker.address} sent nothing for {now - self.last_item_s:.1f}s",
                 "liveness",
@@ -120,6 +124,7 @@ class Watch(Generic[T]):
         try:
             async for item in source:
                 self.last_item_s = self.dog.clock.now()
+                self.num_items += 1
                 self._queue.put_nowait(item)
             self._queue.put_nowait(_END)
         except SupernodeError as err:
@@ -145,9 +150,9 @@ class Watchdog:
 
     def stream(
         self, worker: Watched, source: AsyncIterator[T], what: str, deadline_at: float = math.inf,
-        liveness_s: float = math.inf,
+        liveness_s: float = math.inf, first_item_s: float = math.inf,
     ) -> Watch[T]:  # fmt: skip
-        watch = Watch(self, worker, source, what, deadline_at, liveness_s)
+        watch = Watch(self, worker, source, what, deadline_at, liveness_s, first_item_s)
         self.watches.add(watch)  # type: ignore[arg-type]
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="router-watchdog")

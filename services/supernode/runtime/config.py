@@ -195,12 +195,18 @@ class RouterSettings(BaseModel):
         description="Wall seconds a decode stream may go without a chunk before it is treated as failed",
     )
     call_timeout_s: float = Field(
-        5.0, gt=0, description="Wall-second deadline on the router's short calls (reserve, cancel, probes)"
+        5.0,
+        gt=0,
+        description="Wall-second deadline on the router's short calls (reserve, cancel, fabric fault polls)",
     )
     prefill_timeout_s: float = Field(
-        60.0,
+        120.0,
         gt=0,
-        description="Wall-second deadline on one prefill or scoring call, when the request's own is later",
+        description="Emulated seconds one prefill call (and a decode stream's first chunk) may take, "
+        "when the request's own deadline is later",
+    )
+    score_timeout_s: float = Field(
+        600.0, gt=0, description="Emulated seconds one XL3M scoring call may take (it waits behind prefill)"
     )
     fault_poll_s: float = Field(
         0.5, ge=0, description="Wall seconds between asks of the fabric for active faults (0 = never)"

@@ -122,7 +122,9 @@ class GrpcPrefillPeer:
         self.address = address
         self._channel = open_channel(address, settings)
         self._stub = prefill_pb2_grpc.PrefillStub(self._channel)
-        self._timeout = settings.router.prefill_timeout_s  # the router bounds each call sooner when it must
+        scale = settings.runtime.time_scale  # the bounds are emulated seconds; gRPC's are wall
+        self._timeout = settings.router.prefill_timeout_s / scale  # the router gives up sooner when it must
+        self._score_timeout = settings.router.score_timeout_s / scale
 
     async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
         request = prefill_pb2.PrefillRequest(
@@ -140,7 +142,7 @@ class GrpcPrefillPeer:
         request = prefill_pb2.ScoreRequest(
             request_id=request_id, segment_ids=segment, question_ids=question, score_fn=score_fn
         )
-        reply = await _call(self._stub.Score, request, self._timeout)
+        reply = await _call(self._stub.Score, request, self._score_timeout)
         return ScoreResult(reply.score, reply.compute_s, reply.queue_s)
 
     async def load(self) -> LoadSnapshot:
