@@ -100,7 +100,8 @@ class WorkerCalls:
                 deadline = self._call_deadline(self.cfg.call_timeout_s * self.time_scale, deadline_at)
                 return worker, await self.watchdog.call(worker, call, "reserve", deadline)
             except (UnavailableError, ResourceExhaustedError, DeadlineExceededError) as err:
-                worker.on_error(err)
+                if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
+                    worker.on_error(err)
                 if not isinstance(err, ResourceExhaustedError):
                     fault_metrics.on_call_failed("reserve", worker.address, err)
                 last = err
@@ -123,7 +124,8 @@ class WorkerCalls:
                 deadline = self._call_deadline(self.cfg.prefill_timeout_s, deadline_at)
                 result = await self.watchdog.call(worker, call, "prefill", deadline)
             except (UnavailableError, ResourceExhaustedError, DeadlineExceededError, InternalError) as err:
-                worker.on_error(err)
+                if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
+                    worker.on_error(err)
                 if not isinstance(err, ResourceExhaustedError):
                     fault_metrics.on_call_failed("prefill", worker.address, err)
                 if self.clock.now() >= deadline_at:
@@ -163,7 +165,8 @@ class WorkerCalls:
             async for chunk in watch:
                 yield chunk
         except SupernodeError as err:
-            worker.on_error(err)
+            if self.clock.now() < deadline_at:
+                worker.on_error(err)
             fault_metrics.on_call_failed("decode", worker.address, err)
             raise
         finally:

@@ -2,7 +2,7 @@
 whether a fabric fault sits on their links.
 
 Health: a worker is marked unhealthy when a call to it fails in the transport (refused, reset, or
-timed out: `on_error`) or its load probe fails (a probe that times out twice in a row, or is refused
+timed out) or is given up for silence or its bound (`on_error`), or its load probe fails (a probe that times out twice in a row, or is refused
 once); every `poll_s` the probe runs again and a worker that answers is healthy again. Each fall
 bumps `down_epoch`, which the router's watched calls compare to give up on calls to a fallen worker.
 Faults: every `fault_poll_s` the fabric's active faults and die leases name the workers behind a
@@ -61,13 +61,15 @@ class Worker(Generic[P]):
         )
 
     def on_error(self, err: SupernodeError) -> None:
-        """A worker that could not be reached (or did not answer in time) is marked down until a load
-        probe answers (an error the worker itself answered, e.g. a fabric fault on its path, or a
-        call the router gave up on, says nothing about the worker)."""
-        if getattr(err, "reason", ""):  # router.watch.Abandoned: the watch already knows why
+        """A worker that could not be reached, did not answer in time or went silent mid-stream is
+        marked down until a load probe answers (an error the worker itself answered, e.g. a fabric
+        fault on its path, says nothing about the worker). Callers leave out calls that ended
+        because the request's own deadline passed."""
+        reason = getattr(err, "reason", "")  # router.watch.Abandoned: why the router gave up
+        if reason == "worker_down":
             return
-        if isinstance(err, (UnavailableError, DeadlineExceededError)) and not err.from_service:
-            self.mark_down(f"{err.code}: {err.message}")
+        if reason or (isinstance(err, (UnavailableError, DeadlineExceededError)) and not err.from_service):
+            self.mark_down(f"{reason or err.code}: {err.message}")
 
     def mark_down(self, detail: str) -> None:
         if self.is_healthy:
