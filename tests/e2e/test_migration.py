@@ -107,7 +107,9 @@ async def _streams_through(stack: LocalStack, hit: signal.Signals) -> list[tuple
 
 def _check(results: list[tuple[list[int], int]]) -> None:
     for i, (ids, _) in enumerate(results):
-        assert ids == tokens.TokenModel(_prompt(i), i).generate(MAX_TOKENS), f"stream {i}: the fault-free tokens"
+        assert ids == tokens.TokenModel(_prompt(i), i).generate(MAX_TOKENS), (
+            f"stream {i}: the fault-free tokens"
+        )
     assert any(migrations >= 1 for _, migrations in results), "the streams on decode-0 moved"
 
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from supernode.core import policy, tokens
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
@@ -67,6 +68,10 @@ class FrozenPrefill(LocalPrefillPeer):
         raise UnavailableError("probe: no answer")
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def _cluster(**router: object) -> InprocCluster:
     settings = make_settings(router={"liveness_s": 2.0, "load_poll_s": 0.5, **router})
     return InprocCluster(settings, VirtualClock(start=1.0), SHAPE)
@@ -85,6 +90,8 @@ async def _fault_free(max_tokens: int, sampling: Sampling) -> list[list[int]]:
 async def test_a_killed_decode_stream_continues_elsewhere_with_the_same_tokens(after):
     sampling = Sampling(seed=11)
     expected = await _fault_free(64, sampling)
+    moved_before = _sample("supernode_router_migrations_total", reason="unavailable")
+    falls = _sample("supernode_router_instance_unhealthy_total", role="decode", address="decode-0")
     async with _cluster() as cluster:
         workers = cluster.router.workers.decode
         breaking = BreakingDecode(workers[0].peer, after)  # type: ignore[arg-type]
@@ -98,6 +105,9 @@ async def test_a_killed_decode_stream_continues_elsewhere_with_the_same_tokens(a
     assert got == expected, "even the MTP groups are those of the fault-free run"
     assert request.num_migrations == 1 and request.decode_worker == "decode-1"
     assert request.status is RequestStatus.FINISHED and request.finish_reason == "length"
+    assert _sample("supernode_router_migrations_total", reason="unavailable") == moved_before + 1
+    falls_after = _sample("supernode_router_instance_unhealthy_total", role="decode", address="decode-0")
+    assert falls_after == falls + 1, "the broken stream marked its worker down"
 
 
 async def test_a_silent_decode_is_given_up_after_the_liveness_time():
