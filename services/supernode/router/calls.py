@@ -87,11 +87,8 @@ class WorkerCalls:
         workers = self.workers.decode
         num_prompt, num_left = resume.reservation_size(request)
         order = self._order(workers, lambda snaps: policy.decode_order(snaps, num_prompt + num_left))
-        order = [i for i in order if workers[i].address not in failed_on] + [
-            i
-            for i in order
-            if workers[i].address in failed_on  # only when nothing else will do
-        ]
+        # An instance this request failed on comes last: only when nothing else will do.
+        order = sorted(order, key=lambda i: workers[i].address in failed_on)
         last: SupernodeError = UnavailableError("no decode instance is available", retry_after_s=1.0)
         for i in order:
             worker = workers[i]

@@ -2,8 +2,9 @@
 whether a fabric fault sits on their links.
 
 Health: a worker is marked unhealthy when a call to it fails in the transport (refused, reset, or
-timed out) or is given up for silence or its bound (`on_error`), or its load probe fails (a probe that times out twice in a row, or is refused
-once); every `poll_s` the probe runs again and a worker that answers is healthy again. Each fall
+timed out) or is given up for silence or its bound (`on_error`), or its load probe fails (times out
+twice in a row, or is refused once); every `poll_s` the probe runs again and a worker that answers
+is healthy again. Each fall
 bumps `down_epoch`, which the router's watched calls compare to give up on calls to a fallen worker.
 Faults: every `fault_poll_s` the fabric's active faults and die leases name the workers behind a
 downed link (core.policy.instances_behind_faults); selection skips them while the fault lasts.
