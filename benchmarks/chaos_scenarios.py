@@ -84,7 +84,7 @@ class Ctx:
         errors = sorted({o.error for o in outcomes if o.error})
         moved = [o.num_migrations for o in outcomes if o.num_migrations]
         if moved:
-            notes = [*notes, f"{len(moved)} requests migrated ({sum(moved)} moves)"]
+            notes = [*notes, f"migrated: {len(moved)} requests, {sum(moved)} moves"]
         if errors:
             notes = [*notes, "errors: " + ", ".join(errors)]
         return {
