@@ -3,10 +3,12 @@ the gRPC `FaultSource` the live router plugs in (the in-process fabric answers t
 
 from __future__ import annotations
 
+import grpc
+
 from supernode.core import policy
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
-from supernode.runtime.grpc_peers import _call
+from supernode.runtime.errors import from_rpc_error
 from supernode.v1 import fabric_pb2, fabric_pb2_grpc
 
 
@@ -17,7 +19,10 @@ class GrpcFabricFaults:
         self._timeout = settings.router.call_timeout_s
 
     async def workers_behind_faults(self) -> frozenset[str]:
-        reply = await _call(self._stub.Describe, fabric_pb2.DescribeRequest(), self._timeout)
+        try:
+            reply = await self._stub.Describe(fabric_pb2.DescribeRequest(), timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
         return policy.instances_behind_faults(reply.faults, reply.leases)
 
     async def close(self) -> None:
