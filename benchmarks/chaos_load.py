@@ -57,6 +57,7 @@ class Outcome:
     is_finished: bool = False
     is_hung: bool = False
     decode_worker: str = ""
+    num_migrations: int = 0  # times the router moved it to another decode instance (its final stats)
 
     @property
     def kind(self) -> str:
@@ -85,6 +86,7 @@ async def run_sdk(client: AsyncClient, spec: Spec, sent_at_s: float, timeout_s: 
                 if chunk.finished:
                     out.is_finished = True
                     out.decode_worker = chunk.stats.decode_worker if chunk.stats else ""
+                    out.num_migrations = chunk.stats.num_migrations if chunk.stats else 0
     except TimeoutError:
         out.is_hung = True
     except SupernodeError as err:

@@ -82,6 +82,9 @@ class Ctx:
         wrong = [o.index for o in outcomes if o.is_finished and not self._matches(o)]
         e2e = [o.e2e_s * 1000 for o in outcomes if o.is_finished and o.e2e_s is not None]
         errors = sorted({o.error for o in outcomes if o.error})
+        moved = [o.num_migrations for o in outcomes if o.num_migrations]
+        if moved:
+            notes = [*notes, f"migrated: {len(moved)} requests, {sum(moved)} moves"]
         if errors:
             notes = [*notes, "errors: " + ", ".join(errors)]
         return {

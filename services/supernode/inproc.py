@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from supernode.core import policy
 from supernode.core.request import KvHandle, Request, Sampling
 from supernode.core.topology import Endpoint, Plane, Topology
 from supernode.decode.engine import DecodeEngine
@@ -68,6 +69,12 @@ class InprocFabric:
         (outcome,) = await self.network.transfer_many([(route, num_bytes)])
         return TransferResult(outcome.start_s, outcome.finish_s)
 
+    async def workers_behind_faults(self) -> frozenset[str]:
+        """The router's `FaultSource`: workers behind a link a fault holds down now."""
+        return policy.instances_behind_faults(
+            self.network.faults.active.values(), self.leases.leases.values()
+        )
+
     async def close(self) -> None:
         return None
 
@@ -104,9 +111,15 @@ class LocalDecodePeer:
         return self.engine.cancel_reservation(reservation_id)
 
     def decode(
-        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+        self,
+        reservation_id: str,
+        kv: KvHandle,
+        first_token: int,
+        max_tokens: int,
+        sampling: Sampling,
+        num_resumed: int = 0,
     ) -> AsyncGenerator[DecodeChunk, None]:
-        return self.engine.decode(reservation_id, kv, first_token, max_tokens, sampling)
+        return self.engine.decode(reservation_id, kv, first_token, max_tokens, sampling, num_resumed)
 
     async def load(self) -> LoadSnapshot:
         return self.engine.load()
@@ -161,6 +174,7 @@ class InprocCluster:
             clock,
             [LocalPrefillPeer(e) for e in self.prefills],
             [LocalDecodePeer(e) for e in self.decodes],
+            faults=self.fabric,
         )
 
     async def start(self) -> None:

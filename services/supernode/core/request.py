@@ -108,6 +108,7 @@ class Request:
     num_prefilled: int = 0  # prompt tokens computed so far beyond the cached prefix
     num_prefill_batches: int = 0  # batches the prompt took part in (> 1 when chunked)
     num_prefills: int = 0  # router: prefills run for it (2 after a recompute)
+    num_migrations: int = 0  # router: times it moved to another decode instance after a failure
     first_token: int = -1  # the prefill's output token (-1 until known)
     kv: KvHandle | None = None  # set once prefilled
     num_question: int = 0  # prefill: an XL3M scoring job's trailing positions projected onto the

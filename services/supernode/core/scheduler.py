@@ -228,13 +228,18 @@ class DecodeScheduler:
             self.num_reserved -= 1
             request.num_kv_tokens = 0
 
-    def add(self, request: Request, model: TokenModel | None) -> None:
+    def add(self, request: Request, model: TokenModel | None, num_resumed: int = 0) -> None:
         """Queues a reserved request whose KV has arrived (the prefill's first token already in
         `first_token`); it joins its rank's batch at the next step with room. `model` None: tokens
-        are only counted."""
+        are only counted. `num_resumed`: output tokens a migrated request had before its first token
+        here; their MTP draws are replayed, so its steps emit the tokens in the same groups as on
+        the instance it left."""
         request.num_generated = 1
         request.token_model = model
         request.mtp_rng = _request_rng(request.sampling.seed, request.request_id)
+        done = 1
+        while done < 1 + num_resumed:  # the original run's steps after its first token
+            done += 1 + self._accepted_drafts(request)
         if model is None:
             request.token_plan = self._plan(request)
         request.advance(RequestStatus.DECODING)

@@ -185,10 +185,17 @@ class DecodeEngine:
         return True
 
     async def decode(
-        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+        self,
+        reservation_id: str,
+        kv: KvHandle,
+        first_token: int,
+        max_tokens: int,
+        sampling: Sampling,
+        num_resumed: int = 0,
     ) -> AsyncGenerator[DecodeChunk, None]:
         """Pulls the KV, joins the batch and yields each step's tokens, then a `finished` chunk.
-        Closing the iterator early cancels the request and frees its slot."""
+        Closing the iterator early cancels the request and frees its slot. `num_resumed`: a migrated
+        request's output tokens before `first_token` (its KV holds them; see DecodeScheduler.add)."""
         request = self.reserved.pop(reservation_id, None)
         if request is None:
             raise FailedPreconditionError(
@@ -199,7 +206,7 @@ class DecodeEngine:
             request.advance(RequestStatus.TRANSFERRING)
             model = await self._admit(request, kv, first_token, max_tokens, sampling)
             request.sink = outbox
-            self.scheduler.add(request, model)
+            self.scheduler.add(request, model, num_resumed)
             self.loop.wake()
             first = True
             while True:

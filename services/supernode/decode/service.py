@@ -65,7 +65,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
     async def Decode(self, request: decode_pb2.DecodeRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         chunks = self.engine.decode(
             request.reservation_id, codec.kv_from_pb(request.kv), request.first_token, request.max_tokens,
-            codec.sampling_from_pb(request.sampling),
+            codec.sampling_from_pb(request.sampling), request.num_resumed_tokens,
         )  # fmt: skip
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:

@@ -9,35 +9,43 @@ A request's states here (core/request.py):
 3. TRANSFERRING while the decode instance pulls the KV, then DECODING as its tokens are relayed;
 4. FINISHED (stats complete on the record), FAILED (a domain error is raised) or CANCELLED (the
    caller closed the stream: its reservation or decode slot is given back at once).
-Retry and recompute live here: an instance that refuses (UNAVAILABLE, RESOURCE_EXHAUSTED) is skipped
-for the next one; if decode finds the prompt's KV gone from the pool, the prompt is prefilled again
-once (TRANSFERRING -> PREFILLING), never answered from anything else.
+Retry, recompute and migration live here: an instance that refuses (UNAVAILABLE, RESOURCE_EXHAUSTED),
+fails, stops answering or passes a call's deadline is skipped for the next one (router/calls.py); if
+decode finds the prompt's KV gone from the pool, the prompt is prefilled again once (TRANSFERRING ->
+PREFILLING), never answered from anything else. A decode stream that breaks (its worker killed,
+drained, frozen past `router.liveness_s`, or cut off from the fabric) moves to another instance, at
+most `router.max_migrations` times: the prompt and the tokens already sent are prefilled there (the
+pool usually holds the prompt's blocks) and decoding resumes from the last token sent, so the caller
+gets the fault-free stream (router/resume.py). DECODING -> PREFILLING -> TRANSFERRING -> DECODING.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
-from supernode.core import blocks, policy, tokens
+from supernode.core import tokens
 from supernode.core.request import Request, RequestStatus, Sampling
+from supernode.router import fault_metrics, resume
+from supernode.router.calls import EXPIRED, WorkerCalls
 from supernode.router.workers import Worker, WorkerSet
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
+    InternalError,
     ResourceExhaustedError,
     SupernodeError,
     UnavailableError,
     invalid,
 )
-from supernode.runtime.peers import DecodeChunk, DecodePeer, PrefillPeer, PrefillResult, Reservation
+from supernode.runtime.peers import DecodePeer, FaultSource, PrefillPeer
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +58,25 @@ class OutputChunk:
 
 class RouterEngine:
     def __init__(
-        self, settings: Settings, clock: Clock, prefills: Sequence[PrefillPeer], decodes: Sequence[DecodePeer]
-    ) -> None:
+        self, settings: Settings, clock: Clock, prefills: Sequence[PrefillPeer],
+        decodes: Sequence[DecodePeer], faults: FaultSource | None = None,
+    ) -> None:  # fmt: skip
+        """`faults`: where to learn which workers sit behind downed fabric links (None: nowhere)."""
         self.cfg = settings.router
-        self.block_tokens = settings.kvpool.block_tokens
         self.time_scale = settings.runtime.time_scale  # settings in wall seconds -> emulated
         self.clock = clock
-        self.workers = WorkerSet(prefills, decodes, clock, self.cfg.load_poll_s * self.time_scale)
+        self.workers = WorkerSet(
+            prefills, decodes, clock, self.cfg.load_poll_s * self.time_scale, faults,
+            self.cfg.fault_poll_s * self.time_scale,
+        )  # fmt: skip
+        self.calls = WorkerCalls(settings, clock, self.workers)
         self.num_inflight = 0
-        self._rr = itertools.count()
-        self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
 
     def start(self) -> None:
         self.workers.start()
 
     async def stop(self) -> None:
+        await self.calls.watchdog.close()
         await self.workers.close()
 
     def make_request(
@@ -104,13 +116,16 @@ class RouterEngine:
             )
         self.num_inflight += 1
         try:
-            run = self._run(request, on_dispatch)
+            deadline_at = self.clock.now() + deadline_s if deadline_s > 0 else math.inf
+            run = self._run(request, on_dispatch, deadline_at)
             if deadline_s > 0:
                 run = self._with_deadline(run, deadline_s)
             async with contextlib.aclosing(run) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except SupernodeError as err:
+            if isinstance(err, DeadlineExceededError):
+                fault_metrics.on_request_deadline(request.request_id)
             request.end(RequestStatus.FAILED, err.message)
             raise
         finally:
@@ -120,31 +135,42 @@ class RouterEngine:
     # -- the request path
 
     async def _run(
-        self, request: Request, on_dispatch: Callable[[], None] | None
+        self, request: Request, on_dispatch: Callable[[], None] | None, deadline_at: float
     ) -> AsyncGenerator[OutputChunk, None]:
         request.arrival_s = self.clock.now()
-        for attempt in range(2):
+        failed_on: set[str] = set()  # decode instances that failed this request
+        num_recomputes = 0
+        while True:
             # A one-token request ends with its prefill: it needs no decode capacity, nor two RPCs.
-            booked = await self._reserve(request) if request.max_tokens > 1 else None
+            booked = (
+                await self.calls.reserve(request, failed_on, deadline_at) if request.max_tokens > 1 else None
+            )
             if on_dispatch is not None:
                 on_dispatch()
+                on_dispatch = None
             is_done = False  # set once the decode stream finished: the decode side released its capacity
+            is_failed = False  # the attempt broke: give the reservation back in the background
+            in_decode = False
             try:
-                request.advance(RequestStatus.PREFILLING)
-                await self._prefill(request)
-                if attempt == 0:  # a recomputed prefill gives the same first token: send it once
-                    request.first_token_s = self.clock.now()
-                    request.num_generated = 1
-                    request.output.append(request.first_token)
-                    yield OutputChunk([request.first_token], 1)
-                if request.max_tokens == 1 or request.first_token in request.sampling.stop_token_ids:
-                    request.finish_reason = "length" if request.max_tokens == 1 else "stop"
+                if request.kv is None:
+                    self._to(request, RequestStatus.PREFILLING)
+                    if request.num_generated == 0:
+                        await self.calls.prefill(request, deadline_at)
+                        request.first_token_s = self.clock.now()
+                        request.num_generated = 1
+                        request.output.append(request.first_token)
+                        yield OutputChunk([request.first_token], 1)
+                    else:  # resuming: prompt + the tokens sent, but the last, which decode starts from
+                        await self.calls.prefill(request, deadline_at, resume.resume_prompt(request))
+                request.finish_reason = resume.finish_reason_so_far(request)
+                if request.finish_reason:
                     break
                 assert booked is not None  # reserved: max_tokens > 1
                 decode_worker, reservation = booked
-                request.advance(RequestStatus.TRANSFERRING)
+                self._to(request, RequestStatus.TRANSFERRING)
                 request.decode_worker = decode_worker.address
-                decoding = self._decode(decode_worker, reservation, request)
+                in_decode = True
+                decoding = self.calls.decode(decode_worker, reservation, request, deadline_at)
                 async with contextlib.aclosing(decoding) as chunks:
                     async for chunk in chunks:
                         if chunk.finished:
@@ -158,97 +184,68 @@ class RouterEngine:
                         yield OutputChunk(chunk.token_ids, chunk.num_tokens)
                 break
             except FailedPreconditionError as err:
-                # The prompt's KV left the pool between prefill and decode (LRU eviction, a Redis
-                # restart): recompute it once rather than answer from anything else.
-                if attempt == 1 or request.num_generated > 1 or not err.message.startswith("kv:"):
+                is_failed = True
+                # The KV left the pool between prefill and decode (LRU eviction, a Redis restart):
+                # recompute it once rather than answer from anything else.
+                if err.message.startswith("kv:") and num_recomputes == 0 and resume.can_resume(request):
+                    num_recomputes += 1
+                    request.num_prefills += 1
+                    log.warning(
+                        "KV of %s lost before decode (%s); recomputing", request.request_id, err.message
+                    )
+                    request.kv = None
+                    continue
+                if not (in_decode and err.field == "reservation_id"):  # an expired reservation: move on
                     raise
-                log.warning("KV of %s lost before decode (%s); recomputing", request.request_id, err.message)
+                self._migrate(request, decode_worker, err, failed_on, deadline_at)
+            except (UnavailableError, DeadlineExceededError, InternalError) as err:
+                is_failed = True
+                if not in_decode:
+                    raise
+                request.finish_reason = resume.finish_reason_so_far(request)
+                if request.finish_reason:  # the stream broke after its last token: nothing is lost
+                    break
+                self._migrate(request, decode_worker, err, failed_on, deadline_at)
             finally:
-                # Prefill failed, no decode was needed, or the caller left before decode finished
-                # (perhaps before the decode call reached the worker): give the capacity back now
-                # rather than when the reservation expires. Cancelling a reservation the worker has
-                # already taken up is a no-op there.
+                # Prefill failed, no decode was needed, the stream broke, or the caller left before
+                # decode finished (perhaps before the decode call reached the worker): give the
+                # capacity back now rather than when the reservation expires. Cancelling a reservation
+                # the worker has already taken up is a no-op there.
                 if not is_done and booked is not None:
-                    await self._cancel(*booked)
+                    if is_failed and in_decode:  # its worker broke: do not wait for it
+                        self.calls.cancel_later(*booked)
+                    else:
+                        await self.calls.cancel(*booked)
         request.finished_s = self.clock.now()
         request.advance(RequestStatus.FINISHED)
 
-    async def _reserve(self, request: Request) -> tuple[Worker[DecodePeer], Reservation]:
-        """Reserves decode KV capacity, waiting while every instance is full (the "wait" policy: a
-        request is queued here, never dropped, until capacity frees or `reserve_wait_s` passes)."""
-        deadline = self.clock.now() + self.cfg.reserve_wait_s * self.time_scale
-        backoff = 0.02 * self.time_scale
-        while True:
-            try:
-                return await self._reserve_once(request)
-            except ResourceExhaustedError:
-                if self.clock.now() + backoff > deadline:
-                    raise
-                await self.clock.sleep(backoff)
-                backoff = min(0.5 * self.time_scale, backoff * 2)
-
-    async def _reserve_once(self, request: Request) -> tuple[Worker[DecodePeer], Reservation]:
-        workers = self.workers.decode
-        need = request.num_prompt_tokens + request.max_tokens
-        last: SupernodeError = UnavailableError("no decode instance is available", retry_after_s=1.0)
-        for i in policy.decode_order([w.snapshot() for w in workers], need):
-            worker = workers[i]
-            try:
-                reservation = await worker.peer.reserve(request.request_id, request.num_prompt_tokens,
-                                                        request.max_tokens)  # fmt: skip
-                return worker, reservation
-            except (UnavailableError, ResourceExhaustedError) as err:
-                worker.on_error(err)
-                last = err
-        raise last
-
-    async def _prefill(self, request: Request) -> None:
-        """Prefills on the policy's choice, skipping instances that refuse; fills the record."""
-        workers = self.workers.prefill
-        prefix = blocks.block_keys(request.prompt[: self.block_tokens], self.block_tokens)[0]
-        order = policy.prefill_order(
-            [w.snapshot() for w in workers], self.cfg.policy, next(self._rr), self.affinity.get(prefix)
+    def _migrate(
+        self, request: Request, worker: Worker[DecodePeer], err: SupernodeError, failed_on: set[str],
+        deadline_at: float,
+    ) -> None:  # fmt: skip
+        """Decides whether a broken decode continues elsewhere: raises `err` when it may not (its
+        deadline passed, the bound is reached, or the tokens sent are not known), else notes it."""
+        if self.clock.now() >= deadline_at:
+            raise DeadlineExceededError(EXPIRED) from err
+        refusal = resume.refusal(request, self.cfg.max_migrations)
+        if refusal:
+            fault_metrics.on_migration_refused(request.request_id, refusal, err)
+            raise err
+        failed_on.add(worker.address)
+        request.num_migrations += 1
+        fault_metrics.on_migration(
+            request.request_id, worker.address, err, request.num_generated, request.num_migrations
         )
-        last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
-        for i in order:
-            worker = workers[i]
-            worker.num_inflight += 1
-            try:
-                result = await worker.peer.prefill(request.request_id, request.prompt, request.sampling)
-            except (UnavailableError, ResourceExhaustedError) as err:
-                worker.on_error(err)
-                last = err
-                continue
-            finally:
-                worker.num_inflight -= 1
-            self.affinity.put(prefix, i)
-            _record_prefill(request, worker.address, result)
+        if request.num_generated > 1:  # the KV to resume from covers the tokens sent: prefill it
+            request.kv = None
+
+    def _to(self, request: Request, status: RequestStatus) -> None:
+        """Moves to PREFILLING or TRANSFERRING, through PREFILLING when coming back from decoding."""
+        if request.status is status:
             return
-        raise last
-
-    async def _decode(
-        self, worker: Worker[DecodePeer], reservation: Reservation, request: Request
-    ) -> AsyncGenerator[DecodeChunk, None]:
-        assert request.kv is not None
-        worker.num_inflight += 1
-        chunks = worker.peer.decode(
-            reservation.reservation_id, request.kv, request.first_token, request.max_tokens, request.sampling
-        )
-        try:
-            async with contextlib.aclosing(chunks):  # type: ignore[type-var]
-                async for chunk in chunks:
-                    yield chunk
-        except SupernodeError as err:
-            worker.on_error(err)
-            raise
-        finally:
-            worker.num_inflight -= 1
-
-    async def _cancel(self, worker: Worker[DecodePeer], reservation: Reservation) -> None:
-        try:
-            await worker.peer.cancel_reservation(reservation.reservation_id)
-        except SupernodeError as err:
-            log.warning("could not cancel reservation on %s: %s", worker.address, err.code)
+        if status is RequestStatus.TRANSFERRING and request.status is RequestStatus.DECODING:
+            request.advance(RequestStatus.PREFILLING)
+        request.advance(status)
 
     async def _with_deadline(
         self, run: AsyncGenerator[OutputChunk, None], deadline_s: float
@@ -264,17 +261,8 @@ class RouterEngine:
                 finally:
                     timer.cancel()
         except TimeoutError as err:
-            raise DeadlineExceededError("deadline_s: the request did not finish within its deadline") from err
+            raise DeadlineExceededError(EXPIRED) from err
 
     async def _expire(self, scope: asyncio.Timeout, deadline_s: float) -> None:
         await self.clock.sleep(deadline_s)
         scope.reschedule(asyncio.get_running_loop().time())
-
-
-def _record_prefill(request: Request, address: str, result: PrefillResult) -> None:
-    request.num_prefills += 1
-    request.prefill_worker = address
-    request.first_token, request.kv = result.first_token, result.kv
-    request.num_cached_tokens = result.num_cached_tokens
-    request.prefill_queue_s, request.cache_load_s = result.queue_s, result.load_s
-    request.prefill_compute_s = result.compute_s

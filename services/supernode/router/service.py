@@ -14,6 +14,7 @@ import grpc
 
 from supernode.router import long_context, prompt_source
 from supernode.router.engine import RouterEngine
+from supernode.router.fabric_faults import GrpcFabricFaults
 from supernode.router.front import RouterFront
 from supernode.runtime import codec
 from supernode.runtime.clock import Clock, ScaledClock
@@ -37,6 +38,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             settings, clock,
             [GrpcPrefillPeer(a, settings) for a in settings.router.prefill_addresses],
             [GrpcDecodePeer(a, settings) for a in settings.router.decode_addresses],
+            GrpcFabricFaults(settings),
         )  # fmt: skip
         self.front = RouterFront(settings, clock, self.engine)
         self.metrics = self.front.metrics

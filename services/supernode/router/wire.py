@@ -25,6 +25,7 @@ def final_to_pb(record: Request, text: str) -> router_pb2.GenerateChunk:
         kv_pull_s=record.kv_pull_s,
         prefill_worker=record.prefill_worker,
         decode_worker=record.decode_worker,
+        num_migrations=record.num_migrations,
     )
     return router_pb2.GenerateChunk(
         request_id=record.request_id,

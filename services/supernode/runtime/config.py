@@ -186,6 +186,32 @@ class RouterSettings(BaseModel):
         description="Wall seconds a stream may wait for admission; longer (or expected longer) is refused",
     )
 
+    max_migrations: int = Field(
+        2, ge=0, le=16, description="Times a request may move to another decode instance after a failure"
+    )
+    liveness_s: float = Field(
+        5.0,
+        gt=0,
+        description="Wall seconds a decode stream may go without a chunk before it is treated as failed",
+    )
+    call_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Wall-second deadline on the router's short calls (reserve, cancel, fabric fault polls)",
+    )
+    prefill_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Emulated seconds one prefill call (and a decode stream's first chunk) may take, "
+        "when the request's own deadline is later",
+    )
+    score_timeout_s: float = Field(
+        600.0, gt=0, description="Emulated seconds one XL3M scoring call may take (it waits behind prefill)"
+    )
+    fault_poll_s: float = Field(
+        0.5, ge=0, description="Wall seconds between asks of the fabric for active faults (0 = never)"
+    )
+
     _split = field_validator("prefill_addresses", "decode_addresses", mode="before")(_split_list)
 
 

@@ -133,12 +133,15 @@ class GrpcPrefillPeer:
         self.address = address
         self._channel = open_channel(address, settings)
         self._stub = prefill_pb2_grpc.PrefillStub(self._channel)
+        scale = settings.runtime.time_scale  # the bounds are emulated seconds; gRPC's are wall
+        self._timeout = settings.router.prefill_timeout_s / scale  # the router gives up sooner when it must
+        self._score_timeout = settings.router.score_timeout_s / scale
 
     async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
         request = prefill_pb2.PrefillRequest(
             request_id=request_id, token_ids=prompt, sampling=codec.sampling_to_pb(sampling)
         )
-        reply = await _call(self._stub.Prefill, request, None)  # as long as the prefill queue takes
+        reply = await _call(self._stub.Prefill, request, self._timeout)
         return PrefillResult(
             reply.first_token, codec.kv_from_pb(reply.kv), reply.num_cached_tokens, reply.queue_s,
             reply.load_s, reply.compute_s,
@@ -150,8 +153,7 @@ class GrpcPrefillPeer:
         request = prefill_pb2.ScoreRequest(
             request_id=request_id, segment_ids=segment, question_ids=question, score_fn=score_fn
         )
-        # A scoring job waits behind interactive prefill: no deadline beyond the request's own.
-        reply = await _call(self._stub.Score, request, None)
+        reply = await _call(self._stub.Score, request, self._score_timeout)
         return ScoreResult(reply.score, reply.compute_s, reply.queue_s)
 
     async def load(self) -> LoadSnapshot:
@@ -168,7 +170,7 @@ class GrpcDecodePeer:
         self.address = address
         self._channel = open_channel(address, settings)
         self._stub = decode_pb2_grpc.DecodeStub(self._channel)
-        self._timeout = settings.runtime.rpc_timeout_s
+        self._timeout = settings.router.call_timeout_s
 
     async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
         request = decode_pb2.ReserveRequest(
@@ -179,14 +181,20 @@ class GrpcDecodePeer:
 
     async def cancel_reservation(self, reservation_id: str) -> bool:
         request = decode_pb2.CancelReservationRequest(reservation_id=reservation_id)
-        return bool((await _call(self._stub.CancelReservation, request, 5.0)).cancelled)
+        return bool((await _call(self._stub.CancelReservation, request, self._timeout)).cancelled)
 
     async def decode(
-        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+        self,
+        reservation_id: str,
+        kv: KvHandle,
+        first_token: int,
+        max_tokens: int,
+        sampling: Sampling,
+        num_resumed: int = 0,
     ) -> AsyncGenerator[DecodeChunk, None]:
         request = decode_pb2.DecodeRequest(
             reservation_id=reservation_id, kv=codec.kv_to_pb(kv), first_token=first_token,
-            max_tokens=max_tokens, sampling=codec.sampling_to_pb(sampling),
+            max_tokens=max_tokens, sampling=codec.sampling_to_pb(sampling), num_resumed_tokens=num_resumed,
         )  # fmt: skip
         call = self._stub.Decode(request)
         try:

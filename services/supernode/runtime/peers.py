@@ -156,12 +156,27 @@ class DecodePeer(Protocol):
     async def cancel_reservation(self, reservation_id: str) -> bool: ...
 
     def decode(
-        self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling
+        self,
+        reservation_id: str,
+        kv: KvHandle,
+        first_token: int,
+        max_tokens: int,
+        sampling: Sampling,
+        num_resumed: int = 0,
     ) -> AsyncGenerator[DecodeChunk, None]:
-        """The request's chunks until one with `finished`; closing the iterator cancels it."""
+        """The request's chunks until one with `finished`; closing the iterator cancels it.
+        `num_resumed`: a migrated request's output tokens before `first_token` (in the KV)."""
         ...
 
     async def load(self) -> LoadSnapshot: ...
+
+    async def close(self) -> None: ...
+
+
+class FaultSource(Protocol):
+    async def workers_behind_faults(self) -> frozenset[str]:
+        """Worker ids holding a die behind a fabric link that is down now (core.policy)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -41,6 +41,7 @@ class RequestStats:
     scoring_s: float = 0.0  # TTFT's scoring part
     scoring_compute_s: float = 0.0
     num_final_prompt_tokens: int = 0
+    num_migrations: int = 0  # times the request moved to another decode instance after a failure
 
     @classmethod
     def from_proto(cls, msg: router_pb2.RequestStats) -> RequestStats:

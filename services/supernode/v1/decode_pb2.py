@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from supernode.v1 import common_pb2 as supernode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/decode.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"S\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11num_prompt_tokens\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\"Z\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64p_rank\x18\x02 \x01(\r\x12\x1e\n\x03\x64ie\x18\x03 \x01(\x0b\x32\x11.supernode.v1.Die\"2\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\".\n\x19\x43\x61ncelReservationResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x9e\x01\n\rDecodeRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\"\n\x02kv\x18\x02 \x01(\x0b\x32\x16.supernode.v1.KvHandle\x12\x13\n\x0b\x66irst_token\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.supernode.v1.Sampling\"o\n\x0b\x44\x65\x63odeChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x11\n\tkv_pull_s\x18\x04 \x01(\x01\x12\x11\n\tnum_steps\x18\x05 \x01(\r2\xb7\x02\n\x06\x44\x65\x63ode\x12\x46\n\x07Reserve\x12\x1c.supernode.v1.ReserveRequest\x1a\x1d.supernode.v1.ReserveResponse\x12\x64\n\x11\x43\x61ncelReservation\x12&.supernode.v1.CancelReservationRequest\x1a\'.supernode.v1.CancelReservationResponse\x12\x42\n\x06\x44\x65\x63ode\x12\x1b.supernode.v1.DecodeRequest\x1a\x19.supernode.v1.DecodeChunk0\x01\x12;\n\x04Load\x12\x19.supernode.v1.LoadRequest\x1a\x18.supernode.v1.LoadReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19supernode/v1/decode.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"S\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x19\n\x11num_prompt_tokens\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\"Z\n\x0fReserveResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64p_rank\x18\x02 \x01(\r\x12\x1e\n\x03\x64ie\x18\x03 \x01(\x0b\x32\x11.supernode.v1.Die\"2\n\x18\x43\x61ncelReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\".\n\x19\x43\x61ncelReservationResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\xba\x01\n\rDecodeRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\"\n\x02kv\x18\x02 \x01(\x0b\x32\x16.supernode.v1.KvHandle\x12\x13\n\x0b\x66irst_token\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12(\n\x08sampling\x18\x05 \x01(\x0b\x32\x16.supernode.v1.Sampling\x12\x1a\n\x12num_resumed_tokens\x18\x06 \x01(\r\"o\n\x0b\x44\x65\x63odeChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x11\n\tkv_pull_s\x18\x04 \x01(\x01\x12\x11\n\tnum_steps\x18\x05 \x01(\r2\xb7\x02\n\x06\x44\x65\x63ode\x12\x46\n\x07Reserve\x12\x1c.supernode.v1.ReserveRequest\x1a\x1d.supernode.v1.ReserveResponse\x12\x64\n\x11\x43\x61ncelReservation\x12&.supernode.v1.CancelReservationRequest\x1a\'.supernode.v1.CancelReservationResponse\x12\x42\n\x06\x44\x65\x63ode\x12\x1b.supernode.v1.DecodeRequest\x1a\x19.supernode.v1.DecodeChunk0\x01\x12;\n\x04Load\x12\x19.supernode.v1.LoadRequest\x1a\x18.supernode.v1.LoadReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,9 +41,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELRESERVATIONRESPONSE']._serialized_start=299
   _globals['_CANCELRESERVATIONRESPONSE']._serialized_end=345
   _globals['_DECODEREQUEST']._serialized_start=348
-  _globals['_DECODEREQUEST']._serialized_end=506
-  _globals['_DECODECHUNK']._serialized_start=508
-  _globals['_DECODECHUNK']._serialized_end=619
-  _globals['_DECODE']._serialized_start=622
-  _globals['_DECODE']._serialized_end=933
+  _globals['_DECODEREQUEST']._serialized_end=534
+  _globals['_DECODECHUNK']._serialized_start=536
+  _globals['_DECODECHUNK']._serialized_end=647
+  _globals['_DECODE']._serialized_start=650
+  _globals['_DECODE']._serialized_end=961
 # @@protoc_insertion_point(module_scope)

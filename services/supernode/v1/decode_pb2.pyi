@@ -40,18 +40,20 @@ class CancelReservationResponse(_message.Message):
     def __init__(self, cancelled: _Optional[bool] = ...) -> None: ...
 
 class DecodeRequest(_message.Message):
-    __slots__ = ("reservation_id", "kv", "first_token", "max_tokens", "sampling")
+    __slots__ = ("reservation_id", "kv", "first_token", "max_tokens", "sampling", "num_resumed_tokens")
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     KV_FIELD_NUMBER: _ClassVar[int]
     FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESUMED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     reservation_id: str
     kv: _common_pb2.KvHandle
     first_token: int
     max_tokens: int
     sampling: _common_pb2.Sampling
-    def __init__(self, reservation_id: _Optional[str] = ..., kv: _Optional[_Union[_common_pb2.KvHandle, _Mapping]] = ..., first_token: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ...) -> None: ...
+    num_resumed_tokens: int
+    def __init__(self, reservation_id: _Optional[str] = ..., kv: _Optional[_Union[_common_pb2.KvHandle, _Mapping]] = ..., first_token: _Optional[int] = ..., max_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.Sampling, _Mapping]] = ..., num_resumed_tokens: _Optional[int] = ...) -> None: ...
 
 class DecodeChunk(_message.Message):
     __slots__ = ("token_ids", "finished", "finish_reason", "kv_pull_s", "num_steps")

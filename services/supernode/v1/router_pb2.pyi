@@ -58,7 +58,7 @@ class GenerateChunk(_message.Message):
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., stats: _Optional[_Union[RequestStats, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RequestStats(_message.Message):
-    __slots__ = ("num_prompt_tokens", "num_output_tokens", "num_cached_tokens", "ttft_s", "tpot_s", "e2e_s", "prefill_queue_s", "prefill_compute_s", "cache_load_s", "kv_pull_s", "prefill_worker", "decode_worker", "long_context_policy", "num_segments_scored", "num_scoring_tokens", "scoring_s", "scoring_compute_s", "num_final_prompt_tokens")
+    __slots__ = ("num_prompt_tokens", "num_output_tokens", "num_cached_tokens", "ttft_s", "tpot_s", "e2e_s", "prefill_queue_s", "prefill_compute_s", "cache_load_s", "kv_pull_s", "prefill_worker", "decode_worker", "long_context_policy", "num_segments_scored", "num_scoring_tokens", "scoring_s", "scoring_compute_s", "num_final_prompt_tokens", "num_migrations")
     NUM_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class RequestStats(_message.Message):
     SCORING_S_FIELD_NUMBER: _ClassVar[int]
     SCORING_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     NUM_FINAL_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NUM_MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
     num_prompt_tokens: int
     num_output_tokens: int
     num_cached_tokens: int
@@ -95,7 +96,8 @@ class RequestStats(_message.Message):
     scoring_s: float
     scoring_compute_s: float
     num_final_prompt_tokens: int
-    def __init__(self, num_prompt_tokens: _Optional[int] = ..., num_output_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ..., e2e_s: _Optional[float] = ..., prefill_queue_s: _Optional[float] = ..., prefill_compute_s: _Optional[float] = ..., cache_load_s: _Optional[float] = ..., kv_pull_s: _Optional[float] = ..., prefill_worker: _Optional[str] = ..., decode_worker: _Optional[str] = ..., long_context_policy: _Optional[str] = ..., num_segments_scored: _Optional[int] = ..., num_scoring_tokens: _Optional[int] = ..., scoring_s: _Optional[float] = ..., scoring_compute_s: _Optional[float] = ..., num_final_prompt_tokens: _Optional[int] = ...) -> None: ...
+    num_migrations: int
+    def __init__(self, num_prompt_tokens: _Optional[int] = ..., num_output_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ..., e2e_s: _Optional[float] = ..., prefill_queue_s: _Optional[float] = ..., prefill_compute_s: _Optional[float] = ..., cache_load_s: _Optional[float] = ..., kv_pull_s: _Optional[float] = ..., prefill_worker: _Optional[str] = ..., decode_worker: _Optional[str] = ..., long_context_policy: _Optional[str] = ..., num_segments_scored: _Optional[int] = ..., num_scoring_tokens: _Optional[int] = ..., scoring_s: _Optional[float] = ..., scoring_compute_s: _Optional[float] = ..., num_final_prompt_tokens: _Optional[int] = ..., num_migrations: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,192 @@
+"""The router's calls to its workers, each under watch (router/watch.py): reserving decode capacity,
+prefilling and decoding, on the instances the routing policy picks.
+
+Every call has a deadline: its own bound (`router.call_timeout_s` for reserve, `prefill_timeout_s`
+for a prefill) or the request's, whichever comes first; a call whose worker goes down is given up at
+once, and a decode stream silent for `router.liveness_s` between chunks (`prefill_timeout_s` before
+its first) too. An instance that refuses, fails or is
+given up on is skipped for the next one in the policy's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from supernode.core import blocks, policy
+from supernode.core.request import Request
+from supernode.router import fault_metrics, resume
+from supernode.router.watch import Watchdog
+from supernode.router.workers import Worker, WorkerSet
+from supernode.runtime.clock import Clock
+from supernode.runtime.config import Settings
+from supernode.runtime.errors import (
+    DeadlineExceededError,
+    InternalError,
+    ResourceExhaustedError,
+    SupernodeError,
+    UnavailableError,
+)
+from supernode.runtime.peers import DecodeChunk, DecodePeer, PrefillResult, Reservation
+
+log = logging.getLogger(__name__)
+EXPIRED = "deadline_s: the request did not finish within its deadline"
+
+
+class WorkerCalls:
+    def __init__(self, settings: Settings, clock: Clock, workers: WorkerSet) -> None:
+        self.cfg = settings.router
+        self.block_tokens = settings.kvpool.block_tokens
+        self.time_scale = settings.runtime.time_scale  # settings in wall seconds -> emulated
+        self.clock = clock
+        self.workers = workers
+        tick_s = min(0.25, self.cfg.liveness_s / 4, self.cfg.call_timeout_s / 4) * self.time_scale
+        self.watchdog = Watchdog(clock, tick_s)  # gives up on calls to workers that broke or froze
+        self._background: set[asyncio.Task[None]] = set()  # reservations being cancelled
+        self._rr = itertools.count()
+        self.affinity = policy.AffinityTable(self.cfg.max_affinity_entries)  # used by the kv_aware policy
+
+    def _call_deadline(self, bound_s: float, deadline_at: float) -> float:
+        """The emulated instant a call gives up at: its bound (emulated s) or the request's deadline."""
+        return min(self.clock.now() + bound_s, deadline_at)
+
+    def _order(
+        self, workers: Sequence[Worker[Any]], select: Callable[[list[policy.WorkerSnapshot]], list[int]]
+    ) -> list[int]:
+        """The policy's order over available instances; when none is available (all unhealthy or
+        behind faults), over all of them rather than none."""
+        snapshots = policy.mark_behind_faults([w.snapshot() for w in workers], self.workers.behind_faults)
+        order = select(snapshots)
+        if not order:
+            order = select([replace(w, is_healthy=True, is_behind_fault=False) for w in snapshots])
+        return order
+
+    async def reserve(
+        self, request: Request, failed_on: set[str], deadline_at: float
+    ) -> tuple[Worker[DecodePeer], Reservation]:
+        """Reserves decode KV capacity, waiting while every instance is full (the "wait" policy: a
+        request is queued here, never dropped, until capacity frees or `reserve_wait_s` passes)."""
+        deadline = min(self.clock.now() + self.cfg.reserve_wait_s * self.time_scale, deadline_at)
+        backoff = 0.02 * self.time_scale
+        while True:
+            try:
+                return await self._reserve_once(request, failed_on, deadline_at)
+            except ResourceExhaustedError:
+                if self.clock.now() + backoff > deadline:
+                    raise
+                await self.clock.sleep(backoff)
+                backoff = min(0.5 * self.time_scale, backoff * 2)
+
+    async def _reserve_once(
+        self, request: Request, failed_on: set[str], deadline_at: float
+    ) -> tuple[Worker[DecodePeer], Reservation]:
+        workers = self.workers.decode
+        num_prompt, num_left = resume.reservation_size(request)
+        order = self._order(workers, lambda snaps: policy.decode_order(snaps, num_prompt + num_left))
+        # An instance this request failed on comes last: only when nothing else will do.
+        order = sorted(order, key=lambda i: workers[i].address in failed_on)
+        last: SupernodeError = UnavailableError("no decode instance is available", retry_after_s=1.0)
+        for i in order:
+            worker = workers[i]
+            call = worker.peer.reserve(request.request_id, num_prompt, num_left)
+            try:
+                deadline = self._call_deadline(self.cfg.call_timeout_s * self.time_scale, deadline_at)
+                return worker, await self.watchdog.call(worker, call, "reserve", deadline)
+            except (UnavailableError, ResourceExhaustedError, DeadlineExceededError) as err:
+                if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
+                    worker.on_error(err)
+                if not isinstance(err, ResourceExhaustedError):
+                    fault_metrics.on_call_failed("reserve", worker.address, err)
+                last = err
+        raise last
+
+    async def prefill(self, request: Request, deadline_at: float, resumed: list[int] | None = None) -> None:
+        """Prefills on the policy's choice, skipping instances that refuse, fail, stop answering or
+        pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output)."""
+        workers = self.workers.prefill
+        prefix = blocks.block_keys(request.prompt[: self.block_tokens], self.block_tokens)[0]
+        order = self._order(workers, lambda snaps: policy.prefill_order(
+            snaps, self.cfg.policy, next(self._rr), self.affinity.get(prefix)
+        ))  # fmt: skip
+        last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
+        for i in order:
+            worker = workers[i]
+            worker.num_inflight += 1
+            call = worker.peer.prefill(request.request_id, resumed or request.prompt, request.sampling)
+            try:
+                deadline = self._call_deadline(self.cfg.prefill_timeout_s, deadline_at)
+                result = await self.watchdog.call(worker, call, "prefill", deadline)
+            except (UnavailableError, ResourceExhaustedError, DeadlineExceededError, InternalError) as err:
+                if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
+                    worker.on_error(err)
+                if not isinstance(err, ResourceExhaustedError):
+                    fault_metrics.on_call_failed("prefill", worker.address, err)
+                if self.clock.now() >= deadline_at:
+                    raise DeadlineExceededError(EXPIRED) from err
+                last = err
+                continue
+            finally:
+                worker.num_inflight -= 1
+            self.affinity.put(prefix, i)
+            if resumed is None:
+                record_prefill(request, worker.address, result)
+            else:
+                resume.record_resumed_prefill(request, result)
+            return
+        raise last
+
+    async def decode(
+        self, worker: Worker[DecodePeer], reservation: Reservation, request: Request, deadline_at: float
+    ) -> AsyncGenerator[DecodeChunk, None]:
+        assert request.kv is not None
+        worker.num_inflight += 1
+        num_resumed = request.num_generated - 1
+        first = request.output[-1] if num_resumed else request.first_token
+        chunks = worker.peer.decode(
+            reservation.reservation_id, request.kv, first, request.max_tokens - num_resumed,
+            request.sampling, num_resumed,
+        )  # fmt: skip
+        watch = self.watchdog.stream(
+            worker,
+            chunks,
+            "decode",
+            deadline_at,
+            self.cfg.liveness_s * self.time_scale,
+            first_item_s=self.cfg.prefill_timeout_s,  # the KV pull and a wait for a batch slot come first
+        )
+        try:
+            async for chunk in watch:
+                yield chunk
+        except SupernodeError as err:
+            if self.clock.now() < deadline_at:
+                worker.on_error(err)
+            fault_metrics.on_call_failed("decode", worker.address, err)
+            raise
+        finally:
+            await watch.aclose()
+            worker.num_inflight -= 1
+
+    async def cancel(self, worker: Worker[DecodePeer], reservation: Reservation) -> None:
+        try:
+            await worker.peer.cancel_reservation(reservation.reservation_id)
+        except SupernodeError as err:
+            log.warning("could not cancel reservation on %s: %s", worker.address, err.code)
+
+    def cancel_later(self, worker: Worker[DecodePeer], reservation: Reservation) -> None:
+        """Cancels in the background: a worker that broke may take its call timeout to answer."""
+        task = asyncio.create_task(self.cancel(worker, reservation))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def record_prefill(request: Request, address: str, result: PrefillResult) -> None:
+    request.num_prefills += 1
+    request.prefill_worker = address
+    request.first_token, request.kv = result.first_token, result.kv
+    request.num_cached_tokens = result.num_cached_tokens
+    request.prefill_queue_s, request.cache_load_s = result.queue_s, result.load_s
+    request.prefill_compute_s = result.compute_s

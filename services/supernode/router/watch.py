@@ -1,0 +1,188 @@
+"""The router's calls to workers, watched: a call is given up when its worker is marked down, when it
+passes its deadline, or, for a decode stream, when no chunk arrives for the liveness time.
+
+A watched call runs in a task of its own that pumps what the worker sends into a queue (at most the
+stream's own length: a decode stream sends at most max_tokens chunks), so the caller can be woken with
+a failure while the worker sends nothing (a frozen process answers nothing and closes nothing). One
+background task checks every watched call each `tick_s` emulated seconds; it runs only while calls are
+watched. Giving up cancels the call (the worker sees the RPC cancelled and frees what it held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Generic, Protocol, TypeVar
+
+from supernode.runtime.clock import Clock
+from supernode.runtime.errors import InternalError, SupernodeError, UnavailableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Watched(Protocol):
+    """What a watch needs of the worker a call went to (router.workers.Worker)."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def down_epoch(self) -> int: ...
+
+
+class Abandoned(UnavailableError):
+    """The router gave up on a call: `reason` is "worker_down", "liveness" or "deadline"."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, retry_after_s=1.0)
+        self.reason = reason
+        self.from_service = False  # the worker did not answer this; the router decided
+
+
+class _End:
+    pass
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: SupernodeError) -> None:
+        self.error = error
+
+
+_END = _End()
+
+
+class Watch(Generic[T]):
+    """One call in flight: iterate it for the worker's items; a failure (the worker's or the
+    router's decision to give up) is raised after the items that arrived before it."""
+
+    def __init__(
+        self, dog: Watchdog, worker: Watched, source: AsyncIterator[T], what: str,
+        deadline_at: float, liveness_s: float, first_item_s: float,
+    ) -> None:  # fmt: skip
+        """`deadline_at`: emulated instant to give up at (inf = none); `liveness_s`: emulated seconds
+        between items before giving up (inf = no bound); `first_item_s`: the same before the first."""
+        self.dog = dog
+        self.worker = worker
+        self.what = what
+        self.deadline_at = deadline_at
+        self.liveness_s = liveness_s
+        self.first_item_s = first_item_s
+        self.num_items = 0
+        self.epoch = worker.down_epoch
+        self.last_item_s = dog.clock.now()
+        self.is_done = False
+        self._queue: asyncio.Queue[T | _End | _Failure] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(source), name=f"watch-{what}")
+
+    def __aiter__(self) -> Watch[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            raise StopAsyncIteration
+        if isinstance(item, _Failure):
+            raise item.error
+        return item
+
+    async def aclose(self) -> None:
+        """Stops watching; a call still running is cancelled (and waited for, so it is really gone)."""
+        self.is_done = True
+        self.dog.discard(self)
+        if not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task})
+
+    def check(self, now: float) -> None:
+        """Gives up on the call when its worker went down since it started, its deadline passed, or
+        it has been silent (nothing queued) for longer than the liveness time."""
+        if self.is_done:
+            return
+        if self.worker.down_epoch != self.epoch:
+            self.abandon(f"{self.what}: {self.worker.address} stopped answering", "worker_down")
+        elif now >= self.deadline_at:
+            self.abandon(f"{self.what}: no answer from {self.worker.address} within its deadline", "deadline")
+        elif self._queue.empty() and now - self.last_item_s > (
+            self.liveness_s if self.num_items else self.first_item_s
+        ):
+            self.abandon(
+                f"{self.what}: {self.worker.address} sent nothing for {now - self.last_item_s:.1f}s",
+                "liveness",
+            )
+
+    def abandon(self, message: str, reason: str) -> None:
+        self.is_done = True
+        self.dog.discard(self)
+        self._task.cancel()
+        self._queue.put_nowait(_Failure(Abandoned(message, reason)))
+
+    async def _pump(self, source: AsyncIterator[T]) -> None:
+        try:
+            async for item in source:
+                self.last_item_s = self.dog.clock.now()
+                self.num_items += 1
+                self._queue.put_nowait(item)
+            self._queue.put_nowait(_END)
+        except SupernodeError as err:
+            self._queue.put_nowait(_Failure(err))
+        except Exception:  # a bug behind a peer: this call fails cleanly, the log keeps the trace
+            log.exception("%s on %s failed", self.what, self.worker.address)
+            self._queue.put_nowait(_Failure(InternalError(f"{self.what}: internal error")))
+        finally:
+            self.is_done = True
+            self.dog.discard(self)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class Watchdog:
+    def __init__(self, clock: Clock, tick_s: float) -> None:
+        """`tick_s`: emulated seconds between checks of the watched calls."""
+        self.clock = clock
+        self.tick_s = tick_s
+        self.watches: set[Watch[object]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def stream(
+        self, worker: Watched, source: AsyncIterator[T], what: str, deadline_at: float = math.inf,
+        liveness_s: float = math.inf, first_item_s: float = math.inf,
+    ) -> Watch[T]:  # fmt: skip
+        watch = Watch(self, worker, source, what, deadline_at, liveness_s, first_item_s)
+        self.watches.add(watch)  # type: ignore[arg-type]
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="router-watchdog")
+        return watch
+
+    async def call(self, worker: Watched, call: Awaitable[T], what: str, deadline_at: float) -> T:
+        """Awaits a unary call under watch: its worker going down or `deadline_at` gives it up."""
+        watch = self.stream(worker, _one(call), what, deadline_at)
+        try:
+            async for result in watch:
+                return result
+        finally:
+            await watch.aclose()
+        raise InternalError(f"{what}: no answer")  # unreachable: _one yields once or raises
+
+    def discard(self, watch: Watch[T]) -> None:
+        self.watches.discard(watch)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while self.watches:
+            await self.clock.sleep(self.tick_s)
+            now = self.clock.now()
+            for watch in list(self.watches):
+                watch.check(now)
+
+
+async def _one(call: Awaitable[T]) -> AsyncGenerator[T, None]:
+    yield await call
