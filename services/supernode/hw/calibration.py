@@ -42,6 +42,7 @@ UB_READ_NPU_INTER_LATENCY_US = Sourced(1.9, "[v2] Table 1: NPU-NPU read latency,
 UB_WRITE_NPU_INTER_LATENCY_US = Sourced(2.1, "[v2] Table 1: NPU-NPU write latency, inter-node, 512 B")
 UB_READ_CPU_INTER_BYTES_PER_S = Sourced(147e9, "[v2] Table 1: NPU-CPU read (EMS DRAM -> NPU), inter-node")
 UB_READ_CPU_INTER_LATENCY_US = Sourced(1.7, "[v2] Table 1: NPU-CPU read latency, inter-node")
+UB_CPU_PORT_BYTES_PER_S = Sourced(160e9, "[v2] §3.3.2, Figs 2/4: UB ~160 GB/s per Kunpeng socket, one way")
 ASCEND_RDMA_BYTES_PER_S = Sourced(25e9, "[v2] §3.3.1, Fig 3: RoCE 200 Gbps per die, one way")
 RDMA_LATENCY_US = Sourced(5.0, "ASSUMPTION: RoCE one-way latency is not in the paper; a few us is typical")
 

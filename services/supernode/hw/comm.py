@@ -101,3 +101,16 @@ def cache_load_us(hw: Hardware, num_bytes: float) -> float:
     if num_bytes <= 0:
         return 0.0
     return hw.pool_latency_us + num_bytes / hw.pool_read_bytes_per_s * 1e6
+
+
+def cache_loads_us(hw: Hardware, die_bytes: float, source_bytes: float, largest_bytes: float) -> float:
+    """Context-cache loads started together from the EMS pool over UB, us: done when the busiest die has
+    read `die_bytes` at the pool read rate, the busiest pool CPU socket has served `source_bytes` at its
+    UB port rate, and the largest single load (`largest_bytes`, one block's source to one die) has moved.
+    Blocks live on the CPU their key hashes to ([v3] §4.4.1), so a shared prefix is served by as many
+    sockets as it has blocks, each sending its block once per request."""
+    if max(die_bytes, source_bytes, largest_bytes) <= 0:
+        return 0.0
+    per_s = hw.pool_read_bytes_per_s
+    moved = max(die_bytes / per_s, source_bytes / cal.UB_CPU_PORT_BYTES_PER_S.value, largest_bytes / per_s)
+    return hw.pool_latency_us + moved * 1e6

@@ -197,9 +197,12 @@ class PrefillEngine:
             len(prompt), num_cached, num_cached_blocks, num_full - num_cached_blocks, num_bytes
         )
         if num_cached:
-            result = await self.fabric.transfer(("cpu", _pool_cpu(keys[0])), ("die", die), num_bytes, "ub",
-                                                "kv-load")  # fmt: skip
-            request.cache_load_s = result.duration_s
+            moves = [
+                (("cpu", cpu), ("die", die), n * specs.KV_BYTES_PER_TOKEN)
+                for cpu, n in prefix_sources(keys[:num_cached_blocks], num_cached, self.block_tokens).items()
+            ]
+            results = await self.fabric.transfer_many(moves, "ub", "kv-load")
+            request.cache_load_s = max(r.finish_s for r in results) - min(r.start_s for r in results)
 
     async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int, die: int) -> None:
         """Writes the new blocks to the pool; their UB move to the EMS DRAM pool runs in the background.
@@ -225,6 +228,20 @@ class PrefillEngine:
             )
         except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
             log.debug("background KV store transfer failed: %s", err.message)
+
+
+def prefix_sources(keys: list[str], num_tokens: int, block_tokens: int) -> dict[int, int]:
+    """EMS CPU -> tokens of the cached prefix it holds: each block lives where its own key hashes
+    ([v3] §4.4.1, a DHT over the MP servers), so a prefix is read from every CPU holding one of its
+    first `num_tokens` tokens' blocks at once (not all from its first block's socket)."""
+    out: dict[int, int] = {}
+    for i, key in enumerate(keys):
+        take = min(block_tokens, num_tokens - i * block_tokens)
+        if take <= 0:
+            break
+        cpu = _pool_cpu(key)
+        out[cpu] = out.get(cpu, 0) + take
+    return out
 
 
 def _pool_cpu(block_key: str) -> int:
