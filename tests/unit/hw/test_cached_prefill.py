@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from benchmarks.fidelity import ideal_prefill, shared_prefix_load_s
-from supernode.hw import comm
 from supernode.hw import calibration as cal
+from supernode.hw import comm
 from supernode.hw.cost import prefill_batch_cost
 from supernode.hw.prefill import tp_gather_bytes
 from supernode.hw.specs import ASCEND_910C, KV_BYTES_PER_TOKEN, paper_prefill
