@@ -68,17 +68,6 @@ class InprocFabric:
         (outcome,) = await self.network.transfer_many([(route, num_bytes)])
         return TransferResult(outcome.start_s, outcome.finish_s)
 
-    async def transfer_many(
-        self, moves: Sequence[tuple[tuple[str, int], tuple[str, int], int]], plane: str, tag: str
-    ) -> list[TransferResult]:
-        items = []
-        for src, dst, num_bytes in moves:
-            route = self.topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
-            self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
-            items.append((route, num_bytes))
-        outcomes = await self.network.transfer_many(items)
-        return [TransferResult(o.start_s, o.finish_s) for o in outcomes]
-
     async def close(self) -> None:
         return None
 

@@ -194,22 +194,3 @@ async def test_metrics_count_link_and_plane_bytes(fabric):
     assert 'supernode_fabric_transfers_total{plane="ub"} 1.0' in text
     assert "supernode_fabric_dies_leased 4.0" in text
     assert 'link="ub/die5/tx"' not in text  # idle links stay out
-
-
-async def test_client_transfer_many_loads_from_several_sockets_at_once(host_factory):
-    """The prefill engine's cached-prefix load: one call, one move per pool CPU, started together."""
-    from supernode.runtime.grpc_peers import GrpcFabricClient
-
-    settings = make_settings(runtime={"time_scale": 1000.0}, fabric={"metrics_port": 0})
-    host = await host_factory(settings, build(settings))
-    client = GrpcFabricClient(make_settings(fabric={"address": host.address}))
-    try:
-        moves = [(("cpu", cpu), ("die", 0), GB) for cpu in (4, 9, 17)]
-        results = await client.transfer_many(moves, "ub", "kv-load")
-        (alone,) = await client.transfer_many([(("cpu", 4), ("die", 0), GB)], "ub", "kv-load")
-    finally:
-        await client.close()
-    assert len(results) == 3 and len({r.start_s for r in results}) == 1
-    # three sockets into one die port: they share its 196 GB/s, each slower than a load alone
-    assert min(r.duration_s for r in results) > alone.duration_s
-    assert max(r.duration_s for r in results) == pytest.approx(3 * GB / 196e9, rel=0.05)

@@ -197,12 +197,9 @@ class PrefillEngine:
             len(prompt), num_cached, num_cached_blocks, num_full - num_cached_blocks, num_bytes
         )
         if num_cached:
-            moves = [
-                (("cpu", cpu), ("die", die), n * specs.KV_BYTES_PER_TOKEN)
-                for cpu, n in prefix_sources(keys[:num_cached_blocks], num_cached, self.block_tokens).items()
-            ]
-            results = await self.fabric.transfer_many(moves, "ub", "kv-load")
-            request.cache_load_s = max(r.finish_s for r in results) - min(r.start_s for r in results)
+            cpu = prefix_source(keys[:num_cached_blocks], request.request_id)
+            result = await self.fabric.transfer(("cpu", cpu), ("die", die), num_bytes, "ub", "kv-load")
+            request.cache_load_s = result.duration_s
 
     async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int, die: int) -> None:
         """Writes the new blocks to the pool; their UB move to the EMS DRAM pool runs in the background.
@@ -230,18 +227,17 @@ class PrefillEngine:
             log.debug("background KV store transfer failed: %s", err.message)
 
 
-def prefix_sources(keys: list[str], num_tokens: int, block_tokens: int) -> dict[int, int]:
-    """EMS CPU -> tokens of the cached prefix it holds: each block lives where its own key hashes
-    ([v3] §4.4.1, a DHT over the MP servers), so a prefix is read from every CPU holding one of its
-    first `num_tokens` tokens' blocks at once (not all from its first block's socket)."""
-    out: dict[int, int] = {}
-    for i, key in enumerate(keys):
-        take = min(block_tokens, num_tokens - i * block_tokens)
-        if take <= 0:
-            break
-        cpu = _pool_cpu(key)
-        out[cpu] = out.get(cpu, 0) + take
-    return out
+def prefix_source(keys: list[str], request_id: str) -> int:
+    """The EMS CPU a request reads its cached prefix from, as one transfer.
+
+    Each block lives on the CPU its own key hashes to ([v3] §4.4.1: a DHT over the MP servers), so a
+    prefix is spread over as many sockets as it has blocks. One transfer per block would cost the fabric
+    a flow each; instead each request reads its whole prefix from one of its blocks' sockets, picked by
+    the request: requests sharing a prefix then spread over the sockets holding it, and each socket's
+    port carries about what the per-block reads would put on it (not every request on the first block's
+    socket)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
+    return _pool_cpu(keys[int.from_bytes(digest, "little") % len(keys)])
 
 
 def _pool_cpu(block_key: str) -> int:

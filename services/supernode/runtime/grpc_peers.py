@@ -84,24 +84,6 @@ class GrpcFabricClient:
         reply = await _call(self._stub.Transfer, request, self._timeout * 10)
         return TransferResult(reply.start_s, reply.finish_s)
 
-    async def transfer_many(
-        self, moves: Sequence[tuple[tuple[str, int], tuple[str, int], int]], plane: str, tag: str
-    ) -> list[TransferResult]:
-        request = fabric_pb2.TransferManyRequest(
-            transfers=[
-                fabric_pb2.TransferRequest(
-                    src=fabric_pb2.Endpoint(kind=_KINDS[src[0]], index=src[1]),
-                    dst=fabric_pb2.Endpoint(kind=_KINDS[dst[0]], index=dst[1]),
-                    num_bytes=num_bytes,
-                    plane=_PLANES[plane],
-                    tag=tag,
-                )
-                for src, dst, num_bytes in moves
-            ]
-        )
-        reply = await _call(self._stub.TransferMany, request, self._timeout * 10)
-        return [TransferResult(r.start_s, r.finish_s) for r in reply.transfers]
-
     async def close(self) -> None:
         await self._channel.close()
 

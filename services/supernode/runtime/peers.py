@@ -115,12 +115,6 @@ class FabricClient(Protocol):
         self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
     ) -> TransferResult: ...
 
-    async def transfer_many(
-        self, moves: Sequence[tuple[tuple[str, int], tuple[str, int], int]], plane: str, tag: str
-    ) -> list[TransferResult]:
-        """(src, dst, num_bytes) moves started at the same emulated instant; answers when all are done."""
-        ...
-
     async def close(self) -> None: ...
 
 
