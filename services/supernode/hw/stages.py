@@ -107,9 +107,10 @@ def moe_stage(dep: DecodeDeployment, tokens: float, cube: float) -> Stage:
         ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
         ops.vector_moe(m, tokens, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
     ]
+    aiv = cube if hw.splits_cores else 1.0  # AIV-Direct: the stream's vector cores drive the writes
     link = {
-        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs),
-        "combine": comm.combine_us(hw, dep.ep_size, msgs),
+        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs, aiv),
+        "combine": comm.combine_us(hw, dep.ep_size, msgs, aiv),
     }
     return _stage(dep, works, Share(cube), link)
 

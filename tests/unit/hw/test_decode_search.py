@@ -7,11 +7,12 @@ import dataclasses
 
 import pytest
 
-from supernode.hw import ops
+from supernode.hw import comm, ops
 from supernode.hw.cost import decode_step_cost
+from supernode.hw.decode import stream_stages
 from supernode.hw.roofline import Share, compute_us, memory_us
-from supernode.hw.specs import paper_decode
-from supernode.hw.stages import attn_fixed, attn_stage
+from supernode.hw.specs import H800, paper_decode
+from supernode.hw.stages import attn_fixed, attn_stage, moe_stage
 
 SHAPES = [(2, 4096), (4, 4096), (8, 1024), (16, 8192), (32, 2048), (48, 4096), (48, 4177), (64, 16384),
           (96, 4096), (48, 32768)]  # fmt: skip
@@ -51,3 +52,21 @@ def test_searched_split_and_mode_equal_the_full_search(mtp: int, batch: int, kv:
         gap = every[ranked[1]].total_us / every[ranked[0]].total_us - 1
         if gap > 1e-3:  # a clear winner: the pruned, bucketed search finds exactly it
             assert chosen.aic_split == ranked[0]
+
+
+def test_the_aiv_cores_a_stream_owns_drive_its_dispatch_and_combine_bytes() -> None:
+    hw = paper_decode().hardware
+    for fn in (comm.dispatch_us, comm.combine_us):
+        fixed = fn(hw, 256, 1e-9)
+        full, third = fn(hw, 256, 432), fn(hw, 256, 432, 1 / 3)
+        assert third - fixed == pytest.approx(3 * (full - fixed))  # bytes at a third of the rate
+    nvidia = dataclasses.replace(paper_decode(), hardware=H800)
+    assert moe_stage(nvidia, 48.0, 0.5).link_us == moe_stage(nvidia, 48.0, 1.0).link_us  # SMs time-share
+
+
+def test_the_paper_point_balances_the_streams_at_its_16_8_split() -> None:
+    dep = paper_decode()
+    step = decode_step_cost(dep, 48, [4096] * 48)
+    assert step.mode == "microbatch" and step.aic_split == 16  # [v3] §4.2.3: 16 AIC + 32 AIV / 8 + 16
+    attn, moe = stream_stages(dep, 48, 4096, 16)
+    assert attn.total_us == pytest.approx(600, rel=0.1) and moe.total_us == pytest.approx(600, rel=0.1)
