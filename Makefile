@@ -13,7 +13,7 @@ PROTOS := $(wildcard protos/supernode/v1/*.proto)
 .DEFAULT_GOAL := help
 
 .PHONY: help setup redis protos protos-check cluster run up down test test-unit test-service test-e2e lint \
-        bench bench-fidelity bench-sim sim \
+        bench bench-fidelity bench-fidelity-virtual bench-sim sim \
         load load-prefill load-decode load-slo load-cache load-trace load-xl3m chaos clean \
         lock base-image compose-test
 
@@ -87,6 +87,9 @@ bench: setup ## Micro-benchmarks into reports/bench.json
 
 bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}, live_max_time_scale
 	$(PY) -m benchmarks.fidelity
+
+bench-fidelity-virtual: setup ## Fidelity's prefill scenarios on the in-process cluster, virtual time (no host lag)
+	$(PY) -m benchmarks.fidelity_virtual
 
 SIM_ARGS ?=
 sim: setup ## The mixed workload on the paper's whole deployment, simulated (supernode sim)

@@ -34,8 +34,9 @@ from benchmarks.fidelity_host import LAG_LIMIT_PCT, HostUse, host_use, max_time_
 from benchmarks.fidelity_report import REPORTS, Row, write
 from supernode.core.request import Request
 from supernode.core.scheduler import PrefillScheduler
+from supernode.hw import comm
 from supernode.hw import cost as hw_cost
-from supernode.hw.specs import PrefillDeployment
+from supernode.hw.specs import KV_BYTES_PER_TOKEN, PrefillDeployment
 from supernode.launcher import LocalStack, StackConfig, free_port
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import decode_deployment, prefill_deployment
@@ -196,8 +197,9 @@ async def prefill_scenario(
     shape = [
         (r.stats.num_prompt_tokens - r.stats.num_cached_tokens, r.stats.num_cached_tokens) for r in results
     ]
+    load_s = shared_prefix_load_s(dep, len(results), cached_len, settings.kvpool.block_tokens)
     model_s, model_ttft_s = ideal_prefill(
-        dep, shape, settings.prefill.tokens_per_npu * settings.prefill.num_npus
+        dep, shape, settings.prefill.tokens_per_npu * settings.prefill.num_npus, load_s
     )
     total_tokens = sum(r.stats.num_prompt_tokens for r in results)
     elapsed_s = (t1 - t0) * scale  # emulated, from the first request sent to the last first token
@@ -210,19 +212,34 @@ async def prefill_scenario(
     return rows, host_use(before, after, cpu0, cpu1, "prefill", t1 - t0, scale, len(results))
 
 
-def ideal_prefill(dep: PrefillDeployment, shape: list[tuple[int, int]], budget: int) -> tuple[float, float]:
-    """The model's answer for the same prompts arriving at once: the prefill scheduler forms its
-    batches, the cost model prices each; returns (total emulated s, mean time to first token)."""
+def shared_prefix_load_s(dep: PrefillDeployment, num_prompts: int, cached_len: int, block: int) -> float:
+    """The model's time (s) to load `num_prompts` prompts' shared cached prefix of `cached_len` tokens
+    from the EMS pool, all started at once: each prompt's prefix lands on one die (spread evenly), and
+    each block's CPU socket sends its block once per prompt."""
+    if cached_len <= 0:
+        return 0.0
+    per_die = -(-num_prompts // dep.num_dies) * cached_len * KV_BYTES_PER_TOKEN
+    per_block = block * KV_BYTES_PER_TOKEN
+    return comm.cache_loads_us(dep.hardware, per_die, num_prompts * per_block, per_block) / 1e6
+
+
+def ideal_prefill(
+    dep: PrefillDeployment, shape: list[tuple[int, int]], budget: int, ready_s: float = 0.0
+) -> tuple[float, float]:
+    """The model's answer for the same prompts arriving at once, their cached prefixes loaded by
+    `ready_s`: the prefill scheduler forms its batches, the cost model prices each (attention over the
+    cached context and the TP stage's gather of its latents included); returns (total emulated s, mean
+    time to first token)."""
     scheduler = PrefillScheduler(budget, max_queue=len(shape))
     for i, (new, cached) in enumerate(shape):
         scheduler.add(Request(str(i), [0] * (new + cached), 1, num_cached_tokens=cached))
-    now, finished = 0.0, []
+    now, finished = ready_s, []
     while (batch := scheduler.schedule()) is not None:
         now += (
             hw_cost.prefill_batch_cost(
                 dep,
                 [s.num_new for s in batch.slices],
-                [s.num_context for s in batch.slices],  # type: ignore[arg-type]
+                [s.num_context for s in batch.slices],
             ).total_us
             / 1e6
         )

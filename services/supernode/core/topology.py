@@ -52,7 +52,7 @@ US = 1e-6  # seconds
 # The die's UB port, its RDMA port and the RDMA latency are hw/calibration.py's figures (one source).
 UB_DIE_PORT_BYTES_PER_S = cal.ASCEND_UB_LINK_BYTES_PER_S.value  # 196 GB/s: ref 1.1 "7 x 224 Gbps"
 UB_WIRE_BYTES_PER_S = UB_DIE_PORT_BYTES_PER_S / L1_CHIPS_PER_NODE  # 28 GB/s: ref 1.2 "16 links x 28 GB/s"
-UB_CPU_PORT_BYTES_PER_S = 160 * GB  # ref 1.2 "UB bandwidth per CPU socket ~160 GB/s unidirectional"
+UB_CPU_PORT_BYTES_PER_S = cal.UB_CPU_PORT_BYTES_PER_S.value  # ref 1.2 "~160 GB/s per CPU socket"
 L1_UPLINK_BYTES_PER_S = L2_CHIPS_PER_SUBPLANE * UB_WIRE_BYTES_PER_S  # 448 GB/s per L1 chip: ref 1.2
 UB_NODE_UPLINK_BYTES_PER_S = (
     L1_CHIPS_PER_NODE * L1_UPLINK_BYTES_PER_S

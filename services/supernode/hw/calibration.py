@@ -42,6 +42,7 @@ UB_READ_NPU_INTER_LATENCY_US = Sourced(1.9, "[v2] Table 1: NPU-NPU read latency,
 UB_WRITE_NPU_INTER_LATENCY_US = Sourced(2.1, "[v2] Table 1: NPU-NPU write latency, inter-node, 512 B")
 UB_READ_CPU_INTER_BYTES_PER_S = Sourced(147e9, "[v2] Table 1: NPU-CPU read (EMS DRAM -> NPU), inter-node")
 UB_READ_CPU_INTER_LATENCY_US = Sourced(1.7, "[v2] Table 1: NPU-CPU read latency, inter-node")
+UB_CPU_PORT_BYTES_PER_S = Sourced(160e9, "[v2] §3.3.2, Figs 2/4: UB ~160 GB/s per Kunpeng socket, one way")
 ASCEND_RDMA_BYTES_PER_S = Sourced(25e9, "[v2] §3.3.1, Fig 3: RoCE 200 Gbps per die, one way")
 RDMA_LATENCY_US = Sourced(5.0, "ASSUMPTION: RoCE one-way latency is not in the paper; a few us is typical")
 
@@ -139,6 +140,13 @@ DEEPSEEK_DECODE_COMM_SMS = Sourced(
     0, "[v3] Fig 14a: DeepSeek's decode pipeline runs communication on 0 SMs (low-latency kernels)"
 )
 
+AIV_DRIVES_EP_WRITES = Sourced(
+    True,
+    "[v3] §4.2.1 (AIV-Direct: AIV cores copy each token to UBuffer, quantize and write it to the remote "
+    "HBM) and ASSUMPTION that Table 6 ran on all 48 AIV cores of the die: a decode stream owning a share "
+    "of the AIV cores moves dispatch/combine bytes at that share of the Table 6 per-byte rate ([v3] "
+    "§5.4.1: per-microbatch Dispatch 'marginally increased' with fewer cores despite half the tokens)",
+)
 VECTOR_OPS_AT_MEM_EFF = Sourced(
     True,
     "ASSUMPTION: non-GEMM vector ops stream their bytes at the memory-bound efficiency of [v3] Table 8",
@@ -151,17 +159,17 @@ TRAINING_ROWS = Sourced(
     "[v3] Tables 2-4, §5.4.2, Fig 22b: the rows the FITTED constants below are fitted on",
 )
 ATTN_SERVING_EFF = Sourced(
-    0.661,
+    0.83,
     "FITTED: jointly on prefill 6,688 tok/s/NPU, decode TPOT 49.4 / 14.9 ms and 874 / 1,260 us per MoE "
     "layer: attention compute efficiency in serving relative to the microbenchmark of [v3] Table 7",
 )
 PREFILL_LINK_EFF = Sourced(
-    0.581,
+    0.557,
     "FITTED: jointly with ATTN_SERVING_EFF, mostly by prefill 6,688 tok/s/NPU ([v3] T2): share of the "
     "measured UB link rate the prefill bulk transfers (All-Gather, All-to-All, dispatch, combine) reach",
 )
 DEFAULT_EPLB_HOT_FACTOR = Sourced(
-    1.397,
+    1.39,
     "FITTED: on prefill 5,655 vs 6,688 tok/s/NPU ([v3] T2): busiest routed-expert slot load over the "
     "mean under the default expert placement, found so that the model's own ratio is 5,655 / 6,688",
 )

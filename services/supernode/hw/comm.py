@@ -33,22 +33,24 @@ def fixed_us(table: tuple[CommRow, ...], msg_bytes: int, link_bytes_per_s: float
     return points[-1][1]
 
 
-def dispatch_us(hw: Hardware, ep: int, messages: float) -> float:
+def dispatch_us(hw: Hardware, ep: int, messages: float, aiv_share: float = 1.0) -> float:
     """Low-latency dispatch on the busiest rank: `messages` token copies (INT8/FP8 rows) sent or received.
-    Link-bound: a stream owning a third of the AIV cores still fills the link ([v3] §5.4.1 reports the
-    per-microbatch Dispatch only 'marginally increased' with fewer cores)."""
+    The AIV cores drive the writes (AIV-Direct, [v3] §4.2.1): a stream owning `aiv_share` of them moves
+    the bytes at that share of the Table 6 per-byte rate (`cal.AIV_DRIVES_EP_WRITES`); the fixed part
+    (synchronisation, flags) does not scale."""
     if messages <= 0:
         return 0.0
     fixed = fixed_us(hw.dispatch_table, hw.dispatch_msg_bytes, hw.ep_link_bytes_per_s, ep)
-    return fixed + messages * hw.dispatch_msg_bytes / hw.ep_link_bytes_per_s * 1e6
+    return fixed + messages * hw.dispatch_msg_bytes / (hw.ep_link_bytes_per_s * aiv_share) * 1e6
 
 
-def combine_us(hw: Hardware, ep: int, messages: float) -> float:
-    """Low-latency combine on the busiest rank: `messages` expert outputs (BF16 rows) returned."""
+def combine_us(hw: Hardware, ep: int, messages: float, aiv_share: float = 1.0) -> float:
+    """Low-latency combine on the busiest rank: `messages` expert outputs (BF16 rows) returned, driven by
+    `aiv_share` of the die's AIV cores (as dispatch)."""
     if messages <= 0:
         return 0.0
     fixed = fixed_us(hw.combine_table, hw.combine_msg_bytes, hw.ep_link_bytes_per_s, ep)
-    return fixed + messages * hw.combine_msg_bytes / hw.ep_link_bytes_per_s * 1e6
+    return fixed + messages * hw.combine_msg_bytes / (hw.ep_link_bytes_per_s * aiv_share) * 1e6
 
 
 def rdma_copies_per_token(nodes: int, top_k: int) -> float:
@@ -101,3 +103,16 @@ def cache_load_us(hw: Hardware, num_bytes: float) -> float:
     if num_bytes <= 0:
         return 0.0
     return hw.pool_latency_us + num_bytes / hw.pool_read_bytes_per_s * 1e6
+
+
+def cache_loads_us(hw: Hardware, die_bytes: float, source_bytes: float, largest_bytes: float) -> float:
+    """Context-cache loads started together from the EMS pool over UB, us: done when the busiest die has
+    read `die_bytes` at the pool read rate, the busiest pool CPU socket has served `source_bytes` at its
+    UB port rate, and the largest single load (`largest_bytes`, one block's source to one die) has moved.
+    Blocks live on the CPU their key hashes to ([v3] §4.4.1), so a shared prefix is served by as many
+    sockets as it has blocks, each sending its block once per request."""
+    if max(die_bytes, source_bytes, largest_bytes) <= 0:
+        return 0.0
+    per_s = hw.pool_read_bytes_per_s
+    moved = max(die_bytes / per_s, source_bytes / cal.UB_CPU_PORT_BYTES_PER_S.value, largest_bytes / per_s)
+    return hw.pool_latency_us + moved * 1e6

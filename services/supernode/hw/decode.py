@@ -45,11 +45,14 @@ def _shares(dep: DecodeDeployment, aic: int | None) -> tuple[float, float]:
 
 
 def _busy(acc: PartTimes, stages: Sequence[Stage], elapsed: float, count: float) -> None:
-    busy: dict[str, float] = {}
+    """Charges `count` regions that ran `stages` in `elapsed` us (as PartTimes.add_overlapped)."""
+    total = sum(st.total_us for st in stages)
+    scale = elapsed / total * count if total > 0 else 0.0
+    busy, exposed = acc.busy, acc.exposed
     for st in stages:
         for name, t in st.parts:
-            busy[name] = busy.get(name, 0.0) + t
-    acc.add_overlapped(busy, elapsed, count)
+            busy[name] = busy.get(name, 0.0) + t * count
+            exposed[name] = exposed.get(name, 0.0) + t * scale
 
 
 def _layers_micro(
@@ -158,15 +161,15 @@ def _one_token(dep: DecodeDeployment) -> DecodeDeployment:
 
 
 def _mtp_layer_us(
-    dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, aic: int | None, micro: bool
+    dep: DecodeDeployment, mbs: tuple[Mb, Mb], moe_tokens: float, aic: int | None, micro: bool
 ) -> float:
     """The MTP module's transformer block (an MoE layer, [DSV3-cfg]) in the step's mode, on one token per
-    sequence: it drafts from the last accepted position."""
+    sequence of the busiest rank (split into microbatches `mbs`): it drafts from the last accepted
+    position."""
     one = _one_token(dep)
     if not micro:
-        a = attn_stage(one, len(busiest), float(sum(busiest)), 1.0)
+        a = attn_stage(one, mbs[0][0] + mbs[1][0], mbs[0][1] + mbs[1][1], 1.0)
         return a.total_us + moe_stage(one, moe_tokens, 1.0).total_us
-    mbs = split_microbatches(busiest)
     s0, s1 = _shares(one, aic)
     a0, a1 = attn_stage(one, *mbs[0], s0), attn_stage(one, *mbs[1], s0)
     f = moe_stage(one, moe_tokens / 2, s1)
@@ -177,15 +180,15 @@ def _price(
     dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None
 ) -> tuple[float, int | None]:
     """Step time (us) and the AIC split used; charges the parts into `acc` when given."""
+    mbs = split_microbatches(busiest)
     if micro:
-        mbs = split_microbatches(busiest)
         aic = _aic_for(dep, mbs, moe_tokens)
         total = _layers_micro(dep, mbs, moe_tokens, aic, acc)
     else:
         aic = None
-        total = _layers_single(dep, (len(busiest), float(sum(busiest))), moe_tokens, acc)
+        total = _layers_single(dep, (len(busiest), mbs[0][1] + mbs[1][1]), moe_tokens, acc)
     if dep.mtp_depth > 0:  # the MTP module is one more layer, run once per draft
-        mtp = _mtp_layer_us(dep, busiest, moe_tokens, aic, micro)
+        mtp = _mtp_layer_us(dep, mbs, moe_tokens, aic, micro)
         total += mtp * dep.mtp_depth
         if acc is not None:
             acc.add("mtp_layer", mtp, dep.mtp_depth)

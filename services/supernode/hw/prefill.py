@@ -48,14 +48,26 @@ def _attn_steps(dep: PrefillDeployment, s: Shape, k: float) -> list[Step]:
     attn = ops.attention_prefill(m, s.pairs * k, tp_new + cached, s.head_frac)
     steps: list[Step] = [(False, _compute(dep, [down]))]
     if dep.attention == "hybrid" and dep.num_dies > 1:
-        latent = (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_dim) * ops.BF16_BYTES
-        gathered = tp_new * (dep.num_dies - 1) / dep.num_dies * latent
-        steps.append((True, {"attn_all_gather": comm.all_gather_us(hw, gathered, eff)}))
+        steps.append(
+            (True, {"attn_all_gather": comm.all_gather_us(hw, tp_gather_bytes(dep, tp_new, cached), eff)})
+        )
     steps.append((False, _compute(dep, [up, attn])))
     if dep.attention == "hybrid" and dep.num_dies > 1:
         out_bytes = own * (1 - s.head_frac) * m.num_heads * m.v_head_dim * ops.BF16_BYTES
         steps.append((True, {"attn_all_to_all": comm.all_to_all_us(hw, out_bytes, eff)}))
     return steps
+
+
+def tp_gather_bytes(dep: PrefillDeployment, new_tokens: float, cached_tokens: float) -> float:
+    """Bytes one die receives in a layer's All-Gather before the TP stage (hybrid SP-TP-SP).
+
+    TP splits the heads, so every die needs every token's latent for its heads: the new tokens' Q and
+    KV latents (from the down-projection on the die that holds them), and the cached prefix tokens' KV
+    latents (each prefix lands from the pool on one die). A die already holds 1/num_dies of them."""
+    m, n = dep.model, dep.num_dies
+    q_kv = (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_dim) * ops.BF16_BYTES
+    kv = (m.kv_lora_rank + m.qk_rope_dim) * ops.BF16_BYTES
+    return (new_tokens * q_kv + cached_tokens * kv) * (n - 1) / n
 
 
 def _ffn_steps(dep: PrefillDeployment, s: Shape, k: float, dense: bool) -> list[Step]:

@@ -24,6 +24,8 @@ PARTS = (
     "launch",
 )
 
+_ORDER = {n: i for i, n in enumerate(PARTS)}
+
 
 @dataclass(frozen=True, slots=True)
 class Cost:
@@ -60,11 +62,12 @@ class PartTimes:
             self.exposed[name] = self.exposed.get(name, 0.0) + t * scale * count
 
     def add(self, name: str, t_us: float, count: float = 1.0) -> None:
-        self.add_overlapped({name: t_us}, t_us, count)
+        """Charge `count` repetitions of a part that ran alone for `t_us`."""
+        self.busy[name] = self.busy.get(name, 0.0) + t_us * count
+        self.exposed[name] = self.exposed.get(name, 0.0) + t_us * count
 
     def cost(self, mode: str = "", aic_split: int | None = None) -> Cost:
-        order = {n: i for i, n in enumerate(PARTS)}
-        names = sorted(self.exposed, key=lambda n: order.get(n, len(order)))
+        names = sorted(self.exposed, key=lambda n: _ORDER.get(n, len(_ORDER)))
         exposed = {n: self.exposed[n] for n in names}
         busy = {n: self.busy[n] for n in names}
         return Cost(sum(exposed.values()), exposed, busy, mode, aic_split)

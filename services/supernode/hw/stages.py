@@ -69,19 +69,28 @@ def attn_fixed(dep: DecodeDeployment, tokens: int, cube: float) -> Stage:
     return _stage(dep, works, Share(cube), {})
 
 
+@lru_cache(maxsize=8192)
+def attn_linear(dep: DecodeDeployment, num_seqs: int, cube: float) -> tuple[Stage, float, float, float]:
+    """FusedAttention's time is linear in the context: (the fixed ops' stage, us per context token,
+    us for the queries alone, HBM us per context token), priced once per (sequences, cube share).
+    KV reads and cube work do not overlap inside FusedAttention, so both slopes add."""
+    q = 1 + dep.mtp_depth
+    hw, tune = dep.hardware, dep.tuning
+    unit = ops.attention_decode(dep.model, num_seqs, 1.0, q)
+    base = ops.attention_decode(dep.model, num_seqs, 0.0, q)
+    per_kv_hbm = memory_us(hw, unit, tune) - memory_us(hw, base, tune)
+    per_kv = compute_us(hw, unit, Share(cube), tune) + per_kv_hbm
+    return attn_fixed(dep, num_seqs * q, cube), per_kv, memory_us(hw, base, tune), per_kv_hbm
+
+
 def attn_stage(dep: DecodeDeployment, num_seqs: int, kv_sum: float, cube: float) -> Stage:
     """Stream-0 stage of `num_seqs` sequences holding `kv_sum` context tokens in total."""
     if num_seqs <= 0:
         return EMPTY
-    q = 1 + dep.mtp_depth
-    fixed = attn_fixed(dep, num_seqs * q, cube)
-    work = ops.attention_decode(dep.model, num_seqs, kv_sum, q)
-    t_attn = compute_us(dep.hardware, work, Share(cube), dep.tuning) + memory_us(
-        dep.hardware, work, dep.tuning
-    )
-    rate = dep.hardware.hbm_bytes_per_s * dep.hardware.mem_eff
+    fixed, per_kv, queries, per_kv_hbm = attn_linear(dep, num_seqs, cube)
+    t_attn = per_kv * kv_sum + queries
     parts = (fixed.parts[0], ("attention", t_attn), *fixed.parts[1:])
-    return Stage(parts, fixed.hbm_us + work.bytes / rate * 1e6, 0.0, fixed.total_us + t_attn)
+    return Stage(parts, fixed.hbm_us + per_kv_hbm * kv_sum + queries, 0.0, fixed.total_us + t_attn)
 
 
 @lru_cache(maxsize=8192)
@@ -98,9 +107,10 @@ def moe_stage(dep: DecodeDeployment, tokens: float, cube: float) -> Stage:
         ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
         ops.vector_moe(m, tokens, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
     ]
+    aiv = cube if hw.splits_cores else 1.0  # AIV-Direct: the stream's vector cores drive the writes
     link = {
-        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs),
-        "combine": comm.combine_us(hw, dep.ep_size, msgs),
+        "dispatch": comm.dispatch_us(hw, dep.ep_size, msgs, aiv),
+        "combine": comm.combine_us(hw, dep.ep_size, msgs, aiv),
     }
     return _stage(dep, works, Share(cube), link)
 

@@ -197,8 +197,8 @@ class PrefillEngine:
             len(prompt), num_cached, num_cached_blocks, num_full - num_cached_blocks, num_bytes
         )
         if num_cached:
-            result = await self.fabric.transfer(("cpu", _pool_cpu(keys[0])), ("die", die), num_bytes, "ub",
-                                                "kv-load")  # fmt: skip
+            cpu = prefix_source(keys[:num_cached_blocks], request.request_id)
+            result = await self.fabric.transfer(("cpu", cpu), ("die", die), num_bytes, "ub", "kv-load")
             request.cache_load_s = result.duration_s
 
     async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int, die: int) -> None:
@@ -225,6 +225,19 @@ class PrefillEngine:
             )
         except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
             log.debug("background KV store transfer failed: %s", err.message)
+
+
+def prefix_source(keys: list[str], request_id: str) -> int:
+    """The EMS CPU a request reads its cached prefix from, as one transfer.
+
+    Each block lives on the CPU its own key hashes to ([v3] §4.4.1: a DHT over the MP servers), so a
+    prefix is spread over as many sockets as it has blocks. One transfer per block would cost the fabric
+    a flow each; instead each request reads its whole prefix from one of its blocks' sockets, picked by
+    the request: requests sharing a prefix then spread over the sockets holding it, and each socket's
+    port carries about what the per-block reads would put on it (not every request on the first block's
+    socket)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
+    return _pool_cpu(keys[int.from_bytes(digest, "little") % len(keys)])
 
 
 def _pool_cpu(block_key: str) -> int:

@@ -88,7 +88,7 @@ def test_mode_and_split_are_chosen_per_step_and_can_be_forced() -> None:
     fixed_split = dataclasses.replace(dep, aic_split=16)
     assert decode_step_cost(fixed_split, 48, [4096] * 48, microbatch=True).aic_split == 16
     assert decode_step_cost(dep, 1, [4096], microbatch=True).mode == "single"  # one sequence cannot split
-    longer = decode_step_cost(dep, 48, [32768] * 48)
+    longer = decode_step_cost(dep, 48, [32768] * 48, microbatch=True)
     assert longer.aic_split is not None and longer.aic_split >= big.aic_split  # more attention, more AIC
 
 
