@@ -52,7 +52,7 @@ FULL_CALLS = 12
 _tokens = itertools.count(1000)
 
 
-def _fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
+def fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
     """n blocks no store has seen (distinct first tokens make distinct prefix-chained keys)."""
     out = []
     for _ in range(n):
@@ -62,7 +62,12 @@ def _fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
 
 
 @contextmanager
-def _pool_services(redis_url: str, num: int, ratio: float, log_dir: Path) -> Iterator[list[str]]:
+def pool_services(
+    redis_url: str, num: int, ratio: float, log_dir: Path, profile_to: Path | None = None
+) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+    """`num` pool service processes on `redis_url`; yields their addresses and processes.
+    `profile_to`: run them under cProfile, writing the (last one's) profile there at exit."""
+    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to is not None else []
     ports = [free_port() for _ in range(num)]
     procs = []
     for port in ports:
@@ -76,13 +81,15 @@ def _pool_services(redis_url: str, num: int, ratio: float, log_dir: Path) -> Ite
         }
         log = open(log_dir / f"kvpool-{port}.log", "wb")  # noqa: SIM115
         procs.append(
-            subprocess.Popen([sys.executable, "-m", "supernode.kvpool"], env=env, stdout=log, stderr=log)
+            subprocess.Popen(
+                [sys.executable, *profile, "-m", "supernode.kvpool"], env=env, stdout=log, stderr=log
+            )
         )
     addresses = [f"127.0.0.1:{p}" for p in ports]
     try:
         for address in addresses:
             asyncio.run(wait_serving(address, Settings(), 60))
-        yield addresses
+        yield addresses, procs
     finally:
         for proc in procs:
             terminate(proc, 10)
@@ -98,7 +105,7 @@ async def _blocks_per_s(addresses: list[str]) -> float:
         nonlocal done
         while time.monotonic() < deadline:
             stub = stubs[next(turn) % len(stubs)]
-            batch = _fresh_blocks(BATCH)
+            batch = fresh_blocks(BATCH)
             put = await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=60)
             got = await stub.Get(
                 kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True), timeout=60
@@ -120,7 +127,7 @@ async def _blocks_per_s(addresses: list[str]) -> float:
 async def _payload_mb_per_s(address: str) -> float:
     async with open_channel(address, Settings()) as channel:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
-        batch = _fresh_blocks(FULL_BLOCKS_PER_CALL)
+        batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
         await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
         request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
         await stub.Get(request, timeout=60)
@@ -174,13 +181,13 @@ def run() -> dict[str, float]:
         try:
             cluster.start()
             url = f"redis://127.0.0.1:{port}/0"
-            with _pool_services(url, 1, SMALL_RATIO, workdir) as one:
+            with pool_services(url, 1, SMALL_RATIO, workdir) as (one, _):
                 figures["kvpool_blocks_per_s_standalone"] = asyncio.run(_blocks_per_s(one))
-            with _pool_services(url, 3, SMALL_RATIO, workdir) as three:
+            with pool_services(url, 3, SMALL_RATIO, workdir) as (three, _):
                 figures["kvpool_blocks_per_s_standalone_svc3"] = asyncio.run(_blocks_per_s(three))
-            with _pool_services(cluster.url, 3, SMALL_RATIO, workdir) as three:
+            with pool_services(cluster.url, 3, SMALL_RATIO, workdir) as (three, _):
                 figures["kvpool_blocks_per_s_cluster3"] = asyncio.run(_blocks_per_s(three))
-            with _pool_services(url, 1, 1.0, workdir) as full:
+            with pool_services(url, 1, 1.0, workdir) as (full, _):
                 figures["kvpool_payload_mb_per_s"] = asyncio.run(_payload_mb_per_s(full[0]))
         finally:
             cluster.stop()

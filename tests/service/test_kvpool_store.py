@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.metrics import PoolMetrics
+from supernode.kvpool.scripts import is_script_refused
 from supernode.kvpool.store import KvStore, RedisKvStore
 from supernode.kvpool.stores import open_store
 from supernode.launcher import spawn_redis
@@ -60,6 +62,57 @@ async def test_namespaces_do_not_share_keys(store: KvStore):
     assert await store.get_many("ns-a", key) == [b"a"]
     await store.delete("ns-a", key[0])
     assert await store.get_many("ns-a", key) == [None] and await store.get_many("ns-b", key) == [b"b"]
+
+
+@pytest.mark.parametrize("is_scripted", [True, False], ids=["scripts", "pipelines"])
+async def test_batches_by_script_and_by_pipeline_agree(store: KvStore, is_scripted: bool):
+    """A batch is one script call per node; servers that cannot run the scripts get pipelines of
+    single-key commands. Both give the same answers, key by key."""
+    assert isinstance(store, RedisKvStore | ClusterKvStore)
+    store.is_scripted = is_scripted
+    ns = f"paths{time.monotonic_ns()}"
+    keys = keys_for(300, salt=9)
+    values = [bytes([i % 251]) * (100 + i) for i in range(300)]
+    assert await store.put_many(ns, list(zip(keys[:200], values[:200], strict=True))) == [True] * 200
+    again = await store.put_many(ns, list(zip(keys[100:], [b"x"] * 200, strict=True)))
+    assert again == [False] * 100 + [True] * 100, "present keys are not overwritten"
+    absent = keys_for(3, salt=10)
+    assert await store.get_many(ns, [absent[0], *keys[:200], absent[1]]) == [None, *values[:200], None]
+    assert await store.get_many(ns, keys[200:]) == [b"x"] * 100
+    assert await store.exists_many(ns, [keys[5], absent[2], keys[299]]) == [True, False, True]
+    assert await store.put_many(ns, []) == [] and await store.get_many(ns, []) == []
+    assert store.is_scripted == is_scripted
+
+
+async def test_a_server_without_scripting_gets_pipelines(tmp_path: Path):
+    """Managed Redis services may disable scripting (here EVALSHA is renamed away): the store falls
+    back to pipelines for good and loses nothing."""
+    port = free_port()
+    no_scripts = ["--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""]
+    proc = spawn_redis(port, "64mb", str(tmp_path), tmp_path / "redis.log", no_scripts)
+    store = RedisKvStore(f"redis://127.0.0.1:{port}/0")
+    try:
+        keys = keys_for(20, salt=11)
+        assert await store.put_many("s", [(k, PAYLOAD) for k in keys]) == [True] * 20
+        assert not store.is_scripted
+        assert await store.exists_many("s", [*keys[:2], *keys_for(1, salt=12)]) == [True, True, False]
+        assert await store.get_many("s", keys) == [PAYLOAD] * 20
+    finally:
+        await store.close()
+        proc.kill()
+        proc.wait()
+
+
+def test_only_a_refusal_switches_to_pipelines():
+    assert is_script_refused(redis.exceptions.ResponseError("ERR unknown command 'EVALSHA'"))
+    assert is_script_refused(redis.exceptions.ResponseError("ERR Unexpected flag in script shebang"))
+    for passing in (
+        redis.exceptions.MovedError("3999 127.0.0.1:6381"),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN"),
+        redis.exceptions.ConnectionError("gone"),
+    ):
+        assert not is_script_refused(passing), passing
 
 
 async def test_node_metrics_and_capacity_is_the_sum_of_the_masters(store: KvStore):
