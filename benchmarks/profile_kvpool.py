@@ -23,6 +23,7 @@ from pathlib import Path
 from benchmarks.bench_kvpool import (
     BLOCK_TOKENS,
     SMALL_RATIO,
+    cpu_s,
     fresh_blocks,
     pool_services,
 )
@@ -31,12 +32,6 @@ from supernode.launcher import spawn_redis, terminate
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _rounds(address: str, rounds: int, batch: int, concurrency: int) -> int:
