@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.metrics import PoolMetrics
-from supernode.kvpool.scripts import is_script_refused
+from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import KvStore, RedisKvStore
 from supernode.kvpool.stores import open_store
 from supernode.launcher import spawn_redis
@@ -101,6 +101,36 @@ async def test_a_server_without_scripting_gets_pipelines(tmp_path: Path):
         await store.close()
         proc.kill()
         proc.wait()
+
+
+async def test_a_stale_slot_map_is_retried_not_taken_for_a_refusal(redis_cluster, monkeypatch):
+    """Keys travel as script arguments, so a node that no longer serves a key answers with an error,
+    not MOVED: the store must refresh its map and retry, and keep using scripts."""
+    store = ClusterKvStore(redis_cluster.url)
+    try:
+        ns = f"stale{time.monotonic_ns()}"
+        keys = keys_for(30, salt=13)
+        assert all(await store.put_many(ns, [(k, PAYLOAD) for k in keys]))
+        owners = store.masters_of(ns, keys)
+        wrong = owners[0]
+        foreign = [k for k, owner in zip(keys, owners, strict=True) if owner != wrong]
+        with pytest.raises(redis.exceptions.ResponseError) as err:
+            await BlockScripts().get(store._client(wrong), [f"{ns}:kv:{foreign[0]}"])
+        assert is_stale_slot_map(err.value) and not is_script_refused(err.value), err.value
+        num_calls = 0
+        right = store._master
+
+        def stale_map(key: str) -> str:  # the first attempt sends every key to one master
+            nonlocal num_calls
+            num_calls += 1
+            return wrong if num_calls <= len(keys) else right(key)
+
+        monkeypatch.setattr(store, "_master", stale_map)
+        assert await store.get_many(ns, keys) == [PAYLOAD] * len(keys)
+        assert num_calls > len(keys), "a second attempt ran"
+        assert store.is_scripted, "a stale map is not a server without scripting"
+    finally:
+        await store.close()
 
 
 def test_only_a_refusal_switches_to_pipelines():

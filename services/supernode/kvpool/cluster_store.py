@@ -32,7 +32,7 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from supernode.kvpool.scripts import BlockScripts, is_script_refused
+from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
 from supernode.runtime.errors import UnavailableError
 
@@ -261,6 +261,8 @@ class ClusterKvStore:
                 try:
                     return await command.script(client, keys)
                 except redis.exceptions.ResponseError as err:
+                    if is_stale_slot_map(err):  # retried after a slot-map refresh, like MOVED
+                        return redis.exceptions.TryAgainError(str(err))
                     if not is_script_refused(err):
                         raise
                     log.warning("redis node %s refused the pool's scripts (%s); using pipelines", node, err)

@@ -69,16 +69,30 @@ class BlockScripts:
         return list(await self._exists(args=keys, client=client))
 
 
+# What a cluster node says when a script touches a key of a slot it does not serve (the slot moved,
+# a failover demoted it) or while the cluster is down: the store's slot map is stale, retry.
+_STALE_MAP_ERRORS = ("non local key", "cluster is down")
+
+
+def is_stale_slot_map(err: BaseException) -> bool:
+    """True for a script error meaning "ask another node" (keys passed as arguments get no MOVED)."""
+    return isinstance(err, redis.exceptions.ResponseError) and any(m in str(err) for m in _STALE_MAP_ERRORS)
+
+
 def is_script_refused(err: BaseException) -> bool:
     """True for the error of a server that cannot run these scripts (no script flags before 7.0,
     or scripting disabled), as opposed to a node failing or a slot moving."""
-    return isinstance(err, redis.exceptions.ResponseError) and not isinstance(
-        err,
-        redis.exceptions.MovedError
-        | redis.exceptions.AskError
-        | redis.exceptions.TryAgainError
-        | redis.exceptions.ClusterDownError
-        | redis.exceptions.ReadOnlyError
-        | redis.exceptions.BusyLoadingError
-        | redis.exceptions.OutOfMemoryError,
+    return (
+        isinstance(err, redis.exceptions.ResponseError)
+        and not is_stale_slot_map(err)
+        and not isinstance(
+            err,
+            redis.exceptions.MovedError
+            | redis.exceptions.AskError
+            | redis.exceptions.TryAgainError
+            | redis.exceptions.ClusterDownError
+            | redis.exceptions.ReadOnlyError
+            | redis.exceptions.BusyLoadingError
+            | redis.exceptions.OutOfMemoryError,
+        )
     )
