@@ -4,16 +4,24 @@ Setup, all on 127.0.0.1 in one run: a standalone redis-server and a Redis Cluste
 replicas: this measures placement, not replication), each behind kvpool services run as processes
 (`python -m supernode.kvpool`). A client in this process keeps `CONCURRENCY` calls in flight, spread
 round-robin over the services, each round a `Put` of `BATCH` fresh blocks then a `Get` of them with
-payloads. Blocks are 128 tokens with 4 KiB payloads.
+payloads. Blocks are 128 tokens with 4 KiB payloads. One block = one Put + one Get.
 
-- kvpool_blocks_per_s_standalone: blocks stored and read back per second (one block = one Put + one
-  Get), one Redis behind one pool service (the default deployment).
-- kvpool_blocks_per_s_standalone_svc3: the same, one Redis behind three pool services.
-- kvpool_blocks_per_s_cluster3: the same, 3 masters behind three pool services (the scaled-out pool).
+The pool service is stateless and deployed several at a time (`kvpool.addresses`), so the scaled-out
+pool is measured as it runs: 3 masters behind `NUM_SERVICES` pool services. For a fair ratio the
+standalone Redis sits behind the same number of services; only the Redis side differs.
+
+- kvpool_blocks_per_s_standalone: blocks per second, 1 Redis behind NUM_SERVICES pool services.
+- kvpool_blocks_per_s_cluster3: the same, 3 masters behind NUM_SERVICES pool services.
+- kvpool_blocks_per_s_standalone_svc1: the same, 1 Redis behind 1 pool service (the default deployment).
+- kvpool_{service,redis,client}_cpu_us_per_block_{standalone,cluster3}: CPU microseconds per block
+  spent by the pool services, the Redis servers and the load generator (from /proc: unlike the
+  wall-clock figures they hold on a shared machine, and they say which side bounds the throughput).
 - kvpool_payload_mb_per_s: payload bytes per second that `Get` returns at full block size
   (payload ratio 1.0, about 9 MB a block, 4 blocks a call), digest check included.
 - grpc_unary_copy_mb_per_s: a raw gRPC unary call returning the same bytes from a process that
   holds them in memory (no Redis, no protobuf message, no digest): what the payload figure is held to.
+- kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb: server-side CPU per MB
+  of those two (pool service + Redis; the copy server).
 - kvpool_cluster3_over_standalone, kvpool_payload_over_grpc_copy: the two ratios the targets name;
   kvpool_bench_load_average: the host's 1-minute load average at the end (the machine is shared).
 """
@@ -27,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -46,13 +55,14 @@ PAYLOAD_BYTES = 4096
 SMALL_RATIO = PAYLOAD_BYTES / (BLOCK_TOKENS * KV_BYTES_PER_TOKEN)
 BATCH = 256
 CONCURRENCY = 6
+NUM_SERVICES = 3  # pool services in front of the standalone Redis and of the cluster alike
 DURATION_S = 6.0
 FULL_BLOCKS_PER_CALL = 4
 FULL_CALLS = 12
 _tokens = itertools.count(1000)
 
 
-def _fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
+def fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
     """n blocks no store has seen (distinct first tokens make distinct prefix-chained keys)."""
     out = []
     for _ in range(n):
@@ -62,7 +72,12 @@ def _fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
 
 
 @contextmanager
-def _pool_services(redis_url: str, num: int, ratio: float, log_dir: Path) -> Iterator[list[str]]:
+def pool_services(
+    redis_url: str, num: int, ratio: float, log_dir: Path, profile_to: Path | None = None
+) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
+    """`num` pool service processes on `redis_url`; yields their addresses and processes.
+    `profile_to`: run them under cProfile, writing the (last one's) profile there at exit."""
+    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to is not None else []
     ports = [free_port() for _ in range(num)]
     procs = []
     for port in ports:
@@ -76,19 +91,40 @@ def _pool_services(redis_url: str, num: int, ratio: float, log_dir: Path) -> Ite
         }
         log = open(log_dir / f"kvpool-{port}.log", "wb")  # noqa: SIM115
         procs.append(
-            subprocess.Popen([sys.executable, "-m", "supernode.kvpool"], env=env, stdout=log, stderr=log)
+            subprocess.Popen(
+                [sys.executable, *profile, "-m", "supernode.kvpool"], env=env, stdout=log, stderr=log
+            )
         )
     addresses = [f"127.0.0.1:{p}" for p in ports]
     try:
         for address in addresses:
             asyncio.run(wait_serving(address, Settings(), 60))
-        yield addresses
+        yield addresses, procs
     finally:
         for proc in procs:
             terminate(proc, 10)
 
 
-async def _blocks_per_s(addresses: list[str]) -> float:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Throughput:
+    blocks_per_s: float
+    service_cpu_us_per_block: float  # the pool services' CPU, summed
+    redis_cpu_us_per_block: float  # the Redis servers' CPU, summed
+    client_cpu_us_per_block: float  # this process (the load generator)
+
+
+def _throughput(addresses: list[str], services: list[int], redis: list[int]) -> Throughput:
+    """Runs the Put + Get load on `addresses`, and meters the CPU the processes spend on it."""
+    return asyncio.run(_blocks_per_s(addresses, services, redis))
+
+
+async def _blocks_per_s(addresses: list[str], services: list[int], redis: list[int]) -> Throughput:
     channels = [open_channel(a, Settings()) for a in addresses]
     stubs = [kvpool_pb2_grpc.KvPoolStub(c) for c in channels]
     turn = itertools.count()
@@ -98,7 +134,7 @@ async def _blocks_per_s(addresses: list[str]) -> float:
         nonlocal done
         while time.monotonic() < deadline:
             stub = stubs[next(turn) % len(stubs)]
-            batch = _fresh_blocks(BATCH)
+            batch = fresh_blocks(BATCH)
             put = await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=60)
             got = await stub.Get(
                 kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True), timeout=60
@@ -109,27 +145,36 @@ async def _blocks_per_s(addresses: list[str]) -> float:
 
     await asyncio.gather(*(worker(time.monotonic() + 1.0) for _ in range(CONCURRENCY)))  # warm-up
     done = 0
-    started = time.monotonic()
+    service_before, redis_before = sum(map(cpu_s, services)), sum(map(cpu_s, redis))
+    client_before, started = time.process_time(), time.monotonic()
     await asyncio.gather(*(worker(started + DURATION_S) for _ in range(CONCURRENCY)))
     elapsed = time.monotonic() - started
+    us = 1e6 / max(done, 1)
+    meter = Throughput(
+        blocks_per_s=done / elapsed,
+        service_cpu_us_per_block=(sum(map(cpu_s, services)) - service_before) * us,
+        redis_cpu_us_per_block=(sum(map(cpu_s, redis)) - redis_before) * us,
+        client_cpu_us_per_block=(time.process_time() - client_before) * us,
+    )
     for channel in channels:
         await channel.close()
-    return done / elapsed
+    return meter
 
 
-async def _payload_mb_per_s(address: str) -> float:
+async def _payload_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[float, float]:
+    """(MB/s, server CPU ms per MB) of sequential full-size Gets; `cpu` reads the server side's CPU s."""
     async with open_channel(address, Settings()) as channel:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
-        batch = _fresh_blocks(FULL_BLOCKS_PER_CALL)
+        batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
         await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
         request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
         await stub.Get(request, timeout=60)
         num_bytes = 0
-        started = time.monotonic()
+        cpu_before, started = cpu(), time.monotonic()
         for _ in range(FULL_CALLS):
             reply = await stub.Get(request, timeout=60)
             num_bytes += sum(len(b.payload) for b in reply.blocks)
-        return num_bytes / (time.monotonic() - started) / 1e6
+        return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
 
 
 def _full_call_bytes() -> int:
@@ -137,15 +182,16 @@ def _full_call_bytes() -> int:
     return FULL_BLOCKS_PER_CALL * size
 
 
-async def _raw_copy_mb_per_s(address: str) -> float:
+async def _raw_copy_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[float, float]:
+    """(MB/s, server CPU ms per MB) of sequential calls to the copy server."""
     async with open_channel(address, Settings()) as channel:
         call = channel.unary_unary("/bench.Copy/Get")
         await call(b"", timeout=60)
         num_bytes = 0
-        started = time.monotonic()
+        cpu_before, started = cpu(), time.monotonic()
         for _ in range(FULL_CALLS):
             num_bytes += len(await call(b"", timeout=60))
-        return num_bytes / (time.monotonic() - started) / 1e6
+        return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
 
 
 async def _serve_copy(port: int, size: int) -> None:
@@ -173,15 +219,28 @@ def run() -> dict[str, float]:
         cluster = LocalRedisCluster(3, 0, "1gb", workdir=workdir / "cluster")
         try:
             cluster.start()
+            cluster_pids = [n.popen.pid for n in cluster.nodes if n.popen is not None]
             url = f"redis://127.0.0.1:{port}/0"
-            with _pool_services(url, 1, SMALL_RATIO, workdir) as one:
-                figures["kvpool_blocks_per_s_standalone"] = asyncio.run(_blocks_per_s(one))
-            with _pool_services(url, 3, SMALL_RATIO, workdir) as three:
-                figures["kvpool_blocks_per_s_standalone_svc3"] = asyncio.run(_blocks_per_s(three))
-            with _pool_services(cluster.url, 3, SMALL_RATIO, workdir) as three:
-                figures["kvpool_blocks_per_s_cluster3"] = asyncio.run(_blocks_per_s(three))
-            with _pool_services(url, 1, 1.0, workdir) as full:
-                figures["kvpool_payload_mb_per_s"] = asyncio.run(_payload_mb_per_s(full[0]))
+            runs = {
+                "standalone_svc1": (url, 1, [redis.pid]),
+                "standalone": (url, NUM_SERVICES, [redis.pid]),
+                "cluster3": (cluster.url, NUM_SERVICES, cluster_pids),
+            }
+            for name, (redis_url, num, redis_pids) in runs.items():
+                with pool_services(redis_url, num, SMALL_RATIO, workdir) as (addresses, procs):
+                    meter = _throughput(addresses, [p.pid for p in procs], redis_pids)
+                figures[f"kvpool_blocks_per_s_{name}"] = meter.blocks_per_s
+                if name != "standalone_svc1":
+                    figures[f"kvpool_service_cpu_us_per_block_{name}"] = meter.service_cpu_us_per_block
+                    figures[f"kvpool_redis_cpu_us_per_block_{name}"] = meter.redis_cpu_us_per_block
+                    figures[f"kvpool_client_cpu_us_per_block_{name}"] = meter.client_cpu_us_per_block
+            with pool_services(url, 1, 1.0, workdir) as (full, procs):
+                service_pid = procs[0].pid
+                mb_per_s, ms_per_mb = asyncio.run(
+                    _payload_mb_per_s(full[0], lambda: cpu_s(service_pid) + cpu_s(redis.pid))
+                )
+                figures["kvpool_payload_mb_per_s"] = mb_per_s
+                figures["kvpool_payload_server_cpu_ms_per_mb"] = ms_per_mb
         finally:
             cluster.stop()
             terminate(redis, 10)
@@ -191,7 +250,12 @@ def run() -> dict[str, float]:
         )
         try:
             asyncio.run(_wait_port(copy_port))
-            figures["grpc_unary_copy_mb_per_s"] = asyncio.run(_raw_copy_mb_per_s(f"127.0.0.1:{copy_port}"))
+            copy_pid = server.pid
+            mb_per_s, ms_per_mb = asyncio.run(
+                _raw_copy_mb_per_s(f"127.0.0.1:{copy_port}", lambda: cpu_s(copy_pid))
+            )
+            figures["grpc_unary_copy_mb_per_s"] = mb_per_s
+            figures["grpc_unary_copy_server_cpu_ms_per_mb"] = ms_per_mb
         finally:
             terminate(server, 10)
     # The host is shared: the 1-minute load average says how contended the run was (2 cores here).

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.metrics import PoolMetrics
+from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import KvStore, RedisKvStore
 from supernode.kvpool.stores import open_store
 from supernode.launcher import spawn_redis
@@ -60,6 +62,87 @@ async def test_namespaces_do_not_share_keys(store: KvStore):
     assert await store.get_many("ns-a", key) == [b"a"]
     await store.delete("ns-a", key[0])
     assert await store.get_many("ns-a", key) == [None] and await store.get_many("ns-b", key) == [b"b"]
+
+
+@pytest.mark.parametrize("is_scripted", [True, False], ids=["scripts", "pipelines"])
+async def test_batches_by_script_and_by_pipeline_agree(store: KvStore, is_scripted: bool):
+    """A batch is one script call per node; servers that cannot run the scripts get pipelines of
+    single-key commands. Both give the same answers, key by key."""
+    assert isinstance(store, RedisKvStore | ClusterKvStore)
+    store.is_scripted = is_scripted
+    ns = f"paths{time.monotonic_ns()}"
+    keys = keys_for(300, salt=9)
+    values = [bytes([i % 251]) * (100 + i) for i in range(300)]
+    assert await store.put_many(ns, list(zip(keys[:200], values[:200], strict=True))) == [True] * 200
+    again = await store.put_many(ns, list(zip(keys[100:], [b"x"] * 200, strict=True)))
+    assert again == [False] * 100 + [True] * 100, "present keys are not overwritten"
+    absent = keys_for(3, salt=10)
+    assert await store.get_many(ns, [absent[0], *keys[:200], absent[1]]) == [None, *values[:200], None]
+    assert await store.get_many(ns, keys[200:]) == [b"x"] * 100
+    assert await store.exists_many(ns, [keys[5], absent[2], keys[299]]) == [True, False, True]
+    assert await store.put_many(ns, []) == [] and await store.get_many(ns, []) == []
+    assert store.is_scripted == is_scripted
+
+
+async def test_a_server_without_scripting_gets_pipelines(tmp_path: Path):
+    """Managed Redis services may disable scripting (here EVALSHA is renamed away): the store falls
+    back to pipelines for good and loses nothing."""
+    port = free_port()
+    no_scripts = ["--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""]
+    proc = spawn_redis(port, "64mb", str(tmp_path), tmp_path / "redis.log", no_scripts)
+    store = RedisKvStore(f"redis://127.0.0.1:{port}/0")
+    try:
+        keys = keys_for(20, salt=11)
+        assert await store.put_many("s", [(k, PAYLOAD) for k in keys]) == [True] * 20
+        assert not store.is_scripted
+        assert await store.exists_many("s", [*keys[:2], *keys_for(1, salt=12)]) == [True, True, False]
+        assert await store.get_many("s", keys) == [PAYLOAD] * 20
+    finally:
+        await store.close()
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_stale_slot_map_is_retried_not_taken_for_a_refusal(redis_cluster, monkeypatch):
+    """Keys travel as script arguments, so a node that no longer serves a key answers with an error,
+    not MOVED: the store must refresh its map and retry, and keep using scripts."""
+    store = ClusterKvStore(redis_cluster.url)
+    try:
+        ns = f"stale{time.monotonic_ns()}"
+        keys = keys_for(30, salt=13)
+        assert all(await store.put_many(ns, [(k, PAYLOAD) for k in keys]))
+        owners = store.masters_of(ns, keys)
+        wrong = owners[0]
+        foreign = [k for k, owner in zip(keys, owners, strict=True) if owner != wrong]
+        with pytest.raises(redis.exceptions.ResponseError) as err:
+            await BlockScripts().get(store._client(wrong), [f"{ns}:kv:{foreign[0]}"])
+        assert is_stale_slot_map(err.value) and not is_script_refused(err.value), err.value
+        num_calls = 0
+        right = store._master
+
+        def stale_map(key: str) -> str:  # the first attempt sends every key to one master
+            nonlocal num_calls
+            num_calls += 1
+            return wrong if num_calls <= len(keys) else right(key)
+
+        monkeypatch.setattr(store, "_master", stale_map)
+        assert await store.get_many(ns, keys) == [PAYLOAD] * len(keys)
+        assert num_calls > len(keys), "a second attempt ran"
+        assert store.is_scripted, "a stale map is not a server without scripting"
+    finally:
+        await store.close()
+
+
+def test_only_a_refusal_switches_to_pipelines():
+    assert is_script_refused(redis.exceptions.ResponseError("ERR unknown command 'EVALSHA'"))
+    assert is_script_refused(redis.exceptions.ResponseError("ERR Unexpected flag in script shebang"))
+    for passing in (
+        redis.exceptions.MovedError("3999 127.0.0.1:6381"),
+        redis.exceptions.TryAgainError("TRYAGAIN"),
+        redis.exceptions.ClusterDownError("CLUSTERDOWN"),
+        redis.exceptions.ConnectionError("gone"),
+    ):
+        assert not is_script_refused(passing), passing
 
 
 async def test_node_metrics_and_capacity_is_the_sum_of_the_masters(store: KvStore):

@@ -27,6 +27,32 @@ def test_payload_roundtrip_and_digest():
         blocks.open_sealed(bytes(tampered))
 
 
+@pytest.mark.parametrize("size", [524, 4096, 4097, 128 * 70_272])
+def test_seal_block_is_seal_of_the_payload_built_once(size: int):
+    tokens = list(range(900, 1028))
+    key = blocks.block_keys(tokens, 128)[0]
+    payload = blocks.make_payload(key, tokens, size)
+    assert len(payload) == size
+    sealed = blocks.seal_block(key, tokens, size)
+    assert sealed == blocks.seal(payload)
+    opened = blocks.open_sealed(sealed)
+    assert opened.tokens == tokens and opened.payload == payload
+    other = blocks.make_payload(blocks.block_keys([1, *tokens[1:]], 128)[0], tokens, size)
+    assert other[:-64] != payload[:-64] or size < 600, "the filler depends on the key"
+    for where in (0, blocks.DIGEST_BYTES + 3, len(sealed) // 2, len(sealed) - 1):
+        tampered = bytearray(sealed)
+        tampered[where] ^= 0x40
+        with pytest.raises(blocks.CorruptBlockError):
+            blocks.open_sealed(bytes(tampered))
+
+
+def test_block_key_shape():
+    assert blocks.is_block_key("0123456789abcdef" * 2)
+    for bad in ("0123456789ABCDEF" * 2, "0123456789abcdef" * 2 + "0", "0123456789abcde", "g" * 32, ""):
+        assert not blocks.is_block_key(bad), bad
+    assert not blocks.is_block_key("0123456789abcdef" * 2 + "\n")
+
+
 def test_payload_scales_with_ratio_but_always_carries_tokens():
     assert blocks.payload_size(128, 70_272, 1.0) == 128 * 70_272
     assert blocks.payload_size(128, 70_272, 1e-9) >= 4 * 128

@@ -23,7 +23,8 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,6 +32,7 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
 from supernode.runtime.errors import UnavailableError
 
@@ -47,6 +49,17 @@ _RETRYABLE = (
     redis.exceptions.ReadOnlyError,
 )
 _FAILED = object()  # a key whose node could not answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """One operation over a node's keys: a batch script (None: none exists) and the single-key
+    command a pipeline falls back to."""
+
+    script: Callable[[aioredis.Redis, list[str]], Awaitable[list[Any]]] | None
+    single: Callable[[Pipeline, str], Any]
+
+
 MIN_REFRESH_INTERVAL_S = 0.1
 RETRY_INTERVAL_S = 0.2  # between slot-map refreshes while a Get waits out a failover
 
@@ -72,26 +85,34 @@ class ClusterKvStore:
         self.num_failed_reads = 0
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._misses: defaultdict[str, int] = defaultdict(int)
+        self._scripts = BlockScripts()
+        self.is_scripted = True  # False once a node refused the scripts (Redis < 7.0)
 
     # -- KvStore
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        replies = await self._per_key([redis_key(namespace, k) for k in keys], lambda p, k: p.exists(k))
+        command = _Command(self._scripts.exists, lambda p, k: p.exists(k))
+        replies = await self._per_key([redis_key(namespace, k) for k in keys], command)
         return [r is not _FAILED and bool(r) for r in replies]
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         full = [redis_key(namespace, k) for k in keys]
-        replies = await self._per_key(full, lambda p, k: p.get(k), wait_s=self.failover_wait_s)
+        command = _Command(self._scripts.get, lambda p, k: p.get(k))
+        replies = await self._per_key(full, command, wait_s=self.failover_wait_s)
         return [None if r is _FAILED else r for r in replies]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         values = {redis_key(namespace, k): v for k, v in items}
-        full = [redis_key(namespace, k) for k, _ in items]
-        replies = await self._per_key(full, lambda p, k: p.set(k, values[k], nx=True), is_read=False)
+        command = _Command(
+            lambda c, ks: self._scripts.put_nx(c, ks, [values[k] for k in ks]),
+            lambda p, k: p.set(k, values[k], nx=True),
+        )
+        replies = await self._per_key(list(values), command, is_read=False)
         return [r is not _FAILED and bool(r) for r in replies]
 
     async def delete(self, namespace: str, key: str) -> None:
-        await self._per_key([redis_key(namespace, key)], lambda p, k: p.delete(k), is_read=False)
+        command = _Command(None, lambda p, k: p.delete(k))
+        await self._per_key([redis_key(namespace, key)], command, is_read=False)
 
     async def num_keys(self, namespace: str) -> int:
         await self._ready()
@@ -154,7 +175,7 @@ class ClusterKvStore:
     async def _per_key(
         self,
         keys: list[str],
-        command: Callable[[Pipeline, str], Any],
+        command: _Command,
         *,
         is_read: bool = True,
         wait_s: float = 0.0,
@@ -188,7 +209,7 @@ class ClusterKvStore:
         self,
         keys: list[str],
         todo: list[int],
-        command: Callable[[Pipeline, str], Any],
+        command: _Command,
         replies: list[Any],
         answered: set[str],
         failed: set[str],
@@ -204,6 +225,10 @@ class ClusterKvStore:
         )
         again: list[int] = []
         for (node, idx), outcome in zip(groups.items(), outcomes, strict=True):
+            if isinstance(outcome, _RETRYABLE) and isinstance(outcome, redis.exceptions.ResponseError):
+                answered.add(node)  # it answered, for keys it no longer serves (MOVED, ...): retry them
+                again.extend(idx)
+                continue
             if isinstance(outcome, BaseException):
                 failed.add(node)
                 again.extend(idx)
@@ -224,19 +249,30 @@ class ClusterKvStore:
         """True when no master answered and every master known failed: the whole cluster is away."""
         return not answered and {n.name for n in self._cluster.get_primaries()} <= failed
 
-    async def _pipeline(
-        self, node: str, keys: list[str], command: Callable[[Pipeline, str], Any]
-    ) -> list[Any] | BaseException:
+    async def _pipeline(self, node: str, keys: list[str], command: _Command) -> list[Any] | BaseException:
+        """The node's replies to `command` over `keys` (one script call, or a pipeline of single-key
+        commands), or the error that kept the node from answering."""
         if not node:
             return redis.exceptions.ClusterDownError("slot not covered")
-        pipe = self._client(node).pipeline(transaction=False)
-        for key in keys:
-            command(pipe, key)
+        client = self._client(node)
         self.num_round_trips += 1
         try:
+            if command.script is not None and self.is_scripted:
+                try:
+                    return await command.script(client, keys)
+                except redis.exceptions.ResponseError as err:
+                    if is_stale_slot_map(err):  # retried after a slot-map refresh, like MOVED
+                        return redis.exceptions.TryAgainError(str(err))
+                    if not is_script_refused(err):
+                        raise
+                    log.warning("redis node %s refused the pool's scripts (%s); using pipelines", node, err)
+                    self.is_scripted = False
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                command.single(pipe, key)
             return list(await pipe.execute(raise_on_error=False))
         except redis.exceptions.RedisError as err:
-            log.debug("redis node %s failed a pipeline of %d: %s", node, len(keys), err)
+            log.debug("redis node %s failed a batch of %d: %s", node, len(keys), err)
             return err
 
     def _give_up(self, keys: list[str], failed: list[int], is_read: bool) -> None:

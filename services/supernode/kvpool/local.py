@@ -41,7 +41,7 @@ class LocalPool:
         items = []
         for block in new:
             size = blocks.payload_size(len(block.tokens), KV_BYTES_PER_TOKEN, self.payload_ratio)
-            items.append((block.key, blocks.seal(blocks.make_payload(block.key, block.tokens, size))))
+            items.append((block.key, blocks.seal_block(block.key, block.tokens, size)))
         written = await self.store.put_many(self.namespace, items)
         self.bytes_written += sum(len(v) for (_, v), ok in zip(items, written, strict=True) if ok)
         return sum(written)

@@ -25,6 +25,7 @@ from supernode.kvpool import lookups
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
+from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
@@ -96,14 +97,20 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
     async def Put(self, request: kvpool_pb2.PutRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         namespace = self._namespace(request.namespace)
         self._count(len(request.blocks), "blocks")
+        max_tokens = self.cfg.block_tokens
+        sizes: dict[int, int] = {}  # payload bytes by token count
         items = []
         for i, block in enumerate(request.blocks):
-            self._keys([block.key], f"blocks[{i}].key")
-            if not 1 <= len(block.tokens) <= self.cfg.block_tokens:
-                raise invalid(f"blocks[{i}].tokens", f"must hold 1..{self.cfg.block_tokens} tokens")
-            size = blocks.payload_size(len(block.tokens), KV_BYTES_PER_TOKEN, self.cfg.payload_ratio)
-            payload = blocks.make_payload(block.key, block.tokens, size)
-            items.append((block.key, blocks.seal(payload)))
+            key, tokens = block.key, block.tokens
+            if not blocks.is_block_key(key):
+                raise invalid(f"blocks[{i}].key", "must be a 32-character lowercase hex block key")
+            num_tokens = len(tokens)
+            if not 1 <= num_tokens <= max_tokens:
+                raise invalid(f"blocks[{i}].tokens", f"must hold 1..{max_tokens} tokens")
+            size = sizes.get(num_tokens)
+            if size is None:
+                size = sizes[num_tokens] = self._payload_size(num_tokens)
+            items.append((key, blocks.seal_block(key, tokens, size)))
         written = await self.store.put_many(namespace, items)
         payload_bytes = sum(len(value) for (_, value), ok in zip(items, written, strict=True) if ok)
         self.counters[namespace].bytes_written += payload_bytes
@@ -119,11 +126,11 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         keys = self._keys(request.block_keys, "block_keys")
         values = await self.store.get_many(namespace, keys)
         counters = self.counters[namespace]
-        reply = kvpool_pb2.GetResponse()
+        reply = GetReplyWriter()  # wire bytes: each payload is copied once, from Redis's reply
         for key, value in zip(keys, values, strict=True):
             if value is None:
                 counters.num_misses += 1
-                reply.missing_keys.append(key)
+                reply.add_missing(key)
                 continue
             try:
                 opened = blocks.open_sealed(value)
@@ -131,17 +138,13 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 log.warning("block %s failed verification (%s); dropping it", key, err)
                 counters.num_digest_failures += 1
                 await self.store.delete(namespace, key)
-                reply.missing_keys.append(key)
+                reply.add_missing(key)
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
-            reply.blocks.add(  # built in place: a full-size payload is copied once, not twice
-                key=key,
-                tokens=opened.tokens,
-                payload=opened.payload if request.with_payload else b"",
-                nominal_bytes=len(opened.tokens) * KV_BYTES_PER_TOKEN,
-            )
-        return reply
+            payload = opened.payload if request.with_payload else None
+            reply.add(key, opened.tokens, len(opened.tokens) * KV_BYTES_PER_TOKEN, payload)
+        return reply.finish()
 
     @unary(track=False)
     async def Stats(self, request: kvpool_pb2.StatsRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -158,6 +161,9 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
             redis_evicted_keys=evicted,
             num_digest_failures=counters.num_digest_failures,
         )
+
+    def _payload_size(self, num_tokens: int) -> int:
+        return blocks.payload_size(num_tokens, KV_BYTES_PER_TOKEN, self.cfg.payload_ratio)
 
     def _namespace(self, namespace: str) -> str:
         if not namespace:
@@ -184,7 +190,7 @@ def build(settings: Settings, store: KvStore | None = None):  # type: ignore[no-
 
     def _build(server: grpc.aio.Server, drain: Drain) -> KvPoolService:
         service = KvPoolService(settings, store, drain)
-        kvpool_pb2_grpc.add_KvPoolServicer_to_server(service, server)
+        add_kvpool_to_server(service, server)
         return service
 
     return _build

@@ -7,8 +7,9 @@ through the same parametrized tests. `open_store` picks the Redis store a URL ne
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +18,10 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from supernode.kvpool.scripts import BlockScripts, is_script_refused
 from supernode.runtime.errors import UnavailableError
+
+log = logging.getLogger(__name__)
 
 # Connection errors are retried once on a fresh connection (a restarted Redis leaves stale pooled
 # sockets behind); idle connections are PINGed before reuse after this many seconds.
@@ -84,7 +88,8 @@ class KvStore(Protocol):
 
 
 class RedisKvStore:
-    """Blocks in one standalone Redis (pipelined); connection errors surface as UnavailableError."""
+    """Blocks in one standalone Redis: a batch is one command (a script, MGET; pipelines of single-key
+    commands where the server cannot run the scripts); connection errors surface as UnavailableError."""
 
     def __init__(self, url: str) -> None:
         self._redis = aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
@@ -92,13 +97,21 @@ class RedisKvStore:
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0
         self._misses = 0
+        self._scripts = BlockScripts()
+        self.is_scripted = True  # False once the server refused the scripts (Redis < 7.0)
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
+        if not keys:
+            return []
+        full = [redis_key(namespace, k) for k in keys]
         async with _guard():
-            pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.exists(redis_key(namespace, key))
-            found = [bool(n) for n in await pipe.execute()]
+            replies = await self._scripted(lambda: self._scripts.exists(self._redis, full))
+            if replies is None:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in full:
+                    pipe.exists(key)
+                replies = await pipe.execute()
+        found = [bool(n) for n in replies]
         self._count(found)
         return found
 
@@ -112,11 +125,31 @@ class RedisKvStore:
         return values
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        if not items:
+            return []
+        full = [redis_key(namespace, k) for k, _ in items]
+        values = [v for _, v in items]
         async with _guard():
-            pipe = self._redis.pipeline(transaction=False)
-            for key, value in items:
-                pipe.set(redis_key(namespace, key), value, nx=True)
-            return [bool(ok) for ok in await pipe.execute()]
+            replies = await self._scripted(lambda: self._scripts.put_nx(self._redis, full, values))
+            if replies is None:
+                pipe = self._redis.pipeline(transaction=False)
+                for key, value in zip(full, values, strict=True):
+                    pipe.set(key, value, nx=True)
+                replies = await pipe.execute()
+        return [bool(ok) for ok in replies]
+
+    async def _scripted(self, call: Callable[[], Awaitable[list[Any]]]) -> list[Any] | None:
+        """The script's replies, or None when the server cannot run scripts (then never again)."""
+        if not self.is_scripted:
+            return None
+        try:
+            return await call()
+        except redis.exceptions.ResponseError as err:
+            if not is_script_refused(err):
+                raise
+            log.warning("redis refused the pool's scripts (%s); using pipelines", err)
+            self.is_scripted = False
+            return None
 
     async def delete(self, namespace: str, key: str) -> None:
         async with _guard():

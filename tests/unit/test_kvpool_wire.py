@@ -1,0 +1,46 @@
+"""The Get reply written as wire bytes parses to the message protobuf itself would build."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+
+from supernode.core import blocks
+from supernode.kvpool.wire import GetReplyWriter, serialize_get, varint
+from supernode.v1 import kvpool_pb2
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16_383, 16_384, 9_000_000, 2**35 + 7])
+def test_varint_matches_protobuf(n: int) -> None:
+    assert varint(n) == _VarintBytes(n)
+
+
+def sealed_block(first_token: int, num_tokens: int, size: int) -> tuple[str, blocks.OpenedBlock]:
+    tokens = [first_token, *range(1, num_tokens)]
+    key = blocks.block_keys(tokens, 128)[0]
+    return key, blocks.open_sealed(blocks.seal_block(key, tokens, size))
+
+
+@pytest.mark.parametrize("with_payload", [True, False])
+@pytest.mark.parametrize("size", [600, 4096, 200_000])
+def test_written_reply_equals_the_message(with_payload: bool, size: int) -> None:
+    found = [sealed_block(70_000 + i, 128 - i, size) for i in range(3)]
+    writer = GetReplyWriter()
+    expected = kvpool_pb2.GetResponse()
+    for i, (key, opened) in enumerate(found):
+        writer.add(key, opened.tokens, 1000 * i, opened.payload if with_payload else None)
+        payload = bytes(opened.payload) if with_payload else b""
+        expected.blocks.add(key=key, tokens=opened.tokens, payload=payload, nominal_bytes=1000 * i)
+        if i == 1:
+            writer.add_missing("f" * 32)
+    expected.missing_keys.append("f" * 32)
+    got = kvpool_pb2.GetResponse.FromString(writer.finish())
+    assert got == expected
+    assert [b.payload[: len(blocks.MAGIC)] for b in got.blocks] == [blocks.MAGIC if with_payload else b""] * 3
+
+
+def test_an_empty_reply_and_a_message_pass_through_the_serializer() -> None:
+    assert GetReplyWriter().finish() == b""
+    message = kvpool_pb2.GetResponse(missing_keys=["a" * 32])
+    assert serialize_get(message) == message.SerializeToString()
+    assert serialize_get(b"\x12\x01a") == b"\x12\x01a"
