@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 
 from supernode.loadgen.lengths import LengthDist
-from supernode.loadgen.records import RequestSpec
+from supernode.loadgen.records import RequestSpec, compact
 from supernode.loadgen.tokens import TAG_ASSISTANT, TAG_FRESH, TAG_SYSTEM, chained_tokens, random_tokens
 
 
@@ -30,7 +30,7 @@ def synthetic(
     for i, arrival in enumerate(arrivals):
         prompt = random_tokens([seed, TAG_FRESH, i], input_len.sample(rng))
         specs.append(
-            RequestSpec(request_id(label, i), tuple(prompt), output_len.sample(rng), arrival, seed + i)
+            RequestSpec(request_id(label, i), compact(prompt), output_len.sample(rng), arrival, seed + i)
         )
     return specs
 
@@ -80,6 +80,8 @@ def sessions(
         answer = random_tokens([seed, TAG_ASSISTANT, i], max_tokens)
         history[session] = (prompt + answer, rid)
         specs.append(
-            RequestSpec(rid, tuple(prompt), max_tokens, arrival, seed + i, f"s{session}", after, len(shared))
+            RequestSpec(
+                rid, compact(prompt), max_tokens, arrival, seed + i, f"s{session}", after, len(shared)
+            )
         )
     return specs
