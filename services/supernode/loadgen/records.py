@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 
-def compact(token_ids: Iterable[int]) -> Sequence[int]:
+
+def compact(token_ids: Sequence[int]) -> Sequence[int]:
     """Prompt tokens as 32-bit ints (4 bytes each rather than a tuple's 8 plus an int object per
     token), so a workload of 100,000 prompts fits in memory."""
-    return array("i", token_ids)
+    out = array("i")
+    out.frombytes(np.asarray(token_ids, np.int32).tobytes())  # numpy converts a list much faster
+    return out
 
 
 @dataclass(frozen=True, slots=True)
