@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
         """Simulate the whole supernode (router, every prefill and decode instance, the UB fabric, the
         EMS pool) in one process on virtual time, with the live services' engines. Writes the same
         results.json, summary.md and plots as `supernode bench`, plus per-instance utilisation,
-        queue lengths and KV/pool occupancy over time (sim_series.json, occupancy.png)."""
+        queue lengths and KV/pool occupancy over time (sim_series.json, occupancy.png). Without
+        --tokens, decode steps between two changes of the batch run as one, priced exactly at both ends
+        and on the line between (--exact-steps prices every step; the README gives the difference)."""
         try:
             dep = load_deployment(deployment) if deployment else SimDeployment()
             flags: dict[str, object] = {"num_prefill": prefill_instances, "prefill_npus": prefill_npus,
