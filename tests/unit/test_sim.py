@@ -75,14 +75,14 @@ def _figures(out) -> dict[str, float]:
 
 def test_runs_of_steps_agree_with_pricing_every_step(tmp_path: Path):
     """The fast path (decode runs of steps priced at their ends) against the exact one: the same
-    steps, the same requests, the latencies within 0.1%."""
+    steps, the same requests, the latencies within 0.01%."""
     cfg = small_cfg(60).override(output_len="lognormal:128:0.5")
     exact = simulate(cfg, SMALL, tmp_path / "a", SimOptions(write_pngs=False, exact_steps=True))
     fast = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False))
     assert fast.sim["instance_steps"] == exact.sim["instance_steps"]
     assert fast.suite.results["completed"] == exact.suite.results["completed"] == 60
     for key, value in _figures(exact).items():
-        assert _figures(fast)[key] == pytest.approx(value, rel=1e-3), key
+        assert _figures(fast)[key] == pytest.approx(value, rel=1e-4), key
     assert _figures(fast) != _figures(exact)  # the fast path did run steps together
 
 
