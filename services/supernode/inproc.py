@@ -150,8 +150,9 @@ class InprocCluster:
 
     def __init__(
         self, settings: Settings, clock: Clock, shape: ClusterShape | None = None,
-        *, materialise_tokens: bool = True,
+        *, materialise_tokens: bool = True, max_steps_per_batch: int = 1,
     ) -> None:  # fmt: skip
+        """`max_steps_per_batch`: see DecodeEngine (decode runs of counting-only steps priced at once)."""
         self.shape = shape or ClusterShape()
         self.clock = clock
         self.fabric = InprocFabric(clock, self.shape.num_nodes)
@@ -166,7 +167,7 @@ class InprocCluster:
         self.decodes = [
             DecodeEngine(instance_settings(settings, "decode", i, num_dies=self.shape.decode_dies), clock,
                          self.fabric, self.pool, materialise_tokens=materialise_tokens, offload=False,
-                         heartbeat=False)
+                         heartbeat=False, max_steps_per_batch=max_steps_per_batch)
             for i in range(self.shape.num_decode)
         ]  # fmt: skip
         self.router = RouterEngine(

@@ -41,7 +41,7 @@ def test_sim_writes_the_bench_files_and_its_own(tmp_path: Path):
 def test_tokens_are_the_deterministic_ones_and_timing_does_not_depend_on_them(tmp_path: Path):
     cfg = small_cfg(12)
     full = simulate(cfg, SMALL, tmp_path / "a", SimOptions(materialise_tokens=True, write_pngs=False))
-    counted = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False))
+    counted = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False, exact_steps=True))
     specs = build_specs(cfg, run_points(cfg)[0])
     for spec in specs:
         assert full.tokens[spec.request_id] == TokenModel(list(spec.token_ids), spec.seed).generate(
@@ -66,3 +66,30 @@ def test_deployment_file_names_unknown_keys(tmp_path: Path):
         load_deployment(path)
     with pytest.raises(ValueError, match="decode.npus"):
         SimDeployment(decode_npus=1).settings()
+
+
+def _figures(out) -> dict[str, float]:
+    keys = ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "mean_e2el_ms", "duration")
+    return {k: out.suite.results[k] for k in keys}
+
+
+def test_runs_of_steps_agree_with_pricing_every_step(tmp_path: Path):
+    """The fast path (decode runs of steps priced at their ends) against the exact one: the same
+    steps, the same requests, the latencies within 0.01%."""
+    cfg = small_cfg(60).override(output_len="lognormal:128:0.5")
+    exact = simulate(cfg, SMALL, tmp_path / "a", SimOptions(write_pngs=False, exact_steps=True))
+    fast = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False))
+    assert fast.sim["instance_steps"] == exact.sim["instance_steps"]
+    assert fast.suite.results["completed"] == exact.suite.results["completed"] == 60
+    for key, value in _figures(exact).items():
+        assert _figures(fast)[key] == pytest.approx(value, rel=1e-4), key
+    assert _figures(fast) != _figures(exact)  # the fast path did run steps together
+
+
+def test_a_run_is_deterministic_per_seed(tmp_path: Path):
+    cfg = small_cfg(30)
+    a = simulate(cfg, SMALL, tmp_path / "a", SimOptions(write_pngs=False))
+    b = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False))
+    c = simulate(cfg.override(seed=1), SMALL, tmp_path / "c", SimOptions(write_pngs=False))
+    assert _figures(a) == _figures(b) and a.series == b.series
+    assert _figures(a) != _figures(c)

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from supernode.core.rank_loads import RankLoads
 from supernode.core.request import Request, RequestStatus
 from supernode.core.tokens import EOS_TOKEN, TokenModel
 from supernode.hw.mtp import accepted_drafts
@@ -138,7 +139,8 @@ class DecodeBatch:
     """One decode step: the sequences of each data-parallel rank, in rank order."""
 
     ranks: tuple[tuple[Request, ...], ...]
-    step: int = 0  # the scheduler's step index this batch runs as
+    step: int = 0  # the scheduler's step index this batch runs as (its first, when it runs several)
+    num_steps: int = 1  # steps it runs with these sequences (> 1 only for counting-only sequences)
 
     @property
     def num_seqs(self) -> int:
@@ -152,9 +154,10 @@ class DecodeBatch:
         """The rank with most sequences: every rank steps in lockstep, so it sets the step time."""
         return max(self.ranks, key=len)
 
-    def kv_lens(self, rank: tuple[Request, ...]) -> list[int]:
-        """The context lengths (tokens) of one rank's sequences during this step."""
-        return [kv_len_at(s, self.step) for s in rank]
+    def kv_lens(self, rank: tuple[Request, ...], ahead: int = 0) -> list[int]:
+        """The context lengths (tokens) of one rank's sequences during this step (`ahead` steps on)."""
+        step = self.step + ahead
+        return [kv_len_at(s, step) for s in rank]
 
     def rank_kv_lens(self) -> list[list[int]]:
         """Each rank's sequences' context lengths (tokens), for pricing the step."""
@@ -202,6 +205,7 @@ class DecodeScheduler:
         # so a step touches its finishers, not every sequence.
         self._finishes: list[tuple[int, int, Request]] = []
         self._order = itertools.count()
+        self.loads = RankLoads(num_dies)  # counting-only sequences' load per rank (see rank_loads)
 
     # -- admission
 
@@ -261,6 +265,9 @@ class DecodeScheduler:
         batch = self.running[request.dp_rank] if request.dp_rank >= 0 else []
         if request in batch:
             batch.remove(request)
+            if request.token_plan:
+                self.loads.cancel(request.dp_rank, len(request.prompt) + 1, request.token_plan,
+                                  request.decode_start_step)  # fmt: skip
         self.release(request)
 
     # -- the step
@@ -285,15 +292,32 @@ class DecodeScheduler:
                 request.decode_start_step = self.step
                 done_at = self.step + len(request.token_plan)
                 heapq.heappush(self._finishes, (done_at, next(self._order), request))
+                if request.token_plan:
+                    self.loads.join(request.dp_rank, len(request.prompt) + 1, request.token_plan)
         self.waiting = still_waiting
         if self.num_running == 0:
             return None
         return DecodeBatch(tuple(tuple(rank) for rank in self.running), self.step)
 
+    def steps_until_change(self) -> int:
+        """Steps the running batch keeps its sequences when only counting sequences run and nothing
+        joins: up to the next planned finish (at least 1)."""
+        while self._finishes and self._finishes[0][2].is_done:
+            heapq.heappop(self._finishes)
+        if not self._finishes:
+            return 1
+        return max(1, self._finishes[0][0] - self.step)
+
+    @property
+    def is_counting_only(self) -> bool:
+        """Every running sequence only counts its tokens (its context is a known function of the step)."""
+        return self.loads.num_seqs.sum() == self.num_running
+
     def postprocess(self, batch: DecodeBatch) -> list[StepOutput]:
         """Emits the tokens of the step `batch` just ran and retires finished sequences. A sequence
         that only counts emits once, when it finishes, all its tokens at once."""
-        self.step = batch.step + 1
+        self.step = batch.step + batch.num_steps
+        self.loads.advance(self.step)
         outputs = []
         for rank in batch.ranks:
             for request in rank:
@@ -317,6 +341,8 @@ class DecodeScheduler:
     def _retire(self, request: Request) -> None:
         request.end(RequestStatus.FINISHED)
         self.running[request.dp_rank].remove(request)
+        if request.token_plan:
+            self.loads.leave(request.dp_rank)
         self.release(request)
 
     def _advance(self, request: Request) -> StepOutput:

@@ -18,6 +18,7 @@ A request's states here (core/request.py):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncGenerator
@@ -26,6 +27,7 @@ from supernode.core import blocks
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
 from supernode.core.scheduler import CapacityError, DecodeBatch, DecodeScheduler, QueueFullError, kv_len_at
 from supernode.core.tokens import EosPlan, TokenModel, is_valid_token
+from supernode.decode.stepping import MultiStepPricer
 from supernode.hw import cost as hw_cost
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
@@ -65,8 +67,11 @@ class DecodeEngine:
     def __init__(
         self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
         *, materialise_tokens: bool = True, offload: bool = True, heartbeat: bool = True,
+        max_steps_per_batch: int = 1,
     ) -> None:  # fmt: skip
-        """`materialise_tokens`: draw the output tokens (False: only count them, for simulations)."""
+        """`materialise_tokens`: draw the output tokens (False: only count them, for simulations);
+        `max_steps_per_batch` > 1: counting-only batches run up to that many steps at once (see
+        decode/stepping.py; 1 prices every step)."""
         self.cfg = settings.decode
         self.time_scale = settings.runtime.time_scale  # the reservation TTL is in wall seconds
         self.worker_id = self.cfg.worker_id or f"decode-{self.cfg.port}"
@@ -86,8 +91,12 @@ class DecodeEngine:
         self.lease = DieLease(
             fabric, self.worker_id, "decode", self.cfg.num_dies, settings.fabric.lease_ttl_s
         )
-        self.loop: StepLoop[DecodeBatch] = StepLoop(self.worker_id, clock, self.schedule, self.price,
-                                                    self.postprocess)  # fmt: skip
+        self.max_steps_per_batch = max_steps_per_batch
+        self.pricer = MultiStepPricer(self.deployment, self.scheduler)
+        self.loop: StepLoop[DecodeBatch] = StepLoop(
+            self.worker_id, clock, self.schedule, self.price, self.postprocess,
+            self.pricer.split if max_steps_per_batch > 1 else None,
+        )  # fmt: skip
         self.reserved: dict[str, Request] = {}  # reservation id -> its record, until `decode` takes it
         self._expiry_task: asyncio.Task[None] | None = None
         self.metrics = WorkerMetrics(
@@ -111,13 +120,21 @@ class DecodeEngine:
     # -- the step
 
     def schedule(self) -> DecodeBatch | None:
-        limit = self._slo_batch_limit() if self.cfg.tpot_slo_ms > 0 else None
-        return self.scheduler.schedule(limit)
+        if self.cfg.tpot_slo_ms > 0:  # the limit moves with the context: one step at a time
+            return self.scheduler.schedule(self._slo_batch_limit())
+        batch = self.scheduler.schedule()
+        if batch is not None and self.max_steps_per_batch > 1 and self.scheduler.is_counting_only:
+            num_steps = min(self.max_steps_per_batch, self.scheduler.steps_until_change())
+            if num_steps > 1:
+                return dataclasses.replace(batch, num_steps=num_steps)
+        return batch
 
     def price(self, batch: DecodeBatch) -> hw_cost.Cost:
         """The cost model's time for one step of `batch`, from the actual ranks: attention from the
         busiest rank by work, the MoE from the real token count (the EP group's other ranks mirror
-        these ranks' mean load)."""
+        these ranks' mean load). Counting-only batches are priced from the ranks' loads (stepping.py)."""
+        if self.scheduler.is_counting_only:
+            return self.pricer.price(batch)
         return hw_cost.decode_step_cost_ranks(self.deployment, batch.rank_kv_lens())
 
     def postprocess(self, batch: DecodeBatch, cost: hw_cost.Cost) -> None:

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def compact(token_ids: Sequence[int]) -> Sequence[int]:
+    """Prompt tokens as 32-bit ints (4 bytes each rather than a tuple's 8 plus an int object per
+    token), so a workload of 100,000 prompts fits in memory."""
+    out = array("i")
+    out.frombytes(np.asarray(token_ids, np.int32).tobytes())  # numpy converts a list much faster
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -10,7 +22,7 @@ class RequestSpec:
     """One request the runner will send."""
 
     request_id: str  # unique within a run
-    token_ids: tuple[int, ...]  # prompt tokens (the SDK target sends them; HTTP sends their words)
+    token_ids: Sequence[int]  # prompt tokens, `compact` (the SDK target sends them; HTTP their words)
     max_tokens: int  # output tokens asked for (ignore_eos is set, so exactly this many)
     arrival_s: float  # emulated seconds after the run starts (open loop); ignored in closed loop
     seed: int = 0  # sampling seed sent with the request

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from supernode.loadgen.records import RequestSpec
+from supernode.loadgen.records import RequestSpec, compact
 from supernode.loadgen.tokens import TAG_HASH_BLOCK, TAG_PAD, random_tokens
 from supernode.loadgen.workloads import request_id
 
@@ -86,5 +86,5 @@ def trace_requests(
         prompt += random_tokens([seed, TAG_PAD, i], rec.input_length - len(prompt))
         out = rec.output_length if max_output_tokens is None else min(rec.output_length, max_output_tokens)
         arrival = (rec.timestamp_ms - start_ms) / 1000.0 / speedup
-        specs.append(RequestSpec(request_id(label, i), tuple(prompt), out, arrival, seed + i))
+        specs.append(RequestSpec(request_id(label, i), compact(prompt), out, arrival, seed + i))
     return specs

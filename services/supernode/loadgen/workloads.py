@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 
 from supernode.loadgen.lengths import LengthDist
-from supernode.loadgen.records import RequestSpec
+from supernode.loadgen.records import RequestSpec, compact
 from supernode.loadgen.tokens import TAG_ASSISTANT, TAG_FRESH, TAG_SYSTEM, chained_tokens, random_tokens
 
 
@@ -30,7 +30,7 @@ def synthetic(
     for i, arrival in enumerate(arrivals):
         prompt = random_tokens([seed, TAG_FRESH, i], input_len.sample(rng))
         specs.append(
-            RequestSpec(request_id(label, i), tuple(prompt), output_len.sample(rng), arrival, seed + i)
+            RequestSpec(request_id(label, i), compact(prompt), output_len.sample(rng), arrival, seed + i)
         )
     return specs
 
@@ -66,20 +66,27 @@ def sessions(
     rng = random.Random(seed)
     history: dict[int, tuple[list[int], str]] = {}  # session -> (prompt + answer so far, last request id)
     specs: list[RequestSpec] = []
+    system: list[int] = []  # the shared system prompt, as long as any turn 1 has needed
     order = _session_order(len(arrivals), turns_per_session, sessions_in_flight)
     for i, (arrival, (session, turn)) in enumerate(zip(arrivals, order, strict=True)):
         length, max_tokens = input_len.sample(rng), output_len.sample(rng)
         wanted = round(reuse_ratio * length)
         if turn == 0 or session not in history:
-            shared, after = chained_tokens([seed, TAG_SYSTEM], wanted), ""
+            if wanted > len(system):  # every prefix of the chain is the same, so one grows and is cut
+                system = chained_tokens([seed, TAG_SYSTEM], wanted)
+            shared, after = system[:wanted], ""
         else:
             past, after = history[session]
             shared = past[:wanted]
         prompt = shared + random_tokens([seed, TAG_FRESH, i], length - len(shared))
         rid = request_id(label, i)
-        answer = random_tokens([seed, TAG_ASSISTANT, i], max_tokens)
-        history[session] = (prompt + answer, rid)
+        if turn + 1 < turns_per_session:
+            history[session] = (prompt + random_tokens([seed, TAG_ASSISTANT, i], max_tokens), rid)
+        else:  # its last turn: nothing repeats it (keeps memory flat over long workloads)
+            history.pop(session, None)
         specs.append(
-            RequestSpec(rid, tuple(prompt), max_tokens, arrival, seed + i, f"s{session}", after, len(shared))
+            RequestSpec(
+                rid, compact(prompt), max_tokens, arrival, seed + i, f"s{session}", after, len(shared)
+            )
         )
     return specs

@@ -1,7 +1,9 @@
 """The one step loop: schedule -> price -> clock.sleep -> postprocess -> publish.
 
 Workers give it three plain functions; it owns the waiting. Pricing runs inline (the cost model is
-fast); the loop yields to the event loop on every step, so RPC handlers keep running.
+fast); the loop yields to the event loop on every step, so RPC handlers keep running. A worker that
+runs several steps as one batch (decode's counting-only runs) also gives `split`: new work arriving
+while such a batch runs cuts it at the end of the step then running, where the work would have joined.
 """
 
 from __future__ import annotations
@@ -44,12 +46,17 @@ class StepLoop(Generic[B]):
         schedule: Callable[[], B | None],
         price: Callable[[B], Cost],
         postprocess: Callable[[B, Cost], None],
+        split: Callable[[B, Cost, float], tuple[B, Cost]] | None = None,
     ) -> None:
+        """`split(batch, cost, elapsed_s)`: the part of `batch` that ends with the step running
+        `elapsed_s` after its start, and its cost (None: batches are never cut)."""
         self.name = name
         self.clock = clock
         self._schedule = schedule
         self._price = price
         self._postprocess = postprocess
+        self._split = split
+        self._cut: asyncio.Future[None] | None = None  # set while a batch that may be cut runs
         self._wake = asyncio.Event()
         self.stats = StepStats()
         self._task: asyncio.Task[None] | None = None
@@ -59,6 +66,8 @@ class StepLoop(Generic[B]):
     def wake(self) -> None:
         """Tells the loop there may be new work."""
         self._wake.set()
+        if self._cut is not None and not self._cut.done():
+            self._cut.set_result(None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-steps")
@@ -89,18 +98,48 @@ class StepLoop(Generic[B]):
             # after an idle spell the next step starts now.
             start = self._prev_end if self._is_busy else self.clock.now()
             end = start + duration
-            await self.clock.sleep_until(end)
+            num_steps = getattr(batch, "num_steps", 1)  # a batch may run several steps (see split)
+            if self._split is None or num_steps == 1:
+                await self.clock.sleep_until(end)
+            else:
+                batch, cost = await self._run_cuttable(batch, cost, start, end)
+                duration = cost.total_us / 1e6
+                end = start + duration
+                num_steps = getattr(batch, "num_steps", 1)
             self._prev_end, self._is_busy = end, True
             lag = self.clock.now() - end
             try:
                 self._postprocess(batch, cost)
             except Exception:  # a bug in one batch must not stop the worker
                 log.exception("%s: postprocess failed", self.name)
-            self._record(duration, max(0.0, lag), cost)
+            self._record(duration, max(0.0, lag), cost, num_steps)
 
-    def _record(self, duration: float, lag: float, cost: Cost) -> None:
+    async def _run_cuttable(self, batch: B, cost: Cost, start: float, end: float) -> tuple[B, Cost]:
+        """Waits for `batch` to end, or for a wake-up; then cuts it at the step running then."""
+        assert self._split is not None
+        self._wake.clear()
+        cut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._cut = cut
+        timer = asyncio.ensure_future(self._ring(end, cut))
+        try:
+            await cut
+        finally:
+            self._cut = None
+            timer.cancel()
+        now = self.clock.now()
+        if now < end:
+            batch, cost = self._split(batch, cost, max(0.0, now - start))
+            await self.clock.sleep_until(start + cost.total_us / 1e6)
+        return batch, cost
+
+    async def _ring(self, end: float, cut: asyncio.Future[None]) -> None:
+        await self.clock.sleep_until(end)
+        if not cut.done():
+            cut.set_result(None)
+
+    def _record(self, duration: float, lag: float, cost: Cost, num_steps: int = 1) -> None:
         stats = self.stats
-        stats.num_steps += 1
+        stats.num_steps += num_steps
         stats.busy_s += duration
         stats.last_step_s = duration
         stats.lag_s = lag

@@ -67,6 +67,7 @@ class WorkerMetrics:
                        self.tokens_per_s, self.tokens_per_s_per_npu, self.kv_tokens_used, self.kv_blocks_used,
                        self.lag_seconds):  # fmt: skip
             metric.labels(worker_id)  # exported (at zero) from start-up, not from the first step
+        self._parts: dict[str, Counter] = {}  # part -> its step_part_seconds child (labels() is slow)
 
     def on_step(
         self,
@@ -82,7 +83,10 @@ class WorkerMetrics:
         self.step_seconds.labels(w).observe(duration_s)
         for part, us in parts_us.items():
             if us > 0:
-                self.step_part_seconds.labels(w, part).inc(us / 1e6)
+                child = self._parts.get(part)
+                if child is None:
+                    child = self._parts[part] = self.step_part_seconds.labels(w, part)
+                child.inc(us / 1e6)
         self.tokens.labels(w).inc(num_tokens)
         if duration_s > 0:
             self.tokens_per_s.labels(w).set(num_tokens / duration_s)

@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
         tokens: Annotated[
             bool, Opt("--tokens", help="Draw every output token (default: count only)")
         ] = False,
+        exact_steps: Annotated[
+            bool, Opt("--exact-steps", help="Price every decode step (default: runs of steps at once)")
+        ] = False,
         until: Annotated[float, Opt(help="Drop arrivals after this emulated second (0 = none)")] = 0.0,
         sample_s: Annotated[float, Opt(help="Emulated s between occupancy samples")] = 1.0,
         reports: Annotated[Path, Opt(help="Folder that gets one sub-folder per run")] = Path("reports"),
@@ -61,7 +64,9 @@ def register(app: typer.Typer) -> None:
         """Simulate the whole supernode (router, every prefill and decode instance, the UB fabric, the
         EMS pool) in one process on virtual time, with the live services' engines. Writes the same
         results.json, summary.md and plots as `supernode bench`, plus per-instance utilisation,
-        queue lengths and KV/pool occupancy over time (sim_series.json, occupancy.png)."""
+        queue lengths and KV/pool occupancy over time (sim_series.json, occupancy.png). Without
+        --tokens, decode steps between two changes of the batch run as one, priced exactly at both ends
+        and on the line between (--exact-steps prices every step; the README gives the difference)."""
         try:
             dep = load_deployment(deployment) if deployment else SimDeployment()
             flags: dict[str, object] = {"num_prefill": prefill_instances, "prefill_npus": prefill_npus,
@@ -86,7 +91,7 @@ def register(app: typer.Typer) -> None:
             f"[bold]{cfg.scenario}[/]: {cfg.description} -> sim of {dep.num_prefill} x "
             f"{dep.prefill_npus}-NPU prefill, {dep.num_decode} x {dep.decode_npus}-NPU decode"
         )
-        options = SimOptions(tokens, until, sample_s, plots)
+        options = SimOptions(tokens, until, sample_s, plots, exact_steps)
         if not progress:
             outcome = simulate(cfg, dep, folder, options)
         else:
@@ -107,5 +112,5 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"simulated {s['sim_duration_s']:.1f} emulated s in {s['sim_wall_s']:.1f} wall s "
             f"({s['sim_requests_per_s']:.0f} requests per wall second, "
-            f"peak RSS {s['sim_peak_rss_mb']:.0f} MB)"
+            f"{s['sim_cpu_us_per_request']:.0f} CPU us per request, peak RSS {s['sim_peak_rss_mb']:.0f} MB)"
         )

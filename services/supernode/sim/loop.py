@@ -24,7 +24,9 @@ class _JumpingSelector:
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        events = self._inner.select(0)
+        # Only the loop's self-pipe registered: nothing to poll (a thread's call_soon_threadsafe puts
+        # its callback on the ready queue itself; the pipe only wakes a blocking select).
+        events = self._inner.select(0) if len(self._inner.get_map()) > 1 else []
         if events or timeout == 0:
             return events
         if timeout is None:

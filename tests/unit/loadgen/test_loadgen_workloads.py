@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 
@@ -16,7 +17,7 @@ from supernode.loadgen.tokens import (
 from supernode.loadgen.workloads import sessions, synthetic
 
 
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1

@@ -1,0 +1,116 @@
+"""Each decode rank's load (sequences, total context) for counting-only sequences, without per-sequence work.
+
+A sequence that only counts its tokens knows at admission how many tokens it holds after each step
+(its token plan). Its context on its rank is then a known function of the step, so its changes are
+written once, when it joins, into a ring of future per-rank changes (one column per step); a step
+applies one column over every rank in numpy. Pricing a step then needs each rank's (sequences, context
+sum) and the busiest rank's own lengths, not a pass over every sequence of the instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+class RankLoads:
+    """Sequences and context tokens per rank during step `step` (the scheduler's next step)."""
+
+    def __init__(self, num_ranks: int, horizon: int = 512) -> None:
+        self.num_seqs = np.zeros(num_ranks, np.int64)  # running sequences per rank
+        self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
+        self.step = 0
+        self._ring = np.zeros((num_ranks, horizon), np.int64)  # column t % horizon: change at step t
+
+    @property
+    def horizon(self) -> int:
+        return int(self._ring.shape[1])
+
+    def join(self, rank: int, base: int, plan: Sequence[int]) -> None:
+        """A sequence holding `base` tokens joins `rank` at `step` and emits `plan[i]` tokens (cumulative)
+        after its step i; it leaves after its last step, len(plan) steps from now."""
+        num = len(plan)
+        self._fit(num + 2)
+        self.num_seqs[rank] += 1
+        self.kv_sum[rank] += base
+        cols, deltas = self._changes(base, plan)
+        self._ring[rank, cols] += deltas
+
+    def leave(self, rank: int) -> None:
+        """A sequence retired after its planned last step (its context left through the ring)."""
+        self.num_seqs[rank] -= 1
+
+    def cancel(self, rank: int, base: int, plan: Sequence[int], start_step: int) -> None:
+        """A sequence that joined at `start_step` leaves now, before its plan ran out."""
+        done = self.step - start_step  # steps it has run
+        held = base + (plan[done - 1] if done > 0 else 0)
+        self.num_seqs[rank] -= 1
+        self.kv_sum[rank] -= held
+        cols, deltas = self._changes(base, plan, start_step)
+        self._ring[rank, cols[done:]] -= deltas[done:]
+
+    def advance(self, to_step: int) -> None:
+        """Applies every change up to and including step `to_step`."""
+        if to_step <= self.step:
+            return
+        cols = self._cols(self.step + 1, min(to_step - self.step, self.horizon))
+        self.kv_sum += self._ring[:, cols].sum(axis=1)
+        self._ring[:, cols] = 0
+        self.step = to_step
+
+    def kv_sum_at(self, ahead: int) -> np.ndarray:
+        """Context tokens per rank during step `step + ahead` if nothing joins or leaves early."""
+        if ahead <= 0:
+            return self.kv_sum
+        cols = self._cols(self.step + 1, min(ahead, self.horizon - 1))
+        return self.kv_sum + self._ring[:, cols].sum(axis=1)
+
+    def _changes(
+        self, base: int, plan: Sequence[int], start: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ring columns and context changes of one sequence for the steps after it joined."""
+        num = len(plan)
+        p = np.asarray(plan, np.int64)
+        deltas = np.empty(num, np.int64)
+        deltas[: num - 1] = np.diff(p[: num - 1], prepend=0)
+        deltas[num - 1] = -(base + (int(p[num - 2]) if num > 1 else 0))
+        return self._cols((self.step if start is None else start) + 1, num), deltas
+
+    def _cols(self, first_step: int, num: int) -> np.ndarray:
+        return (np.arange(first_step, first_step + num)) % self.horizon
+
+    def _fit(self, span: int) -> None:
+        """Grows the ring so changes up to `span` steps ahead have their own column."""
+        old = self.horizon
+        if span < old:
+            return
+        new = max(span, 2 * old)
+        ring = np.zeros((self._ring.shape[0], new), np.int64)
+        steps = np.arange(self.step + 1, self.step + old)
+        ring[:, steps % new] = self._ring[:, steps % old]
+        self._ring = ring
+
+
+def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int, int], float]) -> int:
+    """The rank whose attention takes longest (`work(num_seqs, kv_sum)`, increasing in both), the lowest
+    index among equals; -1 when no rank holds a sequence. Only the ranks not outdone on both counts by
+    another are priced (usually one or two)."""
+    active = np.flatnonzero(num_seqs)
+    if active.size == 0:
+        return -1
+    n, k = num_seqs[active], kv_sums[active]
+    order = np.lexsort((active, -k, -n))  # by sequences, then context, descending; then index
+    n_sorted = n[order]
+    heads = np.ones(order.size, bool)
+    heads[1:] = n_sorted[1:] != n_sorted[:-1]
+    cand = order[heads]  # per sequence count: the most context, lowest index
+    ck = k[cand]
+    keep = np.ones(cand.size, bool)
+    keep[1:] = ck[1:] > np.maximum.accumulate(ck)[:-1]  # fewer sequences must bring more context
+    best, best_work = -1, -1.0
+    for c in cand[keep]:
+        rank, w = int(active[c]), work(int(n[c]), int(k[c]))
+        if w > best_work or (w == best_work and rank < best):
+            best, best_work = rank, w
+    return best

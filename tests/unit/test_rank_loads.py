@@ -1,0 +1,80 @@
+"""Counting-only decode steps priced from per-rank loads, against pricing every sequence."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from supernode.core.rank_loads import RankLoads, busiest_rank
+from supernode.core.request import Request, RequestStatus, Sampling
+from supernode.core.scheduler import DecodeScheduler
+from supernode.decode.stepping import StepRun, step_cost_from_loads
+from supernode.hw import cost as hw_cost
+from supernode.hw.specs import DecodeDeployment
+
+
+def make_scheduler(num_dies: int = 8) -> DecodeScheduler:
+    return DecodeScheduler(num_dies, 6, 1 << 20, 1 << 10, mtp_depth=1, mtp_accept=0.7)
+
+
+def admit(scheduler: DecodeScheduler, rng: random.Random, index: int) -> Request:
+    request = Request(f"r{index}", [1] * rng.randint(1, 3000), rng.randint(2, 60), Sampling(seed=index))
+    scheduler.reserve(request)
+    request.advance(RequestStatus.TRANSFERRING)
+    scheduler.add(request, None)
+    return request
+
+
+def test_loads_and_price_match_every_sequence_over_a_busy_run():
+    dep = DecodeDeployment(ep_size=320)
+    scheduler, rng = make_scheduler(), random.Random(3)
+    requests = [admit(scheduler, rng, i) for i in range(30)]
+    for step in range(120):
+        if step % 7 == 0:
+            requests.append(admit(scheduler, rng, 100 + step))
+        if step % 11 == 5:
+            running = [r for rank in scheduler.running for r in rank]
+            if running:
+                scheduler.cancel(rng.choice(running))
+        batch = scheduler.schedule()
+        if batch is None:
+            break
+        lens = batch.rank_kv_lens()
+        assert scheduler.loads.num_seqs.tolist() == [len(r) for r in lens]
+        assert scheduler.loads.kv_sum.tolist() == [sum(r) for r in lens]
+        assert step_cost_from_loads(dep, scheduler, batch) == hw_cost.decode_step_cost_ranks(dep, lens)
+        ahead = min(3, scheduler.steps_until_change() - 1)
+        future = [batch.kv_lens(rank, ahead) for rank in batch.ranks]
+        assert scheduler.loads.kv_sum_at(ahead).tolist() == [sum(r) for r in future]
+        scheduler.postprocess(batch)
+
+
+def test_the_ring_grows_for_long_plans():
+    loads = RankLoads(2, horizon=4)
+    plan = list(range(1, 11))  # one token per step, 10 steps
+    loads.join(1, 100, plan)
+    for step in range(1, 11):
+        loads.advance(step)
+        assert loads.kv_sum.tolist() == [0, 100 + step if step < 10 else 0]
+
+
+def test_busiest_rank_is_the_first_with_most_work():
+    n = np.array([0, 2, 3, 3, 1, 2])
+    k = np.array([0, 900, 500, 500, 5000, 100])
+    work = lambda s, kv: s * 100.0 + kv  # noqa: E731
+    expect = max(range(len(n)), key=lambda r: work(n[r], k[r]) if n[r] else -1)
+    assert busiest_rank(n, k, work) == expect == 4
+    assert busiest_rank(np.zeros(3, int), np.zeros(3, int), work) == -1
+    assert busiest_rank(np.array([3, 3]), np.array([7, 7]), work) == 0
+
+
+@pytest.mark.parametrize("first,last,num", [(10.0, 10.0, 1), (10.0, 12.0, 5), (20.0, 11.0, 9)])
+def test_a_run_of_steps_ends_where_its_steps_add_up(first: float, last: float, num: int):
+    run = StepRun(first, last, num)
+    steps = [first + (last - first) * i / max(1, num - 1) for i in range(num)]
+    ends = list(np.cumsum(steps))
+    assert [run.end_us(j) for j in range(1, num + 1)] == pytest.approx(ends)
+    for j, end in enumerate(ends, start=1):
+        assert run.steps_by(end) == j and run.steps_by(end - 1e-6) == j
