@@ -97,6 +97,12 @@ class PrefillSettings(BaseModel):
     worker_id: str = Field("", description="Unique id ('' = prefill-<port>)")
     num_npus: int = Field(16, ge=1, le=384, description="NPUs in the emulated prefill instance (paper: 16)")
     max_queue: int = Field(1024, ge=1, description="Requests waiting for a batch before RESOURCE_EXHAUSTED")
+    max_queue_delay_s: float = Field(
+        10.0,
+        ge=0,
+        description="Wall seconds a prompt may be expected to wait for its batch (queued tokens / "
+        "throughput); longer is refused at once with RESOURCE_EXHAUSTED (0 = no bound)",
+    )
     tokens_per_npu: int = Field(16384, ge=128, description="Batch token budget per NPU (paper: 16,384)")
     ep_size: int = Field(32, ge=1, le=768, description="Dies in the instance's EP group (paper: EP32)")
     precision: Literal["int8", "bf16"] = Field(

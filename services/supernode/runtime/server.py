@@ -36,16 +36,32 @@ log = logging.getLogger(__name__)
 
 
 class Drain:
-    """Counts in-flight RPCs and refuses new ones once draining."""
+    """Counts in-flight RPCs and refuses new ones once draining, or once the service has failed."""
 
     def __init__(self) -> None:
         self.is_admitting = True
+        self.fault = ""  # why the service stopped serving ("" while it serves)
         self.num_inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._fault_listeners: list[Callable[[str], None]] = []
+
+    def on_fault(self, listener: Callable[[str], None]) -> None:
+        self._fault_listeners.append(listener)
+
+    def fail(self, reason: str) -> None:
+        """The service can serve no more (its step loop failed): new RPCs get UNAVAILABLE with
+        `reason`, health turns NOT_SERVING (the host listens)."""
+        if self.fault:
+            return
+        self.fault = reason
+        for listener in self._fault_listeners:
+            listener(reason)
 
     @contextlib.contextmanager
     def track(self) -> Any:
+        if self.fault:
+            raise UnavailableError(self.fault, retry_after_s=1.0)
         if not self.is_admitting:
             raise UnavailableError("service is draining; retry on another instance", retry_after_s=1.0)
         self.num_inflight += 1
@@ -173,6 +189,8 @@ class ServiceHost:
             options=server_options(settings), interceptors=[*interceptors, self.guard]
         )
         self.service = build(self.server, self.drain)
+        self.drain.on_fault(self._on_fault)
+        self._fault_task: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -200,6 +218,10 @@ class ServiceHost:
         await self.service.stop()
         await self.server.stop(grace=1.0)
         return drained
+
+    def _on_fault(self, reason: str) -> None:
+        log.error("service failed (%s); health NOT_SERVING", reason)
+        self._fault_task = asyncio.ensure_future(self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING))
 
     async def _set_status(self, status: int) -> None:
         for name in ("", *self.service.service_names):
