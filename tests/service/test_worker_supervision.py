@@ -92,7 +92,8 @@ async def test_a_raising_pricer_fails_queued_prefills_and_turns_the_worker_not_s
         assert "RuntimeError" not in result.details() and "secret" not in result.details()
     assert await health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # new work is refused at once, not queued
-        await asyncio.wait_for(stub.Prefill(prefill_pb2.PrefillRequest(request_id="late", token_ids=[9] * 9)), 2)
+        late = prefill_pb2.PrefillRequest(request_id="late", token_ids=[9] * 9)
+        await asyncio.wait_for(stub.Prefill(late), 2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     load = await stub.Load(common_pb2.LoadRequest())
     assert load.draining and load.num_waiting == 0
