@@ -78,9 +78,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
                 token_ids=part,
                 text=bytes(part).decode(),
                 finished=finished,
-                finish_reason=("stop" if len(tokens) < request.max_tokens else "length")
-                if finished
-                else "",
+                finish_reason=("stop" if len(tokens) < request.max_tokens else "length") if finished else "",
                 stats=_stats(len(prompt), len(tokens), num_cached) if finished else None,
                 request_id=request_id,
             )
