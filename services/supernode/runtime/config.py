@@ -47,6 +47,12 @@ class RuntimeSettings(BaseModel):
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="gRPC send/receive limit"
     )
+    stream_stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Wall seconds a gRPC server stream's write may wait on a client that stopped "
+        "reading (its flow-control window full) before the stream is cut off",
+    )
 
 
 class FabricSettings(BaseModel):

@@ -31,6 +31,7 @@ from supernode.runtime.errors import (
     sanitize,
 )
 from supernode.runtime.guard import GuardInterceptor, guard_interceptors, on_deadline_expired
+from supernode.runtime.stall import write_or_cut
 
 log = logging.getLogger(__name__)
 
@@ -143,17 +144,19 @@ def stream(track: bool = True) -> Callable[[F], F]:
 
     The handler becomes a coroutine that writes each item, so when the client goes away the task is
     cancelled at once and the generator is closed then (its `finally` blocks run now, not whenever
-    the generator is garbage-collected).
+    the generator is garbage-collected). A client that stops reading is cut off once a write has
+    waited `runtime.stream_stall_timeout_s` (runtime/stall.py).
     """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+            stall_s = self.settings.runtime.stream_stall_timeout_s
             try:
                 with self.drain.track() if track else contextlib.nullcontext():
                     async with contextlib.aclosing(fn(self, request, context)) as items:
                         async for item in items:
-                            await context.write(item)
+                            await write_or_cut(context, item, stall_s, fn.__name__)
             except SupernodeError as err:
                 await _abort(context, err)
             except grpc.aio.AbortError:
