@@ -149,7 +149,7 @@ async def test_after_a_router_refusal_the_load_beyond_it_is_shed_at_the_door() -
         slow = OK_BODY | {"max_tokens": 30}  # 1.5 s of chunks each
         held = [asyncio.ensure_future(stack.post("/v1/completions", slow)) for _ in range(2)]
         router = stack.router
-        assert await wait_for(lambda: len(router.requests) == 2), "the two slow requests reach the router"
+        assert await wait_for(lambda r=router: len(r.requests) == 2), "the two slow requests reach the router"
         refused = await stack.post("/v1/completions", OK_BODY | {"prompt": "!error:RESOURCE_EXHAUSTED"})
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"  # the router's 2.5 s
         num_seen = len(router.requests)
