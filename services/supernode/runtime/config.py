@@ -277,6 +277,13 @@ class FrontendSettings(BaseModel):
     stream_stall_timeout_s: float = Field(
         10.0, gt=0, description="Wall seconds a streaming client may stop reading before it is cut off"
     )
+    send_buffer_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Kernel send buffer per HTTP connection: with the 64 KiB write buffer, what a "
+        "client that stops reading is sent before its stall is timed",
+    )
 
     _split = field_validator("api_keys", mode="before")(_split_list)
 
