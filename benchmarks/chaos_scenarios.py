@@ -298,21 +298,25 @@ async def client_stall(ctx: Ctx, num: int = 8, max_tokens: int = 8192, watch_s: 
     host, port = ctx.stack.address("frontend").rsplit(":", 1)
     streams = [await _stalled_stream(host, int(port), spec, max_tokens) for spec in ctx.specs[:num]]
     stalled_at = time.monotonic()
+    base = f"http://{host}:{port}"
     try:
-        held = await _decode_held(ctx, stalled_at, watch_s)
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            watch = asyncio.ensure_future(_all_cut_at(http, num, stalled_at, watch_s))
+            held = await _decode_held(ctx, stalled_at, watch_s)
+            cut_at = await watch
             metrics = (await http.get("/metrics")).text
             after = await run_http(http, ctx.specs[0], 0.0, ctx.timeout_s)
     finally:
         for writer in streams:
             writer.close()
-    cut = _metric(metrics, 'supernode_http_abandoned_total{kind="stalled"}')
+    cut = _metric(metrics, _STALLED)
+    last_cut = f" (the last at +{cut_at:.1f}s)" if cut_at is not None else ""
     still = held[-1][1] if held else 0
     freed = next((t for t, n in held if n == 0), None)
     trace = ", ".join(f"+{t:.1f}s: {n}" for t, n in held[:: max(1, len(held) // 6)])
     end = f"all freed after {freed:.1f}s" if freed is not None else f"{still} still held after {watch_s:g}s"
     notes = [f"{num} streaming clients stopped reading after their first event (max_tokens {max_tokens}, "
-             f"stall bound {STALL_TIMEOUT_S:g}s)", f"{cut:g} cut off as stalled",
+             f"stall bound {STALL_TIMEOUT_S:g}s)", f"{cut:g} cut off as stalled{last_cut}",
              f"decode sequences held since they stopped: {trace}", end,
              f"a request after them {after.kind}"]  # fmt: skip
     return {
@@ -336,6 +340,18 @@ async def _stalled_stream(host: str, port: int, spec: Spec, max_tokens: int) -> 
     await writer.drain()
     await asyncio.wait_for(reader.readuntil(b"data: "), 30)  # streaming started ... and nothing more
     return writer
+
+
+_STALLED = 'supernode_http_abandoned_total{kind="stalled"}'
+
+
+async def _all_cut_at(http: httpx.AsyncClient, num: int, since: float, watch_s: float) -> float | None:
+    """Seconds after `since` when the frontend had cut off `num` stalled clients (None: not in time)."""
+    while time.monotonic() - since < watch_s:
+        if _metric((await http.get("/metrics")).text, _STALLED) >= num:
+            return time.monotonic() - since
+        await asyncio.sleep(0.25)
+    return None
 
 
 def _metric(text: str, name: str) -> float:
