@@ -6,7 +6,9 @@ has at least that many in flight are refused at the door (429, `reason="backend_
 reading their bodies or calling the router: under a burst the router's refusals would otherwise cost
 the frontend and the router about as much work as serving, and delay the admitted requests' first
 tokens. Once requests finish and the count drops, new ones reach the router again; when the window
-ends, the next refusal (if any) sets a new one.
+ends, the next refusal (if any) sets a new one. A refusal while no other request of this frontend
+was in flight says nothing about the load it can carry (the router is full with other clients'
+work, or refused that one request) and teaches nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ class BackendLimit:
 
     def on_refused(self, num_inflight: int, retry_after_s: float | None) -> None:
         """The router refused a request while `num_inflight` (that one included) were in flight."""
-        self.limit = max(1, num_inflight - 1)
+        if num_inflight < 2:
+            return
+        self.limit = num_inflight - 1
         self.until = time.monotonic() + (retry_after_s or self.default_window_s)
 
     def is_full(self, num_inflight: int) -> bool:

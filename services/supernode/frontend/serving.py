@@ -145,10 +145,13 @@ async def _events(
             c.fail(err.code)
         yield sse(error_body(err.message, err.openai_type, router_param(err, prompt_param), err.code.lower()))
     finally:
-        for task in pumps:
-            task.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        await _close(choices)
+        # Starlette runs the body in an anyio task group, whose cancellation is delivered again at
+        # every await: the closing runs as a task of its own, shielded, so it completes however
+        # this generator is interrupted.
+        closing = asyncio.ensure_future(_stop(pumps, choices))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        await asyncio.shield(closing)
     yield DONE
 
 
@@ -160,6 +163,16 @@ def _total(usages: list[Usage]) -> Usage:
     """The response's usage: the prompt once (as vLLM counts it), every choice's output."""
     first = usages[0]
     return Usage(first.num_prompt_tokens, sum(u.num_output_tokens for u in usages), first.num_cached_tokens)
+
+
+_closing: set[asyncio.Task[None]] = set()  # relays being closed (a reference keeps each task alive)
+
+
+async def _stop(pumps: list[asyncio.Task[None]], choices: list[Choice]) -> None:
+    for task in pumps:
+        task.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    await _close(choices)
 
 
 async def _close(choices: list[Choice]) -> None:
