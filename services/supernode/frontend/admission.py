@@ -12,11 +12,11 @@ Lifecycle of a POST to /v1/completions or /v1/chat/completions here:
    frontend/backpressure.py);
 3. while the app serves it, a client that disconnects (its socket closed) cancels the request: the
    app task is cancelled, which closes the SDK stream and so the router call, decode slot and KV;
-4. a streaming client that stops reading is cut off: once the transport's write buffer is full
-   (asyncio's 64 KiB high-water mark, plus the kernel's socket buffers), a body write that does not
-   complete within `frontend.stream_stall_timeout_s` cancels the request, frees its slot and closes
-   the connection; the router stream is closed when the relay is released, which a graceful close
-   delays until the client has taken or dropped the buffered bytes.
+4. a streaming client that stops reading is cut off: once its buffers are full (the connection's
+   kernel send buffer, capped by `frontend.send_buffer_bytes` in frontend/server.py, asyncio's 64 KiB
+   write buffer and the client's receive buffer), a body write that does not complete within
+   `frontend.stream_stall_timeout_s` cancels the request, frees its slot and closes the connection;
+   the relay closes its router streams at once (frontend/serving.py, `RelayResponse`).
 Both are counted in `supernode_http_abandoned_total{kind=disconnect|stalled}`.
 """
 
