@@ -10,7 +10,9 @@ stack wants. `redis-master-kill` (`needs="redis-cluster"`) runs on a stack of it
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -290,6 +292,78 @@ async def client_abandon(ctx: Ctx, num: int = 16, leave_after_s: float = 1.5) ->
     }  # fmt: skip
 
 
+STALL_TIMEOUT_S = 2.0  # the client-stall stack's stall bound (frontend and gRPC streams)
+
+
+async def client_stall(ctx: Ctx, num: int = 8, max_tokens: int = 8192, watch_s: float = 30.0) -> Row:
+    """Streaming HTTP clients that read their first event, then stop reading with the connection
+    open (a 4 KiB receive buffer); how long the decode side keeps their sequences afterwards."""
+    host, port = ctx.stack.address("frontend").rsplit(":", 1)
+    streams = [await _stalled_stream(host, int(port), spec, max_tokens) for spec in ctx.specs[:num]]
+    stalled_at = time.monotonic()
+    base = f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            watch = asyncio.ensure_future(_all_cut_at(http, num, stalled_at, watch_s))
+            held = await _decode_held(ctx, stalled_at, watch_s)
+            cut_at = await watch
+            metrics = (await http.get("/metrics")).text
+            after = await run_http(http, ctx.specs[0], 0.0, ctx.timeout_s)
+    finally:
+        for writer in streams:
+            writer.close()
+    cut = _metric(metrics, _STALLED)
+    last_cut = f" (the last at +{cut_at:.1f}s)" if cut_at is not None else ""
+    still = held[-1][1] if held else 0
+    freed = next((t for t, n in held if n == 0), None)
+    trace = ", ".join(f"+{t:.1f}s: {n}" for t, n in held[:: max(1, len(held) // 6)])
+    end = f"all freed after {freed:.1f}s" if freed is not None else f"{still} still held after {watch_s:g}s"
+    notes = [f"{num} streaming clients stopped reading after their first event (max_tokens {max_tokens}, "
+             f"stall bound {STALL_TIMEOUT_S:g}s)", f"{cut:g} cut off as stalled{last_cut}",
+             f"decode sequences held since they stopped: {trace}", end,
+             f"a request after them {after.kind}"]  # fmt: skip
+    return {
+        "scenario": ctx.name, "requests": num, "completed": 0, "failed": 0, "lost_streams": 0,
+        "wrong_tokens": 0, "hung": still, "p99_e2e_ms": None, "notes": "; ".join(notes),
+    }  # fmt: skip
+
+
+async def _stalled_stream(host: str, port: int, spec: Spec, max_tokens: int) -> asyncio.StreamWriter:
+    """Opens a streaming completion on a socket with a tiny receive buffer and reads one event."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    body = json.dumps({"model": "deepseek-r1", "prompt": spec.prompt, "max_tokens": max_tokens,
+                       "seed": spec.seed, "stream": True, "ignore_eos": True}).encode()  # fmt: skip
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    writer.write(head + body)
+    await writer.drain()
+    await asyncio.wait_for(reader.readuntil(b"data: "), 30)  # streaming started ... and nothing more
+    return writer
+
+
+_STALLED = 'supernode_http_abandoned_total{kind="stalled"}'
+
+
+async def _all_cut_at(http: httpx.AsyncClient, num: int, since: float, watch_s: float) -> float | None:
+    """Seconds after `since` when the frontend had cut off `num` stalled clients (None: not in time)."""
+    while time.monotonic() - since < watch_s:
+        if _metric((await http.get("/metrics")).text, _STALLED) >= num:
+            return time.monotonic() - since
+        await asyncio.sleep(0.25)
+    return None
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 async def _decode_held(ctx: Ctx, since: float, watch_s: float = 8.0) -> list[tuple[float, int]]:
     """(seconds since `since`, decode sequences running or waiting) every 0.5 s until 0 or `watch_s`."""
     trace = []
@@ -314,6 +388,10 @@ register(Scenario("redis-restart", redis_restart))
 register(Scenario("fabric-node-down", fabric_node_down))
 register(Scenario("overload-10x", overload))
 register(Scenario("client-abandon", client_abandon))
+register(Scenario("client-stall", client_stall, stack_env={
+    "SUPERNODE_FRONTEND__STREAM_STALL_TIMEOUT_S": str(STALL_TIMEOUT_S),
+    "SUPERNODE_RUNTIME__STREAM_STALL_TIMEOUT_S": str(STALL_TIMEOUT_S),
+}))  # fmt: skip
 
 
 async def _needs_cluster(ctx: Ctx) -> Row:

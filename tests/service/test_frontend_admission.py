@@ -103,6 +103,8 @@ async def test_streaming_client_that_stops_reading_is_cut_off() -> None:
                     while stalled not in (await http.get("/metrics")).text:
                         assert time.monotonic() < deadline, "a client that stopped reading was not cut off"
                         await asyncio.sleep(0.1)
+                    # the router stream goes at the cut, while the client still holds its unread bytes
+                    assert await wait_for(lambda: router.num_cancelled == 1, 1.0), "router stream kept"
                     assert (await http.post("/v1/completions", json=OK_BODY)).status_code == 200
                 sock.setblocking(False)
                 received = 0
@@ -122,11 +124,13 @@ async def test_streaming_client_that_stops_reading_is_cut_off() -> None:
                 cancelled = 'supernode_request_errors_total{code="CANCELLED",model_name="deepseek-r1"} 1.0'
                 async with httpx.AsyncClient(base_url=url) as http:
                     for _ in range(50):
-                        if cancelled in (await http.get("/metrics")).text:
+                        text = (await http.get("/metrics")).text
+                        if cancelled in text:
                             break
                         await asyncio.sleep(0.1)
                     else:
-                        raise AssertionError("the router stream of a cut-off client was not closed")
+                        errors = [line for line in text.splitlines() if "request_errors_total{" in line]
+                        raise AssertionError(f"the cut-off request was not counted as cancelled: {errors}")
             finally:
                 sock.close()
 
@@ -138,3 +142,22 @@ async def test_x_request_id_is_limited_and_named() -> None:
         assert error["param"] == "X-Request-Id" and "at most 128 characters" in str(error["message"])
         ok = await stack.post("/v1/completions", OK_BODY, headers={"X-Request-Id": "mine-1"})
         assert ok.status_code == 200 and ok.headers["X-Request-Id"] == "mine-1"
+
+
+async def test_after_a_router_refusal_the_load_beyond_it_is_shed_at_the_door() -> None:
+    async for stack in start(FakeRouter(chunk_delay_s=0.05), max_inflight=50, max_inflight_per_client=0):
+        slow = OK_BODY | {"max_tokens": 30}  # 1.5 s of chunks each
+        held = [asyncio.ensure_future(stack.post("/v1/completions", slow)) for _ in range(2)]
+        router = stack.router
+        assert await wait_for(lambda r=router: len(r.requests) == 2), "the two slow requests reach the router"
+        refused = await stack.post("/v1/completions", OK_BODY | {"prompt": "!error:RESOURCE_EXHAUSTED"})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"  # the router's 2.5 s
+        num_seen = len(router.requests)
+        started = time.monotonic()
+        door = await stack.post("/v1/completions", OK_BODY)  # 2 in flight: the router was full at 2
+        assert door.status_code == 429 and door.headers["Retry-After"] == "1"
+        assert time.monotonic() - started < 0.5 and len(router.requests) == num_seen  # never reached it
+        metrics = (await stack.http.get("/metrics")).text
+        assert 'supernode_shed_total{reason="backend_full",where="frontend"} 1.0' in metrics
+        assert all(r.status_code == 200 for r in await asyncio.gather(*held))
+        await stack.assert_serving()  # fewer in flight than when the router refused: it passes again

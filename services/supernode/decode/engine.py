@@ -13,6 +13,8 @@ A request's states here (core/request.py):
 3. DECODING: waiting, then running in the continuous batch: each step is priced by `price(batch)` for
    the batch it runs, MTP drafts accepted at random (seeded per request);
 4. FINISHED on max_tokens or a stop token, or CANCELLED when the caller leaves; capacity released.
+If the step loop fails, every reserved, waiting and running request FAILS with UNAVAILABLE, its
+capacity is released, and the worker refuses new reservations (runtime/supervision.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from supernode.hw import cost as hw_cost
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import decode_deployment
-from supernode.runtime.engine import StepLoop
+from supernode.runtime.engine import StepFailure, StepLoop
 from supernode.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -40,6 +42,7 @@ from supernode.runtime.errors import (
     invalid,
 )
 from supernode.runtime.peers import DecodeChunk, DieLease, FabricClient, LoadSnapshot, PoolClient, Reservation
+from supernode.runtime.supervision import Supervisor
 from supernode.runtime.worker_metrics import WorkerMetrics, configure_decode_metrics
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,7 @@ class DecodeEngine:
         self.pricer = MultiStepPricer(self.deployment, self.scheduler)
         self.loop: StepLoop[DecodeBatch] = StepLoop(
             self.worker_id, clock, self.schedule, self.price, self.postprocess,
-            self.pricer.split if max_steps_per_batch > 1 else None,
+            self.pricer.split if max_steps_per_batch > 1 else None, on_failure=self._on_step_failure,
         )  # fmt: skip
         self.reserved: dict[str, Request] = {}  # reservation id -> its record, until `decode` takes it
         self._expiry_task: asyncio.Task[None] | None = None
@@ -104,6 +107,7 @@ class DecodeEngine:
         )
         configure_decode_metrics(self.metrics, settings, self.scheduler.kv_capacity)
         self.metrics.track_lag(self.loop.stats)
+        self.supervisor = Supervisor("decode", self.worker_id, self.metrics.registry)
         self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
 
     async def start(self) -> None:
@@ -121,12 +125,16 @@ class DecodeEngine:
 
     def schedule(self) -> DecodeBatch | None:
         if self.cfg.tpot_slo_ms > 0:  # the limit moves with the context: one step at a time
-            return self.scheduler.schedule(self._slo_batch_limit())
-        batch = self.scheduler.schedule()
-        if batch is not None and self.max_steps_per_batch > 1 and self.scheduler.is_counting_only:
-            num_steps = min(self.max_steps_per_batch, self.scheduler.steps_until_change())
-            if num_steps > 1:
-                return dataclasses.replace(batch, num_steps=num_steps)
+            batch = self.scheduler.schedule(self._slo_batch_limit())
+        else:
+            batch = self.scheduler.schedule()
+            if batch is not None and self.max_steps_per_batch > 1 and self.scheduler.is_counting_only:
+                num_steps = min(self.max_steps_per_batch, self.scheduler.steps_until_change())
+                if num_steps > 1:
+                    return dataclasses.replace(batch, num_steps=num_steps)
+        if batch is None:  # idle: the gauges say so rather than keep the last step's values
+            self.metrics.on_idle()
+            self._publish_queue()
         return batch
 
     def price(self, batch: DecodeBatch) -> hw_cost.Cost:
@@ -152,10 +160,27 @@ class DecodeEngine:
             len(outputs), batch.max_batch_per_die, cost.total_us / 1e6, cost.breakdown_us,
             sum(o.num_tokens for o in outputs),
         )  # fmt: skip
+        self._publish_queue()
+
+    def _publish_queue(self) -> None:
         self.metrics.on_queue(
             len(self.scheduler.waiting) + len(self.reserved), sum(self.scheduler.kv_reserved),
             self.block_tokens, self.loop.stats.max_lag_s,
         )  # fmt: skip
+
+    def _on_step_failure(self, failure: StepFailure) -> None:
+        """The loop stopped: fail every request it holds, give their capacity back, leave the rotation."""
+        scheduler = self.scheduler
+        held = [*self.reserved.values(), *scheduler.waiting, *(s for rank in scheduler.running for s in rank)]
+        self.supervisor.trip(failure, held)
+        for request in held:
+            scheduler.release(request)
+        self.reserved.clear()
+        scheduler.waiting.clear()
+        for rank in scheduler.running:
+            rank.clear()
+        self.metrics.on_idle()
+        self._publish_queue()
 
     def _slo_batch_limit(self) -> int:
         """Largest batch per die whose TPOT meets the SLO at the current mean context length."""
@@ -175,6 +200,7 @@ class DecodeEngine:
 
     def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
         """Puts prompt + max_tokens of KV aside; RESOURCE_EXHAUSTED when no rank has room."""
+        self.supervisor.check()
         if not request_id:
             raise invalid("request_id", "must not be empty")
         if num_prompt_tokens < 1:
@@ -191,6 +217,7 @@ class DecodeEngine:
         request.expires_s = request.arrival_s + self.cfg.reservation_ttl_s * self.time_scale
         reservation_id = uuid.uuid4().hex
         self.reserved[reservation_id] = request
+        self._publish_queue()
         return Reservation(reservation_id, request.dp_rank, self.lease.die(request.dp_rank))
 
     def cancel_reservation(self, reservation_id: str) -> bool:
@@ -199,6 +226,7 @@ class DecodeEngine:
             return False
         request.end(RequestStatus.CANCELLED, "cancelled")
         self.scheduler.release(request)
+        self._publish_queue()
         return True
 
     async def decode(
@@ -213,6 +241,7 @@ class DecodeEngine:
         """Pulls the KV, joins the batch and yields each step's tokens, then a `finished` chunk.
         Closing the iterator early cancels the request and frees its slot. `num_resumed`: a migrated
         request's output tokens before `first_token` (its KV holds them; see DecodeScheduler.add)."""
+        self.supervisor.check()
         request = self.reserved.pop(reservation_id, None)
         if request is None:
             raise FailedPreconditionError(
@@ -222,12 +251,15 @@ class DecodeEngine:
         try:
             request.advance(RequestStatus.TRANSFERRING)
             model = await self._admit(request, kv, first_token, max_tokens, sampling)
+            self.supervisor.check()  # the loop may have failed while the KV was pulled
             request.sink = outbox
             self.scheduler.add(request, model, num_resumed)
             self.loop.wake()
             first = True
             while True:
                 chunk = await outbox.queue.get()
+                if request.status is RequestStatus.FAILED:
+                    raise self.supervisor.error()
                 if first and not chunk.finished:
                     chunk = DecodeChunk(chunk.token_ids, chunk.num_tokens, kv_pull_s=request.kv_pull_s)
                     first = False
@@ -237,6 +269,7 @@ class DecodeEngine:
         finally:
             if not request.is_done:
                 self.scheduler.cancel(request)
+                self._publish_queue()
 
     def load(self, draining: bool = False) -> LoadSnapshot:
         return LoadSnapshot(
@@ -247,7 +280,7 @@ class DecodeEngine:
             max_queue=self.cfg.max_queue,
             kv_tokens_used=sum(self.scheduler.kv_reserved),
             kv_tokens_capacity=self.scheduler.kv_capacity * self.cfg.num_dies,
-            draining=draining,
+            draining=draining or self.supervisor.is_failed,
             num_dies=self.cfg.num_dies,
         )
 

@@ -33,6 +33,7 @@ class DecodeService(decode_pb2_grpc.DecodeServicer):
         self.pool = pool
         self.drain = drain
         self.engine = DecodeEngine(settings, clock, fabric, pool)
+        self.engine.supervisor.on_fault(drain.fail)  # a failed step loop: NOT_SERVING, RPCs refused
 
     async def start(self) -> None:
         cfg = self.settings.decode

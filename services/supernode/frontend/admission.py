@@ -7,14 +7,16 @@ Lifecycle of a POST to /v1/completions or /v1/chat/completions here:
    connection, so the address is the unit a client controls), and a wait for a slot bounded by
    `frontend.max_queue_wait_s` (a request expected to wait longer is refused at once). A refusal is
    an immediate 429 with `Retry-After`, counted in `supernode_shed_total{where="frontend",reason}`
-   and logged (rate-limited);
+   and logged (rate-limited); after the router refused a request, requests beyond the number in
+   flight then are refused here for the refusal's Retry-After (`reason="backend_full"`,
+   frontend/backpressure.py);
 3. while the app serves it, a client that disconnects (its socket closed) cancels the request: the
    app task is cancelled, which closes the SDK stream and so the router call, decode slot and KV;
-4. a streaming client that stops reading is cut off: once the transport's write buffer is full
-   (asyncio's 64 KiB high-water mark, plus the kernel's socket buffers), a body write that does not
-   complete within `frontend.stream_stall_timeout_s` cancels the request, frees its slot and closes
-   the connection; the router stream is closed when the relay is released, which a graceful close
-   delays until the client has taken or dropped the buffered bytes.
+4. a streaming client that stops reading is cut off: once its buffers are full (the connection's
+   kernel send buffer, capped by `frontend.send_buffer_bytes` in frontend/server.py, asyncio's 64 KiB
+   write buffer and the client's receive buffer), a body write that does not complete within
+   `frontend.stream_stall_timeout_s` cancels the request, frees its slot and closes the connection;
+   the relay closes its router streams at once (frontend/serving.py, `RelayResponse`).
 Both are counted in `supernode_http_abandoned_total{kind=disconnect|stalled}`.
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from supernode.frontend.backpressure import BackendLimit
 from supernode.frontend.errors import error_response
 from supernode.runtime.admission import Gate, ShedError, ShedLog
 from supernode.runtime.config import Settings
@@ -52,6 +55,7 @@ class AdmissionMiddleware:
             name="frontend",
         )
         self.stall_timeout_s = cfg.stream_stall_timeout_s
+        self.backend = BackendLimit()
         self.shed_log = ShedLog("frontend")
         self._shed = Counter(
             "supernode_shed", "Requests refused by admission control.", ("where", "reason"), registry=registry
@@ -75,6 +79,8 @@ class AdmissionMiddleware:
         client = scope.get("client")
         key = client[0] if client else None
         try:
+            if self.backend.is_full(self.gate.num_inflight):
+                raise self.gate.refusal("backend_full", "the router refused requests at this load")
             await self.gate.acquire(key)
         except ShedError as err:
             self._shed.labels("frontend", err.reason).inc()
@@ -106,6 +112,8 @@ class AdmissionMiddleware:
             nonlocal started, complete
             if message["type"] == "http.response.start":
                 started = True
+                if message["status"] == 429:  # the router is full at this load
+                    self.backend.on_refused(self.gate.num_inflight, _retry_after(message))
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 complete = True
             if message["type"] != "http.response.body" or not message.get("body"):
@@ -161,6 +169,16 @@ async def _cancel(task: asyncio.Future[Any]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+def _retry_after(start: Message) -> float | None:
+    for key, value in start.get("headers", ()):
+        if key.lower() == b"retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -62,27 +62,31 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
             if token in stop:
                 tokens = tokens[: i + 1]
                 break
-        try:
-            for start in range(0, len(tokens), self.tokens_per_chunk):
-                if fail_after is not None and start >= fail_after:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "decode worker lost")
-                if self.chunk_delay_s and start:
-                    await asyncio.sleep(self.chunk_delay_s)
-                part = tokens[start : start + self.tokens_per_chunk]
-                finished = start + len(part) >= len(tokens)
-                yield router_pb2.GenerateChunk(
-                    token_ids=part,
-                    text=bytes(part).decode(),
-                    finished=finished,
-                    finish_reason=("stop" if len(tokens) < request.max_tokens else "length")
-                    if finished
-                    else "",
-                    stats=_stats(len(prompt), len(tokens), num_cached) if finished else None,
-                    request_id=request_id,
-                )
-        except asyncio.CancelledError:
+        # Counted when the call ends before its last chunk, whatever the generator is doing: a stream
+        # blocked on flow control (its reader stalled) is cancelled outside the generator's frames.
+        ended = [False]
+        context.add_done_callback(lambda _: self._on_done(ended[0]))
+        for start in range(0, len(tokens), self.tokens_per_chunk):
+            if fail_after is not None and start >= fail_after:
+                ended[0] = True
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "decode worker lost")
+            if self.chunk_delay_s and start:
+                await asyncio.sleep(self.chunk_delay_s)
+            part = tokens[start : start + self.tokens_per_chunk]
+            finished = start + len(part) >= len(tokens)
+            yield router_pb2.GenerateChunk(
+                token_ids=part,
+                text=bytes(part).decode(),
+                finished=finished,
+                finish_reason=("stop" if len(tokens) < request.max_tokens else "length") if finished else "",
+                stats=_stats(len(prompt), len(tokens), num_cached) if finished else None,
+                request_id=request_id,
+            )
+        ended[0] = True
+
+    def _on_done(self, ended: bool) -> None:
+        if not ended:
             self.num_cancelled += 1
-            raise
 
     async def Status(  # noqa: N802 (gRPC method name)
         self, request: router_pb2.StatusRequest, context: grpc.aio.ServicerContext

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -28,7 +29,25 @@ def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) ->
         access_log=False,
         timeout_graceful_shutdown=max(1, round(settings.runtime.drain_timeout_s)),
         log_config=None,  # keep the process's logging setup
+        http=_bounded_send_buffer(settings.frontend.send_buffer_bytes),
     )
+
+
+def _bounded_send_buffer(num_bytes: int) -> type[asyncio.Protocol]:
+    """uvicorn's own HTTP protocol with each connection's kernel send buffer capped at `num_bytes`
+    (SO_SNDBUF; Linux doubles it). Autotuned, a loopback send buffer grows to megabytes, and a client
+    that stops reading would hold that much of its stream before a write blocks and the stall bound
+    (frontend/admission.py) can start counting."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    def connection_made(self: asyncio.Protocol, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, num_bytes)
+        AutoHTTPProtocol.connection_made(self, transport)
+
+    return type("BoundedSendBufferProtocol", (AutoHTTPProtocol,), {"connection_made": connection_made})
 
 
 class _InProcessServer(uvicorn.Server):

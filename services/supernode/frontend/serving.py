@@ -9,7 +9,10 @@ Lifecycle of a request here:
    the choice's index; with `continuous_usage_stats` each chunk carries the usage so far), then (with
    `stream_options.include_usage`) a usage chunk, then `data: [DONE]`. An error after the headers went
    out is sent as a `data: {"error": ...}` event followed by `[DONE]`.
-3. A client that disconnects cancels the relay; closing the SDK streams cancels the router calls.
+3. A client that disconnects, or stops reading and is cut off (frontend/admission.py), cancels the
+   relay: `RelayResponse` closes the event generator as soon as the response task ends, however it
+   ends, which closes the SDK streams and so cancels the router calls (decode slots and KV freed then,
+   not when the connection is finally torn down or the generator collected).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from supernode.core.predictive import TokenLogprob
 from supernode.frontend.choices import Choice, ChoiceResult, Piece, Usage
@@ -53,7 +57,7 @@ async def respond(
     headers = {"X-Request-Id": choices[0].request_id}
     if stream:
         events = _events(choices, encoder, params, prompt_param)
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS | headers)
+        return RelayResponse(events, media_type="text/event-stream", headers=SSE_HEADERS | headers)
     try:
         results = await asyncio.gather(*(_collect(c) for c in choices))
     except SupernodeError as err:
@@ -64,6 +68,20 @@ async def respond(
         await _close(choices)
     body = encoder.full(results, _total([c.usage() for c in choices]))
     return Response(json.dumps(body), headers=headers, media_type="application/json")
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that closes its body generator however the response ends. Starlette only
+    iterates it: cancelled mid-write (a client cut off for not reading, or gone), the generator would
+    stay suspended, holding its router streams, until collected."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 async def _collect(choice: Choice) -> ChoiceResult:
@@ -90,7 +108,7 @@ async def _events(
             async for piece in choice.pieces():
                 await queue.put((choice.index, piece))
         except (asyncio.CancelledError, GeneratorExit):
-            # The writer is gone or failed (its task group cancels us): nobody waits for a signal, and
+            # The writer is gone or failed (and cancels us): nobody waits for a signal, and
             # waiting to put one into a full queue would never end.
             raise
         except BaseException as err:  # noqa: BLE001 - handed to the writer, which re-raises or reports
@@ -98,37 +116,42 @@ async def _events(
             return
         await queue.put(None)
 
+    # Pump tasks are held here, not in a TaskGroup: the generator may be closed at any `yield` (its
+    # client was cut off), and a GeneratorExit inside a TaskGroup's body comes out as a group.
+    pumps: list[asyncio.Task[None]] = []
     try:
         for choice in choices:
             if opening := encoder.first(choice.index):
                 yield opening
-        async with asyncio.TaskGroup() as group:
-            for choice in choices:
-                group.create_task(pump(choice))
-            num_done = 0
-            while num_done < len(choices):
-                item = await queue.get()
-                if item is None:
-                    num_done += 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                index, piece = item
-                num_output += piece.num_tokens
-                if piece.text or piece.finish_reason is not None or piece.logprobs:
-                    usage = _usage_so_far(params, num_output) if params.continuous_usage_stats else None
-                    logprobs = piece.logprobs if params.logprobs is not None else None
-                    yield encoder.delta(piece.text, piece.finish_reason, index, usage, logprobs)
+        pumps = [asyncio.ensure_future(pump(choice)) for choice in choices]
+        num_done = 0
+        while num_done < len(choices):
+            item = await queue.get()
+            if item is None:
+                num_done += 1
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            index, piece = item
+            num_output += piece.num_tokens
+            if piece.text or piece.finish_reason is not None or piece.logprobs:
+                usage = _usage_so_far(params, num_output) if params.continuous_usage_stats else None
+                logprobs = piece.logprobs if params.logprobs is not None else None
+                yield encoder.delta(piece.text, piece.finish_reason, index, usage, logprobs)
         if encoder.include_usage:
             yield encoder.usage_chunk(_total([c.usage() for c in choices]))
-    except* SupernodeError as group_err:
-        err = group_err.exceptions[0]
-        assert isinstance(err, SupernodeError)
+    except SupernodeError as err:
         for c in choices:
             c.fail(err.code)
         yield sse(error_body(err.message, err.openai_type, router_param(err, prompt_param), err.code.lower()))
     finally:
-        await _close(choices)
+        # Starlette runs the body in an anyio task group, whose cancellation is delivered again at
+        # every await: the closing runs as a task of its own, shielded, so it completes however
+        # this generator is interrupted.
+        closing = asyncio.ensure_future(_stop(pumps, choices))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
+        await asyncio.shield(closing)
     yield DONE
 
 
@@ -140,6 +163,16 @@ def _total(usages: list[Usage]) -> Usage:
     """The response's usage: the prompt once (as vLLM counts it), every choice's output."""
     first = usages[0]
     return Usage(first.num_prompt_tokens, sum(u.num_output_tokens for u in usages), first.num_cached_tokens)
+
+
+_closing: set[asyncio.Task[None]] = set()  # relays being closed (a reference keeps each task alive)
+
+
+async def _stop(pumps: list[asyncio.Task[None]], choices: list[Choice]) -> None:
+    for task in pumps:
+        task.cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    await _close(choices)
 
 
 async def _close(choices: list[Choice]) -> None:

@@ -9,7 +9,8 @@ A request's states here (core/request.py):
    each batch it is given);
 3. FINISHED: new blocks stored in the pool (their UB move to the EMS pool runs in the background, as
    the paper stores asynchronously), the first token drawn from the token model, a KvHandle returned.
-A caller that leaves cancels it (CANCELLED); a batch already running it completes.
+A caller that leaves cancels it (CANCELLED); a batch already running it completes. If the step loop
+fails, every queued request FAILS with UNAVAILABLE and the worker refuses new ones (runtime/supervision.py).
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 
 from supernode.core import blocks, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
 from supernode.core.scheduler import PrefillBatch, PrefillScheduler, QueueFullError
+from supernode.core.scoring_jobs import TieredPrefillScheduler
 from supernode.hw import cost as hw_cost
 from supernode.hw import specs
 from supernode.prefill import scoring
+from supernode.prefill.queue_delay import QueueDelayBound
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
-from supernode.runtime.engine import StepLoop
+from supernode.runtime.engine import StepFailure, StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, invalid
 from supernode.runtime.peers import (
     DieLease,
@@ -38,6 +42,7 @@ from supernode.runtime.peers import (
     PrefillResult,
     ScoreResult,
 )  # fmt: skip
+from supernode.runtime.supervision import Supervisor
 from supernode.runtime.worker_metrics import CacheMetrics, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -69,11 +74,22 @@ class PrefillEngine:
         self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
         self.scheduler: PrefillScheduler = scoring.make_scheduler(settings)  # with an XL3M scoring queue
         self.loop: StepLoop[PrefillBatch] = StepLoop(
-            self.worker_id, clock, self.scheduler.schedule, self.price, self.postprocess
+            self.worker_id,
+            clock,
+            self.schedule,
+            self.price,
+            self.postprocess,
+            on_failure=self._on_step_failure,
         )
         self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
         self.metrics.track_lag(self.loop.stats)
+        self.supervisor = Supervisor("prefill", self.worker_id, self.metrics.registry)
+        self.queue_delay = QueueDelayBound(
+            self.deployment, self.scheduler.token_budget,
+            self.cfg.max_queue_delay_s * settings.runtime.time_scale, settings.runtime.time_scale,
+            self.metrics.registry, self.worker_id,
+        )  # fmt: skip
         self.cache_metrics = CacheMetrics(self.metrics)
         self.scorer = scoring.Scorer(self, self.metrics.registry, self.worker_id)
 
@@ -89,6 +105,13 @@ class PrefillEngine:
 
     # -- the step
 
+    def schedule(self) -> PrefillBatch | None:
+        batch = self.scheduler.schedule()
+        if batch is None:  # idle: the gauges say so rather than keep the last batch's values
+            self.metrics.on_idle()
+            self._publish_queue()
+        return batch
+
     def price(self, batch: PrefillBatch) -> hw_cost.Cost:
         """The cost model's time for computing `batch` (the vocabulary projection where it is needed:
         an interactive prompt's last position, a scoring job's question positions)."""
@@ -97,6 +120,7 @@ class PrefillEngine:
     def postprocess(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
         duration_s = cost.total_us / 1e6
         self.scorer.on_batch(batch, cost)
+        self.queue_delay.on_batch(batch.num_new_tokens, duration_s)
         self.metrics.on_step(
             len(batch.slices), len(batch.slices), duration_s, cost.breakdown_us, batch.num_new_tokens
         )
@@ -107,15 +131,31 @@ class PrefillEngine:
             request.finished_s = self.clock.now()
             if request.sink is not None:
                 request.sink.on_done(request)
+        self._publish_queue()
+
+    def _publish_queue(self) -> None:
         self.metrics.on_queue(
             len(self.scheduler.waiting), self.scheduler.num_waiting_tokens, self.block_tokens,
             self.loop.stats.max_lag_s,
         )  # fmt: skip
+        self.queue_delay.on_queue(self.scheduler.num_waiting_tokens)
+
+    def _on_step_failure(self, failure: StepFailure) -> None:
+        """The loop stopped: fail what waits on it and leave the rotation (runtime/supervision.py)."""
+        scheduler = self.scheduler
+        background = scheduler.background if isinstance(scheduler, TieredPrefillScheduler) else deque()
+        self.supervisor.trip(failure, [*scheduler.waiting, *background])
+        scheduler.waiting.clear()
+        background.clear()
+        scheduler.num_waiting_tokens = scheduler.num_running = 0
+        self.metrics.on_idle()
+        self._publish_queue()
 
     # -- requests
 
     async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
         """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result."""
+        self.supervisor.check()
         request = self._validate(request_id, prompt, sampling)
         if self.offload and len(prompt) > OFFLOAD_MIN_TOKENS:
             keys = await asyncio.to_thread(blocks.block_keys, prompt, self.block_tokens)
@@ -126,6 +166,8 @@ class PrefillEngine:
         done = scoring.DoneSink()
         request.sink = done
         queued_at = self.clock.now()
+        self.supervisor.check()  # the loop may have failed while the cache was looked up
+        self.queue_delay.admit(self.scheduler.num_waiting_tokens)
         try:
             self.scheduler.add(request)
         except QueueFullError as err:
@@ -136,6 +178,9 @@ class PrefillEngine:
         finally:
             if not request.is_done:
                 self.scheduler.cancel(request)
+                self._publish_queue()
+        if request.status is RequestStatus.FAILED:
+            raise self.supervisor.error()
         request.prefill_queue_s = max(0.0, request.finished_s - queued_at - request.prefill_compute_s)
         await self._store_blocks(prompt, keys, request.num_cached_tokens // self.block_tokens, die)
         kv = KvHandle(
@@ -163,7 +208,7 @@ class PrefillEngine:
             max_queue=self.cfg.max_queue,
             kv_tokens_used=self.scheduler.num_waiting_tokens,
             kv_tokens_capacity=self.scheduler.token_budget,
-            draining=draining,
+            draining=draining or self.supervisor.is_failed,
             num_dies=len(self.lease.dies),
         )
 

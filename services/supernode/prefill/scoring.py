@@ -17,7 +17,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from supernode.core import predictive, tokens
-from supernode.core.request import Request, Sampling
+from supernode.core.request import Request, RequestStatus, Sampling
 from supernode.core.scheduler import PrefillBatch, PrefillScheduler, QueueFullError
 from supernode.core.scoring_jobs import TieredPrefillScheduler, lm_head_tokens, scoring_share
 from supernode.hw import cost as hw_cost
@@ -27,6 +27,7 @@ from supernode.runtime.config import Settings
 from supernode.runtime.engine import StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, invalid
 from supernode.runtime.peers import ScoreResult
+from supernode.runtime.supervision import Supervisor
 
 
 class PrefillHost(Protocol):
@@ -35,6 +36,7 @@ class PrefillHost(Protocol):
     clock: Clock
     scheduler: PrefillScheduler
     loop: StepLoop[PrefillBatch]
+    supervisor: Supervisor
 
 
 class DoneSink:
@@ -132,6 +134,7 @@ class Scorer:
         job.num_question = len(question)
         done = DoneSink()
         job.sink = done
+        host.supervisor.check()
         try:
             scheduler.add_scoring(job)
         except QueueFullError as err:
@@ -144,6 +147,8 @@ class Scorer:
         )
         try:
             await done.future
+            if job.status is RequestStatus.FAILED:
+                raise host.supervisor.error()
             value = await scoring
         finally:
             scoring.cancel()

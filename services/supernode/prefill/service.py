@@ -32,6 +32,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         self.pool = pool
         self.drain = drain
         self.engine = PrefillEngine(settings, clock, fabric, pool)
+        self.engine.supervisor.on_fault(drain.fail)  # a failed step loop: NOT_SERVING, RPCs refused
 
     async def start(self) -> None:
         cfg = self.settings.prefill

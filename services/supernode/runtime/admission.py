@@ -153,6 +153,10 @@ class Gate:
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
 
+    def refusal(self, reason: str, what: str) -> ShedError:
+        """The error a refusal at this gate raises (`reason` is its metric label)."""
+        return self._refusal(reason, what)
+
     def _refusal(self, reason: str, what: str) -> ShedError:
         return ShedError(
             f"overloaded: {what}; retry after {self.retry_after_s:g}s", reason, self.retry_after_s

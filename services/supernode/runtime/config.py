@@ -47,6 +47,12 @@ class RuntimeSettings(BaseModel):
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=4 * 1024 * 1024, description="gRPC send/receive limit"
     )
+    stream_stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Wall seconds a gRPC server stream's write may wait on a client that stopped "
+        "reading (its flow-control window full) before the stream is cut off",
+    )
 
 
 class FabricSettings(BaseModel):
@@ -97,6 +103,12 @@ class PrefillSettings(BaseModel):
     worker_id: str = Field("", description="Unique id ('' = prefill-<port>)")
     num_npus: int = Field(16, ge=1, le=384, description="NPUs in the emulated prefill instance (paper: 16)")
     max_queue: int = Field(1024, ge=1, description="Requests waiting for a batch before RESOURCE_EXHAUSTED")
+    max_queue_delay_s: float = Field(
+        10.0,
+        ge=0,
+        description="Wall seconds a prompt may be expected to wait for its batch (queued tokens / "
+        "throughput); longer is refused at once with RESOURCE_EXHAUSTED (0 = no bound)",
+    )
     tokens_per_npu: int = Field(16384, ge=128, description="Batch token budget per NPU (paper: 16,384)")
     ep_size: int = Field(32, ge=1, le=768, description="Dies in the instance's EP group (paper: EP32)")
     precision: Literal["int8", "bf16"] = Field(
@@ -290,6 +302,13 @@ class FrontendSettings(BaseModel):
     )
     stream_stall_timeout_s: float = Field(
         10.0, gt=0, description="Wall seconds a streaming client may stop reading before it is cut off"
+    )
+    send_buffer_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Kernel send buffer per HTTP connection: with the 64 KiB write buffer, what a "
+        "client that stops reading is sent before its stall is timed",
     )
 
     _split = field_validator("api_keys", mode="before")(_split_list)

@@ -4,6 +4,11 @@ Workers give it three plain functions; it owns the waiting. Pricing runs inline 
 fast); the loop yields to the event loop on every step, so RPC handlers keep running. A worker that
 runs several steps as one batch (decode's counting-only runs) also gives `split`: new work arriving
 while such a batch runs cuts it at the end of the step then running, where the work would have joined.
+
+The loop is supervised and fail-stop: if `schedule`, `price`, the wait or `postprocess` raises, the
+loop stops, records a `StepFailure` (the stage and the error), logs it with its traceback and calls
+`on_failure`, which fails the worker's requests and takes the service out of rotation (the
+scheduler's state can no longer be trusted, so it does not run another step).
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ from supernode.runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 B = TypeVar("B")
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """Why a step loop stopped."""
+
+    stage: str  # schedule | price | wait | postprocess
+    error: str  # the exception's class and message (for logs and operators, never for clients)
 
 
 @dataclass(slots=True)
@@ -47,6 +60,7 @@ class StepLoop(Generic[B]):
         price: Callable[[B], Cost],
         postprocess: Callable[[B, Cost], None],
         split: Callable[[B, Cost, float], tuple[B, Cost]] | None = None,
+        on_failure: Callable[[StepFailure], None] | None = None,
     ) -> None:
         """`split(batch, cost, elapsed_s)`: the part of `batch` that ends with the step running
         `elapsed_s` after its start, and its cost (None: batches are never cut)."""
@@ -57,6 +71,8 @@ class StepLoop(Generic[B]):
         self._postprocess = postprocess
         self._split = split
         self._cut: asyncio.Future[None] | None = None  # set while a batch that may be cut runs
+        self._on_failure = on_failure
+        self.failure: StepFailure | None = None  # set once the loop has stopped on an error
         self._wake = asyncio.Event()
         self.stats = StepStats()
         self._task: asyncio.Task[None] | None = None
@@ -81,38 +97,53 @@ class StepLoop(Generic[B]):
                 pass
 
     async def _run(self) -> None:
-        while True:
-            batch = self._schedule()
-            if batch is None:
-                if self._is_busy:  # a busy spell ends: its lag is settled, the next starts on time
-                    self.stats.ended_lag_s += self.stats.lag_s
-                    self.stats.lag_s = 0.0
-                self._is_busy = False
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            cost = self._price(batch)
-            duration = cost.total_us / 1e6
-            # Back-to-back steps start where the previous one was due to end, so the host's own work
-            # between steps (postprocess, RPCs, wake-up jitter) does not stretch emulated step times;
-            # after an idle spell the next step starts now.
-            start = self._prev_end if self._is_busy else self.clock.now()
-            end = start + duration
-            num_steps = getattr(batch, "num_steps", 1)  # a batch may run several steps (see split)
-            if self._split is None or num_steps == 1:
-                await self.clock.sleep_until(end)
-            else:
-                batch, cost = await self._run_cuttable(batch, cost, start, end)
+        stage = "schedule"
+        try:
+            while True:
+                stage = "schedule"
+                batch = self._schedule()
+                if batch is None:
+                    if self._is_busy:  # a busy spell ends: its lag is settled, the next starts on time
+                        self.stats.ended_lag_s += self.stats.lag_s
+                        self.stats.lag_s = 0.0
+                    self._is_busy = False
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                stage = "price"
+                cost = self._price(batch)
                 duration = cost.total_us / 1e6
+                # Back-to-back steps start where the previous one was due to end, so the host's own
+                # work between steps (postprocess, RPCs, wake-up jitter) does not stretch emulated step
+                # times; after an idle spell the next step starts now.
+                stage = "wait"
+                start = self._prev_end if self._is_busy else self.clock.now()
                 end = start + duration
-                num_steps = getattr(batch, "num_steps", 1)
-            self._prev_end, self._is_busy = end, True
-            lag = self.clock.now() - end
-            try:
+                num_steps = getattr(batch, "num_steps", 1)  # a batch may run several steps (see split)
+                if self._split is None or num_steps == 1:
+                    await self.clock.sleep_until(end)
+                else:
+                    batch, cost = await self._run_cuttable(batch, cost, start, end)
+                    duration = cost.total_us / 1e6
+                    end = start + duration
+                    num_steps = getattr(batch, "num_steps", 1)
+                self._prev_end, self._is_busy = end, True
+                lag = self.clock.now() - end
+                stage = "postprocess"
                 self._postprocess(batch, cost)
-            except Exception:  # a bug in one batch must not stop the worker
-                log.exception("%s: postprocess failed", self.name)
-            self._record(duration, max(0.0, lag), cost, num_steps)
+                self._record(duration, max(0.0, lag), cost, num_steps)
+        except Exception as exc:  # noqa: BLE001 - every failure stops the loop and is reported
+            self._fail(stage, exc)
+
+    def _fail(self, stage: str, exc: Exception) -> None:
+        self.failure = StepFailure(stage, f"{type(exc).__name__}: {exc}")
+        self._is_busy = False
+        log.error("%s: step loop stopped: %s raised", self.name, stage, exc_info=exc)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(self.failure)
+            except Exception:  # noqa: BLE001 - the handler's own bug must not hide the first one
+                log.exception("%s: step-failure handler failed", self.name)
 
     async def _run_cuttable(self, batch: B, cost: Cost, start: float, end: float) -> tuple[B, Cost]:
         """Waits for `batch` to end, or for a wake-up; then cuts it at the step running then."""

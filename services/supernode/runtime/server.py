@@ -31,21 +31,38 @@ from supernode.runtime.errors import (
     sanitize,
 )
 from supernode.runtime.guard import GuardInterceptor, guard_interceptors, on_deadline_expired
+from supernode.runtime.stall import write_or_cut
 
 log = logging.getLogger(__name__)
 
 
 class Drain:
-    """Counts in-flight RPCs and refuses new ones once draining."""
+    """Counts in-flight RPCs and refuses new ones once draining, or once the service has failed."""
 
     def __init__(self) -> None:
         self.is_admitting = True
+        self.fault = ""  # why the service stopped serving ("" while it serves)
         self.num_inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._fault_listeners: list[Callable[[str], None]] = []
+
+    def on_fault(self, listener: Callable[[str], None]) -> None:
+        self._fault_listeners.append(listener)
+
+    def fail(self, reason: str) -> None:
+        """The service can serve no more (its step loop failed): new RPCs get UNAVAILABLE with
+        `reason`, health turns NOT_SERVING (the host listens)."""
+        if self.fault:
+            return
+        self.fault = reason
+        for listener in self._fault_listeners:
+            listener(reason)
 
     @contextlib.contextmanager
     def track(self) -> Any:
+        if self.fault:
+            raise UnavailableError(self.fault, retry_after_s=1.0)
         if not self.is_admitting:
             raise UnavailableError("service is draining; retry on another instance", retry_after_s=1.0)
         self.num_inflight += 1
@@ -127,17 +144,19 @@ def stream(track: bool = True) -> Callable[[F], F]:
 
     The handler becomes a coroutine that writes each item, so when the client goes away the task is
     cancelled at once and the generator is closed then (its `finally` blocks run now, not whenever
-    the generator is garbage-collected).
+    the generator is garbage-collected). A client that stops reading is cut off once a write has
+    waited `runtime.stream_stall_timeout_s` (runtime/stall.py).
     """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+            stall_s = self.settings.runtime.stream_stall_timeout_s
             try:
                 with self.drain.track() if track else contextlib.nullcontext():
                     async with contextlib.aclosing(fn(self, request, context)) as items:
                         async for item in items:
-                            await context.write(item)
+                            await write_or_cut(context, item, stall_s, fn.__name__)
             except SupernodeError as err:
                 await _abort(context, err)
             except grpc.aio.AbortError:
@@ -173,6 +192,8 @@ class ServiceHost:
             options=server_options(settings), interceptors=[*interceptors, self.guard]
         )
         self.service = build(self.server, self.drain)
+        self.drain.on_fault(self._on_fault)
+        self._fault_task: asyncio.Task[None] | None = None
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -200,6 +221,10 @@ class ServiceHost:
         await self.service.stop()
         await self.server.stop(grace=1.0)
         return drained
+
+    def _on_fault(self, reason: str) -> None:
+        log.error("service failed (%s); health NOT_SERVING", reason)
+        self._fault_task = asyncio.ensure_future(self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING))
 
     async def _set_status(self, status: int) -> None:
         for name in ("", *self.service.service_names):

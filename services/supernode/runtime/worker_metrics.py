@@ -106,6 +106,12 @@ class WorkerMetrics:
         )
         gauge.labels(self.worker).set_function(lambda: stats.lag_total_s)
 
+    def on_idle(self) -> None:
+        """No batch runs: the per-step gauges read 0 rather than keep the last step's values."""
+        w = self.worker
+        for gauge in (self.batch_size, self.batch_per_die, self.tokens_per_s, self.tokens_per_s_per_npu):
+            gauge.labels(w).set(0)
+
     def on_queue(self, waiting: int, kv_tokens: int, block_tokens: int, lag_s: float) -> None:
         w = self.worker
         self.queue_length.labels(w).set(waiting)
