@@ -93,10 +93,13 @@ class WorkerCalls:
         for i in order:
             worker = workers[i]
             call = worker.peer.reserve(request.request_id, num_prompt, num_left)
+            # Counted from the moment it is asked for: requests sent together then spread out.
+            worker.kv_pending += num_prompt + num_left
             try:
                 deadline = self._call_deadline(self.cfg.call_timeout_s * self.time_scale, deadline_at)
                 return worker, await self.watchdog.call(worker, call, "reserve", deadline)
             except (UnavailableError, ResourceExhaustedError, DeadlineExceededError) as err:
+                worker.kv_pending = max(0, worker.kv_pending - num_prompt - num_left)
                 if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
                     worker.on_error(err)
                 if not isinstance(err, ResourceExhaustedError):

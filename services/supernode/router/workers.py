@@ -43,6 +43,9 @@ class Worker(Generic[P]):
     down_epoch: int = 0  # times it was marked unhealthy (watched calls compare it)
     num_probe_timeouts: int = 0  # load probes in a row that timed out
     is_behind_fault: bool = False  # a fabric fault holds one of its dies' links down
+    # KV tokens this router reserved there since its last load report: requests sent together would
+    # otherwise all pick the instance the (stale) report shows with the most free KV.
+    kv_pending: int = 0
 
     @property
     def address(self) -> str:
@@ -55,7 +58,7 @@ class Worker(Generic[P]):
             is_draining=self.load.draining,
             num_inflight=self.num_inflight,
             num_waiting=self.load.num_waiting,
-            kv_tokens_used=self.load.kv_tokens_used,
+            kv_tokens_used=self.load.kv_tokens_used + self.kv_pending,
             kv_tokens_capacity=self.load.kv_tokens_capacity if self.role == "decode" else 0,
             worker_id=self.load.worker_id,
             is_behind_fault=self.is_behind_fault,
@@ -135,6 +138,7 @@ class WorkerSet:
     async def _probe(self, worker: Worker[PrefillPeer] | Worker[DecodePeer]) -> None:
         try:
             worker.load = await worker.peer.load()
+            worker.kv_pending = 0  # the report counts this router's reservations now
         except DeadlineExceededError as err:  # one slow answer on a busy host is not a failure yet
             worker.num_probe_timeouts += 1
             if worker.num_probe_timeouts >= PROBE_TIMEOUTS_DOWN:
