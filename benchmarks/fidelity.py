@@ -40,7 +40,7 @@ from supernode.hw.specs import KV_BYTES_PER_TOKEN, PrefillDeployment
 from supernode.launcher import LocalStack, StackConfig, free_port
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import decode_deployment, prefill_deployment
-from supernode.runtime.errors import ResourceExhaustedError, UnavailableError
+from supernode.runtime.errors import DeadlineExceededError, ResourceExhaustedError, UnavailableError
 from supernode.sdk import AsyncClient
 
 BLOCK = 128
@@ -121,7 +121,8 @@ async def decode_scenario(
                         async for chunk in client.generate(token_ids=prompt, max_tokens=max_tokens, seed=i):
                             if chunk.token_ids:
                                 arrivals.append((time.monotonic(), len(chunk.token_ids)))
-                    except (UnavailableError, ResourceExhaustedError) as err:  # a busy host: try again
+                    # A busy host: try again.
+                    except (UnavailableError, ResourceExhaustedError, DeadlineExceededError) as err:
                         refused.append(err.code)
                         await asyncio.sleep(err.retry_after_s or 0.5)
                         continue

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from supernode.core.request import Request, Sampling
-from supernode.inproc import ClusterShape, InprocCluster
+from supernode.inproc import ClusterShape, InprocCluster, LocalDecodePeer
 from supernode.runtime.clock import VirtualClock
+from supernode.runtime.peers import Reservation
 from tests.conftest import make_settings
 
 SHAPE = ClusterShape(num_prefill=2, num_decode=2, prefill_npus=1, decode_dies=2, pool_bytes=10**12)
@@ -40,3 +41,35 @@ async def test_a_load_report_replaces_the_pending_count():
         assert sum(w.kv_pending for w in cluster.router.workers.decode) > 0
         await cluster.router.workers.poll_once()
         assert [w.kv_pending for w in cluster.router.workers.decode] == [0, 0]
+
+
+class SlowReserveDecode(LocalDecodePeer):
+    """A live decode instance too busy to answer its first `num_slow` reserves within the call's bound."""
+
+    def __init__(self, inner: LocalDecodePeer, num_slow: int, delay_s: float) -> None:
+        super().__init__(inner.engine)
+        self.num_slow = num_slow
+        self.delay_s = delay_s
+        self.num_reserves = 0
+
+    async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
+        self.num_reserves += 1
+        if self.num_reserves <= self.num_slow:
+            await self.engine.clock.sleep(self.delay_s)
+        return await super().reserve(request_id, num_prompt_tokens, max_tokens)
+
+
+async def test_a_busy_decode_is_asked_again_not_marked_down():
+    # One decode instance, too busy to answer two reserves within the 1 s bound: the request waits
+    # and asks again (as for a full instance), and the instance keeps its streams and its health.
+    shape = ClusterShape(num_prefill=1, num_decode=1, prefill_npus=1, decode_dies=2, pool_bytes=10**12)
+    settings = make_settings(router={"call_timeout_s": 1.0, "load_poll_s": 1000.0})
+    async with InprocCluster(settings, VirtualClock(start=1.0), shape) as cluster:
+        worker = cluster.router.workers.decode[0]
+        slow = SlowReserveDecode(worker.peer, num_slow=2, delay_s=3.0)  # type: ignore[arg-type]
+        worker.peer = slow
+        request = cluster.router.make_request("r", "", PROMPT, 4, Sampling(seed=3))
+        await _drain(cluster, request)
+        assert worker.is_healthy and worker.down_epoch == 0
+    assert slow.num_reserves == 3
+    assert request.finish_reason == "length" and request.num_generated == 4

@@ -75,8 +75,10 @@ class WorkerCalls:
         while True:
             try:
                 return await self._reserve_once(request, failed_on, deadline_at)
-            except ResourceExhaustedError:
-                if self.clock.now() + backoff > deadline:
+            except (ResourceExhaustedError, UnavailableError, DeadlineExceededError) as err:
+                # Full, or too busy to answer in time: wait and ask again, as for a full instance.
+                retry = isinstance(err, ResourceExhaustedError) or _is_slow(err)
+                if not retry or self.clock.now() + backoff > deadline or self.clock.now() >= deadline_at:
                     raise
                 await self.clock.sleep(backoff)
                 backoff = min(0.5 * self.time_scale, backoff * 2)
@@ -100,7 +102,10 @@ class WorkerCalls:
                 return worker, await self.watchdog.call(worker, call, "reserve", deadline)
             except (UnavailableError, ResourceExhaustedError, DeadlineExceededError) as err:
                 worker.kv_pending = max(0, worker.kv_pending - num_prompt - num_left)
-                if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
+                # A slow answer to a short call says the instance is busy, not gone: its load probe
+                # decides that (a burst at the paper's batch sizes can keep a live decode busy for
+                # seconds, and marking it down would abandon every stream it is serving).
+                if self.clock.now() < deadline_at and not _is_slow(err):
                     worker.on_error(err)
                 if not isinstance(err, ResourceExhaustedError):
                     fault_metrics.on_call_failed("reserve", worker.address, err)
@@ -193,3 +198,10 @@ def record_prefill(request: Request, address: str, result: PrefillResult) -> Non
     request.num_cached_tokens = result.num_cached_tokens
     request.prefill_queue_s, request.cache_load_s = result.queue_s, result.load_s
     request.prefill_compute_s = result.compute_s
+
+
+def _is_slow(err: SupernodeError) -> bool:
+    """A call that passed its bound without an answer (as opposed to one refused or cut off)."""
+    if getattr(err, "reason", "") == "deadline":  # watch.Abandoned: the router stopped waiting
+        return True
+    return isinstance(err, DeadlineExceededError) and not err.from_service
