@@ -74,6 +74,9 @@ async def start(env: dict[str, str], num_prefill: int) -> tuple[LocalStack, dict
                 "SUPERNODE_DECODE__METRICS_PORT": str(ports["decode"]),
                 "SUPERNODE_PREFILL__METRICS_PORT": str(ports["prefill"]) if num_prefill == 1 else "0",
                 "SUPERNODE_RUNTIME__LOG_LEVEL": "WARNING",
+                # The paper's points are bursts meant to queue (the last 4K prompt of a prefill burst
+                # waits ~10 emulated s): no queueing-delay refusals, whatever the time scale.
+                "SUPERNODE_PREFILL__MAX_QUEUE_DELAY_S": "0",
             },
         )
     )
