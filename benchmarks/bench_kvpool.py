@@ -66,7 +66,10 @@ def fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
     """n blocks no store has seen (distinct first tokens make distinct prefix-chained keys)."""
     out = []
     for _ in range(n):
-        tokens = [next(_tokens) % 120_000 + 300, *range(400, 400 + BLOCK_TOKENS - 1)]
+        # Two leading tokens from one counter: ids stay in the vocabulary and never repeat within a
+        # run (one token alone wrapped after 120,000 blocks, and a fast pool gets there).
+        high, low = divmod(next(_tokens), 120_000)
+        tokens = [low + 300, high + 300, *range(400, 400 + BLOCK_TOKENS - 2)]
         out.append(kvpool_pb2.Block(key=blocks.block_keys(tokens, BLOCK_TOKENS)[0], tokens=tokens))
     return out
 
