@@ -9,36 +9,17 @@ import pytest
 
 from supernode.core import tokens
 from supernode.hw import cost as hw_cost
-from supernode.inproc import InprocFabric
-from supernode.kvpool.local import LocalPool
-from supernode.prefill.service import build
-from supernode.runtime.channels import open_channel
-from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import prefill_deployment
-from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
-from tests.conftest import make_settings
+from supernode.v1 import common_pb2, prefill_pb2
 
 
 @pytest.fixture
-async def make_prefill(host_factory):
-    channels, fabrics = [], []
-
+def make_prefill(prefill_stack):
     async def start(**prefill):
-        settings = make_settings(prefill={"metrics_port": 0, **prefill})
-        clock = VirtualClock(start=10.0)
-        fabric, pool = InprocFabric(clock), LocalPool()
-        fabric.start()
-        fabrics.append(fabric)
-        host = await host_factory(settings, build(settings, clock, fabric, pool))
-        channel = open_channel(host.address, settings)
-        channels.append(channel)
-        return prefill_pb2_grpc.PrefillStub(channel), host.service.engine, fabric
+        stub, engine, fabric, pool = await prefill_stack(**prefill)
+        return stub, engine, fabric
 
-    yield start
-    for channel in channels:
-        await channel.close()
-    for fabric in fabrics:
-        await fabric.stop()
+    return start
 
 
 def request(rid: str, prompt: list[int], seed: int = 0) -> prefill_pb2.PrefillRequest:

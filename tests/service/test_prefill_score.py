@@ -9,14 +9,8 @@ import pytest
 
 from supernode.core import predictive, tokens
 from supernode.hw import cost as hw_cost
-from supernode.inproc import InprocFabric
-from supernode.kvpool.local import LocalPool
-from supernode.prefill.service import build
-from supernode.runtime.channels import open_channel
-from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import prefill_deployment
-from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
-from tests.conftest import make_settings
+from supernode.v1 import common_pb2, prefill_pb2
 
 FILLER = tokens.encode("The grass is green. The sky is blue. The sun is yellow. Here we go. " * 30)
 NEEDLE = tokens.encode("The pass key is 48213. Remember it. 48213 is the pass key. ")
@@ -24,25 +18,12 @@ QUESTION = tokens.encode("What is the pass key? The pass key is")
 
 
 @pytest.fixture
-async def make_prefill(host_factory):
-    channels, fabrics = [], []
-
+def make_prefill(prefill_stack):
     async def start(xl3m=None, **prefill):
-        settings = make_settings(prefill={"metrics_port": 0, **prefill}, xl3m=xl3m or {})
-        clock = VirtualClock(start=10.0)
-        fabric, pool = InprocFabric(clock), LocalPool()
-        fabric.start()
-        fabrics.append(fabric)
-        host = await host_factory(settings, build(settings, clock, fabric, pool))
-        channel = open_channel(host.address, settings)
-        channels.append(channel)
-        return prefill_pb2_grpc.PrefillStub(channel), host.service.engine, pool
+        stub, engine, fabric, pool = await prefill_stack(xl3m, **prefill)
+        return stub, engine, pool
 
-    yield start
-    for channel in channels:
-        await channel.close()
-    for fabric in fabrics:
-        await fabric.stop()
+    return start
 
 
 def score_request(rid: str, segment: list[int], fn: str = "") -> prefill_pb2.ScoreRequest:
