@@ -197,6 +197,13 @@ class RouterSettings(BaseModel):
         ge=0,
         description="Wall seconds a stream may wait for admission; longer (or expected longer) is refused",
     )
+    max_queue_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="Wall seconds a stream may be expected to wait for its first token behind the streams "
+        "still waiting for theirs (their number x the recent interval between first tokens); longer is "
+        "refused at once with RESOURCE_EXHAUSTED (0 = no bound)",
+    )
 
     max_migrations: int = Field(
         2, ge=0, le=16, description="Times a request may move to another decode instance after a failure"

@@ -4,7 +4,9 @@
   UNKNOWN with the decoder's exception class);
 - a `request_id` field is length- and charset-checked (INVALID_ARGUMENT naming the field);
 - `Router.Generate` passes an admission `Gate` (bounded in flight, per connection, and in queueing
-  time; beyond it RESOURCE_EXHAUSTED with the `retry-after-s` trailer, counted and logged), and the
+  time; beyond it RESOURCE_EXHAUSTED with the `retry-after-s` trailer, counted and logged), then the
+  first-token queueing bound (runtime/start_delay.py: refused at once when its estimated wait behind
+  the requests still waiting for their first token exceeds `router.max_queue_delay_s`), and the
   client's request id is made unique inside the system (a reused id must not collide with a
   concurrent request's decode reservation) while every chunk still carries the client's id;
 - a call whose client deadline passed is counted and logged as a deadline expiry.
@@ -36,6 +38,7 @@ from supernode.runtime.errors import (
     check_request_id,
     sanitize,
 )
+from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,12 @@ class _ClientIdContext:
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """See the module docstring; `gates` maps full method names to their admission gate."""
 
-    def __init__(self, gates: dict[str, Gate]) -> None:
+    def __init__(
+        self, gates: dict[str, Gate], start_bounds: dict[str, StartDelayBound] | None = None
+    ) -> None:
+        """`start_bounds`: the first-token queueing bound of the server-streaming methods that have one."""
         self.gates = gates
+        self.start_bounds = start_bounds or {}
         self.shed_logs = {method: ShedLog(method.rsplit("/", 1)[-1]) for method in gates}
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -129,12 +136,19 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request, context, gate, key = await self._enter(request, context, method)
+            bound = self.start_bounds.get(method)
+            ticket: Ticket | None = None
             try:
+                if bound is not None:  # a server-streaming handler that writes its chunks
+                    ticket = await self._start(bound, context, method)
+                    context = _FirstWriteContext(context, lambda: bound.on_first_token(ticket))  # type: ignore[arg-type]
                 return await fn(request, context)
             except asyncio.CancelledError:
                 _note_deadline(context, method)
                 raise
             finally:
+                if ticket is not None:
+                    bound.on_end(ticket)  # type: ignore[union-attr]
                 if gate is not None:
                     gate.release(key)
 
@@ -168,6 +182,33 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             context = _ClientIdContext(context, request_id)  # type: ignore[assignment]
             request.request_id = f"{request_id}.{uuid.uuid4().hex[:12]}"
         return request, context, gate, key
+
+    async def _start(self, bound: StartDelayBound, context: grpc.aio.ServicerContext, method: str) -> Ticket:
+        """Passes the first-token queueing bound; aborts RESOURCE_EXHAUSTED otherwise."""
+        try:
+            return bound.admit()
+        except ShedError as err:
+            SHED_TOTAL.labels(method.rsplit("/", 1)[-1], err.reason).inc()
+            self.shed_logs[method].on_shed(err.reason, err.message)
+            await _abort(context, err.grpc_code, err.message, retry_after_s=err.retry_after_s)
+            raise  # abort raises; this is for the type checker
+
+
+class _FirstWriteContext:
+    """The servicer context, except that the first write (the first token) is reported."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, on_first_write: Callable[[], None]) -> None:
+        self._context = context
+        self._on_first_write: Callable[[], None] | None = on_first_write
+
+    async def write(self, message: Any) -> None:
+        if self._on_first_write is not None:
+            self._on_first_write()
+            self._on_first_write = None
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _safe(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
@@ -217,4 +258,4 @@ def guard_interceptors(settings: Settings) -> GuardInterceptor:
         retry_after_s=1.0,
         name="router",
     )
-    return GuardInterceptor({GENERATE: gate})
+    return GuardInterceptor({GENERATE: gate}, {GENERATE: StartDelayBound(cfg.max_queue_delay_s)})

@@ -1,0 +1,107 @@
+"""The router's first-token queueing bound: a request that would wait longer than
+`router.max_queue_delay_s` behind the requests still waiting for their first token is refused at once
+(RESOURCE_EXHAUSTED with a retry hint; HTTP 429 with Retry-After at the frontend), instead of being
+admitted into a backlog its first token would sit behind.
+
+A request is *starting* from the moment it is admitted until the router sends its first chunk (or it
+ends first). Its queueing delay is estimated, when it arrives, as
+
+    requests starting ahead of it x the recent wall interval between first tokens,
+
+the interval measured while others were still starting (the rate at which this router, its prefill
+instances and its host turn a backlog into first tokens, whatever bounds it: batching in emulated time
+or the processes' CPU). Before any such interval has been seen, the time one request took alone
+(arrival to first token with nothing ahead) stands in for it: no overlap is assumed until some has
+been observed, so a burst on a router that has served only one request at a time is admitted as far
+as serial service keeps within the bound, and the rest refused while the backlog shows how fast it
+drains. Before any first token at all, nothing is known and everything is admitted.
+
+Lifecycle of one request here: `admit` (refused, or a ticket) -> `on_first_token` -> `on_end`
+(a no-op after the first token).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supernode.runtime.admission import ShedError
+
+_EWMA_WEIGHT = 0.2  # weight of the newest sample in both estimates
+_MIN_RETRY_AFTER_S = 0.5
+
+
+@dataclass(slots=True)
+class Ticket:
+    arrived_at: float  # monotonic wall seconds
+    is_alone: bool  # nothing else was starting when it arrived
+    is_open: bool = True  # still waiting for its first token
+
+
+class StartDelayBound:
+    def __init__(self, max_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """`max_delay_s`: wall seconds a request may be expected to wait (0 = no bound, only counted)."""
+        if max_delay_s < 0:
+            raise ValueError("max_delay_s: must be >= 0")
+        self.max_delay_s = max_delay_s
+        self.clock = clock
+        self.num_starting = 0
+        self.alone_s: float | None = None  # EWMA of arrival -> first token with nothing ahead
+        self.interval_s: float | None = None  # EWMA of the gap between first tokens under a backlog
+        self._last_first_at: float | None = None
+        self._is_backlogged = False  # someone has been starting without a break since the last first token
+
+    def estimate_s(self, num_ahead: int | None = None) -> float | None:
+        """Wall seconds a request arriving now would wait behind `num_ahead` starting requests
+        (default: those starting now); None while nothing has been measured."""
+        ahead = self.num_starting if num_ahead is None else num_ahead
+        if ahead == 0:
+            return 0.0
+        per = self.interval_s if self.interval_s is not None else self.alone_s
+        return None if per is None else ahead * per
+
+    def admit(self) -> Ticket:
+        """Admits a request arriving now, or raises ShedError (reason `queue_delay`)."""
+        wait_s = self.estimate_s()
+        if self.max_delay_s > 0 and wait_s is not None and wait_s > self.max_delay_s:
+            retry_after_s = max(_MIN_RETRY_AFTER_S, math.ceil((wait_s - self.max_delay_s) * 10) / 10)
+            raise ShedError(
+                f"overloaded: estimated wait for a first token {wait_s:.2f}s exceeds the "
+                f"{self.max_delay_s:g}s queueing bound; retry after {retry_after_s:g}s",
+                "queue_delay",
+                retry_after_s,
+            )
+        ticket = Ticket(self.clock(), is_alone=self.num_starting == 0)
+        self.num_starting += 1
+        return ticket
+
+    def on_first_token(self, ticket: Ticket) -> None:
+        """The request's first chunk went out: it no longer holds up those behind it."""
+        if not ticket.is_open:
+            return
+        now = self.clock()
+        if ticket.is_alone:
+            self.alone_s = _ewma(self.alone_s, now - ticket.arrived_at)
+        elif self._is_backlogged and self._last_first_at is not None:
+            self.interval_s = _ewma(self.interval_s, now - self._last_first_at)
+        self._last_first_at = now
+        self._leave(ticket)
+        self._is_backlogged = self.num_starting > 0
+
+    def on_end(self, ticket: Ticket) -> None:
+        """The request ended (refused downstream, failed, cancelled or finished); a no-op once it
+        had its first token."""
+        if ticket.is_open:
+            self._leave(ticket)
+
+    def _leave(self, ticket: Ticket) -> None:
+        ticket.is_open = False
+        self.num_starting -= 1
+        if self.num_starting == 0:
+            self._is_backlogged = False
+
+
+def _ewma(prior: float | None, sample: float) -> float:
+    return sample if prior is None else prior + _EWMA_WEIGHT * (sample - prior)

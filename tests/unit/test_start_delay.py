@@ -1,0 +1,92 @@
+"""The router's first-token queueing bound (runtime/start_delay.py), on a hand-driven clock."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from supernode.runtime.admission import ShedError
+from supernode.runtime.config import RouterSettings
+from supernode.runtime.start_delay import StartDelayBound
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def serve_alone(bound: StartDelayBound, clock: Clock, ttft_s: float) -> None:
+    ticket = bound.admit()
+    clock.now += ttft_s
+    bound.on_first_token(ticket)
+    bound.on_end(ticket)
+
+
+def test_before_any_first_token_everything_is_admitted():
+    bound = StartDelayBound(0.1, Clock())
+    tickets = [bound.admit() for _ in range(50)]
+    assert bound.num_starting == 50 and bound.estimate_s() is None
+    for ticket in tickets:
+        bound.on_end(ticket)
+    assert bound.num_starting == 0
+
+
+def test_a_burst_after_serial_service_is_admitted_as_far_as_serial_service_fits():
+    clock = Clock()
+    bound = StartDelayBound(0.3, clock)
+    serve_alone(bound, clock, 0.1)  # one request alone: 0.1 s to its first token
+    admitted = [bound.admit() for _ in range(4)]  # 0, 1, 2 and 3 ahead: waits 0 .. 0.3 s
+    with pytest.raises(ShedError) as err:
+        bound.admit()  # 4 ahead x 0.1 s = 0.4 s > 0.3 s: refused at once
+    assert err.value.reason == "queue_delay" and err.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.value.retry_after_s == 0.5 and "estimated wait for a first token 0.40s" in err.value.message
+    assert bound.num_starting == 4  # a refusal holds nothing
+    for ticket in admitted:
+        bound.on_end(ticket)
+
+
+def test_the_interval_between_first_tokens_under_a_backlog_replaces_the_serial_guess():
+    clock = Clock()
+    bound = StartDelayBound(0.3, clock)
+    serve_alone(bound, clock, 0.1)
+    tickets = [bound.admit() for _ in range(4)]
+    for ticket in tickets:  # batched: first tokens 20 ms apart
+        clock.now += 0.02
+        bound.on_first_token(ticket)
+    assert bound.interval_s == pytest.approx(0.02)  # gaps measured while others were still starting
+    assert bound.estimate_s(10) == pytest.approx(0.2)  # 10 ahead x the interval, not x alone_s
+    more = [bound.admit() for _ in range(16)]  # 15 ahead x 20 ms = 0.3 s: still within the bound
+    with pytest.raises(ShedError):
+        bound.admit()
+    for ticket in more:
+        bound.on_end(ticket)
+
+
+def test_ending_without_a_first_token_frees_the_place_and_teaches_nothing():
+    clock = Clock()
+    bound = StartDelayBound(0.15, clock)
+    serve_alone(bound, clock, 0.1)
+    ticket = bound.admit()
+    bound.admit()
+    with pytest.raises(ShedError):
+        bound.admit()
+    clock.now += 5.0
+    bound.on_end(ticket)  # failed downstream: the one behind it moves up, no sample taken
+    assert bound.num_starting == 1 and bound.alone_s == pytest.approx(0.1) and bound.interval_s is None
+    bound.admit()
+
+
+def test_zero_is_no_bound_and_negative_is_rejected_with_the_field():
+    clock = Clock()
+    bound = StartDelayBound(0.0, clock)
+    serve_alone(bound, clock, 1.0)
+    for _ in range(100):
+        bound.admit()
+    with pytest.raises(ValueError, match="max_delay_s"):
+        StartDelayBound(-1.0)
+    with pytest.raises(ValueError, match="max_queue_delay_s"):
+        RouterSettings(max_queue_delay_s=-0.5)
+    assert RouterSettings().max_queue_delay_s == 0.0
