@@ -161,6 +161,19 @@ async def test_stream_framing_and_request_id(stack: Stack) -> None:
     assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] == 3
 
 
+async def test_migrations_are_in_the_usage_streamed_or_not(stack: Stack) -> None:
+    body = OK_BODY | {"prompt": "moved !migrated:2", "n": 2}
+    whole = (await stack.post("/v1/completions", body)).json()
+    assert whole["usage"]["num_migrations"] == 4  # both choices moved twice
+    streamed = await stack.post(
+        "/v1/completions", body | {"n": 1, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    last = json.loads([e for e in streamed.text.split("\n\n") if e][-2].removeprefix("data: "))
+    assert last["choices"] == [] and last["usage"]["num_migrations"] == 2
+    plain = (await stack.post("/v1/completions", OK_BODY)).json()
+    assert plain["usage"]["num_migrations"] == 0
+
+
 async def test_error_mid_stream_is_an_event(stack: Stack) -> None:
     body = {
         "model": MODEL,

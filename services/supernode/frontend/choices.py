@@ -48,6 +48,7 @@ class Usage:
     num_prompt_tokens: int
     num_output_tokens: int
     num_cached_tokens: int
+    num_migrations: int = 0  # times the router moved it to another decode instance after a failure
 
 
 class Choice:
@@ -124,7 +125,7 @@ class Choice:
     def usage(self) -> Usage:
         if self.stats is not None:
             s = self.stats
-            return Usage(s.num_prompt_tokens, s.num_output_tokens, s.num_cached_tokens)
+            return Usage(s.num_prompt_tokens, s.num_output_tokens, s.num_cached_tokens, s.num_migrations)
         return Usage(self.params.num_prompt_tokens, self.num_output_tokens, 0)
 
     def fail(self, code: str) -> None:

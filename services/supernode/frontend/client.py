@@ -15,7 +15,11 @@ from supernode.runtime.metrics import RequestStatsLike
 STREAM_TIMEOUT_S = 3600.0
 
 
-StatsLike = RequestStatsLike  # the SDK's `RequestStats` (emulated seconds)
+class StatsLike(RequestStatsLike, Protocol):
+    """The SDK's `RequestStats` (emulated seconds)."""
+
+    @property
+    def num_migrations(self) -> int: ...
 
 
 class ChunkLike(Protocol):

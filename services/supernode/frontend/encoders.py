@@ -1,7 +1,8 @@
 """Response bodies for the two endpoints, whole and as SSE chunks, in OpenAI's shapes.
 
 `usage` carries the context-cache hits: `prompt_tokens_details.cached_tokens` = prompt tokens whose KV came
-from the pool instead of being computed.
+from the pool instead of being computed; and `num_migrations` (a Supernode extra): how many times the
+router moved the request's choices to another decode instance after a failure (0 in a fault-free run).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def sse(payload: dict[str, object]) -> bytes:
 
 
 def usage(u: Usage) -> dict[str, object]:
-    """OpenAI `usage` (with vLLM's `prompt_tokens_details.cached_tokens`)."""
+    """OpenAI `usage` (with vLLM's `prompt_tokens_details.cached_tokens`, and `num_migrations`)."""
     return {
         "prompt_tokens": u.num_prompt_tokens,
         "completion_tokens": u.num_output_tokens,
         "total_tokens": u.num_prompt_tokens + u.num_output_tokens,
         "prompt_tokens_details": {"cached_tokens": u.num_cached_tokens},
+        "num_migrations": u.num_migrations,
     }
 
 

@@ -12,7 +12,8 @@ Behaviour, all deterministic:
 - validation like the router's: exactly one of prompt/token_ids, 1 <= max_tokens <= max_tokens_limit
   (INVALID_ARGUMENT "<field>: <rule>").
 - fault injection by markers anywhere in the prompt: "!error:<STATUS>" aborts before any token with that
-  gRPC status (and a `retry-after-s` trailer of 2.5); "!fail-after:<n>" aborts UNAVAILABLE after n tokens.
+  gRPC status (and a `retry-after-s` trailer of 2.5); "!fail-after:<n>" aborts UNAVAILABLE after n tokens;
+  "!migrated:<n>" reports n migrations in the final stats (as a request moved n times would).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from supernode.v1 import router_pb2, router_pb2_grpc
 
 _ERROR = re.compile(r"!error:([A-Z_]+)")
 _FAIL_AFTER = re.compile(r"!fail-after:(\d+)")
+_MIGRATED = re.compile(r"!migrated:(\d+)")
 
 
 class FakeRouter(router_pb2_grpc.RouterServicer):
@@ -56,6 +58,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
         request_id = request.request_id or f"fake-{next(self._ids)}"
         num_cached = self._cache(prompt)
         fail_after = _fail_after(request.prompt)
+        migrated = int(match.group(1)) if (match := _MIGRATED.search(request.prompt)) else 0
         stop = set(request.sampling.stop_token_ids)
         tokens = [97 + (request.sampling.seed + len(prompt) + i) % 26 for i in range(request.max_tokens)]
         for i, token in enumerate(tokens):
@@ -79,7 +82,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
                 text=bytes(part).decode(),
                 finished=finished,
                 finish_reason=("stop" if len(tokens) < request.max_tokens else "length") if finished else "",
-                stats=_stats(len(prompt), len(tokens), num_cached) if finished else None,
+                stats=_stats(len(prompt), len(tokens), num_cached, migrated) if finished else None,
                 request_id=request_id,
             )
         ended[0] = True
@@ -117,14 +120,14 @@ def _fail_after(prompt: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _stats(num_prompt: int, num_output: int, num_cached: int) -> router_pb2.RequestStats:
+def _stats(num_prompt: int, num_output: int, num_cached: int, migrated: int) -> router_pb2.RequestStats:
     ttft_s = 0.05 + 1e-5 * (num_prompt - num_cached)
     tpot_s = 0.03
     return router_pb2.RequestStats(
         num_prompt_tokens=num_prompt, num_output_tokens=num_output, num_cached_tokens=num_cached,
         ttft_s=ttft_s, tpot_s=tpot_s, e2e_s=ttft_s + tpot_s * (num_output - 1), prefill_queue_s=0.001,
         prefill_compute_s=ttft_s - 0.002, cache_load_s=0.0005, kv_pull_s=0.0005,
-        prefill_worker="fake-prefill", decode_worker="fake-decode",
+        prefill_worker="fake-prefill", decode_worker="fake-decode", num_migrations=migrated,
     )  # fmt: skip
 
 

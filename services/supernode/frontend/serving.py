@@ -160,9 +160,12 @@ def _usage_so_far(params: GenerateParams, num_output: int) -> Usage:
 
 
 def _total(usages: list[Usage]) -> Usage:
-    """The response's usage: the prompt once (as vLLM counts it), every choice's output."""
+    """The response's usage: the prompt once (as vLLM counts it), every choice's output and moves."""
     first = usages[0]
-    return Usage(first.num_prompt_tokens, sum(u.num_output_tokens for u in usages), first.num_cached_tokens)
+    return Usage(
+        first.num_prompt_tokens, sum(u.num_output_tokens for u in usages), first.num_cached_tokens,
+        sum(u.num_migrations for u in usages),
+    )  # fmt: skip
 
 
 _closing: set[asyncio.Task[None]] = set()  # relays being closed (a reference keeps each task alive)
