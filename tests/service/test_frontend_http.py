@@ -174,6 +174,11 @@ async def test_migrations_are_in_the_usage_streamed_or_not(stack: Stack) -> None
     assert plain["usage"]["num_migrations"] == 0
 
 
+async def test_the_time_a_request_waited_in_the_frontend_goes_with_its_router_call(stack: Stack) -> None:
+    await stack.assert_serving()
+    assert len(stack.router.queued_s) == 1 and 0.0 < stack.router.queued_s[0] < 1.0
+
+
 async def test_error_mid_stream_is_an_event(stack: Stack) -> None:
     body = {
         "model": MODEL,

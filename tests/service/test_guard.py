@@ -69,6 +69,16 @@ async def test_a_request_expected_to_wait_past_the_first_token_bound_is_refused_
     await client.close()
 
 
+async def test_time_waited_in_front_of_the_router_counts_against_the_first_token_bound(host_factory):
+    prefill = FakePrefill()
+    client = await start_router(host_factory, [prefill], [SlowDecode()], max_queue_delay_s=0.25)
+    assert len((await client.complete(token_ids=[1], max_tokens=2, queued_s=0.2)).token_ids) == 2
+    with pytest.raises(ResourceExhaustedError, match="first token 0.30s"):
+        await client.complete(token_ids=[1], max_tokens=2, queued_s=0.3)  # a gateway held it 0.3 s
+    assert prefill.calls == 1
+    await client.close()
+
+
 async def test_a_short_queue_wait_admits_what_frees_in_time(host_factory):
     client = await start_router(
         host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=1, admission_max_wait_s=5.0

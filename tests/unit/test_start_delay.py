@@ -7,7 +7,7 @@ import pytest
 
 from supernode.runtime.admission import ShedError
 from supernode.runtime.config import RouterSettings
-from supernode.runtime.start_delay import StartDelayBound
+from supernode.runtime.start_delay import QUEUED_KEY, StartDelayBound, queued_s
 
 
 class Clock:
@@ -77,6 +77,26 @@ def test_ending_without_a_first_token_frees_the_place_and_teaches_nothing():
     bound.on_end(ticket)  # failed downstream: the one behind it moves up, no sample taken
     assert bound.num_starting == 1 and bound.alone_s == pytest.approx(0.1) and bound.interval_s is None
     bound.admit()
+
+
+def test_time_already_waited_upstream_counts_against_the_bound():
+    clock = Clock()
+    bound = StartDelayBound(0.3, clock)
+    with pytest.raises(ShedError):
+        bound.admit(queued_s=0.4)  # waited past the bound in a gateway: refused even with nothing known
+    serve_alone(bound, clock, 0.1)
+    ticket = bound.admit(queued_s=0.1)
+    with pytest.raises(ShedError) as err:
+        bound.admit(queued_s=0.25)  # 0.25 s upstream + 1 ahead x 0.1 s = 0.35 s
+    assert "0.35s" in err.value.message
+    bound.on_end(ticket)
+
+
+def test_queued_metadata_is_read_defensively():
+    assert queued_s([("other", "1"), (QUEUED_KEY, "0.25")]) == 0.25
+    assert queued_s([(QUEUED_KEY, "soon")]) == 0.0
+    assert queued_s([(QUEUED_KEY, "-1")]) == 0.0 and queued_s([(QUEUED_KEY, "nan")]) == 0.0
+    assert queued_s([(QUEUED_KEY, "1e9")]) == 0.0 and queued_s(None) == 0.0
 
 
 def test_zero_is_no_bound_and_negative_is_rejected_with_the_field():

@@ -9,7 +9,9 @@ Lifecycle of a POST to /v1/completions or /v1/chat/completions here:
    an immediate 429 with `Retry-After`, counted in `supernode_shed_total{where="frontend",reason}`
    and logged (rate-limited); after the router refused a request, requests beyond the number in
    flight then are refused here for the refusal's Retry-After (`reason="backend_full"`,
-   frontend/backpressure.py);
+   frontend/backpressure.py); its arrival time is noted in the scope (`ARRIVED_AT`): the wall seconds
+   from there to its router call go with the call (`queued_s`), so the router's first-token queueing
+   bound counts the time it waited in this process too;
 3. while the app serves it, a client that disconnects (its socket closed) cancels the request: the
    app task is cancelled, which closes the SDK stream and so the router call, decode slot and KV;
 4. a streaming client that stops reading is cut off: once its buffers are full (the connection's
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +43,7 @@ from supernode.runtime.errors import SupernodeError, check_request_id
 log = logging.getLogger(__name__)
 
 GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+ARRIVED_AT = "supernode.arrived_at"  # scope key: monotonic wall time the request reached the frontend
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request", for the HTTP metrics only
 
 
@@ -71,6 +75,7 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] not in GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
+        scope[ARRIVED_AT] = time.monotonic()  # the router counts the wait from here (`queued_s`)
         try:
             check_request_id(_header(scope, b"x-request-id"), field="X-Request-Id")
         except SupernodeError as err:

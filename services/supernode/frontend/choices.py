@@ -54,15 +54,21 @@ class Usage:
 class Choice:
     def __init__(
         self, client: RouterClient, params: GenerateParams, index: int, metrics: ServingMetrics,
-        request_id: str, time_scale: float, eos_token_id: int = 1,
+        request_id: str, time_scale: float, eos_token_id: int = 1, queued_s: float = 0.0,
     ) -> None:  # fmt: skip
+        """`queued_s`: wall seconds the request already waited in the frontend (the router counts them)."""
         self.index = index
         self.params = params
         self._metrics = metrics
         self._time_scale = time_scale
         self._stops = StopChecker(params.stop, params.min_tokens, params.include_stop_str_in_output)
         rid = request_id if index == 0 or not request_id else f"{request_id}-{index}"
-        self._chunks = client.generate(params.prompt, request_id=rid, **params.router_kwargs(index))  # type: ignore[arg-type]
+        self._chunks = client.generate(
+            params.prompt,
+            request_id=rid,
+            queued_s=queued_s,
+            **params.router_kwargs(index),  # type: ignore[arg-type]
+        )
         self._tracker: RequestTracker = metrics.on_arrival()
         self._first: ChunkLike | None = None
         self._started = time.monotonic()

@@ -55,6 +55,7 @@ class RouterClient(Protocol):
         timeout_s: float | None = None,
         long_context: str = "",
         min_tokens: int = 0,
+        queued_s: float = 0.0,
     ) -> AsyncIterator[ChunkLike]: ...
 
     async def is_serving(self, timeout_s: float = 1.0) -> bool:

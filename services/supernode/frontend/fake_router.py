@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from supernode.runtime import start_delay
 from supernode.runtime.errors import RETRY_AFTER_KEY
 from supernode.v1 import router_pb2, router_pb2_grpc
 
@@ -45,6 +46,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
         self.max_tokens_limit = max_tokens_limit
         self.block_tokens = block_tokens
         self.requests: list[router_pb2.GenerateRequest] = []  # every request received, in order
+        self.queued_s: list[float] = []  # each request's `supernode-queued-s` metadata (0 = none)
         self.num_cancelled = 0  # streams the client cancelled before the end
         self._blocks: set[tuple[int, ...]] = set()
         self._ids = itertools.count(1)
@@ -53,6 +55,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[router_pb2.GenerateChunk]:
         self.requests.append(request)
+        self.queued_s.append(start_delay.queued_s(context.invocation_metadata()))
         prompt = list(request.prompt.encode()) if request.prompt else list(request.token_ids)
         await self._check(request, context)
         request_id = request.request_id or f"fake-{next(self._ids)}"

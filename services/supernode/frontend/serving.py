@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 from starlette.responses import Response, StreamingResponse
@@ -41,10 +42,14 @@ _QUEUE_BOUND = 64  # pieces waiting to be written per response (choices wait whe
 async def respond(
     client: RouterClient, params: GenerateParams, encoder: Encoder, metrics: ServingMetrics, *,
     stream: bool, request_id: str, prompt_param: str, time_scale: float = 1.0, eos_token_id: int = 1,
+    arrived_at: float | None = None,
 ) -> Response:  # fmt: skip
-    """The HTTP response for one generation request (`prompt_param` names the prompt in errors)."""
+    """The HTTP response for one generation request (`prompt_param` names the prompt in errors;
+    `arrived_at`: monotonic wall time the request reached the frontend)."""
+    queued_s = 0.0 if arrived_at is None else max(0.0, time.monotonic() - arrived_at)
     choices = [
-        Choice(client, params, i, metrics, request_id, time_scale, eos_token_id) for i in range(params.n)
+        Choice(client, params, i, metrics, request_id, time_scale, eos_token_id, queued_s)
+        for i in range(params.n)
     ]
     opened = await asyncio.gather(*(c.open() for c in choices), return_exceptions=True)
     failure = next((r for r in opened if isinstance(r, BaseException)), None)

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
+from supernode.runtime import start_delay
 from supernode.runtime.admission import Gate, ShedError, ShedLog
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import (
@@ -186,7 +187,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     async def _start(self, bound: StartDelayBound, context: grpc.aio.ServicerContext, method: str) -> Ticket:
         """Passes the first-token queueing bound; aborts RESOURCE_EXHAUSTED otherwise."""
         try:
-            return bound.admit()
+            return bound.admit(start_delay.queued_s(context.invocation_metadata()))
         except ShedError as err:
             SHED_TOTAL.labels(method.rsplit("/", 1)[-1], err.reason).inc()
             self.shed_logs[method].on_shed(err.reason, err.message)

@@ -8,7 +8,9 @@ ends first). Its queueing delay is estimated, when it arrives, as
 
     requests starting ahead of it x the recent wall interval between first tokens,
 
-the interval measured while others were still starting (the rate at which this router, its prefill
+plus what it already waited in front of the router (a gateway's queue: the HTTP frontend sends the
+wall seconds since it received the request as the `supernode-queued-s` metadata), the interval
+measured while others were still starting (the rate at which this router, its prefill
 instances and its host turn a backlog into first tokens, whatever bounds it: batching in emulated time
 or the processes' CPU). Before any such interval has been seen, the time one request took alone
 (arrival to first token with nothing ahead) stands in for it: no overlap is assumed until some has
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 
 from supernode.runtime.admission import ShedError
 
+QUEUED_KEY = "supernode-queued-s"  # call metadata: wall seconds the request waited before this call
+_MAX_QUEUED_S = 3600.0
 _EWMA_WEIGHT = 0.2  # weight of the newest sample in both estimates
 _MIN_RETRY_AFTER_S = 0.5
 
@@ -62,10 +66,12 @@ class StartDelayBound:
         per = self.interval_s if self.interval_s is not None else self.alone_s
         return None if per is None else ahead * per
 
-    def admit(self) -> Ticket:
-        """Admits a request arriving now, or raises ShedError (reason `queue_delay`)."""
-        wait_s = self.estimate_s()
-        if self.max_delay_s > 0 and wait_s is not None and wait_s > self.max_delay_s:
+    def admit(self, queued_s: float = 0.0) -> Ticket:
+        """Admits a request arriving now that already waited `queued_s` wall seconds upstream, or
+        raises ShedError (reason `queue_delay`)."""
+        ahead_s = self.estimate_s()
+        wait_s = queued_s + (ahead_s or 0.0)
+        if self.max_delay_s > 0 and (ahead_s is not None or queued_s > 0) and wait_s > self.max_delay_s:
             retry_after_s = max(_MIN_RETRY_AFTER_S, math.ceil((wait_s - self.max_delay_s) * 10) / 10)
             raise ShedError(
                 f"overloaded: estimated wait for a first token {wait_s:.2f}s exceeds the "
@@ -101,6 +107,19 @@ class StartDelayBound:
         self.num_starting -= 1
         if self.num_starting == 0:
             self._is_backlogged = False
+
+
+def queued_s(metadata: object) -> float:
+    """The `supernode-queued-s` value of call metadata (pairs of key, value); 0 when absent or not a
+    number in [0, 3600]."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == QUEUED_KEY:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return 0.0
+            return seconds if 0.0 <= seconds <= _MAX_QUEUED_S else 0.0
+    return 0.0
 
 
 def _ewma(prior: float | None, sample: float) -> float:

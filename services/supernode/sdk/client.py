@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from supernode.runtime.auth import bearer_metadata
 from supernode.runtime.errors import DeadlineExceededError, from_rpc_error
 from supernode.runtime.retry import retry_options
+from supernode.runtime.start_delay import QUEUED_KEY
 from supernode.sdk import upload
 from supernode.v1 import common_pb2, router_pb2, router_pb2_grpc
 
@@ -184,6 +185,7 @@ class AsyncClient:
         min_tokens: int = 0,
         long_context: str = "",
         prompt_chunks: upload.PromptChunks | None = None,
+        queued_s: float = 0.0,
     ) -> AsyncIterator[Chunk]:
         """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
 
@@ -192,7 +194,9 @@ class AsyncClient:
         "stop"), never before `min_tokens`. The HTTP frontend defaults to vLLM's `ignore_eos=false`.
         long_context: "reject" | "truncate" | "xl3m" for a prompt over the window ("" = the router's).
         A prompt over `upload.UPLOAD_THRESHOLD`, or one given as `prompt_chunks` (an iterable of text
-        or token-id chunks, e.g. read from a file), is sent by the chunked upload."""
+        or token-id chunks, e.g. read from a file), is sent by the chunked upload. `queued_s`: wall
+        seconds the request already waited in front of this call (a gateway's queue); the router
+        counts them against its first-token queueing bound (`router.max_queue_delay_s`)."""
         request = _request(
             prompt,
             token_ids,
@@ -208,11 +212,14 @@ class AsyncClient:
             long_context,
         )
         timeout = timeout_s if timeout_s is not None else self.timeout_s
+        metadata = self._metadata
+        if queued_s > 0:
+            metadata = (*metadata, (QUEUED_KEY, f"{queued_s:.6f}"))
         if prompt_chunks is not None or upload.is_huge(prompt, token_ids):
             parts = upload.messages(request, prompt, token_ids, prompt_chunks)
-            call = self._stub.GenerateUpload(parts, timeout=timeout, metadata=self._metadata)
+            call = self._stub.GenerateUpload(parts, timeout=timeout, metadata=metadata)
         else:
-            call = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+            call = self._stub.Generate(request, timeout=timeout, metadata=metadata)
         try:
             async for msg in call:
                 yield _chunk(msg)
