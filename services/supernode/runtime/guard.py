@@ -259,4 +259,6 @@ def guard_interceptors(settings: Settings) -> GuardInterceptor:
         retry_after_s=1.0,
         name="router",
     )
-    return GuardInterceptor({GENERATE: gate}, {GENERATE: StartDelayBound(cfg.max_queue_delay_s)})
+    # Without a bound nothing would be refused: skip the per-chunk bookkeeping altogether.
+    bounds = {GENERATE: StartDelayBound(cfg.max_queue_delay_s)} if cfg.max_queue_delay_s > 0 else {}
+    return GuardInterceptor({GENERATE: gate}, bounds)
