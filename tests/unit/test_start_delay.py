@@ -7,7 +7,7 @@ import pytest
 
 from supernode.runtime.admission import ShedError
 from supernode.runtime.config import RouterSettings
-from supernode.runtime.start_delay import QUEUED_KEY, StartDelayBound, queued_s
+from supernode.runtime.start_delay import CONGESTION_WINDOW_S, QUEUED_KEY, StartDelayBound, queued_s
 
 
 class Clock:
@@ -63,6 +63,22 @@ def test_the_interval_between_first_tokens_under_a_backlog_replaces_the_serial_g
         bound.admit()
     for ticket in more:
         bound.on_end(ticket)
+
+
+def test_first_tokens_slower_than_alone_refuse_new_requests_until_the_window_passes():
+    clock = Clock()
+    bound = StartDelayBound(0.3, clock)
+    serve_alone(bound, clock, 0.1)
+    tickets = [bound.admit() for _ in range(2)]
+    clock.now += 0.5  # a host busy with running streams: first tokens 0.5 s after arrival, not 0.1 s
+    for ticket in tickets:
+        bound.on_first_token(ticket)
+    assert bound.num_starting == 0 and bound.congestion_s() == pytest.approx(0.32)  # 0.5 - EWMA alone 0.18
+    with pytest.raises(ShedError):
+        bound.admit()  # nobody ahead, but even the least-delayed recent request waited 0.32 s extra
+    clock.now += CONGESTION_WINDOW_S + 0.01
+    assert bound.congestion_s() is None
+    bound.admit()  # the slow first tokens are forgotten: admission resumes by itself
 
 
 def test_ending_without_a_first_token_frees_the_place_and_teaches_nothing():

@@ -18,6 +18,13 @@ been observed, so a burst on a router that has served only one request at a time
 as serial service keeps within the bound, and the rest refused while the backlog shows how fast it
 drains. Before any first token at all, nothing is known and everything is admitted.
 
+The count ahead misses a host slowed by what is already running (the admitted requests' token
+streams share the CPU with the next requests' first tokens), so the estimate is at least the
+*congestion*: the smallest delay beyond the alone time among the first tokens of the last
+`CONGESTION_WINDOW_S` (CoDel's reading of a standing queue: when even the least-delayed recent request
+waited past the bound, the next one will too). First tokens older than the window are forgotten, so
+once the refusals have let the backlog drain, admission resumes by itself.
+
 Lifecycle of one request here: `admit` (refused, or a ticket) -> `on_first_token` -> `on_end`
 (a no-op after the first token).
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +43,7 @@ QUEUED_KEY = "supernode-queued-s"  # call metadata: wall seconds the request wai
 _MAX_QUEUED_S = 3600.0
 _EWMA_WEIGHT = 0.2  # weight of the newest sample in both estimates
 _MIN_RETRY_AFTER_S = 0.5
+CONGESTION_WINDOW_S = 1.0  # wall seconds of first tokens the congestion reading looks back on
 
 
 @dataclass(slots=True)
@@ -56,15 +65,25 @@ class StartDelayBound:
         self.interval_s: float | None = None  # EWMA of the gap between first tokens under a backlog
         self._last_first_at: float | None = None
         self._is_backlogged = False  # someone has been starting without a break since the last first token
+        self._recent: deque[tuple[float, float]] = deque()  # (when, delay beyond alone_s) per first token
 
     def estimate_s(self, num_ahead: int | None = None) -> float | None:
         """Wall seconds a request arriving now would wait behind `num_ahead` starting requests
         (default: those starting now); None while nothing has been measured."""
         ahead = self.num_starting if num_ahead is None else num_ahead
-        if ahead == 0:
-            return 0.0
         per = self.interval_s if self.interval_s is not None else self.alone_s
-        return None if per is None else ahead * per
+        behind = 0.0 if ahead == 0 else (None if per is None else ahead * per)
+        congestion = self.congestion_s()
+        if behind is None or congestion is None:
+            return behind if congestion is None else congestion
+        return max(behind, congestion)
+
+    def congestion_s(self) -> float | None:
+        """The smallest delay beyond the alone time among the last window's first tokens (None: none)."""
+        horizon = self.clock() - CONGESTION_WINDOW_S
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        return min(delay for _, delay in self._recent) if self._recent else None
 
     def admit(self, queued_s: float = 0.0) -> Ticket:
         """Admits a request arriving now that already waited `queued_s` wall seconds upstream, or
@@ -88,8 +107,11 @@ class StartDelayBound:
         if not ticket.is_open:
             return
         now = self.clock()
+        latency_s = now - ticket.arrived_at
+        if self.alone_s is not None:
+            self._recent.append((now, max(0.0, latency_s - self.alone_s)))
         if ticket.is_alone:
-            self.alone_s = _ewma(self.alone_s, now - ticket.arrived_at)
+            self.alone_s = _ewma(self.alone_s, latency_s)
         elif self._is_backlogged and self._last_first_at is not None:
             self.interval_s = _ewma(self.interval_s, now - self._last_first_at)
         self._last_first_at = now
