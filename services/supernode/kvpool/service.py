@@ -25,7 +25,7 @@ from supernode.kvpool import lookups
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
-from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server
+from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server, packed_tokens
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
@@ -101,16 +101,16 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         sizes: dict[int, int] = {}  # payload bytes by token count
         items = []
         for i, block in enumerate(request.blocks):
-            key, tokens = block.key, block.tokens
+            key = block.key
             if not blocks.is_block_key(key):
                 raise invalid(f"blocks[{i}].key", "must be a 32-character lowercase hex block key")
-            num_tokens = len(tokens)
+            num_tokens = len(block.tokens)
             if not 1 <= num_tokens <= max_tokens:
                 raise invalid(f"blocks[{i}].tokens", f"must hold 1..{max_tokens} tokens")
             size = sizes.get(num_tokens)
             if size is None:
                 size = sizes[num_tokens] = self._payload_size(num_tokens)
-            items.append((key, blocks.seal_block(key, tokens, size)))
+            items.append((key, blocks.seal_encoded(key, num_tokens, packed_tokens(block), size)))
         written = await self.store.put_many(namespace, items)
         payload_bytes = sum(len(value) for (_, value), ok in zip(items, written, strict=True) if ok)
         self.counters[namespace].bytes_written += payload_bytes
@@ -143,7 +143,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
             counters.num_hits += 1
             counters.bytes_read += len(value)
             payload = opened.payload if request.with_payload else None
-            reply.add(key, opened.tokens, len(opened.tokens) * KV_BYTES_PER_TOKEN, payload)
+            reply.add(key, opened.encoded_tokens, opened.num_tokens * KV_BYTES_PER_TOKEN, payload)
         return reply.finish()
 
     @unary(track=False)
