@@ -76,3 +76,11 @@ def test_token_varints_reject_what_is_not_a_uint32() -> None:
         blocks.decode_tokens(b"\x80")
     with pytest.raises(ValueError, match="longer"):
         blocks.decode_tokens(b"\xff\xff\xff\xff\xff\x01")
+
+
+def test_packed_tokens_of_blocks_with_short_and_long_token_runs() -> None:
+    # 1-byte and 2-byte length prefixes of the packed field, and the general parse (no key).
+    for tokens in ([7], [2**31] * 25, list(range(1000, 1128)), [2**32 - 1] * 128):
+        for key in ("c" * 32, ""):
+            block = kvpool_pb2.Block(key=key, tokens=tokens)
+            assert blocks.decode_tokens(packed_tokens(block)) == tokens

@@ -32,6 +32,7 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
 from supernode.runtime.errors import UnavailableError
@@ -307,8 +308,8 @@ class ClusterKvStore:
         client = self._clients.get(node)
         if client is None:
             host, _, port = node.rpartition(":")
-            client = aioredis.Redis(
-                host=host, port=int(port), retry=retry_once(), **REDIS_OPTIONS, **self._node_kwargs
+            client = use_fast_packing(
+                aioredis.Redis(host=host, port=int(port), retry=retry_once(), **REDIS_OPTIONS, **self._node_kwargs)
             )
             self._clients[node] = client
         return client

@@ -18,6 +18,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused
 from supernode.runtime.errors import UnavailableError
 
@@ -92,7 +93,7 @@ class RedisKvStore:
     commands where the server cannot run the scripts); connection errors surface as UnavailableError."""
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
+        self._redis = use_fast_packing(aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS))
         kwargs = self._redis.connection_pool.connection_kwargs
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0

@@ -57,6 +57,23 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 def packed_tokens(block: kvpool_pb2.Block) -> bytes:
     """`block.tokens` as protobuf packed varints, cut from the block's serialized bytes."""
     data = block.SerializeToString()
+    num_tokens = len(block.tokens)
+    # protobuf writes fields in number order: a block key (field 1, 32 bytes), then the tokens.
+    if data[34:35] == _TOKENS_TAG and data[:2] == _KEY_TAG and data[35] < 0x80:
+        encoded = data[36 : 36 + data[35]]
+    elif data[34:35] == _TOKENS_TAG and data[:2] == _KEY_TAG and data[36] < 0x80:
+        encoded = data[37 : 37 + ((data[35] & 0x7F) | data[36] << 7)]
+    else:
+        encoded = _tokens_field(data)
+    # Each varint ends in one byte below 0x80: the count must be the block's (else encode them here).
+    if len(encoded.translate(None, _CONTINUATION_BYTES)) != num_tokens:
+        return blocks.encode_tokens(list(block.tokens))
+    return encoded
+
+
+def _tokens_field(data: bytes) -> bytes:
+    """Field 2's bytes in a serialized `Block`, wherever (and in however many pieces) they are;
+    b"" when the bytes do not parse."""
     found: list[bytes] = []
     at = 0
     try:
@@ -75,12 +92,8 @@ def packed_tokens(block: kvpool_pb2.Block) -> bytes:
             else:
                 raise ValueError(f"wire type {wire_type}")
     except (IndexError, ValueError):
-        found = []
-    encoded = b"".join(found)
-    # Each varint ends in one byte below 0x80: the count must be the block's (else encode them here).
-    if len(encoded.translate(None, _CONTINUATION_BYTES)) != len(block.tokens) or at != len(data):
-        return blocks.encode_tokens(list(block.tokens))
-    return encoded
+        return b""
+    return b"".join(found) if at == len(data) else b""
 
 
 def block_head(key: str, encoded_tokens: bytes | memoryview, nominal_bytes: int) -> bytes:
