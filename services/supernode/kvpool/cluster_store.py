@@ -308,9 +308,9 @@ class ClusterKvStore:
         client = self._clients.get(node)
         if client is None:
             host, _, port = node.rpartition(":")
-            client = use_fast_packing(
-                aioredis.Redis(host=host, port=int(port), retry=retry_once(), **REDIS_OPTIONS, **self._node_kwargs)
-            )
+            options = REDIS_OPTIONS | self._node_kwargs
+            client = aioredis.Redis(host=host, port=int(port), retry=retry_once(), **options)
+            use_fast_packing(client)
             self._clients[node] = client
         return client
 

@@ -34,7 +34,10 @@ class _FastPacking:
         pieces: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
         for arg in args:
             kind = type(arg)
-            data = arg if kind is bytes else arg.encode(encoding, errors) if kind is str else encoder.encode(arg)
+            if kind is bytes:
+                data = arg
+            else:
+                data = arg.encode(encoding, errors) if kind is str else encoder.encode(arg)
             if len(data) > _SEPARATE_BYTES:
                 pieces.append(b"$%d\r\n" % len(data))
                 output += (b"".join(pieces), data)
