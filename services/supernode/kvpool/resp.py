@@ -10,13 +10,16 @@ value is not copied once more. Small commands keep redis-py's packing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis._parsers.encoders import Encoder
 from redis.asyncio.connection import AbstractConnection
 
 _MIN_ARGS = 16  # fewer arguments: redis-py's own packing (its cost is per argument)
 _SEPARATE_BYTES = 64 * 1024
+_ENCODER = Encoder("utf-8", "strict", False)  # redis-py's default
 
 
 class _FastPacking:
@@ -28,24 +31,28 @@ class _FastPacking:
         first = args[0] if args else None
         if len(args) < _MIN_ARGS or not isinstance(first, str) or " " in first:
             return super().pack_command(*args)  # type: ignore[misc, no-any-return]
-        encoder = self.encoder
-        encoding, errors = encoder.encoding, encoder.encoding_errors
-        output: list[bytes | memoryview] = []
-        pieces: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            kind = type(arg)
-            if kind is bytes:
-                data = arg
-            else:
-                data = arg.encode(encoding, errors) if kind is str else encoder.encode(arg)
-            if len(data) > _SEPARATE_BYTES:
-                pieces.append(b"$%d\r\n" % len(data))
-                output += (b"".join(pieces), data)
-                pieces = [b"\r\n"]
-            else:
-                pieces += (b"$%d\r\n" % len(data), data, b"\r\n")
-        output.append(b"".join(pieces))
-        return output
+        return pack(args, self.encoder)
+
+
+def pack(args: Sequence[Any], encoder: Encoder = _ENCODER) -> list[bytes | memoryview]:
+    """A command (name first, no spaces in it) as RESP: bytes to write in order."""
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    output: list[bytes | memoryview] = []
+    pieces: list[bytes | memoryview] = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes:
+            data = arg
+        else:
+            data = arg.encode(encoding, errors) if kind is str else encoder.encode(arg)
+        if len(data) > _SEPARATE_BYTES:
+            pieces.append(b"$%d\r\n" % len(data))
+            output += (b"".join(pieces), data)
+            pieces = [b"\r\n"]
+        else:
+            pieces += (b"$%d\r\n" % len(data), data, b"\r\n")
+    output.append(b"".join(pieces))
+    return output
 
 
 _classes: dict[type[AbstractConnection], type[AbstractConnection]] = {}

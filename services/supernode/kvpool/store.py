@@ -18,6 +18,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from supernode.kvpool.bulk import BulkClient
 from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused
 from supernode.runtime.errors import UnavailableError
@@ -33,6 +34,11 @@ REDIS_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2.0,
     "health_check_interval": HEALTH_CHECK_INTERVAL_S,
 }
+
+
+def open_bulk(url: str) -> BulkClient | None:
+    """The direct payload reader for a node's URL (None where it does not apply: TLS, unix socket)."""
+    return BulkClient.open(url, REDIS_OPTIONS["socket_timeout"], REDIS_OPTIONS["socket_connect_timeout"])
 
 
 def retry_once() -> Retry:
@@ -94,6 +100,7 @@ class RedisKvStore:
 
     def __init__(self, url: str) -> None:
         self._redis = use_fast_packing(aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS))
+        self._bulk = open_bulk(url)  # reads payloads (None: redis-py reads them)
         kwargs = self._redis.connection_pool.connection_kwargs
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0
@@ -119,9 +126,13 @@ class RedisKvStore:
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        full = [redis_key(namespace, k) for k in keys]
         async with _guard():
-            replies = await self._redis.mget([redis_key(namespace, k) for k in keys])
-        values: list[bytes | None] = [v if v is None or isinstance(v, bytes) else v.encode() for v in replies]
+            replies: list[Any] = await (
+                self._redis.mget(full) if self._bulk is None else self._bulk.call("MGET", *full)
+            )
+        # bytes, or a bytearray (a large value the direct reader filled in place), or None
+        values: list[bytes | None] = list(replies)
         self._count([v is not None for v in values])
         return values
 
@@ -177,6 +188,8 @@ class RedisKvStore:
             await self._redis.ping()
 
     async def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
         await self._redis.aclose()
 
     def _count(self, found: list[bool]) -> None:
