@@ -19,7 +19,10 @@ standalone Redis sits behind the same number of services; only the Redis side di
 - kvpool_payload_mb_per_s: payload bytes per second that `Get` returns at full block size
   (payload ratio 1.0, about 9 MB a block, 4 blocks a call), digest check included.
 - grpc_unary_copy_mb_per_s: a raw gRPC unary call returning the same bytes from a process that
-  holds them in memory (no Redis, no protobuf message, no digest): what the payload figure is held to.
+  holds them in memory (no Redis, no digest, the reply serialized once at start-up): what the payload
+  figure is held to. The bytes are a `GetResponse` of as many blocks of the same size, and the client
+  decodes both replies alike (`GetResponse.FromString`, then each payload's length), so the ratio
+  compares the servers, not the clients' work.
 - kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb: server-side CPU per MB
   of those two (pool service + Redis; the copy server).
 - kvpool_cluster3_over_standalone, kvpool_payload_over_grpc_copy: the two ratios the targets name;
@@ -180,26 +183,30 @@ async def _payload_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[flo
         return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
 
 
-def _full_call_bytes() -> int:
+def _full_call_reply() -> bytes:
+    """What a full-size Get returns, as wire bytes: FULL_BLOCKS_PER_CALL blocks of full payloads."""
     size = blocks.payload_size(BLOCK_TOKENS, KV_BYTES_PER_TOKEN, 1.0)
-    return FULL_BLOCKS_PER_CALL * size
+    reply = kvpool_pb2.GetResponse()
+    for block in fresh_blocks(FULL_BLOCKS_PER_CALL):
+        reply.blocks.add(key=block.key, tokens=block.tokens, payload=os.urandom(size), nominal_bytes=size)
+    return reply.SerializeToString()
 
 
 async def _raw_copy_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[float, float]:
     """(MB/s, server CPU ms per MB) of sequential calls to the copy server."""
     async with open_channel(address, Settings()) as channel:
-        call = channel.unary_unary("/bench.Copy/Get")
+        call = channel.unary_unary("/bench.Copy/Get", response_deserializer=kvpool_pb2.GetResponse.FromString)
         await call(b"", timeout=60)
         num_bytes = 0
         cpu_before, started = cpu(), time.monotonic()
         for _ in range(FULL_CALLS):
-            num_bytes += len(await call(b"", timeout=60))
+            reply = await call(b"", timeout=60)
+            num_bytes += sum(len(b.payload) for b in reply.blocks)
         return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
 
 
-async def _serve_copy(port: int, size: int) -> None:
-    """A gRPC server whose one unary method returns `size` bytes it holds in memory."""
-    data = os.urandom(size)
+async def _serve_copy(port: int, data: bytes) -> None:
+    """A gRPC server whose one unary method returns `data`, bytes it holds in memory."""
     handler = grpc.method_handlers_generic_handler(
         "bench.Copy", {"Get": grpc.unary_unary_rpc_method_handler(lambda req, ctx: data)}
     )
@@ -285,7 +292,7 @@ async def _wait_port(port: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--copy-server":
-        asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_bytes()))
+        asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_reply()))
     else:
         for name, value in run().items():
             print(f"{name} = {value:.6g}")

@@ -8,7 +8,7 @@ import random
 import pytest
 import redis.exceptions
 
-from supernode.kvpool.bulk import _DIRECT_BYTES, BulkClient, _ReplyReader
+from supernode.kvpool.bulk import _DIRECT_BYTES, BulkClient, _Buffers, _ReplyReader
 
 
 def resp(values: list[object]) -> bytes:
@@ -40,7 +40,7 @@ def feed(reader: _ReplyReader, data: bytes, cuts: list[int]) -> None:
 
 
 async def read(data: bytes, cuts: list[int]) -> object:
-    reader = _ReplyReader()
+    reader = _ReplyReader(_Buffers())
     waiter = reader.expect()
     feed(reader, data, cuts)
     assert waiter.done(), "the whole reply was fed"
@@ -71,7 +71,7 @@ def test_any_split_of_a_reply_reads_the_same_values(seed: int) -> None:
 
 def test_large_values_land_in_their_own_buffers_and_replies_follow_each_other() -> None:
     async def main() -> None:
-        reader = _ReplyReader()
+        reader = _ReplyReader(_Buffers())
         for values in ([b"x" * 1_000_000, b"y" * 10], [], [None], [b"z" * 200_000]):
             waiter = reader.expect()
             feed(reader, resp(values), [3, 100, 5000])
@@ -102,3 +102,24 @@ def test_tls_and_unix_sockets_are_left_to_redis_py() -> None:
     assert BulkClient.open("unix:///tmp/redis.sock", 1, 1) is None
     client = BulkClient.open("redis://user:pw@h:6390/2", 1, 1)
     assert client is not None and (client.host, client.port) == ("h", 6390)
+
+
+def test_recycled_buffers_receive_later_values_of_their_size() -> None:
+    async def main() -> None:
+        client = BulkClient("h", 1, [], 1, 1)
+        reader = _ReplyReader(client._buffers)
+        # Larger than the reader's chunk: a value the chunk holds whole is sliced out of it instead.
+        first = [b"p" * 300_000, b"q" * 300_000, b"r" * 270_000]
+        waiter = reader.expect()
+        feed(reader, resp(first), [])
+        got = await waiter
+        client.recycle([*got, b"small", None])
+        waiter = reader.expect()
+        second = [b"s" * 300_000, b"t" * 280_000]
+        feed(reader, resp(second), [7])
+        again = await waiter
+        assert [bytes(v) for v in again] == second
+        assert again[0] is got[1] or again[0] is got[0], "a 300,000-byte buffer was reused"
+        assert again[1] is not got[2], "no buffer of that size was spare"
+
+    asyncio.run(main())

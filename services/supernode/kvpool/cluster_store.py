@@ -111,6 +111,9 @@ class ClusterKvStore:
         replies = await self._per_key(list(values), command, is_read=False)
         return [r is not _FAILED and bool(r) for r in replies]
 
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        return None  # redis-py's values: nothing to reuse
+
     async def delete(self, namespace: str, key: str) -> None:
         command = _Command(None, lambda p, k: p.delete(k))
         await self._per_key([redis_key(namespace, key)], command, is_read=False)

@@ -125,6 +125,14 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         namespace = self._namespace(request.namespace)
         keys = self._keys(request.block_keys, "block_keys")
         values = await self.store.get_many(namespace, keys)
+        wire = await self._reply(namespace, keys, values, request.with_payload)
+        self.store.recycle(values)  # the reply is a copy: nothing refers to the values any more
+        return wire
+
+    async def _reply(
+        self, namespace: str, keys: list[str], values: list[bytes | None], with_payload: bool
+    ) -> bytes:
+        """The Get reply's wire bytes: each found block's digest verified, a corrupt one dropped."""
         counters = self.counters[namespace]
         reply = GetReplyWriter()  # wire bytes: each payload is copied once, from Redis's reply
         for key, value in zip(keys, values, strict=True):
@@ -142,7 +150,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
-            payload = opened.payload if request.with_payload else None
+            payload = opened.payload if with_payload else None
             reply.add(key, opened.encoded_tokens, opened.num_tokens * KV_BYTES_PER_TOKEN, payload)
         return reply.finish()
 

@@ -77,6 +77,11 @@ class KvStore(Protocol):
         """Stores values not yet present; True for each one newly written (False: present or dropped)."""
         ...
 
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        """Values `get_many` returned that the caller no longer uses, nor refers to: the store may
+        read later values into their buffers."""
+        ...
+
     async def delete(self, namespace: str, key: str) -> None: ...
 
     async def num_keys(self, namespace: str) -> int: ...
@@ -149,6 +154,10 @@ class RedisKvStore:
                     pipe.set(key, value, nx=True)
                 replies = await pipe.execute()
         return [bool(ok) for ok in replies]
+
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        if self._bulk is not None:
+            self._bulk.recycle(values)
 
     async def _scripted(self, call: Callable[[], Awaitable[list[Any]]]) -> list[Any] | None:
         """The script's replies, or None when the server cannot run scripts (then never again)."""
@@ -279,6 +288,9 @@ class MemoryKvStore:
                 self._bytes -= len(old)
                 self._evicted += 1
         return written
+
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        return None  # the values are the stored objects themselves
 
     async def delete(self, namespace: str, key: str) -> None:
         value = self._data.pop(redis_key(namespace, key), None)
