@@ -8,7 +8,7 @@ import random
 import pytest
 import redis.exceptions
 
-from supernode.kvpool.bulk import _DIRECT_BYTES, BulkClient, _Buffers, _ReplyReader
+from supernode.kvpool.bulk import _DIRECT_BYTES, Buffers, BulkClient, _ReplyReader
 
 
 def resp(values: list[object]) -> bytes:
@@ -40,7 +40,7 @@ def feed(reader: _ReplyReader, data: bytes, cuts: list[int]) -> None:
 
 
 async def read(data: bytes, cuts: list[int]) -> object:
-    reader = _ReplyReader(_Buffers())
+    reader = _ReplyReader(Buffers())
     waiter = reader.expect()
     feed(reader, data, cuts)
     assert waiter.done(), "the whole reply was fed"
@@ -71,7 +71,7 @@ def test_any_split_of_a_reply_reads_the_same_values(seed: int) -> None:
 
 def test_large_values_land_in_their_own_buffers_and_replies_follow_each_other() -> None:
     async def main() -> None:
-        reader = _ReplyReader(_Buffers())
+        reader = _ReplyReader(Buffers())
         for values in ([b"x" * 1_000_000, b"y" * 10], [], [None], [b"z" * 200_000]):
             waiter = reader.expect()
             feed(reader, resp(values), [3, 100, 5000])
@@ -107,7 +107,7 @@ def test_tls_and_unix_sockets_are_left_to_redis_py() -> None:
 def test_recycled_buffers_receive_later_values_of_their_size() -> None:
     async def main() -> None:
         client = BulkClient("h", 1, [], 1, 1)
-        reader = _ReplyReader(client._buffers)
+        reader = _ReplyReader(client.buffers)
         # Larger than the reader's chunk: a value the chunk holds whole is sliced out of it instead.
         first = [b"p" * 300_000, b"q" * 300_000, b"r" * 270_000]
         waiter = reader.expect()

@@ -36,7 +36,7 @@ Reply = list[Any] | BaseException
 class _ReplyReader(asyncio.BufferedProtocol):
     """Reads one reply at a time (the caller sends one command and awaits `reply`)."""
 
-    def __init__(self, buffers: _Buffers) -> None:
+    def __init__(self, buffers: Buffers) -> None:
         self._buffers = buffers
         self._chunk = bytearray(_CHUNK_BYTES)
         self._buf = b""  # received, not yet parsed (from _pos)
@@ -148,7 +148,7 @@ class _ReplyReader(asyncio.BufferedProtocol):
             self._waiter.set_result(reply)
 
 
-class _Buffers:
+class Buffers:
     """Large-value buffers handed back by the caller, reused by size: a fresh 9 MB buffer costs the
     kernel ~2,300 page faults, zeroed pages included, about as much CPU as receiving into it."""
 
@@ -162,6 +162,13 @@ class _Buffers:
             self._bytes -= size
             return spare.pop()
         return bytearray(size)
+
+    def recycle(self, values: Sequence[object]) -> None:
+        """Values of earlier replies the caller is done with (nothing refers to them any more): their
+        buffers may receive later values."""
+        for value in values:
+            if type(value) is bytearray and len(value) >= _DIRECT_BYTES:
+                self.give(value)
 
     def give(self, buffer: bytearray) -> None:
         if self._bytes + len(buffer) <= MAX_SPARE_BYTES:
@@ -193,13 +200,19 @@ class BulkClient:
     """Sends array-reply commands over its own connections to one Redis node (see the module doc)."""
 
     def __init__(
-        self, host: str, port: int, setup: list[list[bytes | memoryview]], timeout_s: float, connect_s: float
+        self,
+        host: str,
+        port: int,
+        setup: list[list[bytes | memoryview]],
+        timeout_s: float,
+        connect_s: float,
+        buffers: Buffers | None = None,
     ) -> None:
         self.host, self.port = host, port
         self._setup = setup  # AUTH / SELECT, sent on each new connection
         self._timeout_s, self._connect_s = timeout_s, connect_s
         self._idle: list[_Connection] = []
-        self._buffers = _Buffers()
+        self.buffers = buffers or Buffers()  # clients of one store may share theirs
 
     @classmethod
     def open(cls, url: str, timeout_s: float, connect_s: float) -> BulkClient | None:
@@ -207,7 +220,9 @@ class BulkClient:
         return cls.for_node(dict(parse_url(url)), timeout_s, connect_s)
 
     @classmethod
-    def for_node(cls, options: dict[str, Any], timeout_s: float, connect_s: float) -> BulkClient | None:
+    def for_node(
+        cls, options: dict[str, Any], timeout_s: float, connect_s: float, buffers: Buffers | None = None
+    ) -> BulkClient | None:
         """A client from redis-py connection options (host, port, username, password, db, ...)."""
         if options.get("connection_class") in (SSLConnection, UnixDomainSocketConnection):
             return None
@@ -218,7 +233,7 @@ class BulkClient:
         if int(options.get("db") or 0):
             setup.append(pack(["SELECT", int(options["db"])]))
         host, port = options.get("host", "localhost"), int(options.get("port", 6379))
-        return cls(host, port, setup, timeout_s, connect_s)
+        return cls(host, port, setup, timeout_s, connect_s, buffers)
 
     async def call(self, *args: Any) -> list[Any]:
         """The reply of one command: a list of values (bytes or bytearray, None, int; an error element
@@ -255,7 +270,7 @@ class BulkClient:
         loop = asyncio.get_running_loop()
         try:
             transport, reader = await asyncio.wait_for(
-                loop.create_connection(lambda: _ReplyReader(self._buffers), self.host, self.port),
+                loop.create_connection(lambda: _ReplyReader(self.buffers), self.host, self.port),
                 self._connect_s,
             )
         except TimeoutError:
@@ -266,11 +281,7 @@ class BulkClient:
         return connection
 
     def recycle(self, values: Sequence[object]) -> None:
-        """Values of earlier replies the caller is done with (nothing refers to them any more): their
-        buffers may receive later values."""
-        for value in values:
-            if type(value) is bytearray and len(value) >= _DIRECT_BYTES:
-                self._buffers.give(value)
+        self.buffers.recycle(values)
 
     def close(self) -> None:
         while self._idle:

@@ -32,9 +32,17 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from supernode.kvpool.bulk import Buffers, BulkClient
 from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
-from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
+from supernode.kvpool.store import (
+    REDIS_OPTIONS,
+    NodeStats,
+    open_direct,
+    read_node_stats,
+    redis_key,
+    retry_once,
+)
 from supernode.runtime.errors import UnavailableError
 
 log = logging.getLogger(__name__)
@@ -57,7 +65,7 @@ class _Command:
     """One operation over a node's keys: a batch script (None: none exists) and the single-key
     command a pipeline falls back to."""
 
-    script: Callable[[aioredis.Redis, list[str]], Awaitable[list[Any]]] | None
+    script: Callable[[str, list[str]], Awaitable[list[Any]]] | None  # (node, its keys)
     single: Callable[[Pipeline, str], Any]
 
 
@@ -88,31 +96,44 @@ class ClusterKvStore:
         self._misses: defaultdict[str, int] = defaultdict(int)
         self._scripts = BlockScripts()
         self.is_scripted = True  # False once a node refused the scripts (Redis < 7.0)
+        self._buffers = Buffers()  # the direct readers' spare buffers, shared by every node's
+        self._direct: dict[str, BulkClient | None] = {}  # by node, made on first use
 
     # -- KvStore
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        command = _Command(self._scripts.exists, lambda p, k: p.exists(k))
+        command = _Command(lambda n, ks: self._scripts.exists(self._client(n), ks), lambda p, k: p.exists(k))
         replies = await self._per_key([redis_key(namespace, k) for k in keys], command)
         return [r is not _FAILED and bool(r) for r in replies]
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         full = [redis_key(namespace, k) for k in keys]
-        command = _Command(self._scripts.get, lambda p, k: p.get(k))
+        command = _Command(self._get_script, lambda p, k: p.get(k))
         replies = await self._per_key(full, command, wait_s=self.failover_wait_s)
         return [None if r is _FAILED else r for r in replies]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         values = {redis_key(namespace, k): v for k, v in items}
         command = _Command(
-            lambda c, ks: self._scripts.put_nx(c, ks, [values[k] for k in ks]),
+            lambda n, ks: self._scripts.put_nx(self._client(n), ks, [values[k] for k in ks]),
             lambda p, k: p.set(k, values[k], nx=True),
         )
         replies = await self._per_key(list(values), command, is_read=False)
         return [r is not _FAILED and bool(r) for r in replies]
 
     def recycle(self, values: Sequence[bytes | None]) -> None:
-        return None  # redis-py's values: nothing to reuse
+        self._buffers.recycle(values)
+
+    async def _get_script(self, node: str, keys: list[str]) -> list[Any]:
+        """The GET script on `node`, its payloads read by the direct reader where it applies."""
+        if node not in self._direct:
+            host, _, port = node.rpartition(":")
+            options = self._node_kwargs | {"host": host, "port": int(port)}
+            self._direct[node] = open_direct(options, self._buffers)
+        direct = self._direct[node]
+        if direct is None:
+            return await self._scripts.get(self._client(node), keys)
+        return await self._scripts.get_direct(direct, keys)
 
     async def delete(self, namespace: str, key: str) -> None:
         command = _Command(None, lambda p, k: p.delete(k))
@@ -168,6 +189,10 @@ class ClusterKvStore:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+        for direct in self._direct.values():
+            if direct is not None:
+                direct.close()
+        self._direct.clear()
         await self._cluster.aclose()
 
     def masters_of(self, namespace: str, keys: Sequence[str]) -> list[str]:
@@ -263,7 +288,7 @@ class ClusterKvStore:
         try:
             if command.script is not None and self.is_scripted:
                 try:
-                    return await command.script(client, keys)
+                    return await command.script(node, keys)
                 except redis.exceptions.ResponseError as err:
                     if is_stale_slot_map(err):  # retried after a slot-map refresh, like MOVED
                         return redis.exceptions.TryAgainError(str(err))

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from supernode.kvpool.bulk import BulkClient
+from supernode.kvpool.bulk import Buffers, BulkClient
 from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused
 from supernode.runtime.errors import UnavailableError
@@ -36,9 +37,11 @@ REDIS_OPTIONS: dict[str, Any] = {
 }
 
 
-def open_bulk(url: str) -> BulkClient | None:
-    """The direct payload reader for a node's URL (None where it does not apply: TLS, unix socket)."""
-    return BulkClient.open(url, REDIS_OPTIONS["socket_timeout"], REDIS_OPTIONS["socket_connect_timeout"])
+def open_direct(options: dict[str, Any], buffers: Buffers | None = None) -> BulkClient | None:
+    """The direct payload reader for a node's redis-py connection options (None where it does not
+    apply: TLS, unix socket); `buffers` shared with the store's other nodes."""
+    timeouts = (REDIS_OPTIONS["socket_timeout"], REDIS_OPTIONS["socket_connect_timeout"])
+    return BulkClient.for_node(options, *timeouts, buffers)
 
 
 def retry_once() -> Retry:
@@ -105,7 +108,7 @@ class RedisKvStore:
 
     def __init__(self, url: str) -> None:
         self._redis = use_fast_packing(aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS))
-        self._bulk = open_bulk(url)  # reads payloads (None: redis-py reads them)
+        self._bulk = open_direct(dict(parse_url(url)))  # reads payloads (None: redis-py reads them)
         kwargs = self._redis.connection_pool.connection_kwargs
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0
