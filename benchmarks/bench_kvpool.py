@@ -24,7 +24,8 @@ standalone Redis sits behind the same number of services; only the Redis side di
   decodes both replies alike (`GetResponse.FromString`, then each payload's length), so the ratio
   compares the servers, not the clients' work.
 - kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb: server-side CPU per MB
-  of those two (pool service + Redis; the copy server).
+  of those two (pool service + Redis; the copy server); kvpool_payload_service_cpu_ms_per_mb: the
+  pool service's part alone.
 - kvpool_cluster3_over_standalone, kvpool_payload_over_grpc_copy: the two ratios the targets name;
   kvpool_bench_load_average: the host's 1-minute load average at the end (the machine is shared).
 """
@@ -183,8 +184,8 @@ async def _blocks_per_s(addresses: list[str], services: list[int], redis: list[i
     return meter
 
 
-async def _payload_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[float, float]:
-    """(MB/s, server CPU ms per MB) of sequential full-size Gets; `cpu` reads the server side's CPU s."""
+async def _payload_mb_per_s(address: str, cpus: list[Callable[[], float]]) -> tuple[float, list[float]]:
+    """(MB/s, CPU ms per MB of each `cpus` reader) of sequential full-size Gets."""
     async with open_channel(address, Settings()) as channel:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
         batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
@@ -192,11 +193,13 @@ async def _payload_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[flo
         request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
         await stub.Get(request, timeout=60)
         num_bytes = 0
-        cpu_before, started = cpu(), time.monotonic()
+        cpu_before, started = [cpu() for cpu in cpus], time.monotonic()
         for _ in range(FULL_CALLS):
             reply = await stub.Get(request, timeout=60)
             num_bytes += sum(len(b.payload) for b in reply.blocks)
-        return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
+        mb_per_s = num_bytes / (time.monotonic() - started) / 1e6
+        spent = [cpu() - before for cpu, before in zip(cpus, cpu_before, strict=True)]
+        return mb_per_s, [s * 1e9 / num_bytes for s in spent]
 
 
 def _full_call_reply() -> bytes:
@@ -262,11 +265,12 @@ def run() -> dict[str, float]:
                     figures[f"kvpool_client_cpu_us_per_block_{name}"] = meter.client_cpu_us_per_block
             with pool_services(url, 1, 1.0, workdir) as (full, procs):
                 service_pid = procs[0].pid
-                mb_per_s, ms_per_mb = asyncio.run(
-                    _payload_mb_per_s(full[0], lambda: cpu_s(service_pid) + cpu_s(redis.pid))
+                mb_per_s, (service_ms, redis_ms) = asyncio.run(
+                    _payload_mb_per_s(full[0], [lambda: cpu_s(service_pid), lambda: cpu_s(redis.pid)])
                 )
                 figures["kvpool_payload_mb_per_s"] = mb_per_s
-                figures["kvpool_payload_server_cpu_ms_per_mb"] = ms_per_mb
+                figures["kvpool_payload_server_cpu_ms_per_mb"] = service_ms + redis_ms
+                figures["kvpool_payload_service_cpu_ms_per_mb"] = service_ms
         finally:
             cluster.stop()
             terminate(redis, 10)
