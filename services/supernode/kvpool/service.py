@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool import lookups
+from supernode.kvpool.memory import keep_freed_memory
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
@@ -58,6 +59,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
             self.cfg.redis_url, self.cfg.redis_mode, self.cfg.failover_wait_s
         )
         await self.store.ping()
+        keep_freed_memory(self.cfg.kept_free_bytes)  # multi-MB replies reuse memory, not fresh pages
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
         refresh = self.metrics.refresh_forever(self.store)
         self._metrics_task = asyncio.create_task(refresh, name="kvpool-nodes")
