@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis.exceptions
@@ -11,7 +13,7 @@ import redis.exceptions
 from supernode.kvpool.bulk import _DIRECT_BYTES, Buffers, BulkClient, _ReplyReader
 
 
-def resp(values: list[object]) -> bytes:
+def resp(values: Sequence[object]) -> bytes:
     out = [b"*%d\r\n" % len(values)]
     for value in values:
         if value is None:
@@ -39,7 +41,7 @@ def feed(reader: _ReplyReader, data: bytes, cuts: list[int]) -> None:
         at += n
 
 
-async def read(data: bytes, cuts: list[int]) -> object:
+async def read(data: bytes, cuts: list[int]) -> Any:
     reader = _ReplyReader(Buffers())
     waiter = reader.expect()
     feed(reader, data, cuts)
@@ -75,8 +77,8 @@ def test_large_values_land_in_their_own_buffers_and_replies_follow_each_other() 
         for values in ([b"x" * 1_000_000, b"y" * 10], [], [None], [b"z" * 200_000]):
             waiter = reader.expect()
             feed(reader, resp(values), [3, 100, 5000])
-            got = await waiter
-            assert [None if v is None else bytes(v) for v in got] == values  # type: ignore[union-attr]
+            got: Any = await waiter
+            assert [None if v is None else bytes(v) for v in got] == values
             assert all(isinstance(v, bytearray) for v in got if v is not None and len(v) >= _DIRECT_BYTES)
 
     asyncio.run(main())
@@ -112,12 +114,12 @@ def test_recycled_buffers_receive_later_values_of_their_size() -> None:
         first = [b"p" * 300_000, b"q" * 300_000, b"r" * 270_000]
         waiter = reader.expect()
         feed(reader, resp(first), [])
-        got = await waiter
+        got: Any = await waiter
         client.recycle([*got, b"small", None])
         waiter = reader.expect()
         second = [b"s" * 300_000, b"t" * 280_000]
         feed(reader, resp(second), [7])
-        again = await waiter
+        again: Any = await waiter
         assert [bytes(v) for v in again] == second
         assert again[0] is got[1] or again[0] is got[0], "a 300,000-byte buffer was reused"
         assert again[1] is not got[2], "no buffer of that size was spare"

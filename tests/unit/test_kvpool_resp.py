@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection
 
 from supernode.kvpool.resp import fast_packing_class
 
 
-def packed(connection: Connection, *args: object) -> bytes:
+def packed(connection: Any, *args: Any) -> bytes:
     return b"".join(bytes(part) for part in connection.pack_command(*args))
 
 
