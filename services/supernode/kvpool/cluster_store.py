@@ -115,13 +115,18 @@ class ClusterKvStore:
         return [None if r is _FAILED else r for r in replies]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        values = {redis_key(namespace, k): v for k, v in items}
+        full = [redis_key(namespace, k) for k, _ in items]
+        values: dict[str, bytes] = {}
+        for key, (_, value) in zip(full, items, strict=True):
+            values.setdefault(key, value)  # a key given twice is written once, as SET NX would
         command = _Command(
             lambda n, ks: self._scripts.put_nx(self._client(n), ks, [values[k] for k in ks]),
             lambda p, k: p.set(k, values[k], nx=True),
         )
-        replies = await self._per_key(list(values), command, is_read=False)
-        return [r is not _FAILED and bool(r) for r in replies]
+        unique = list(values)
+        replies = await self._per_key(unique, command, is_read=False)
+        written = {k: r is not _FAILED and bool(r) for k, r in zip(unique, replies, strict=True)}
+        return [written.pop(k, False) for k in full]  # one answer per item; a repeat was not written
 
     def recycle(self, values: Sequence[bytes | None]) -> None:
         self._buffers.recycle(values)
