@@ -101,7 +101,9 @@ def main() -> None:
             print(f"  {name:8s} CPU {(after[name] - before[name]) / num_blocks * 1e6:9.1f} us/block")
         print(f"  {'client':8s} CPU {client / num_blocks * 1e6:9.1f} us/block")
         if prof is not None and prof.exists():
-            pstats.Stats(str(prof)).sort_stats("tottime").print_stats(25)
+            stats = pstats.Stats(str(prof))
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats("kvpool|redis", 30)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,13 @@ async def test_a_4096_block_call_round_trips_once_per_node(store: KvStore, redis
         assert min(owners.count(m) for m in set(owners)) > 4096 // num_masters * 0.8, "spread by hash slot"
 
 
+async def test_a_key_given_twice_in_one_call_is_written_once(store: KvStore):
+    ns = f"dup{time.monotonic_ns()}"
+    a, b = keys_for(2, salt=4)
+    assert await store.put_many(ns, [(a, b"first"), (b, b"other"), (a, b"second")]) == [True, True, False]
+    assert await store.get_many(ns, [a, b, a]) == [b"first", b"other", b"first"]
+
+
 async def test_namespaces_do_not_share_keys(store: KvStore):
     key = keys_for(1, salt=3)
     assert await store.put_many("ns-a", [(key[0], b"a")]) == [True]

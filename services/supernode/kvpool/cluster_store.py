@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import time
+from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,17 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from supernode.kvpool.bulk import Buffers, BulkClient
+from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
-from supernode.kvpool.store import REDIS_OPTIONS, NodeStats, read_node_stats, redis_key, retry_once
+from supernode.kvpool.store import (
+    REDIS_OPTIONS,
+    NodeStats,
+    open_direct,
+    read_node_stats,
+    redis_key,
+    retry_once,
+)
 from supernode.runtime.errors import UnavailableError
 
 log = logging.getLogger(__name__)
@@ -56,10 +66,11 @@ class _Command:
     """One operation over a node's keys: a batch script (None: none exists) and the single-key
     command a pipeline falls back to."""
 
-    script: Callable[[aioredis.Redis, list[str]], Awaitable[list[Any]]] | None
+    script: Callable[[str, list[str]], Awaitable[list[Any]]] | None  # (node, its keys)
     single: Callable[[Pipeline, str], Any]
 
 
+_SLOTS = 16384  # Redis Cluster's hash slots
 MIN_REFRESH_INTERVAL_S = 0.1
 RETRY_INTERVAL_S = 0.2  # between slot-map refreshes while a Get waits out a failover
 
@@ -87,28 +98,49 @@ class ClusterKvStore:
         self._misses: defaultdict[str, int] = defaultdict(int)
         self._scripts = BlockScripts()
         self.is_scripted = True  # False once a node refused the scripts (Redis < 7.0)
+        self._buffers = Buffers()  # the direct readers' spare buffers, shared by every node's
+        self._direct: dict[str, BulkClient | None] = {}  # by node, made on first use
 
     # -- KvStore
 
     async def exists_many(self, namespace: str, keys: Sequence[str]) -> list[bool]:
-        command = _Command(self._scripts.exists, lambda p, k: p.exists(k))
+        command = _Command(lambda n, ks: self._scripts.exists(self._client(n), ks), lambda p, k: p.exists(k))
         replies = await self._per_key([redis_key(namespace, k) for k in keys], command)
         return [r is not _FAILED and bool(r) for r in replies]
 
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         full = [redis_key(namespace, k) for k in keys]
-        command = _Command(self._scripts.get, lambda p, k: p.get(k))
+        command = _Command(self._get_script, lambda p, k: p.get(k))
         replies = await self._per_key(full, command, wait_s=self.failover_wait_s)
         return [None if r is _FAILED else r for r in replies]
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        values = {redis_key(namespace, k): v for k, v in items}
+        full = [redis_key(namespace, k) for k, _ in items]
+        values: dict[str, bytes] = {}
+        for key, (_, value) in zip(full, items, strict=True):
+            values.setdefault(key, value)  # a key given twice is written once, as SET NX would
         command = _Command(
-            lambda c, ks: self._scripts.put_nx(c, ks, [values[k] for k in ks]),
+            lambda n, ks: self._scripts.put_nx(self._client(n), ks, [values[k] for k in ks]),
             lambda p, k: p.set(k, values[k], nx=True),
         )
-        replies = await self._per_key(list(values), command, is_read=False)
-        return [r is not _FAILED and bool(r) for r in replies]
+        unique = list(values)
+        replies = await self._per_key(unique, command, is_read=False)
+        written = {k: r is not _FAILED and bool(r) for k, r in zip(unique, replies, strict=True)}
+        return [written.pop(k, False) for k in full]  # one answer per item; a repeat was not written
+
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        self._buffers.recycle(values)
+
+    async def _get_script(self, node: str, keys: list[str]) -> list[Any]:
+        """The GET script on `node`, its payloads read by the direct reader where it applies."""
+        if node not in self._direct:
+            host, _, port = node.rpartition(":")
+            options = self._node_kwargs | {"host": host, "port": int(port)}
+            self._direct[node] = open_direct(options, self._buffers)
+        direct = self._direct[node]
+        if direct is None:
+            return await self._scripts.get(self._client(node), keys)
+        return await self._scripts.get_direct(direct, keys)
 
     async def delete(self, namespace: str, key: str) -> None:
         command = _Command(None, lambda p, k: p.delete(k))
@@ -164,6 +196,10 @@ class ClusterKvStore:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+        for direct in self._direct.values():
+            if direct is not None:
+                direct.close()
+        self._direct.clear()
         await self._cluster.aclose()
 
     def masters_of(self, namespace: str, keys: Sequence[str]) -> list[str]:
@@ -218,8 +254,9 @@ class ClusterKvStore:
         """Sends the `todo` keys' commands, one pipeline per master at once; fills `replies`, notes
         which nodes answered or failed, and returns the keys to try again."""
         groups: defaultdict[str, list[int]] = defaultdict(list)
+        master = self._master
         for i in todo:
-            groups[self._master(keys[i])].append(i)
+            groups[master(keys[i])].append(i)
         outcomes = await asyncio.gather(
             *(self._pipeline(node, [keys[i] for i in idx], command) for node, idx in groups.items())
         )
@@ -234,15 +271,20 @@ class ClusterKvStore:
                 again.extend(idx)
                 continue
             answered.add(node)
+            num_found = num_answered = 0
             for i, reply in zip(idx, outcome, strict=True):
-                if isinstance(reply, _RETRYABLE):
-                    again.append(i)
-                elif isinstance(reply, BaseException):
-                    log.warning("redis node %s: %s", node, reply)
-                else:
-                    replies[i] = reply
-                    if is_read:
-                        self._tally(node, bool(reply))
+                if isinstance(reply, BaseException):
+                    if isinstance(reply, _RETRYABLE):
+                        again.append(i)
+                    else:
+                        log.warning("redis node %s: %s", node, reply)
+                    continue
+                replies[i] = reply
+                num_answered += 1
+                num_found += 1 if reply else 0
+            if is_read:
+                self._hits[node] += num_found
+                self._misses[node] += num_answered - num_found
         return again
 
     def _is_down(self, answered: set[str], failed: set[str]) -> bool:
@@ -259,7 +301,7 @@ class ClusterKvStore:
         try:
             if command.script is not None and self.is_scripted:
                 try:
-                    return await command.script(client, keys)
+                    return await command.script(node, keys)
                 except redis.exceptions.ResponseError as err:
                     if is_stale_slot_map(err):  # retried after a slot-map refresh, like MOVED
                         return redis.exceptions.TryAgainError(str(err))
@@ -297,19 +339,19 @@ class ClusterKvStore:
 
     def _master(self, key: str) -> str:
         """host:port of the key's master; "" when no node covers its slot (the call then fails over)."""
-        try:
-            node = self._cluster.get_node_from_key(key)
-        except redis.exceptions.RedisClusterException:
-            return ""
-        return str(node.name) if node is not None else ""
+        # A pool key has no hash tag (the namespace allows no braces), so its slot is the CRC16 of all
+        # of it: computed here directly, as redis-py's keyslot() costs 1.8 us a key.
+        slot = self._cluster.keyslot(key) if "{" in key else crc_hqx(key.encode(), 0) % _SLOTS
+        nodes = self._cluster.nodes_manager.slots_cache.get(slot)
+        return str(nodes[0].name) if nodes else ""
 
     def _client(self, node: str) -> aioredis.Redis:
         client = self._clients.get(node)
         if client is None:
             host, _, port = node.rpartition(":")
-            client = aioredis.Redis(
-                host=host, port=int(port), retry=retry_once(), **REDIS_OPTIONS, **self._node_kwargs
-            )
+            options = REDIS_OPTIONS | self._node_kwargs
+            client = aioredis.Redis(host=host, port=int(port), retry=retry_once(), **options)
+            use_fast_packing(client)
             self._clients[node] = client
         return client
 

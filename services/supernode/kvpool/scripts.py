@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
+from supernode.kvpool.bulk import BulkClient
+
 # 1 where the key was absent and is now written, 0 where it was already present.
 _PUT_NX = """#!lua flags=allow-cross-slot-keys
 local stored = {}
@@ -67,6 +69,13 @@ class BlockScripts:
 
     async def exists(self, client: aioredis.Redis, keys: Sequence[str]) -> list[Any]:
         return list(await self._exists(args=keys, client=client))
+
+    async def get_direct(self, client: BulkClient, keys: Sequence[str]) -> list[Any]:
+        """`get` through the direct payload reader (EVAL once where the node lacks the script)."""
+        try:
+            return await client.call("EVALSHA", self._get.sha, 0, *keys)
+        except redis.exceptions.NoScriptError:
+            return await client.call("EVAL", _GET, 0, *keys)
 
 
 # What a cluster node says when a script touches a key of a slot it does not serve (the slot moved,

@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool import lookups
+from supernode.kvpool.memory import keep_freed_memory
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
-from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server
+from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server, packed_tokens
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
@@ -58,6 +59,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
             self.cfg.redis_url, self.cfg.redis_mode, self.cfg.failover_wait_s
         )
         await self.store.ping()
+        keep_freed_memory(self.cfg.kept_free_bytes)  # multi-MB replies reuse memory, not fresh pages
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
         refresh = self.metrics.refresh_forever(self.store)
         self._metrics_task = asyncio.create_task(refresh, name="kvpool-nodes")
@@ -101,16 +103,16 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         sizes: dict[int, int] = {}  # payload bytes by token count
         items = []
         for i, block in enumerate(request.blocks):
-            key, tokens = block.key, block.tokens
+            key = block.key
             if not blocks.is_block_key(key):
                 raise invalid(f"blocks[{i}].key", "must be a 32-character lowercase hex block key")
-            num_tokens = len(tokens)
+            num_tokens = len(block.tokens)
             if not 1 <= num_tokens <= max_tokens:
                 raise invalid(f"blocks[{i}].tokens", f"must hold 1..{max_tokens} tokens")
             size = sizes.get(num_tokens)
             if size is None:
                 size = sizes[num_tokens] = self._payload_size(num_tokens)
-            items.append((key, blocks.seal_block(key, tokens, size)))
+            items.append((key, blocks.seal_encoded(key, num_tokens, packed_tokens(block), size)))
         written = await self.store.put_many(namespace, items)
         payload_bytes = sum(len(value) for (_, value), ok in zip(items, written, strict=True) if ok)
         self.counters[namespace].bytes_written += payload_bytes
@@ -125,6 +127,14 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         namespace = self._namespace(request.namespace)
         keys = self._keys(request.block_keys, "block_keys")
         values = await self.store.get_many(namespace, keys)
+        wire = await self._reply(namespace, keys, values, request.with_payload)
+        self.store.recycle(values)  # the reply is a copy: nothing refers to the values any more
+        return wire
+
+    async def _reply(
+        self, namespace: str, keys: list[str], values: list[bytes | None], with_payload: bool
+    ) -> bytes:
+        """The Get reply's wire bytes: each found block's digest verified, a corrupt one dropped."""
         counters = self.counters[namespace]
         reply = GetReplyWriter()  # wire bytes: each payload is copied once, from Redis's reply
         for key, value in zip(keys, values, strict=True):
@@ -142,8 +152,8 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
-            payload = opened.payload if request.with_payload else None
-            reply.add(key, opened.tokens, len(opened.tokens) * KV_BYTES_PER_TOKEN, payload)
+            payload = opened.payload if with_payload else None
+            reply.add(key, opened.encoded_tokens, opened.num_tokens * KV_BYTES_PER_TOKEN, payload)
         return reply.finish()
 
     @unary(track=False)

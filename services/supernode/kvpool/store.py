@@ -15,9 +15,12 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from supernode.kvpool.bulk import Buffers, BulkClient
+from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused
 from supernode.runtime.errors import UnavailableError
 
@@ -32,6 +35,13 @@ REDIS_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 2.0,
     "health_check_interval": HEALTH_CHECK_INTERVAL_S,
 }
+
+
+def open_direct(options: dict[str, Any], buffers: Buffers | None = None) -> BulkClient | None:
+    """The direct payload reader for a node's redis-py connection options (None where it does not
+    apply: TLS, unix socket); `buffers` shared with the store's other nodes."""
+    timeouts = (REDIS_OPTIONS["socket_timeout"], REDIS_OPTIONS["socket_connect_timeout"])
+    return BulkClient.for_node(options, *timeouts, buffers)
 
 
 def retry_once() -> Retry:
@@ -70,6 +80,11 @@ class KvStore(Protocol):
         """Stores values not yet present; True for each one newly written (False: present or dropped)."""
         ...
 
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        """Values `get_many` returned that the caller no longer uses, nor refers to: the store may
+        read later values into their buffers."""
+        ...
+
     async def delete(self, namespace: str, key: str) -> None: ...
 
     async def num_keys(self, namespace: str) -> int: ...
@@ -92,7 +107,8 @@ class RedisKvStore:
     commands where the server cannot run the scripts); connection errors surface as UnavailableError."""
 
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS)
+        self._redis = use_fast_packing(aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS))
+        self._bulk = open_direct(dict(parse_url(url)))  # reads payloads (None: redis-py reads them)
         kwargs = self._redis.connection_pool.connection_kwargs
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0
@@ -118,9 +134,13 @@ class RedisKvStore:
     async def get_many(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        full = [redis_key(namespace, k) for k in keys]
         async with _guard():
-            replies = await self._redis.mget([redis_key(namespace, k) for k in keys])
-        values: list[bytes | None] = [v if v is None or isinstance(v, bytes) else v.encode() for v in replies]
+            replies: list[Any] = await (
+                self._redis.mget(full) if self._bulk is None else self._bulk.call("MGET", *full)
+            )
+        # bytes, or a bytearray (a large value the direct reader filled in place), or None
+        values: list[bytes | None] = list(replies)
         self._count([v is not None for v in values])
         return values
 
@@ -137,6 +157,10 @@ class RedisKvStore:
                     pipe.set(key, value, nx=True)
                 replies = await pipe.execute()
         return [bool(ok) for ok in replies]
+
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        if self._bulk is not None:
+            self._bulk.recycle(values)
 
     async def _scripted(self, call: Callable[[], Awaitable[list[Any]]]) -> list[Any] | None:
         """The script's replies, or None when the server cannot run scripts (then never again)."""
@@ -176,6 +200,8 @@ class RedisKvStore:
             await self._redis.ping()
 
     async def close(self) -> None:
+        if self._bulk is not None:
+            self._bulk.close()
         await self._redis.aclose()
 
     def _count(self, found: list[bool]) -> None:
@@ -265,6 +291,9 @@ class MemoryKvStore:
                 self._bytes -= len(old)
                 self._evicted += 1
         return written
+
+    def recycle(self, values: Sequence[bytes | None]) -> None:
+        return None  # the values are the stored objects themselves
 
     async def delete(self, namespace: str, key: str) -> None:
         value = self._data.pop(redis_key(namespace, key), None)

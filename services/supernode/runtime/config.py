@@ -93,6 +93,11 @@ class KvPoolSettings(BaseModel):
     redis_maxmemory: str = Field(
         "512mb", description="LRU memory cap given to each local redis-server (cluster: per node)"
     )
+    kept_free_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="Freed bytes the pool service keeps for its next large reply (glibc; 0 = defaults)",
+    )
 
     _split = field_validator("addresses", mode="before")(_split_list)
 
