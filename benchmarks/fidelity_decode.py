@@ -130,9 +130,12 @@ async def decode_scenario(
     seq_steps = delta(before, after, "vllm:spec_decode_num_drafts_total")  # one per sequence per step
     batch = seq_steps / steps / NUM_DIES if steps > 0 else 0.0
     busy = delta(before, after, "supernode_decode_step_seconds_sum")
+    step_ms = 1e3 * busy / max(steps, 1)
+    per_seq_step = tokens / max(seq_steps, 1)
     use.shape = (
-        f"batch/die {batch:.2f} of {batch_per_die}, step {1e3 * busy / max(steps, 1):.1f} ms, "
-        f"{tokens / max(seq_steps, 1):.3f} tokens/seq-step, {len(steady)} requests in the window"
+        f"batch/die {batch:.2f} of {batch_per_die}, step {step_ms:.1f} ms, {per_seq_step:.3f} tokens/"
+        f"seq-step (the worker's TPOT {step_ms / max(per_seq_step, 1e-9):.1f} ms), "
+        f"{len(steady)} requests in the window"
     )
     if batch < FULL * batch_per_die:
         use.problem = f"the batch was not kept full ({batch:.2f} of {batch_per_die} per die)"
