@@ -46,6 +46,7 @@ from supernode.runtime.clock import ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
 from supernode.sdk import AsyncClient
+from supernode.sdk.client import Completion
 
 PROMPT_TOKENS = 4096
 GATE_WALL_S = 4.0  # wall s the gate gives the host to queue the burst (it needs ~1 s for 192 prompts)
@@ -78,7 +79,7 @@ async def prefill_scenario(
     try:
         async with AsyncClient(stack.router_address, timeout_s=600) as client:
 
-            async def answer(i: int, length: int, shared: list[int]) -> tuple[float, object]:
+            async def answer(i: int, length: int, shared: list[int]) -> tuple[float, Completion]:
                 result = await client.complete(token_ids=unique_prompt(i, length, shared), max_tokens=1)
                 return clock.now(), result
 
@@ -95,9 +96,9 @@ async def prefill_scenario(
             after, cpu1, w1 = await scrape(ports["prefill"]), stack_cpu(stack), time.monotonic()
     finally:
         stack.stop()
-    g = gate_result.stats  # type: ignore[attr-defined]
+    g = gate_result.stats
     gate_end = gate_sent + g.cache_load_s + g.prefill_queue_s + g.prefill_compute_s
-    stats = [r.stats for _, r in done]  # type: ignore[attr-defined]
+    stats = [r.stats for _, r in done]
     shape = [(s.num_prompt_tokens - s.num_cached_tokens, s.num_cached_tokens) for s in stats]
     model_s, model_ttft_s = ideal_prefill(dep, shape, budget)
     span_s = max(t for t, _ in done) - gate_end
