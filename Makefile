@@ -88,7 +88,7 @@ bench: setup ## Micro-benchmarks into reports/bench.json
 bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}, live_max_time_scale
 	$(PY) -m benchmarks.fidelity
 
-bench-fidelity-virtual: setup ## Fidelity's prefill scenarios on the in-process cluster, virtual time (no host lag)
+bench-fidelity-virtual: setup ## Fidelity's scenarios on the in-process cluster, virtual time (no host lag)
 	$(PY) -m benchmarks.fidelity_virtual
 
 SIM_ARGS ?=
