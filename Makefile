@@ -85,7 +85,7 @@ lint: setup ## ruff and mypy
 bench: setup ## Micro-benchmarks into reports/bench.json
 	$(PY) -m benchmarks
 
-bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}, live_max_time_scale
+bench-fidelity: setup ## The live stack vs the cost model at the paper's points -> reports/fidelity.{json,md}, live_{max,fidelity}_time_scale
 	$(PY) -m benchmarks.fidelity
 
 bench-fidelity-virtual: setup ## Fidelity's scenarios on the in-process cluster, virtual time (no host lag)

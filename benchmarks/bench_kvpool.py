@@ -19,10 +19,11 @@ standalone Redis sits behind the same number of services; only the Redis side di
 - kvpool_payload_mb_per_s: payload bytes per second that `Get` returns at full block size
   (payload ratio 1.0, about 9 MB a block, 4 blocks a call), digest check included.
 - grpc_unary_copy_mb_per_s: a raw gRPC unary call returning the same bytes from a process that
-  holds them in memory (no Redis, no digest, the reply serialized once at start-up): what the payload
-  figure is held to. The bytes are a `GetResponse` of as many blocks of the same size, and the client
-  decodes both replies alike (`GetResponse.FromString`, then each payload's length), so the ratio
-  compares the servers, not the clients' work.
+  holds them in memory (no Redis, no digest, the reply serialized once at start-up, the same allocator
+  setting as the pool service): what the payload figure is held to. The bytes are a `GetResponse` of
+  as many blocks of the same size, and the client decodes both replies alike
+  (`GetResponse.FromString`, then each payload's length), so the ratio compares the servers, not the
+  clients' work.
 - kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb: server-side CPU per MB
   of those two (pool service + Redis; the copy server); kvpool_payload_service_cpu_ms_per_mb: the
   pool service's part alone.
@@ -51,6 +52,7 @@ import grpc
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool.local_cluster import LocalRedisCluster, free_cluster_port
+from supernode.kvpool.memory import keep_freed_memory
 from supernode.launcher import free_port, spawn_redis, terminate
 from supernode.runtime.channels import open_channel, wait_serving
 from supernode.runtime.config import Settings
@@ -312,6 +314,9 @@ async def _wait_port(port: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--copy-server":
+        # The same allocator setting as the pool service (kvpool/memory.py), so the ratio compares the
+        # servers' work per byte and not one's page faults against the other's reuse.
+        keep_freed_memory(Settings().kvpool.kept_free_bytes)
         asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_reply()))
     else:
         for name, value in run().items():

@@ -20,7 +20,10 @@ It also reports how the host kept up (benchmarks/fidelity_host.py: step-loop lag
 service, what the worker ran) and measures each scenario at the largest `time_scale` (1, 1/2, 1/4,
 1/10, 1/20, 1/50) at which the host delivered its point: step loop lagging under 2%, decode batch full,
 prefill burst queued in time and its answers carried back within 2% of its time. The smallest of
-those scales goes into reports/bench.json as `live_max_time_scale`.
+those scales goes into reports/bench.json as `live_fidelity_time_scale`; `live_max_time_scale` keeps
+its own, narrower meaning: the largest scale tried at which every scenario's step loop lagged under 2%
+(the step times the stack produced are the cost model's, whether or not the host also kept the
+batch full and carried the answers back in time).
 """
 
 from __future__ import annotations
@@ -50,13 +53,17 @@ async def run_one(name: str, scale: float, quick: bool) -> tuple[list[Row], Host
     return await prefill_scenario(name, PREFILL[name], scale, 2 if quick else 3)
 
 
-def measure(name: str, scales: list[float], quick: bool) -> tuple[list[Row], HostUse, float]:
-    """`name` at the fastest of `scales` at which the host kept up (else the slowest) and that scale."""
+def measure(name: str, scales: list[float], quick: bool) -> tuple[list[Row], HostUse, float, float]:
+    """`name` at the fastest of `scales` at which the host kept up (else the slowest), that scale, and
+    the fastest scale tried at which the step loop lagged under 2% (0 when none)."""
     worth = scales[0]  # the fastest scale still worth a try
+    on_plan = 0.0
     for scale in scales:
         if scale > worth:
             continue
         rows, use = asyncio.run(run_one(name, scale, quick))
+        if use.lag_pct < LAG_LIMIT_PCT:
+            on_plan = max(on_plan, scale)
         if use.kept_up:
             break
         why = use.problem or f"the step loop lagged {use.lag_pct:.1f}%"
@@ -66,7 +73,7 @@ def measure(name: str, scales: list[float], quick: bool) -> tuple[list[Row], Hos
             # scale: skip the scales it would still fail at.
             target = scale * IDLE_LIMIT_PCT / use.idle_pct
             worth = max((s for s in scales if s <= target), default=scales[-1])
-    return rows, use, scale
+    return rows, use, scale, on_plan
 
 
 def main() -> None:
@@ -83,20 +90,23 @@ def main() -> None:
     rows: list[Row] = []
     uses: dict[str, HostUse] = {}
     ran: dict[str, float] = {}  # scenario -> the time scale it was measured at
+    on_plan: dict[str, float] = {}  # scenario -> the fastest scale at which its step loop kept its plan
     for name in [*DECODE, *PREFILL]:
         if not only or name in only:
             # A decode window lasts 24 emulated s: below 1/10 it would take many wall minutes.
             tried = (
                 ([x for x in scales if x >= DECODE_MIN_SCALE] or scales[-1:]) if name in DECODE else scales
             )
-            got, uses[name], ran[name] = measure(name, tried, args.quick)
+            got, uses[name], ran[name], on_plan[name] = measure(name, tried, args.quick)
             rows += got
     write(rows, uses, ran)
     print(f"wrote {REPORTS / 'fidelity.json'} and {REPORTS / 'fidelity.md'}")
     best = max_time_scale({name: s if uses[name].kept_up else 0.0 for name, s in ran.items()})
+    lag_best = max_time_scale(on_plan)
     if not only and (best or not args.time_scale):  # every scenario, and a scale found (or none at all)
-        merge_bench(REPORTS / "bench.json", {"live_max_time_scale": best})
-        print(f"live_max_time_scale = {best} (reports/bench.json)")
+        figures = {"live_fidelity_time_scale": best, "live_max_time_scale": lag_best}
+        merge_bench(REPORTS / "bench.json", figures)
+        print(", ".join(f"{k} = {v}" for k, v in figures.items()) + " (reports/bench.json)")
 
 
 if __name__ == "__main__":

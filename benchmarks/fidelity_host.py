@@ -84,8 +84,9 @@ def _delta(before: dict[str, float], after: dict[str, float], name: str) -> floa
 
 
 def max_time_scale(scales: dict[str, float]) -> float:
-    """`live_max_time_scale`: the largest time scale at which every scenario kept up, from each
-    scenario's largest such scale (0 when one kept up at none)."""
+    """The largest time scale at which every scenario passed (`live_fidelity_time_scale`: kept up;
+    `live_max_time_scale`: step loop on plan), from each scenario's largest such scale (0 when one
+    passed at none)."""
     return min(scales.values(), default=0.0)
 
 

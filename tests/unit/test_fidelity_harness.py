@@ -62,5 +62,15 @@ def test_a_slow_return_path_skips_the_scales_it_would_still_fail_at(monkeypatch:
         return [Row(name, "m", 1.0, 1.0)], HostUse(idle_pct=idle, problem=problem)
 
     monkeypatch.setattr(fidelity, "run_one", run_one)
-    _, use, scale = fidelity.measure("prefill-cache-90", list(fidelity.SCALES), quick=True)
+    _, use, scale, on_plan = fidelity.measure("prefill-cache-90", list(fidelity.SCALES), quick=True)
     assert tried == [1.0, 0.05] and scale == 0.05 and use.kept_up
+    assert on_plan == 1.0  # no lag at 1.0: the step loop kept its plan there, the return path did not
+
+
+def test_the_step_loop_scale_is_the_fastest_tried_without_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_one(name: str, scale: float, quick: bool) -> tuple[list[Row], HostUse]:
+        return [Row(name, "m", 1.0, 1.0)], HostUse(lag_pct=5.0 if scale > 0.3 else 0.5)
+
+    monkeypatch.setattr(fidelity, "run_one", run_one)
+    _, _, scale, on_plan = fidelity.measure("decode-b96-kv4k", [1.0, 0.5, 0.25, 0.1], quick=True)
+    assert scale == 0.25 and on_plan == 0.25
