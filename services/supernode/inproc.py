@@ -178,6 +178,11 @@ class InprocCluster:
             faults=self.fabric,
         )
 
+    def mute_metrics(self) -> None:
+        """Skips the engines' Prometheus updates (a simulation serves no metrics port)."""
+        for engine in [*self.prefills, *self.decodes]:
+            engine.metrics.mute()
+
     async def start(self) -> None:
         self.fabric.start()
         for prefill in self.prefills:
