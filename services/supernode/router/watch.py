@@ -1,11 +1,14 @@
 """The router's calls to workers, watched: a call is given up when its worker is marked down, when it
 passes its deadline, or, for a decode stream, when no chunk arrives for the liveness time.
 
-A watched call runs in a task of its own that pumps what the worker sends into a queue (at most the
+A watched stream runs in a task of its own that pumps what the worker sends into a queue (at most the
 stream's own length: a decode stream sends at most max_tokens chunks), so the caller can be woken with
-a failure while the worker sends nothing (a frozen process answers nothing and closes nothing). One
-background task checks every watched call each `tick_s` emulated seconds; it runs only while calls are
-watched. Giving up cancels the call (the worker sees the RPC cancelled and frees what it held).
+a failure while the worker sends nothing (a frozen process answers nothing and closes nothing). A
+unary call (one answer, no liveness bound) is awaited in the caller's own task instead: giving up
+cancels that task, and the cancellation comes out as the `Abandoned` error (the way `asyncio.timeout`
+turns its cancellation into TimeoutError), which spares a task and a queue per call. One background
+task checks every watched call each `tick_s` emulated seconds; it runs only while calls are watched.
+Giving up cancels the call (the worker sees the RPC cancelled and frees what it held).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Generic, Protocol, TypeVar
 
 from supernode.runtime.clock import Clock
@@ -140,12 +143,53 @@ class Watch(Generic[T]):
                 await aclose()
 
 
+class _CallWatch:
+    """A unary call awaited in the caller's task (see the module doc): given up when its worker went
+    down since it started or its deadline passed."""
+
+    def __init__(self, dog: Watchdog, worker: Watched, what: str, deadline_at: float) -> None:
+        self.dog = dog
+        self.worker = worker
+        self.what = what
+        self.deadline_at = deadline_at  # emulated instant to give up at (inf = none)
+        self.epoch = worker.down_epoch
+        self.is_done = False
+        self.failure: Abandoned | None = None  # set when the router gave up on the call
+        task = asyncio.current_task()
+        assert task is not None, "a watched call runs in a task"
+        self._task = task
+        self._cancelling = task.cancelling()  # cancellations asked before this call (not ours)
+        self._is_uncancelled = False
+
+    def check(self, now: float) -> None:
+        if self.is_done:
+            return
+        if self.worker.down_epoch != self.epoch:
+            self.abandon(f"{self.what}: {self.worker.address} stopped answering", "worker_down")
+        elif now >= self.deadline_at:
+            self.abandon(f"{self.what}: no answer from {self.worker.address} within its deadline", "deadline")
+
+    def abandon(self, message: str, reason: str) -> None:
+        self.is_done = True
+        self.dog.discard(self)
+        self.failure = Abandoned(message, reason)
+        self._task.cancel()
+
+    def withdraw(self) -> bool:
+        """Takes back the cancellation `abandon` asked for; True when no other cancellation is pending
+        (the CancelledError seen was ours alone, so the caller gets `failure` instead)."""
+        if self.failure is None or self._is_uncancelled:
+            return False
+        self._is_uncancelled = True
+        return self._task.uncancel() <= self._cancelling
+
+
 class Watchdog:
     def __init__(self, clock: Clock, tick_s: float) -> None:
         """`tick_s`: emulated seconds between checks of the watched calls."""
         self.clock = clock
         self.tick_s = tick_s
-        self.watches: set[Watch[object]] = set()
+        self.watches: set[Watch[object] | _CallWatch] = set()
         self._task: asyncio.Task[None] | None = None
 
     def stream(
@@ -153,22 +197,37 @@ class Watchdog:
         liveness_s: float = math.inf, first_item_s: float = math.inf,
     ) -> Watch[T]:  # fmt: skip
         watch = Watch(self, worker, source, what, deadline_at, liveness_s, first_item_s)
-        self.watches.add(watch)  # type: ignore[arg-type]
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="router-watchdog")
+        self._add(watch)  # type: ignore[arg-type]
         return watch
 
     async def call(self, worker: Watched, call: Awaitable[T], what: str, deadline_at: float) -> T:
-        """Awaits a unary call under watch: its worker going down or `deadline_at` gives it up."""
-        watch = self.stream(worker, _one(call), what, deadline_at)
+        """Awaits a unary call under watch: its worker going down or `deadline_at` gives it up
+        (`Abandoned`); an error that is not a domain error becomes INTERNAL (the trace is logged)."""
+        watch = _CallWatch(self, worker, what, deadline_at)
+        self._add(watch)
         try:
-            async for result in watch:
-                return result
+            return await call
+        except asyncio.CancelledError:
+            if watch.withdraw():
+                assert watch.failure is not None
+                raise watch.failure from None
+            raise
+        except SupernodeError:
+            raise
+        except Exception:  # a bug behind a peer: this call fails cleanly, the log keeps the trace
+            log.exception("%s on %s failed", what, worker.address)
+            raise InternalError(f"{what}: internal error") from None
         finally:
-            await watch.aclose()
-        raise InternalError(f"{what}: no answer")  # unreachable: _one yields once or raises
+            watch.is_done = True
+            self.discard(watch)
+            watch.withdraw()  # given up just as the call returned: no cancellation may linger
 
-    def discard(self, watch: Watch[T]) -> None:
+    def _add(self, watch: Watch[object] | _CallWatch) -> None:
+        self.watches.add(watch)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="router-watchdog")
+
+    def discard(self, watch: Watch[T] | _CallWatch) -> None:
         self.watches.discard(watch)  # type: ignore[arg-type]
 
     async def close(self) -> None:
@@ -182,7 +241,3 @@ class Watchdog:
             now = self.clock.now()
             for watch in list(self.watches):
                 watch.check(now)
-
-
-async def _one(call: Awaitable[T]) -> AsyncGenerator[T, None]:
-    yield await call
