@@ -95,7 +95,10 @@ class FabricNetwork:
             raise UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s) from None
         self._kick()
         try:
-            done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
+            if len(ids) == 1:  # the usual single transfer: its future alone, without gather's wrapper
+                done = [await self._waiters[ids[0]]]
+            else:
+                done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
         except BaseException:
             self._abandon(ids)
             raise
