@@ -2,8 +2,8 @@
 
 A sequence that only counts its tokens knows at admission how many tokens it holds after each step
 (its token plan). Its context on its rank is then a known function of the step, so its changes are
-written once, when it joins, into a ring of future per-rank changes (one column per step); a step
-applies one column over every rank in numpy. Pricing a step then needs each rank's (sequences, context
+written once, when it joins, into a ring of future per-rank changes (one row per step); a step
+applies one row over every rank in numpy. Pricing a step then needs each rank's (sequences, context
 sum) and the busiest rank's own lengths, not a pass over every sequence of the instance.
 """
 
@@ -23,11 +23,12 @@ class RankLoads:
         self.num_seqs = np.zeros(num_ranks, np.int64)  # running sequences per rank
         self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
         self.step = 0
-        self._ring = np.zeros((num_ranks, horizon), np.int64)  # column t % horizon: change at step t
+        # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
+        self._ring = np.zeros((horizon, num_ranks), np.int64)
 
     @property
     def horizon(self) -> int:
-        return int(self._ring.shape[1])
+        return int(self._ring.shape[0])
 
     def join(self, rank: int, base: int, plan: Sequence[int]) -> None:
         """A sequence holding `base` tokens joins `rank` at `step` and emits `plan[i]` tokens (cumulative)
@@ -55,8 +56,8 @@ class RankLoads:
         if to_step <= self.step:
             return
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            self.kv_sum += self._ring[:, part].sum(axis=1)
-            self._ring[:, part] = 0
+            self.kv_sum += self._ring[part].sum(axis=0)
+            self._ring[part] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
@@ -65,7 +66,7 @@ class RankLoads:
             return self.kv_sum
         out = self.kv_sum
         for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-            out = out + self._ring[:, part].sum(axis=1)
+            out = out + self._ring[part].sum(axis=0)
         return out
 
     @staticmethod
@@ -74,13 +75,15 @@ class RankLoads:
         num = len(plan)
         p = np.asarray(plan, np.int64)
         deltas = np.empty(num, np.int64)
-        deltas[: num - 1] = np.diff(p[: num - 1], prepend=0)
+        if num > 1:  # each step's new tokens (np.diff with prepend costs more than this on short plans)
+            deltas[0] = p[0]
+            np.subtract(p[1 : num - 1], p[: num - 2], out=deltas[1 : num - 1])
         deltas[num - 1] = -(base + (int(p[num - 2]) if num > 1 else 0))
         return deltas
 
     def _spans(self, first_step: int, num: int) -> list[slice]:
-        """The ring columns of steps first_step .. first_step + num - 1 (num <= horizon) as at most two
-        slices (a slice reads a view; a list of columns would copy)."""
+        """The ring rows of steps first_step .. first_step + num - 1 (num <= horizon) as at most two
+        slices (a slice reads a view; a list of rows would copy)."""
         h = self.horizon
         start = first_step % h
         if start + num <= h:
@@ -92,18 +95,18 @@ class RankLoads:
         done = 0
         for part in self._spans(first_step, len(values)):
             width = part.stop - part.start
-            self._ring[rank, part] += values[done : done + width]
+            self._ring[part, rank] += values[done : done + width]
             done += width
 
     def _fit(self, span: int) -> None:
-        """Grows the ring so changes up to `span` steps ahead have their own column."""
+        """Grows the ring so changes up to `span` steps ahead have their own row."""
         old = self.horizon
         if span < old:
             return
         new = max(span, 2 * old)
-        ring = np.zeros((self._ring.shape[0], new), np.int64)
+        ring = np.zeros((new, self._ring.shape[1]), np.int64)
         steps = np.arange(self.step + 1, self.step + old)
-        ring[:, steps % new] = self._ring[:, steps % old]
+        ring[steps % new] = self._ring[steps % old]
         self._ring = ring
 
 
