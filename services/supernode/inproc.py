@@ -180,8 +180,10 @@ class InprocCluster:
 
     def mute_metrics(self) -> None:
         """Skips the engines' Prometheus updates (a simulation serves no metrics port)."""
-        for engine in [*self.prefills, *self.decodes]:
-            engine.metrics.mute()
+        for prefill in self.prefills:
+            prefill.metrics.mute()
+        for decode in self.decodes:
+            decode.metrics.mute()
 
     async def start(self) -> None:
         self.fabric.start()
