@@ -178,6 +178,13 @@ class InprocCluster:
             faults=self.fabric,
         )
 
+    def mute_metrics(self) -> None:
+        """Skips the engines' Prometheus updates (a simulation serves no metrics port)."""
+        for prefill in self.prefills:
+            prefill.metrics.mute()
+        for decode in self.decodes:
+            decode.metrics.mute()
+
     async def start(self) -> None:
         self.fabric.start()
         for prefill in self.prefills:

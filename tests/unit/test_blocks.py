@@ -65,3 +65,8 @@ def test_verify_chain():
     assert blocks.verify_chain(keys, split, 128)
     split[1][0] += 1
     assert not blocks.verify_chain(keys, split, 128)
+    # The check is on the tokens, however the reader's blocks split them.
+    assert blocks.verify_chain(keys, blocks.split_blocks(prompt, 100), 128)
+    assert not blocks.verify_chain([*keys, keys[0]], blocks.split_blocks(prompt, 128), 128)
+    assert not blocks.verify_chain(keys[:2], blocks.split_blocks(prompt, 128), 128)
+    assert blocks.verify_chain([], [], 128)

@@ -148,3 +148,20 @@ def test_metrics_server_serves_registries_and_port_zero_disables() -> None:
         text = resp.read().decode()
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "vllm:prompt_tokens" in names and "python_gc_objects_collected" in names
+
+
+def test_worker_metrics_record_steps_until_muted() -> None:
+    from supernode.runtime.worker_metrics import WorkerMetrics
+
+    metrics = WorkerMetrics("decode", "d0", 2)
+    metrics.on_step(8, 4, 0.02, {"attention": 5000.0}, 16)
+    metrics.on_queue(3, 1000, 128, 0.0)
+    assert sample(metrics.registry, "supernode_decode_batch_size", worker="d0") == 8
+    assert sample(metrics.registry, "supernode_decode_kv_blocks_used", worker="d0") == 8
+    metrics.mute()  # a simulation's engines: nothing is served, so nothing is updated
+    metrics.on_step(1, 1, 0.01, {"attention": 1000.0}, 2)
+    metrics.on_queue(0, 0, 128, 0.0)
+    metrics.on_idle()
+    assert sample(metrics.registry, "supernode_decode_batch_size", worker="d0") == 8
+    assert sample(metrics.registry, "supernode_decode_tokens_total", worker="d0") == 16
+    assert sample(metrics.registry, "supernode_decode_queue_length", worker="d0") == 3

@@ -70,6 +70,18 @@ def test_busiest_rank_is_the_first_with_most_work():
     assert busiest_rank(np.array([3, 3]), np.array([7, 7]), work) == 0
 
 
+@pytest.mark.parametrize("num_ranks", [6, 16, 17, 320])  # a few active ranks (plain Python) and many (numpy)
+def test_busiest_rank_agrees_with_pricing_every_rank(num_ranks: int):
+    rng = np.random.default_rng(num_ranks)
+    work = lambda s, kv: s * 100.0 + kv  # noqa: E731  (increasing in both, as attention is)
+    for _ in range(200):
+        n = rng.integers(0, 4, num_ranks) * (rng.random(num_ranks) < 0.7)
+        k = np.where(n > 0, rng.integers(1, 6, num_ranks) * 100, 0)  # coarse: many ties
+        active = [r for r in range(num_ranks) if n[r]]
+        expect = max(active, key=lambda r: (work(n[r], k[r]), -r)) if active else -1
+        assert busiest_rank(n, k, work) == expect
+
+
 @pytest.mark.parametrize("first,last,num", [(10.0, 10.0, 1), (10.0, 12.0, 5), (20.0, 11.0, 9)])
 def test_a_run_of_steps_ends_where_its_steps_add_up(first: float, last: float, num: int):
     run = StepRun(first, last, num)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -38,10 +38,16 @@ def is_block_key(key: str) -> bool:
 
 def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
     """Keys of every block of `token_ids` in order (the last may cover a partial block)."""
+    return _chain_keys(
+        token_ids[start : start + block_tokens] for start in range(0, len(token_ids), block_tokens)
+    )
+
+
+def _chain_keys(chunks: Iterable[Sequence[int]]) -> list[str]:
+    """Prefix-chained keys of consecutive blocks given as their token chunks."""
     keys: list[str] = []
     previous = b""
-    for start in range(0, len(token_ids), block_tokens):
-        chunk = token_ids[start : start + block_tokens]
+    for chunk in chunks:
         h = hashlib.blake2b(previous, digest_size=16)
         h.update(struct.pack(f"<{len(chunk)}I", *chunk))
         previous = h.digest()
@@ -179,5 +185,9 @@ def open_sealed(sealed: bytes) -> OpenedBlock:
 
 def verify_chain(keys: Sequence[str], token_blocks: Sequence[Sequence[int]], block_tokens: int) -> bool:
     """True when the blocks' tokens re-derive exactly these keys (the reader's end-to-end check)."""
+    *full, last = token_blocks or [[]]
+    if last and len(last) <= block_tokens and all(len(block) == block_tokens for block in full):
+        # Already split as block_keys would split them: hash them as they are, without joining.
+        return len(token_blocks) == len(keys) and _chain_keys(token_blocks) == list(keys)
     flat = [t for block in token_blocks for t in block]
     return block_keys(flat, block_tokens) == list(keys)

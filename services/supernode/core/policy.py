@@ -148,6 +148,8 @@ def mark_behind_faults(
 ) -> list[WorkerSnapshot]:
     """The snapshots with `is_behind_fault` set on those whose worker id (or address) is in
     `affected`; the selectors above then skip them while the fault lasts."""
+    if not affected:  # no fault: only a stale flag needs clearing (copying every snapshot is not free)
+        return [replace(w, is_behind_fault=False) if w.is_behind_fault else w for w in workers]
     return [
         replace(w, is_behind_fault=(bool(w.worker_id) and w.worker_id in affected) or w.address in affected)
         for w in workers

@@ -2,8 +2,8 @@
 
 A sequence that only counts its tokens knows at admission how many tokens it holds after each step
 (its token plan). Its context on its rank is then a known function of the step, so its changes are
-written once, when it joins, into a ring of future per-rank changes (one column per step); a step
-applies one column over every rank in numpy. Pricing a step then needs each rank's (sequences, context
+written once, when it joins, into a ring of future per-rank changes (one row per step); a step
+applies one row over every rank in numpy. Pricing a step then needs each rank's (sequences, context
 sum) and the busiest rank's own lengths, not a pass over every sequence of the instance.
 """
 
@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+FEW_RANKS = 16  # up to this many active ranks, the busiest is found without numpy
+
 
 class RankLoads:
     """Sequences and context tokens per rank during step `step` (the scheduler's next step)."""
@@ -21,11 +23,12 @@ class RankLoads:
         self.num_seqs = np.zeros(num_ranks, np.int64)  # running sequences per rank
         self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
         self.step = 0
-        self._ring = np.zeros((num_ranks, horizon), np.int64)  # column t % horizon: change at step t
+        # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
+        self._ring = np.zeros((horizon, num_ranks), np.int64)
 
     @property
     def horizon(self) -> int:
-        return int(self._ring.shape[1])
+        return int(self._ring.shape[0])
 
     def join(self, rank: int, base: int, plan: Sequence[int]) -> None:
         """A sequence holding `base` tokens joins `rank` at `step` and emits `plan[i]` tokens (cumulative)
@@ -34,8 +37,7 @@ class RankLoads:
         self._fit(num + 2)
         self.num_seqs[rank] += 1
         self.kv_sum[rank] += base
-        cols, deltas = self._changes(base, plan)
-        self._ring[rank, cols] += deltas
+        self._add_row(rank, self.step + 1, self._deltas(base, plan))
 
     def leave(self, rank: int) -> None:
         """A sequence retired after its planned last step (its context left through the ring)."""
@@ -47,48 +49,64 @@ class RankLoads:
         held = base + (plan[done - 1] if done > 0 else 0)
         self.num_seqs[rank] -= 1
         self.kv_sum[rank] -= held
-        cols, deltas = self._changes(base, plan, start_step)
-        self._ring[rank, cols[done:]] -= deltas[done:]
+        self._add_row(rank, start_step + 1 + done, -self._deltas(base, plan)[done:])
 
     def advance(self, to_step: int) -> None:
         """Applies every change up to and including step `to_step`."""
         if to_step <= self.step:
             return
-        cols = self._cols(self.step + 1, min(to_step - self.step, self.horizon))
-        self.kv_sum += self._ring[:, cols].sum(axis=1)
-        self._ring[:, cols] = 0
+        for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
+            self.kv_sum += self._ring[part].sum(axis=0)
+            self._ring[part] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
         """Context tokens per rank during step `step + ahead` if nothing joins or leaves early."""
         if ahead <= 0:
             return self.kv_sum
-        cols = self._cols(self.step + 1, min(ahead, self.horizon - 1))
-        return self.kv_sum + self._ring[:, cols].sum(axis=1)
+        out = self.kv_sum
+        for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
+            out = out + self._ring[part].sum(axis=0)
+        return out
 
-    def _changes(
-        self, base: int, plan: Sequence[int], start: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Ring columns and context changes of one sequence for the steps after it joined."""
+    @staticmethod
+    def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:
+        """Context changes of one sequence after each of its steps (the last gives everything back)."""
         num = len(plan)
         p = np.asarray(plan, np.int64)
         deltas = np.empty(num, np.int64)
-        deltas[: num - 1] = np.diff(p[: num - 1], prepend=0)
+        if num > 1:  # each step's new tokens (np.diff with prepend costs more than this on short plans)
+            deltas[0] = p[0]
+            np.subtract(p[1 : num - 1], p[: num - 2], out=deltas[1 : num - 1])
         deltas[num - 1] = -(base + (int(p[num - 2]) if num > 1 else 0))
-        return self._cols((self.step if start is None else start) + 1, num), deltas
+        return deltas
 
-    def _cols(self, first_step: int, num: int) -> np.ndarray:
-        return (np.arange(first_step, first_step + num)) % self.horizon
+    def _spans(self, first_step: int, num: int) -> list[slice]:
+        """The ring rows of steps first_step .. first_step + num - 1 (num <= horizon) as at most two
+        slices (a slice reads a view; a list of rows would copy)."""
+        h = self.horizon
+        start = first_step % h
+        if start + num <= h:
+            return [slice(start, start + num)]
+        return [slice(start, h), slice(0, start + num - h)]
+
+    def _add_row(self, rank: int, first_step: int, values: np.ndarray) -> None:
+        """Adds `values` to `rank`'s changes of steps first_step, first_step + 1, ..."""
+        done = 0
+        for part in self._spans(first_step, len(values)):
+            width = part.stop - part.start
+            self._ring[part, rank] += values[done : done + width]
+            done += width
 
     def _fit(self, span: int) -> None:
-        """Grows the ring so changes up to `span` steps ahead have their own column."""
+        """Grows the ring so changes up to `span` steps ahead have their own row."""
         old = self.horizon
         if span < old:
             return
         new = max(span, 2 * old)
-        ring = np.zeros((self._ring.shape[0], new), np.int64)
+        ring = np.zeros((new, self._ring.shape[1]), np.int64)
         steps = np.arange(self.step + 1, self.step + old)
-        ring[:, steps % new] = self._ring[:, steps % old]
+        ring[steps % new] = self._ring[steps % old]
         self._ring = ring
 
 
@@ -99,6 +117,8 @@ def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int,
     active = np.flatnonzero(num_seqs)
     if active.size == 0:
         return -1
+    if active.size <= FEW_RANKS:
+        return _busiest_of(active.tolist(), num_seqs[active].tolist(), kv_sums[active].tolist(), work)
     n, k = num_seqs[active], kv_sums[active]
     order = np.lexsort((active, -k, -n))  # by sequences, then context, descending; then index
     n_sorted = n[order]
@@ -113,4 +133,23 @@ def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int,
         rank, w = int(active[c]), work(int(n[c]), int(k[c]))
         if w > best_work or (w == best_work and rank < best):
             best, best_work = rank, w
+    return best
+
+
+def _busiest_of(ranks: list[int], ns: list[int], ks: list[int], work: Callable[[int, int], float]) -> int:
+    """`busiest_rank` over a few active ranks in plain Python (numpy's per-call cost dominates there):
+    the same candidates, priced in the same order, with the same tie-break."""
+    order = sorted(range(len(ranks)), key=lambda i: (-ns[i], -ks[i], ranks[i]))
+    best, best_work = -1, -1.0
+    last_n, top_k = -1, -1
+    for i in order:
+        if ns[i] == last_n:  # per sequence count only the first: the most context, lowest index
+            continue
+        last_n = ns[i]
+        if ks[i] <= top_k:  # fewer sequences must bring more context
+            continue
+        top_k = ks[i]
+        w = work(ns[i], ks[i])
+        if w > best_work or (w == best_work and ranks[i] < best):
+            best, best_work = ranks[i], w
     return best

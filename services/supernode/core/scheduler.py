@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from supernode.core.rank_loads import RankLoads
 from supernode.core.request import Request, RequestStatus
 from supernode.core.tokens import EOS_TOKEN, TokenModel
-from supernode.hw.mtp import accepted_drafts
+from supernode.hw.mtp import accepted_drafts, step_totals
 
 
 class QueueFullError(Exception):
@@ -252,11 +252,8 @@ class DecodeScheduler:
     def _plan(self, request: Request) -> list[int]:
         """Counting only: the tokens after each step, drawn as the steps would draw them (the same
         MTP acceptances in the same order, so counts and step times match drawing every token)."""
-        plan, total, remaining = [], 0, request.max_tokens - 1
-        while total < remaining:
-            total += min(1 + self._accepted_drafts(request), remaining - total)
-            plan.append(total)
-        return plan
+        assert request.mtp_rng is not None
+        return step_totals(self.mtp_depth, self.mtp_accept, request.mtp_rng.random, request.max_tokens - 1)
 
     def cancel(self, request: Request) -> None:
         request.end(RequestStatus.CANCELLED, "cancelled")
@@ -297,7 +294,7 @@ class DecodeScheduler:
         self.waiting = still_waiting
         if self.num_running == 0:
             return None
-        return DecodeBatch(tuple(tuple(rank) for rank in self.running), self.step)
+        return DecodeBatch(tuple(map(tuple, self.running)), self.step)
 
     def steps_until_change(self) -> int:
         """Steps the running batch keeps its sequences when only counting sequences run and nothing

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncGenerator
@@ -299,7 +300,7 @@ class DecodeEngine:
             )
         if not blocks.verify_chain(kv.block_keys, read.blocks, kv.block_tokens):
             raise FailedPreconditionError("kv: blocks do not match their prefix-chained keys", field="kv")
-        prompt = [t for block in read.blocks for t in block]
+        prompt = list(itertools.chain.from_iterable(read.blocks))
         if len(prompt) != kv.num_tokens:
             raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {len(prompt)}")
         die = self.lease.die(request.dp_rank).index

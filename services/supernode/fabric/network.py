@@ -5,8 +5,8 @@ A transfer's life:
    when a link on the path is down);
 2. moving: its rate is shared max-min fairly with the other flows and recomputed whenever a flow
    starts, finishes or a fault changes a link, so its finish time moves with the traffic around it;
-3. finished: one background task sleeps on the clock until the next finish (or fault end), settles the
-   model and resolves the waiting callers; or failed: a link of its path went down (UNAVAILABLE);
+3. finished: one timer on the clock fires at the next finish (or fault end), settles the model and
+   resolves the waiting callers; or failed: a link of its path went down (UNAVAILABLE);
    or cancelled: the caller went away and the flow is removed, speeding up the others.
 
 Emulated time inside the model is counted from `origin` (the clock's reading when the engine was built)
@@ -16,7 +16,6 @@ to keep float resolution fine; answers are converted back to the clock's epoch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from supernode.core.flows import FlowDone, FlowNetwork, LinkDownError
 from supernode.core.topology import Route, Topology
 from supernode.fabric.faults import Fault, FaultTable
-from supernode.runtime.clock import Clock
+from supernode.runtime.clock import Clock, Timer, call_at
 from supernode.runtime.errors import UnavailableError
 
 log = logging.getLogger(__name__)
@@ -53,18 +52,17 @@ class FabricNetwork:
         self.origin = clock.now()
         self._waiters: dict[Hashable, asyncio.Future[FlowDone]] = {}
         self._ids = itertools.count()
-        self._wake = asyncio.Event()
-        self._target = math.inf  # model time the driver sleeps until
-        self._task: asyncio.Task[None] | None = None
+        self._target = math.inf  # model time the timer is set for (inf: none set)
+        self._timer: Timer | None = None
+        self._is_running = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._drive(), name="fabric-network")
+        self._is_running = True
+        self._rearm()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._is_running = False
+        self._disarm()
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(UnavailableError("fabric is stopping", retry_after_s=1.0))
@@ -97,7 +95,10 @@ class FabricNetwork:
             raise UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s) from None
         self._kick()
         try:
-            done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
+            if len(ids) == 1:  # the usual single transfer: its future alone, without gather's wrapper
+                done = [await self._waiters[ids[0]]]
+            else:
+                done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
         except BaseException:
             self._abandon(ids)
             raise
@@ -126,35 +127,36 @@ class FabricNetwork:
         self._kick()
         return len(faults)
 
-    # --- the driver ---
+    # --- the driver: one timer at the next event (a flow's finish or a fault's end), no task ---
 
-    async def _drive(self) -> None:
-        while True:
-            self._settle(self.now_s())
-            events = [t for t in (self.flows.next_event_s(), self.faults.next_end_s()) if t is not None]
-            self._target = min(events, default=math.inf)
-            self._wake.clear()
-            if not events:
-                await self._wake.wait()
-                continue
-            sleeper = asyncio.ensure_future(self.clock.sleep_until(self.origin + self._target))
-            kicked = asyncio.ensure_future(self._wake.wait())
-            try:
-                done, _ = await asyncio.wait((sleeper, kicked), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                kicked.cancel()
-            if sleeper in done:
-                # Woken for the event at `_target`: settle it even when the clock's reading, less the
-                # origin, rounds to just below it (a virtual clock stops exactly there; waiting again
-                # for the same instant would return at once, forever).
-                self._settle(max(self.now_s(), self._target))
+    def _next_event_s(self) -> float:
+        events = [t for t in (self.flows.next_event_s(), self.faults.next_end_s()) if t is not None]
+        return min(events, default=math.inf)
+
+    def _on_timer(self) -> None:
+        target, self._target, self._timer = self._target, math.inf, None
+        # Settle the event at `target` even when the clock's reading, less the origin, rounds to just
+        # below it (a virtual clock stops exactly there; waiting again for that instant would not move).
+        self._settle(max(self.now_s(), target))
+        self._rearm()
 
     def _kick(self) -> None:
-        """Wakes the driver when the next event is now earlier than the one it sleeps until."""
-        events = [t for t in (self.flows.next_event_s(), self.faults.next_end_s()) if t is not None]
-        if min(events, default=math.inf) < self._target:
-            self._wake.set()
+        """Moves the timer earlier when the next event now comes before the one it is set for."""
+        if self._next_event_s() < self._target:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        """Sets the timer for the next event (none when nothing is in flight or the engine is stopped)."""
+        self._disarm()
+        target = self._next_event_s()
+        if self._is_running and target < math.inf:
+            self._target = target
+            self._timer = call_at(self.clock, self.origin + target, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._target = None, math.inf
 
     def _settle(self, now: float) -> None:
         """Processes flow finishes and fault ends up to `now`, in time order, and wakes the callers."""

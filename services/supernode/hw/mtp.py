@@ -28,3 +28,18 @@ def accepted_drafts(depth: int, accept: float, draw: Callable[[], float]) -> int
     while accepted < depth and draw() < accept:
         accepted += 1
     return accepted
+
+
+def step_totals(depth: int, accept: float, draw: Callable[[], float], num_tokens: int) -> list[int]:
+    """Tokens emitted in all after each step until `num_tokens` are out (the last step emits only what
+    is left): the draws `accepted_drafts` makes step after step, in the same order, in one loop."""
+    _check(depth, accept)
+    totals: list[int] = []
+    total = 0
+    while total < num_tokens:
+        accepted = 0
+        while accepted < depth and draw() < accept:
+            accepted += 1
+        total = min(total + 1 + accepted, num_tokens)
+        totals.append(total)
+    return totals

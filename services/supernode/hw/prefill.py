@@ -94,15 +94,35 @@ def _ffn_steps(dep: PrefillDeployment, s: Shape, k: float, dense: bool) -> list[
 
 def _chain(layers: Sequence[list[Step]], num_mbs: int) -> float:
     """Makespan (us) of `num_mbs` microbatches running the chained steps of `layers` on two resources."""
+    return _chain_marks(layers, num_mbs, (len(layers),))[0]
+
+
+def _chain_marks(layers: Sequence[list[Step]], num_mbs: int, marks: Sequence[int]) -> list[float]:
+    """The makespans (us) of the first `marks[i]` layers of `layers` (marks ascending), in one pass: the
+    chain is a running state, so a longer chain's first layers end exactly as the shorter chain does."""
     ready = [0.0] * num_mbs
-    free = {False: 0.0, True: 0.0}
-    for steps in layers:
-        for is_comm, parts in steps:
-            t = sum(parts.values())
-            for i in range(num_mbs):
-                start = max(ready[i], free[is_comm])
-                ready[i] = free[is_comm] = start + t
-    return max(ready)
+    free = [0.0, 0.0]  # when each resource (compute, communication) is next free
+    totals: dict[int, list[tuple[bool, float]]] = {}  # id(steps) -> each step's time, summed once
+    out: list[float] = []
+    pending = iter(marks)
+    mark = next(pending, None)
+    for num_done, steps in enumerate(layers):
+        while mark == num_done:
+            out.append(max(ready))
+            mark = next(pending, None)
+        timed = totals.get(id(steps))
+        if timed is None:
+            timed = totals[id(steps)] = [(is_comm, sum(parts.values())) for is_comm, parts in steps]
+        for is_comm, t in timed:
+            at = free[is_comm]
+            for i, r in enumerate(ready):
+                at = (r if r > at else at) + t  # starts when its predecessor and the resource are done
+                ready[i] = at
+            free[is_comm] = at
+    while mark is not None:
+        out.append(max(ready))
+        mark = next(pending, None)
+    return out
 
 
 def _layer_steps(dep: PrefillDeployment, s: Shape, num_mbs: int) -> tuple[list[Step], list[Step]]:
@@ -148,10 +168,12 @@ def prefill_batch_cost(
     dense, moe = _layer_steps(dep, s, mbs)
     m = dep.model
     acc = PartTimes()
-    t_dense = _chain([dense] * m.num_dense_layers, mbs)
     probe = 3
-    t_probe = _chain([dense] * m.num_dense_layers + [moe] * probe, mbs)
-    period = _chain([dense] * m.num_dense_layers + [moe] * (probe + 1), mbs) - t_probe
+    nd = m.num_dense_layers
+    t_dense, t_probe, t_next = _chain_marks(
+        [dense] * nd + [moe] * (probe + 1), mbs, (nd, nd + probe, nd + probe + 1)
+    )
+    period = t_next - t_probe
     t_moe = t_probe - t_dense + period * (m.num_moe_layers - probe)
     _charge(acc, dense, mbs, t_dense / m.num_dense_layers, m.num_dense_layers)
     _charge(acc, moe, mbs, t_moe / m.num_moe_layers, m.num_moe_layers)

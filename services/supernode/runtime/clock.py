@@ -11,6 +11,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 # Anchor of emulated time (2025-01-01T00:00:00Z) so emulated instants stay small and comparable.
@@ -29,6 +30,28 @@ class Clock(Protocol):
     async def sleep_until(self, instant: float) -> None:
         """Waits until emulated time `instant`."""
         ...
+
+
+class Timer(Protocol):
+    def cancel(self) -> object:
+        """Stops the call if it has not happened yet."""
+        ...
+
+
+def call_at(clock: Clock, instant: float, callback: Callable[[], None]) -> Timer:
+    """Calls `callback` on the running event loop at emulated time `instant` (soon when it has passed):
+    with the clock's own timer when it has one (`call_at`: no task per wait), else from a task that
+    sleeps on the clock."""
+    own = getattr(clock, "call_at", None)
+    if own is not None:
+        timer: Timer = own(instant, callback)
+        return timer
+
+    async def ring() -> None:
+        await clock.sleep_until(instant)
+        callback()
+
+    return asyncio.ensure_future(ring())
 
 
 class ScaledClock:
@@ -54,6 +77,10 @@ class ScaledClock:
 
     async def sleep_until(self, instant: float) -> None:
         await self.sleep(instant - self.now())
+
+    def call_at(self, instant: float, callback: Callable[[], None]) -> Timer:
+        delay = max(0.0, (instant - self.now()) / self.time_scale)
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class VirtualClock:
@@ -83,6 +110,16 @@ class VirtualClock:
         heapq.heappush(self._sleepers, (instant, next(self._seq), future))
         self._ensure_driver()
         await future
+
+    def call_at(self, instant: float, callback: Callable[[], None]) -> Timer:
+        loop = asyncio.get_running_loop()
+        if instant <= self._now:
+            return loop.call_soon(callback)
+        future: asyncio.Future[None] = loop.create_future()
+        future.add_done_callback(lambda f: None if f.cancelled() else callback())
+        heapq.heappush(self._sleepers, (instant, next(self._seq), future))
+        self._ensure_driver()
+        return future
 
     def advance(self, seconds: float) -> None:
         """Moves time forward by hand, waking every sleeper due."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from supernode.hw.cost import Cost
-from supernode.runtime.clock import Clock
+from supernode.runtime.clock import Clock, call_at
 
 log = logging.getLogger(__name__)
 B = TypeVar("B")
@@ -151,7 +151,7 @@ class StepLoop(Generic[B]):
         self._wake.clear()
         cut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._cut = cut
-        timer = asyncio.ensure_future(self._ring(end, cut))
+        timer = call_at(self.clock, end, lambda: None if cut.done() else cut.set_result(None))
         try:
             await cut
         finally:
@@ -162,11 +162,6 @@ class StepLoop(Generic[B]):
             batch, cost = self._split(batch, cost, max(0.0, now - start))
             await self.clock.sleep_until(start + cost.total_us / 1e6)
         return batch, cost
-
-    async def _ring(self, end: float, cut: asyncio.Future[None]) -> None:
-        await self.clock.sleep_until(end)
-        if not cut.done():
-            cut.set_result(None)
 
     def _record(self, duration: float, lag: float, cost: Cost, num_steps: int = 1) -> None:
         stats = self.stats

@@ -63,11 +63,25 @@ class WorkerMetrics:
         self._kv_capacity_tokens = 0
         self._spec: SpecDecodeMetrics | None = None
         self._kv_usage: Gauge | None = None
-        for metric in (self.batch_size, self.batch_per_die, self.queue_length, self.step_seconds, self.tokens,
-                       self.tokens_per_s, self.tokens_per_s_per_npu, self.kv_tokens_used, self.kv_blocks_used,
-                       self.lag_seconds):  # fmt: skip
-            metric.labels(worker_id)  # exported (at zero) from start-up, not from the first step
-        self._parts: dict[str, Counter] = {}  # part -> its step_part_seconds child (labels() is slow)
+        # Each metric's child for this worker, bound once (labels() is slow on a per-step path); binding
+        # also exports it (at zero) from start-up, not from the first step.
+        self._batch_size = self.batch_size.labels(worker_id)
+        self._batch_per_die = self.batch_per_die.labels(worker_id)
+        self._queue_length = self.queue_length.labels(worker_id)
+        self._step_seconds = self.step_seconds.labels(worker_id)
+        self._tokens = self.tokens.labels(worker_id)
+        self._tokens_per_s = self.tokens_per_s.labels(worker_id)
+        self._tokens_per_s_per_npu = self.tokens_per_s_per_npu.labels(worker_id)
+        self._kv_tokens_used = self.kv_tokens_used.labels(worker_id)
+        self._kv_blocks_used = self.kv_blocks_used.labels(worker_id)
+        self._lag_seconds = self.lag_seconds.labels(worker_id)
+        self._parts: dict[str, Counter] = {}  # part -> its step_part_seconds child
+        self.is_muted = False  # True: the per-step and per-request updates are skipped (see mute)
+
+    def mute(self) -> None:
+        """Stops the per-step, per-queue-change and per-lookup updates: for an in-process simulation,
+        which serves no metrics port and reads the engines' state directly."""
+        self.is_muted = True
 
     def on_step(
         self,
@@ -77,20 +91,21 @@ class WorkerMetrics:
         parts_us: Mapping[str, float],
         num_tokens: int,
     ) -> None:
-        w = self.worker
-        self.batch_size.labels(w).set(batch_size)
-        self.batch_per_die.labels(w).set(batch_per_die)
-        self.step_seconds.labels(w).observe(duration_s)
+        if self.is_muted:
+            return
+        self._batch_size.set(batch_size)
+        self._batch_per_die.set(batch_per_die)
+        self._step_seconds.observe(duration_s)
         for part, us in parts_us.items():
             if us > 0:
                 child = self._parts.get(part)
                 if child is None:
-                    child = self._parts[part] = self.step_part_seconds.labels(w, part)
+                    child = self._parts[part] = self.step_part_seconds.labels(self.worker, part)
                 child.inc(us / 1e6)
-        self.tokens.labels(w).inc(num_tokens)
+        self._tokens.inc(num_tokens)
         if duration_s > 0:
-            self.tokens_per_s.labels(w).set(num_tokens / duration_s)
-            self.tokens_per_s_per_npu.labels(w).set(num_tokens / duration_s / self.num_npus)
+            self._tokens_per_s.set(num_tokens / duration_s)
+            self._tokens_per_s_per_npu.set(num_tokens / duration_s / self.num_npus)
 
         if self._spec is not None:
             self._spec.on_step(batch_size, num_tokens)
@@ -108,16 +123,18 @@ class WorkerMetrics:
 
     def on_idle(self) -> None:
         """No batch runs: the per-step gauges read 0 rather than keep the last step's values."""
-        w = self.worker
-        for gauge in (self.batch_size, self.batch_per_die, self.tokens_per_s, self.tokens_per_s_per_npu):
-            gauge.labels(w).set(0)
+        if self.is_muted:
+            return
+        for gauge in (self._batch_size, self._batch_per_die, self._tokens_per_s, self._tokens_per_s_per_npu):
+            gauge.set(0)
 
     def on_queue(self, waiting: int, kv_tokens: int, block_tokens: int, lag_s: float) -> None:
-        w = self.worker
-        self.queue_length.labels(w).set(waiting)
-        self.kv_tokens_used.labels(w).set(kv_tokens)
-        self.kv_blocks_used.labels(w).set(-(-kv_tokens // block_tokens))
-        self.lag_seconds.labels(w).set(lag_s)
+        if self.is_muted:
+            return
+        self._queue_length.set(waiting)
+        self._kv_tokens_used.set(kv_tokens)
+        self._kv_blocks_used.set(-(-kv_tokens // block_tokens))
+        self._lag_seconds.set(lag_s)
         if self._kv_usage is not None and self._kv_capacity_tokens > 0:
             self._kv_usage.set(min(1.0, kv_tokens / self._kv_capacity_tokens))
 
@@ -191,10 +208,13 @@ class CacheMetrics:
         ).labels(w)
         self._queries = 0
         self._hits = 0
+        self._metrics = metrics  # muted with it
 
     def on_lookup(
         self, num_tokens: int, num_cached: int, hit_blocks: int, miss_blocks: int, loaded_bytes: int
     ) -> None:
+        if self._metrics.is_muted:
+            return
         self.query_tokens.inc(num_tokens)
         self.hit_tokens.inc(num_cached)
         self.hit_blocks.inc(hit_blocks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -62,6 +62,10 @@ class LoopClock:
 
     async def sleep_until(self, instant: float) -> None:
         await asyncio.sleep(max(0.0, instant - self._loop.time()))
+
+    def call_at(self, instant: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Calls `callback` at emulated `instant`: a timer on the loop, no task."""
+        return self._loop.call_at(instant, callback)
 
 
 def run_virtual(main: Coroutine[Any, Any, T], start_s: float = 0.0) -> T:

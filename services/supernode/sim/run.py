@@ -81,6 +81,7 @@ async def _simulate(
         materialise_tokens=options.materialise_tokens,
         max_steps_per_batch=1 if options.exact_steps else MAX_STEPS_PER_BATCH,
     )
+    cluster.mute_metrics()
     target = InprocTarget(
         cluster, keep_itl=options.materialise_tokens, keep_tokens=options.materialise_tokens
     )
