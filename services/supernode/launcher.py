@@ -7,6 +7,7 @@ same topology docker-compose.yml describes, on one machine's loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -33,6 +34,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each stays bound until all are picked, so none comes back twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 @dataclass(slots=True)
@@ -72,23 +82,23 @@ class LocalStack:
 
     # -- planning
 
-    def _port(self, default: int) -> int:
-        return free_port() if self.config.ephemeral_ports else default
-
     def _plan_ports(self) -> dict[str, int]:
         s = self.settings
-        ports = {
-            "redis": free_port(),  # internal: only the kvpool talks to it, so any free port will do
-            "fabric": self._port(s.fabric.port),
-            "kvpool": self._port(s.kvpool.port),
-            **{f"kvpool-{i}": self._port(s.kvpool.port + i) for i in range(1, self.config.num_kvpool)},
-            "router": self._port(s.router.port),
-            "frontend": self._port(s.frontend.port),
+        defaults = {
+            "fabric": s.fabric.port,
+            "kvpool": s.kvpool.port,
+            **{f"kvpool-{i}": s.kvpool.port + i for i in range(1, self.config.num_kvpool)},
+            "router": s.router.port,
+            "frontend": s.frontend.port,
+            **{f"prefill-{i}": s.prefill.port + i for i in range(self.config.num_prefill)},
+            **{f"decode-{i}": s.decode.port + i for i in range(self.config.num_decode)},
         }
-        for i in range(self.config.num_prefill):
-            ports[f"prefill-{i}"] = self._port(s.prefill.port + i)
-        for i in range(self.config.num_decode):
-            ports[f"decode-{i}"] = self._port(s.decode.port + i)
+        # Redis is internal (only the kvpool talks to it), so any free port will do; picked together,
+        # the free ports are distinct.
+        picked = iter(free_ports(1 + (len(defaults) if self.config.ephemeral_ports else 0)))
+        ports = {"redis": next(picked)}
+        for name, default in defaults.items():
+            ports[name] = next(picked) if self.config.ephemeral_ports else default
         return ports
 
     def address(self, name: str) -> str:

@@ -170,8 +170,16 @@ def stream(track: bool = True) -> Callable[[F], F]:
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Message limits, and no SO_REUSEPORT: gRPC sets it by default on Linux, so a second server on a
+    port already taken would bind too and the kernel would split the connections between the two
+    (clients of one service reaching another answer UNIMPLEMENTED); without it, the second fails to
+    start with a clear error."""
     limit = settings.runtime.max_message_bytes
-    return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ]
 
 
 class ServiceHost:
@@ -198,9 +206,13 @@ class ServiceHost:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(f"{settings.runtime.bind_host}:{port}")
+        where = f"{settings.runtime.bind_host}:{port}"
+        try:
+            self.port = self.server.add_insecure_port(where)
+        except RuntimeError as err:  # grpc's own names no cause
+            raise RuntimeError(f"could not bind {where}: is another process listening on it?") from err
         if self.port == 0:
-            raise RuntimeError(f"could not bind {settings.runtime.bind_host}:{port}")
+            raise RuntimeError(f"could not bind {where}: is another process listening on it?")
 
     @property
     def address(self) -> str:

@@ -1,0 +1,36 @@
+"""A second service on a port already taken fails to start instead of sharing it.
+
+gRPC sets SO_REUSEPORT by default on Linux: a second server on the same port would bind too and the
+kernel would hand it half the connections, so a client of one service could reach another and get
+UNIMPLEMENTED. The launcher's free ports are distinct within a stack for the same reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from supernode.launcher import LocalStack, StackConfig, free_ports
+from supernode.runtime.server import ServiceHost
+from tests.conftest import free_port, make_settings
+from tests.service.test_router import Fake
+
+
+async def test_a_second_service_on_a_taken_port_fails_to_start() -> None:
+    port = free_port()
+    first = ServiceHost(make_settings(), lambda server, drain: Fake(None, None), port)
+    await first.start()
+    try:
+        with pytest.raises(RuntimeError, match=f"could not bind .*:{port}"):
+            ServiceHost(make_settings(), lambda server, drain: Fake(None, None), port)
+    finally:
+        await first.drain_and_stop()
+
+
+def test_free_ports_are_distinct() -> None:
+    assert len(set(free_ports(64))) == 64
+
+
+def test_a_stack_s_ephemeral_ports_are_distinct(tmp_path) -> None:
+    stack = LocalStack(StackConfig(num_prefill=4, num_decode=4, num_kvpool=3, with_frontend=True,
+                                   ephemeral_ports=True, log_dir=tmp_path))  # fmt: skip
+    assert len(set(stack.ports.values())) == len(stack.ports) == 15
