@@ -197,6 +197,7 @@ class LocalStack:
             self.config.redis_replicas,
             self.settings.kvpool.redis_maxmemory,
             workdir=self.log_dir / "redis-cluster",
+            avoid=self.ports.values(),  # a node's cluster bus (port + 10000) must not take a service's port
         )
         try:
             self.redis_cluster.start(timeout_s)

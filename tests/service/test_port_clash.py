@@ -34,3 +34,11 @@ def test_a_stack_s_ephemeral_ports_are_distinct(tmp_path) -> None:
     stack = LocalStack(StackConfig(num_prefill=4, num_decode=4, num_kvpool=3, with_frontend=True,
                                    ephemeral_ports=True, log_dir=tmp_path))  # fmt: skip
     assert len(set(stack.ports.values())) == len(stack.ports) == 15
+
+
+def test_a_local_cluster_keeps_off_the_ports_it_is_told_to_avoid(monkeypatch) -> None:
+    from supernode.kvpool import local_cluster
+
+    offered = iter([20001, 20002, 20003, 20004])  # 20001's bus is 30001, which the caller has planned
+    monkeypatch.setattr(local_cluster, "free_cluster_port", lambda: next(offered))
+    assert local_cluster._distinct_ports(2, avoid={30001, 20002}) == [20003, 20004]

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,10 @@ class LocalRedisCluster:
         maxmemory: str = "512mb",
         node_timeout_ms: int = 1000,
         workdir: Path | None = None,
+        avoid: Collection[int] = (),
     ) -> None:
+        """`avoid`: ports the nodes must not take, for their clients or their cluster bus (a caller's
+        own planned ports, bound later)."""
         if num_masters < 3:
             raise ValueError("num_masters: Redis Cluster needs at least 3 masters")
         if not 0 <= num_replicas <= 4:
@@ -71,7 +75,7 @@ class LocalRedisCluster:
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="supernode-cluster-"))
         count = num_masters * (1 + num_replicas)
-        self.nodes = [RedisNode(p, self.workdir / str(p)) for p in _distinct_ports(count)]
+        self.nodes = [RedisNode(p, self.workdir / str(p)) for p in _distinct_ports(count, avoid)]
 
     @property
     def url(self) -> str:
@@ -183,11 +187,12 @@ class LocalRedisCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _distinct_ports(count: int) -> list[int]:
+def _distinct_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
     ports: list[int] = []
+    taken = set(avoid)
     while len(ports) < count:
         port = free_cluster_port()
         clashes = any(abs(port - p) in (0, BUS_PORT_OFFSET) for p in ports)
-        if not clashes:
+        if not clashes and port not in taken and port + BUS_PORT_OFFSET not in taken:
             ports.append(port)
     return ports
