@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from supernode.runtime.clock import Clock
 from supernode.runtime.errors import InternalError, SupernodeError, UnavailableError
@@ -116,11 +116,9 @@ class Watch(Generic[T]):
         it has been silent for longer than the liveness time."""
         if self.is_done:
             return
-        if self.worker.down_epoch != self.epoch:
-            self.abandon(f"{self.what}: {self.worker.address} stopped answering", "worker_down")
-        elif now >= self.deadline_at:
-            self.abandon(f"{self.what}: no answer from {self.worker.address} within its deadline", "deadline")
-        elif now - self.last_item_s > (self.liveness_s if self.num_items else self.first_item_s):
+        if _gone_or_late(self, now):
+            return
+        if now - self.last_item_s > (self.liveness_s if self.num_items else self.first_item_s):
             self.abandon(
                 f"{self.what}: {self.worker.address} sent nothing for {now - self.last_item_s:.1f}s",
                 "liveness",
@@ -161,12 +159,8 @@ class _CallWatch:
         self._is_uncancelled = False
 
     def check(self, now: float) -> None:
-        if self.is_done:
-            return
-        if self.worker.down_epoch != self.epoch:
-            self.abandon(f"{self.what}: {self.worker.address} stopped answering", "worker_down")
-        elif now >= self.deadline_at:
-            self.abandon(f"{self.what}: no answer from {self.worker.address} within its deadline", "deadline")
+        if not self.is_done:
+            _gone_or_late(self, now)
 
     def abandon(self, message: str, reason: str) -> None:
         self.is_done = True
@@ -250,3 +244,14 @@ class Watchdog:
             now = self.clock.now()
             for watch in list(self.watches):
                 watch.check(now)
+
+
+def _gone_or_late(call: Watch[Any] | _CallWatch, now: float) -> bool:
+    """Gives up on `call` when its worker went down since it started or its deadline passed; True if so."""
+    if call.worker.down_epoch != call.epoch:
+        call.abandon(f"{call.what}: {call.worker.address} stopped answering", "worker_down")
+    elif now >= call.deadline_at:
+        call.abandon(f"{call.what}: no answer from {call.worker.address} within its deadline", "deadline")
+    else:
+        return False
+    return True
