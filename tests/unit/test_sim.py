@@ -93,3 +93,17 @@ def test_a_run_is_deterministic_per_seed(tmp_path: Path):
     c = simulate(cfg.override(seed=1), SMALL, tmp_path / "c", SimOptions(write_pngs=False))
     assert _figures(a) == _figures(b) and a.series == b.series
     assert _figures(a) != _figures(c)
+
+
+def test_a_counted_decode_longer_than_the_routers_silence_bounds_completes(tmp_path: Path):
+    """A counted sequence sends no chunk per step; it reports its tokens every emulated second, so a
+    decode longer than the router's bounds on silence (120 s before the first chunk, 5 s between
+    chunks) is not given up on as a frozen worker's, and ends as pricing every step ends it."""
+    cfg = small_cfg(2).override(output_len="fixed:12000", request_rates=(1.0,))
+    counted = simulate(cfg, SMALL, tmp_path / "a", SimOptions(write_pngs=False))
+    exact = simulate(cfg, SMALL, tmp_path / "b", SimOptions(write_pngs=False, exact_steps=True))
+    for out in (counted, exact):
+        assert out.suite.results["completed"] == 2 and out.suite.results["failed"] == 0
+        assert out.suite.results["mean_e2el_ms"] > 130_000  # longer than the first-chunk bound
+    for key, value in _figures(exact).items():
+        assert _figures(counted)[key] == pytest.approx(value, rel=1e-4), key

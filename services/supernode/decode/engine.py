@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import itertools
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator
 
@@ -48,14 +50,23 @@ from supernode.runtime.worker_metrics import WorkerMetrics, configure_decode_met
 
 log = logging.getLogger(__name__)
 
+# Emulated seconds between a counting-only stream's reports of the tokens it has emitted. A live stream
+# sends a chunk every step, and the router gives up on a stream silent for its liveness time (5 s at
+# time scale 1, 120 s before the first chunk); a counted sequence has no per-step chunks, so without
+# these reports a decode longer than that failed as if its worker had frozen.
+COUNTED_PROGRESS_S = 1.0
+
 
 class _Outbox:
     """A `decode` caller's stream: the step loop pushes, the caller's iterator pulls."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[DecodeChunk] = asyncio.Queue()
+        self.num_counted = 0  # a counting-only sequence's output tokens reported so far (first excluded)
 
     def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
+        if request.token_plan is not None:  # counted: `num_tokens` is its total so far; send the rest
+            num_tokens, self.num_counted = num_tokens - self.num_counted, num_tokens
         if num_tokens:
             self.queue.put_nowait(DecodeChunk(token_ids, num_tokens))
 
@@ -110,6 +121,10 @@ class DecodeEngine:
         self.metrics.track_lag(self.loop.stats)
         self.supervisor = Supervisor("decode", self.worker_id, self.metrics.registry)
         self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
+        # Counting-only sequences due to report their tokens: (emulated instant, order, record).
+        self._reports: list[tuple[float, int, Request]] = []
+        self._report_order = itertools.count()
+        self._step_s = 0.0  # the last batch's emulated seconds per step
 
     async def start(self) -> None:
         await self.lease.acquire(heartbeat=self.heartbeat)
@@ -131,6 +146,9 @@ class DecodeEngine:
             batch = self.scheduler.schedule()
             if batch is not None and self.max_steps_per_batch > 1 and self.scheduler.is_counting_only:
                 num_steps = min(self.max_steps_per_batch, self.scheduler.steps_until_change())
+                if self._reports and self._step_s > 0:  # end in time for the next report due
+                    until_s = self._reports[0][0] - self.clock.now()
+                    num_steps = min(num_steps, max(1, math.ceil(until_s / self._step_s)))
                 if num_steps > 1:
                     return dataclasses.replace(batch, num_steps=num_steps)
         if batch is None:  # idle: the gauges say so rather than keep the last step's values
@@ -157,11 +175,25 @@ class DecodeEngine:
                 if request.is_done:
                     request.finished_s = now
                     sink.on_done(request)
+        self._report_counted(now)
+        self._step_s = cost.total_us / 1e6 / batch.num_steps
         self.metrics.on_step(
             len(outputs), batch.max_batch_per_die, cost.total_us / 1e6, cost.breakdown_us,
             sum(o.num_tokens for o in outputs),
         )  # fmt: skip
         self._publish_queue()
+
+    def _report_counted(self, now: float) -> None:
+        """Sends each counting-only sequence due to report the tokens it has emitted so far."""
+        reports, scheduler = self._reports, self.scheduler
+        while reports and reports[0][0] <= now:
+            _, order, request = heapq.heappop(reports)
+            if request.is_done or request.sink is None or request.token_plan is None:
+                continue
+            done = scheduler.step - request.decode_start_step  # steps it has run
+            if request not in scheduler.waiting and 0 < done < len(request.token_plan):
+                request.sink.on_tokens(request, [], request.token_plan[done - 1])
+            heapq.heappush(reports, (now + COUNTED_PROGRESS_S, order, request))
 
     def _publish_queue(self) -> None:
         self.metrics.on_queue(
@@ -255,6 +287,9 @@ class DecodeEngine:
             self.supervisor.check()  # the loop may have failed while the KV was pulled
             request.sink = outbox
             self.scheduler.add(request, model, num_resumed)
+            if request.token_plan is not None:
+                due = self.clock.now() + COUNTED_PROGRESS_S
+                heapq.heappush(self._reports, (due, next(self._report_order), request))
             self.loop.wake()
             first = True
             while True:
