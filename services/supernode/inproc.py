@@ -176,6 +176,7 @@ class InprocCluster:
             [LocalPrefillPeer(e) for e in self.prefills],
             [LocalDecodePeer(e) for e in self.decodes],
             faults=self.fabric,
+            peers_are_local=True,
         )
 
     def mute_metrics(self) -> None:

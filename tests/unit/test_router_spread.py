@@ -15,6 +15,13 @@ SHAPE = ClusterShape(num_prefill=2, num_decode=2, prefill_npus=1, decode_dies=2,
 PROMPT = [300 + (i * 7) % 101 for i in range(400)]
 
 
+async def _first_reports(cluster: InprocCluster) -> None:
+    """Waits for the router's background poll to report every worker at start (the next is 1000 s
+    away), so no report arrives while the test's requests run."""
+    while not all(w.load.worker_id for w in cluster.router.workers.all):
+        await asyncio.sleep(0)
+
+
 async def _drain(cluster: InprocCluster, request: Request) -> None:
     async for _ in cluster.generate(request):
         pass
@@ -24,7 +31,7 @@ async def test_requests_sent_together_spread_over_decode_instances():
     # No load report arrives during the burst: placement rests on the router's own count.
     settings = make_settings(router={"load_poll_s": 1000.0})
     async with InprocCluster(settings, VirtualClock(start=1.0), SHAPE) as cluster:
-        await cluster.router.workers.poll_once()
+        await _first_reports(cluster)
         requests = [cluster.router.make_request(f"r{i}", "", PROMPT, 4, Sampling(seed=i)) for i in range(6)]
         await asyncio.gather(*(_drain(cluster, r) for r in requests))
         pending = [w.kv_pending for w in cluster.router.workers.decode]
@@ -36,7 +43,7 @@ async def test_requests_sent_together_spread_over_decode_instances():
 async def test_a_load_report_replaces_the_pending_count():
     settings = make_settings(router={"load_poll_s": 1000.0})
     async with InprocCluster(settings, VirtualClock(start=1.0), SHAPE) as cluster:
-        await cluster.router.workers.poll_once()
+        await _first_reports(cluster)
         await _drain(cluster, cluster.router.make_request("r", "", PROMPT, 4, Sampling(seed=1)))
         assert sum(w.kv_pending for w in cluster.router.workers.decode) > 0
         await cluster.router.workers.poll_once()

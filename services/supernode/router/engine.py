@@ -59,15 +59,16 @@ class OutputChunk:
 class RouterEngine:
     def __init__(
         self, settings: Settings, clock: Clock, prefills: Sequence[PrefillPeer],
-        decodes: Sequence[DecodePeer], faults: FaultSource | None = None,
+        decodes: Sequence[DecodePeer], faults: FaultSource | None = None, peers_are_local: bool = False,
     ) -> None:  # fmt: skip
-        """`faults`: where to learn which workers sit behind downed fabric links (None: nowhere)."""
+        """`faults`: where to learn which workers sit behind downed fabric links (None: nowhere);
+        `peers_are_local`: the peers are in-process engines, which answer without waiting."""
         self.cfg = settings.router
         self.time_scale = settings.runtime.time_scale  # settings in wall seconds -> emulated
         self.clock = clock
         self.workers = WorkerSet(
             prefills, decodes, clock, self.cfg.load_poll_s * self.time_scale, faults,
-            self.cfg.fault_poll_s * self.time_scale,
+            self.cfg.fault_poll_s * self.time_scale, probe_in_turn=peers_are_local,
         )  # fmt: skip
         self.calls = WorkerCalls(settings, clock, self.workers)
         self.num_inflight = 0

@@ -91,16 +91,19 @@ class Worker(Generic[P]):
 class WorkerSet:
     def __init__(
         self, prefills: Sequence[PrefillPeer], decodes: Sequence[DecodePeer], clock: Clock, poll_s: float,
-        faults: FaultSource | None = None, fault_poll_s: float = 0.0,
+        faults: FaultSource | None = None, fault_poll_s: float = 0.0, probe_in_turn: bool = False,
     ) -> None:  # fmt: skip
         """`poll_s`, `fault_poll_s`: emulated seconds between load probes, and between asks of
-        `faults` (None or 0: never)."""
+        `faults` (None or 0: never). `probe_in_turn`: the peers answer without waiting (in-process
+        engines), so each poll probes them one after another in its own task, where probing them
+        concurrently cost a task per probe (most of an idle simulation's work)."""
         self.prefill: list[Worker[PrefillPeer]] = [Worker(p, "prefill") for p in prefills]
         self.decode: list[Worker[DecodePeer]] = [Worker(d, "decode") for d in decodes]
         self.clock = clock
         self.poll_s = poll_s
         self.faults = faults
         self.fault_poll_s = fault_poll_s
+        self.probe_in_turn = probe_in_turn
         self.behind_faults: frozenset[str] = frozenset()  # worker ids the last ask named
         self._task: asyncio.Task[None] | None = None
         self._fault_task: asyncio.Task[None] | None = None
@@ -128,7 +131,11 @@ class WorkerSet:
             await self.faults.close()
 
     async def poll_once(self) -> None:
-        await asyncio.gather(*(self._probe(w) for w in self.all))
+        if self.probe_in_turn:
+            for worker in self.all:
+                await self._probe(worker)
+        else:
+            await asyncio.gather(*(self._probe(w) for w in self.all))
 
     async def _poll_loop(self) -> None:
         while True:
