@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import heapq
 import itertools
 import logging
 import math
@@ -49,12 +48,6 @@ from supernode.runtime.supervision import Supervisor
 from supernode.runtime.worker_metrics import WorkerMetrics, configure_decode_metrics
 
 log = logging.getLogger(__name__)
-
-# Emulated seconds between a counting-only stream's reports of the tokens it has emitted. A live stream
-# sends a chunk every step, and the router gives up on a stream silent for its liveness time (5 s at
-# time scale 1, 120 s before the first chunk); a counted sequence has no per-step chunks, so without
-# these reports a decode longer than that failed as if its worker had frozen.
-COUNTED_PROGRESS_S = 1.0
 
 
 class _Outbox:
@@ -121,9 +114,14 @@ class DecodeEngine:
         self.metrics.track_lag(self.loop.stats)
         self.supervisor = Supervisor("decode", self.worker_id, self.metrics.registry)
         self._slo_limits: dict[int, int] = {}  # mean KV length -> largest batch per die meeting the SLO
-        # Counting-only sequences due to report their tokens: (emulated instant, order, record).
-        self._reports: list[tuple[float, int, Request]] = []
-        self._report_order = itertools.count()
+        # A live stream sends a chunk every step, and the router gives up on a stream silent for its
+        # liveness time (before the first chunk, its prefill timeout); a counted sequence sends none
+        # until it finishes, so every running one reports its tokens so far at this interval (half
+        # the router's bound, in emulated s), or a decode longer than that failed as if frozen.
+        self.report_s = (
+            min(settings.router.liveness_s * self.time_scale, settings.router.prefill_timeout_s) / 2
+        )
+        self._next_report_s = 0.0  # emulated instant of the next report
         self._step_s = 0.0  # the last batch's emulated seconds per step
 
     async def start(self) -> None:
@@ -146,8 +144,11 @@ class DecodeEngine:
             batch = self.scheduler.schedule()
             if batch is not None and self.max_steps_per_batch > 1 and self.scheduler.is_counting_only:
                 num_steps = min(self.max_steps_per_batch, self.scheduler.steps_until_change())
-                if self._reports and self._step_s > 0:  # end in time for the next report due
-                    until_s = self._reports[0][0] - self.clock.now()
+                if self._step_s > 0:  # end in time for the next report
+                    now = self.clock.now()
+                    if self._next_report_s <= now:  # idle since: no sequence ran that is owed one
+                        self._next_report_s = now + self.report_s
+                    until_s = self._next_report_s - now
                     num_steps = min(num_steps, max(1, math.ceil(until_s / self._step_s)))
                 if num_steps > 1:
                     return dataclasses.replace(batch, num_steps=num_steps)
@@ -184,16 +185,16 @@ class DecodeEngine:
         self._publish_queue()
 
     def _report_counted(self, now: float) -> None:
-        """Sends each counting-only sequence due to report the tokens it has emitted so far."""
-        reports, scheduler = self._reports, self.scheduler
-        while reports and reports[0][0] <= now:
-            _, order, request = heapq.heappop(reports)
-            if request.is_done or request.sink is None or request.token_plan is None:
-                continue
-            done = scheduler.step - request.decode_start_step  # steps it has run
-            if request not in scheduler.waiting and 0 < done < len(request.token_plan):
-                request.sink.on_tokens(request, [], request.token_plan[done - 1])
-            heapq.heappush(reports, (now + COUNTED_PROGRESS_S, order, request))
+        """Every report interval: each running counted sequence sends the tokens it has emitted so far."""
+        if now < self._next_report_s:
+            return
+        self._next_report_s = now + self.report_s
+        step = self.scheduler.step
+        for rank in self.scheduler.running:
+            for request in rank:
+                plan, done = request.token_plan, step - request.decode_start_step
+                if plan is not None and request.sink is not None and 0 < done < len(plan):
+                    request.sink.on_tokens(request, [], plan[done - 1])
 
     def _publish_queue(self) -> None:
         self.metrics.on_queue(
@@ -287,9 +288,6 @@ class DecodeEngine:
             self.supervisor.check()  # the loop may have failed while the KV was pulled
             request.sink = outbox
             self.scheduler.add(request, model, num_resumed)
-            if request.token_plan is not None:
-                due = self.clock.now() + COUNTED_PROGRESS_S
-                heapq.heappush(self._reports, (due, next(self._report_order), request))
             self.loop.wake()
             first = True
             while True:
