@@ -188,7 +188,11 @@ async def test_get_stream_serves_a_corrupt_block_as_missing(pool, request):
         pytest.skip("corrupts the stored bytes in Redis itself")
     b = _blocks(list(range(70, 70 + 2 * BLOCK)))
     await stub.Put(kvpool_pb2.PutRequest(blocks=b))
-    url = request.getfixturevalue("redis_cluster").url if kind == "cluster" else request.getfixturevalue("redis_url")
+    url = (
+        request.getfixturevalue("redis_cluster").url
+        if kind == "cluster"
+        else request.getfixturevalue("redis_url")
+    )
     r = raw_client(kind, url)
     raw = await r.get(redis_key(ns, b[1].key))
     await r.set(redis_key(ns, b[1].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
