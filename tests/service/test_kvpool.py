@@ -202,3 +202,20 @@ async def test_get_stream_serves_a_corrupt_block_as_missing(pool, request):
     assert (await stub.Stats(kvpool_pb2.StatsRequest())).num_digest_failures == 1
     assert await r.get(redis_key(ns, b[1].key)) is None, "the corrupt block was deleted"
     await r.aclose()
+
+
+async def test_a_stream_cancelled_midway_leaves_the_pool_serving(pool, monkeypatch):
+    stub, _, _ = pool
+    monkeypatch.setattr(streamed, "GROUP_BYTES", 1)
+    b = _blocks(list(range(3000, 3000 + 6 * BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+    request = kvpool_pb2.GetRequest(block_keys=[x.key for x in b], with_payload=True)
+    for _ in range(3):
+        call = stub.GetStream(request)
+        first = await call.read()
+        assert [x.key for x in first.blocks] == [b[0].key]
+        call.cancel()  # the reader goes away once the next group's read has been started
+    got = await stub.Get(request)
+    assert [x.key for x in got.blocks] == [x.key for x in b] and not got.missing_keys
+    messages = [m async for m in stub.GetStream(request)]
+    assert [x.key for m in messages for x in m.blocks] == [x.key for x in b]
