@@ -11,7 +11,7 @@ import random
 import struct
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -80,7 +80,7 @@ def test_encode_and_decode_match_the_byte_loop_on_random_ids() -> None:
         wire = old_encode(ids)
         assert varints.encode(ids) == wire
         assert varints.encode(array("I", ids)) == wire
-        assert varints.encode(np.asarray(ids, dtype=np.uint32)) == wire
+        assert varints.encode(cast(Sequence[int], np.asarray(ids, dtype=np.uint32))) == wire
         assert varints.decode(wire) == ids
         assert varints.decode(memoryview(b"xx" + wire)[2:]) == ids
     assert varints.encode(EDGES) == old_encode(EDGES) and varints.decode(old_encode(EDGES)) == EDGES
