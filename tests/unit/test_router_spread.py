@@ -18,8 +18,11 @@ PROMPT = [300 + (i * 7) % 101 for i in range(400)]
 async def _first_reports(cluster: InprocCluster) -> None:
     """Waits for the router's background poll to report every worker at start (the next is 1000 s
     away), so no report arrives while the test's requests run."""
-    while not all(w.load.worker_id for w in cluster.router.workers.all):
+    for _ in range(1000):  # a few turns of the loop: the poll task's first run
+        if all(w.load.worker_id for w in cluster.router.workers.all):
+            return
         await asyncio.sleep(0)
+    raise AssertionError("the start-up poll did not report every worker")
 
 
 async def _drain(cluster: InprocCluster, request: Request) -> None:
