@@ -16,24 +16,38 @@ standalone Redis sits behind the same number of services; only the Redis side di
 - kvpool_{service,redis,client}_cpu_us_per_block_{standalone,cluster3}: CPU microseconds per block
   spent by the pool services, the Redis servers and the load generator (from /proc: unlike the
   wall-clock figures they hold on a shared machine, and they say which side bounds the throughput).
-- kvpool_payload_mb_per_s: payload bytes per second that `Get` returns at full block size
-  (payload ratio 1.0, about 9 MB a block, 4 blocks a call), digest check included.
+- kvpool_payload_mb_per_s: payload bytes per second the pool returns at full block size (payload
+  ratio 1.0, about 9 MB a block, 4 blocks a call), digest check included, read with the streamed
+  `GetStream` (one message per 9 MB block; the service reads block k+1 from Redis while it sends
+  block k). kvpool_payload_unary_mb_per_s: the same blocks through the unary `Get` (one 36 MB reply).
 - grpc_unary_copy_mb_per_s: a raw gRPC unary call returning the same bytes from a process that
   holds them in memory (no Redis, no digest, the reply serialized once at start-up, the same allocator
-  setting as the pool service): what the payload figure is held to. The bytes are a `GetResponse` of
-  as many blocks of the same size, and the client decodes both replies alike
+  setting as the pool service). The bytes are a `GetResponse` of
+  as many blocks of the same size, and the client decodes every reply alike
   (`GetResponse.FromString`, then each payload's length), so the ratio compares the servers, not the
-  clients' work.
-- kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb: server-side CPU per MB
-  of those two (pool service + Redis; the copy server); kvpool_payload_service_cpu_ms_per_mb: the
-  pool service's part alone.
+  clients' work. grpc_stream_copy_mb_per_s: the same copy server streaming the same blocks as
+  `GetStream` does, one `GetResponse` message per block (decoding 9 MB messages costs the client
+  less per MB than one 36 MB message, so this is the like-for-like baseline of the streamed figure).
+- kvpool_payload_server_cpu_ms_per_mb, grpc_unary_copy_server_cpu_ms_per_mb,
+  grpc_stream_copy_server_cpu_ms_per_mb: server-side CPU per MB (pool service + Redis, streamed;
+  the copy server); kvpool_payload_service_cpu_ms_per_mb / kvpool_payload_redis_cpu_ms_per_mb: the
+  pool service's and Redis's parts; kvpool_payload_unary_service_cpu_ms_per_mb /
+  kvpool_payload_unary_redis_cpu_ms_per_mb: the same for the unary `Get`.
 - kvpool_cluster3_over_standalone, kvpool_payload_over_grpc_copy: the two ratios the targets name;
+  the latter is the streamed pool over the faster of the two raw copies (in practice the streamed
+  one: the unary copy alone would credit the pool with the client's cheaper decoding of smaller
+  messages). kvpool_payload_over_grpc_stream_copy (streamed / streamed) and
+  kvpool_payload_unary_over_grpc_copy (unary / unary) compare like with like;
   kvpool_bench_load_average: the host's 1-minute load average at the end (the machine is shared).
+
+The Redis servers are started by `supernode.launcher.spawn_redis`, with its allocator setting
+(`REDIS_MALLOC_CONF`: freed reply buffers are kept, not page-faulted in again), over TCP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import os
@@ -42,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,50 +200,92 @@ async def _blocks_per_s(addresses: list[str], services: list[int], redis: list[i
     return meter
 
 
-async def _payload_mb_per_s(address: str, cpus: list[Callable[[], float]]) -> tuple[float, list[float]]:
-    """(MB/s, CPU ms per MB of each `cpus` reader) of sequential full-size Gets."""
+async def _unary_bytes(call: Callable[[], Awaitable[kvpool_pb2.GetResponse]]) -> int:
+    """One unary call's payload bytes (its reply decoded as `_stream_bytes` decodes each message)."""
+    return sum(len(b.payload) for b in (await call()).blocks)
+
+
+async def _stream_bytes(call: Callable[[], AsyncIterator[kvpool_pb2.GetResponse]]) -> int:
+    """One streamed call's payload bytes, message by message."""
+    return sum([sum(len(b.payload) for b in reply.blocks) async for reply in call()])
+
+
+async def _metered(
+    read: Callable[[], Awaitable[int]], cpus: list[Callable[[], float]]
+) -> tuple[float, list[float]]:
+    """(MB/s, CPU ms per MB of each `cpus` reader) of FULL_CALLS sequential calls, after one more."""
+    await read()
+    num_bytes = 0
+    cpu_before, started = [cpu() for cpu in cpus], time.monotonic()
+    for _ in range(FULL_CALLS):
+        num_bytes += await read()
+    mb_per_s = num_bytes / (time.monotonic() - started) / 1e6
+    spent = [cpu() - before for cpu, before in zip(cpus, cpu_before, strict=True)]
+    return mb_per_s, [s * 1e9 / num_bytes for s in spent]
+
+
+async def _payload_mb_per_s(
+    address: str, cpus: list[Callable[[], float]]
+) -> dict[str, tuple[float, list[float]]]:
+    """{"stream" | "unary": (MB/s, CPU ms per MB of each `cpus` reader)} of sequential full-size reads."""
     async with open_channel(address, Settings()) as channel:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
         batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
         await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
         request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
-        await stub.Get(request, timeout=60)
-        num_bytes = 0
-        cpu_before, started = [cpu() for cpu in cpus], time.monotonic()
-        for _ in range(FULL_CALLS):
-            reply = await stub.Get(request, timeout=60)
-            num_bytes += sum(len(b.payload) for b in reply.blocks)
-        mb_per_s = num_bytes / (time.monotonic() - started) / 1e6
-        spent = [cpu() - before for cpu, before in zip(cpus, cpu_before, strict=True)]
-        return mb_per_s, [s * 1e9 / num_bytes for s in spent]
+        unary = functools.partial(stub.Get, request, timeout=60)
+        streamed = functools.partial(stub.GetStream, request, timeout=60)
+        return {
+            "stream": await _metered(lambda: _stream_bytes(streamed), cpus),
+            "unary": await _metered(lambda: _unary_bytes(unary), cpus),
+        }
 
 
-def _full_call_reply() -> bytes:
-    """What a full-size Get returns, as wire bytes: FULL_BLOCKS_PER_CALL blocks of full payloads."""
+def _full_call_messages() -> list[bytes]:
+    """What a full-size GetStream returns, as wire bytes: one message per block of full payload
+    (joined, the bytes of the unary Get's reply: FULL_BLOCKS_PER_CALL blocks)."""
     size = blocks.payload_size(BLOCK_TOKENS, KV_BYTES_PER_TOKEN, 1.0)
-    reply = kvpool_pb2.GetResponse()
+    out = []
     for block in fresh_blocks(FULL_BLOCKS_PER_CALL):
+        reply = kvpool_pb2.GetResponse()
         reply.blocks.add(key=block.key, tokens=block.tokens, payload=os.urandom(size), nominal_bytes=size)
-    return reply.SerializeToString()
+        out.append(reply.SerializeToString())
+    return out
 
 
-async def _raw_copy_mb_per_s(address: str, cpu: Callable[[], float]) -> tuple[float, float]:
-    """(MB/s, server CPU ms per MB) of sequential calls to the copy server."""
+async def _raw_copy_mb_per_s(address: str, cpu: Callable[[], float]) -> dict[str, tuple[float, float]]:
+    """{"unary" | "stream": (MB/s, server CPU ms per MB)} of sequential calls to the copy server."""
     async with open_channel(address, Settings()) as channel:
-        call = channel.unary_unary("/bench.Copy/Get", response_deserializer=kvpool_pb2.GetResponse.FromString)
-        await call(b"", timeout=60)
-        num_bytes = 0
-        cpu_before, started = cpu(), time.monotonic()
-        for _ in range(FULL_CALLS):
-            reply = await call(b"", timeout=60)
-            num_bytes += sum(len(b.payload) for b in reply.blocks)
-        return num_bytes / (time.monotonic() - started) / 1e6, (cpu() - cpu_before) * 1e9 / num_bytes
+        decode = kvpool_pb2.GetResponse.FromString
+        get = channel.unary_unary("/bench.Copy/Get", response_deserializer=decode)
+        stream = channel.unary_stream("/bench.Copy/Stream", response_deserializer=decode)
+        unary = functools.partial(get, b"", timeout=60)
+        streamed = functools.partial(stream, b"", timeout=60)
+        out = {}
+        for name, read in (
+            ("unary", lambda: _unary_bytes(unary)),
+            ("stream", lambda: _stream_bytes(streamed)),
+        ):
+            mb_per_s, (ms_per_mb,) = await _metered(read, [cpu])
+            out[name] = (mb_per_s, ms_per_mb)
+        return out
 
 
-async def _serve_copy(port: int, data: bytes) -> None:
-    """A gRPC server whose one unary method returns `data`, bytes it holds in memory."""
+async def _serve_copy(port: int, messages: list[bytes]) -> None:
+    """A gRPC server returning bytes it holds in memory: `Get` all `messages` as one reply (their
+    concatenation is one valid message), `Stream` them one by one."""
+    data = b"".join(messages)
+
+    async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
+        for message in messages:
+            yield message
+
     handler = grpc.method_handlers_generic_handler(
-        "bench.Copy", {"Get": grpc.unary_unary_rpc_method_handler(lambda req, ctx: data)}
+        "bench.Copy",
+        {
+            "Get": grpc.unary_unary_rpc_method_handler(lambda req, ctx: data),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        },
     )
     limit = Settings().runtime.max_message_bytes
     server = grpc.aio.server(
@@ -267,12 +323,15 @@ def run() -> dict[str, float]:
                     figures[f"kvpool_client_cpu_us_per_block_{name}"] = meter.client_cpu_us_per_block
             with pool_services(url, 1, 1.0, workdir) as (full, procs):
                 service_pid = procs[0].pid
-                mb_per_s, (service_ms, redis_ms) = asyncio.run(
+                payload = asyncio.run(
                     _payload_mb_per_s(full[0], [lambda: cpu_s(service_pid), lambda: cpu_s(redis.pid)])
                 )
-                figures["kvpool_payload_mb_per_s"] = mb_per_s
-                figures["kvpool_payload_server_cpu_ms_per_mb"] = service_ms + redis_ms
-                figures["kvpool_payload_service_cpu_ms_per_mb"] = service_ms
+            for kind, prefix in (("stream", "kvpool_payload"), ("unary", "kvpool_payload_unary")):
+                mb_per_s, (service_ms, redis_ms) = payload[kind]
+                figures[f"{prefix}_mb_per_s"] = mb_per_s
+                figures[f"{prefix}_service_cpu_ms_per_mb"] = service_ms
+                figures[f"{prefix}_redis_cpu_ms_per_mb"] = redis_ms
+            figures["kvpool_payload_server_cpu_ms_per_mb"] = sum(payload["stream"][1])
         finally:
             cluster.stop()
             terminate(redis, 10)
@@ -283,11 +342,10 @@ def run() -> dict[str, float]:
         try:
             asyncio.run(_wait_port(copy_port))
             copy_pid = server.pid
-            mb_per_s, ms_per_mb = asyncio.run(
-                _raw_copy_mb_per_s(f"127.0.0.1:{copy_port}", lambda: cpu_s(copy_pid))
-            )
-            figures["grpc_unary_copy_mb_per_s"] = mb_per_s
-            figures["grpc_unary_copy_server_cpu_ms_per_mb"] = ms_per_mb
+            copies = asyncio.run(_raw_copy_mb_per_s(f"127.0.0.1:{copy_port}", lambda: cpu_s(copy_pid)))
+            for kind in ("unary", "stream"):
+                figures[f"grpc_{kind}_copy_mb_per_s"] = copies[kind][0]
+                figures[f"grpc_{kind}_copy_server_cpu_ms_per_mb"] = copies[kind][1]
         finally:
             terminate(server, 10)
     # The host is shared: the 1-minute load average says how contended the run was (2 cores here).
@@ -295,9 +353,13 @@ def run() -> dict[str, float]:
     figures["kvpool_cluster3_over_standalone"] = (
         figures["kvpool_blocks_per_s_cluster3"] / figures["kvpool_blocks_per_s_standalone"]
     )
-    figures["kvpool_payload_over_grpc_copy"] = (
-        figures["kvpool_payload_mb_per_s"] / figures["grpc_unary_copy_mb_per_s"]
-    )
+    streamed, unary = figures["kvpool_payload_mb_per_s"], figures["kvpool_payload_unary_mb_per_s"]
+    # Held to the faster raw copy: the client decodes 9 MB messages for less CPU per MB than one 36 MB
+    # message, so the streamed pool against the unary copy alone would credit the pool with that.
+    best_copy = max(figures["grpc_unary_copy_mb_per_s"], figures["grpc_stream_copy_mb_per_s"])
+    figures["kvpool_payload_over_grpc_copy"] = streamed / best_copy
+    figures["kvpool_payload_over_grpc_stream_copy"] = streamed / figures["grpc_stream_copy_mb_per_s"]
+    figures["kvpool_payload_unary_over_grpc_copy"] = unary / figures["grpc_unary_copy_mb_per_s"]
     return figures
 
 
@@ -317,7 +379,7 @@ if __name__ == "__main__":
         # The same allocator setting as the pool service (kvpool/memory.py), so the ratio compares the
         # servers' work per byte and not one's page faults against the other's reuse.
         keep_freed_memory(Settings().kvpool.kept_free_bytes)
-        asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_reply()))
+        asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_messages()))
     else:
         for name, value in run().items():
             print(f"{name} = {value:.6g}")

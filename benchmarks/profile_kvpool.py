@@ -8,6 +8,7 @@ With `--profile` the service runs under cProfile and its top functions are print
 
     python -m benchmarks.profile_kvpool --mode cluster3 --profile
     python -m benchmarks.profile_kvpool --full        # full-size payloads (payload ratio 1.0)
+    python -m benchmarks.profile_kvpool --full --stream --concurrency 1   # the same read with GetStream
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ from supernode.runtime.config import Settings
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
 
 
-async def _rounds(address: str, rounds: int, batch: int, concurrency: int) -> int:
+async def _rounds(address: str, rounds: int, batch: int, concurrency: int, stream: bool = False) -> int:
     async with open_channel(address, Settings()) as channel:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
 
         async def one() -> int:
             blocks = fresh_blocks(batch)
             put = await stub.Put(kvpool_pb2.PutRequest(blocks=blocks), timeout=300)
-            got = await stub.Get(
-                kvpool_pb2.GetRequest(block_keys=[b.key for b in blocks], with_payload=True), timeout=300
-            )
-            if put.num_stored != batch or len(got.blocks) != batch:
-                raise RuntimeError(f"lost blocks: stored {put.num_stored}, read {len(got.blocks)}")
+            request = kvpool_pb2.GetRequest(block_keys=[b.key for b in blocks], with_payload=True)
+            if stream:
+                replies = [reply async for reply in stub.GetStream(request, timeout=300)]
+            else:
+                replies = [await stub.Get(request, timeout=300)]
+            num_read = sum(len(reply.blocks) for reply in replies)
+            if put.num_stored != batch or num_read != batch:
+                raise RuntimeError(f"lost blocks: stored {put.num_stored}, read {num_read}")
             return batch
 
         done = 0
@@ -62,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="blocks per call (default: 256, full: 4)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="run the service under cProfile")
+    parser.add_argument("--stream", action="store_true", help="read with GetStream instead of Get")
     args = parser.parse_args()
     rounds = args.rounds or (8 if args.full else 60)
     batch = args.batch or (4 if args.full else 256)
@@ -85,7 +90,7 @@ def main() -> None:
                 pids = {"service": [services[0].pid], "redis": [p.pid for p in redis_procs]}
                 before = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
                 client_before, started = time.process_time(), time.monotonic()
-                num_blocks = asyncio.run(_rounds(addresses[0], rounds, batch, args.concurrency))
+                num_blocks = asyncio.run(_rounds(addresses[0], rounds, batch, args.concurrency, args.stream))
                 elapsed = time.monotonic() - started
                 client = time.process_time() - client_before
                 after = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}

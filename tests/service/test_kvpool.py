@@ -7,6 +7,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from supernode.core import blocks
+from supernode.kvpool import streamed
 from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.service import build
 from supernode.kvpool.store import MemoryKvStore, RedisKvStore, redis_key
@@ -154,3 +155,67 @@ async def test_pool_counters_are_prometheus_metrics(host_factory):
     assert samples[("supernode_kvpool_hits_total", "prom")] == 1
     assert samples[("supernode_kvpool_misses_total", "prom")] == 1
     assert samples[("supernode_kvpool_hit_rate", "prom")] == 0.5
+
+
+async def test_get_stream_returns_what_get_returns_group_by_group(pool, monkeypatch):
+    stub, _, _ = pool
+    monkeypatch.setattr(streamed, "GROUP_BYTES", 1)  # one found block a group: several messages
+    b = _blocks(list(range(2000, 2000 + 5 * BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=[b[0], b[1], b[3]]))
+    keys = [x.key for x in b]
+    for with_payload in (True, False):
+        request = kvpool_pb2.GetRequest(block_keys=keys, with_payload=with_payload)
+        unary = await stub.Get(request)
+        messages = [m async for m in stub.GetStream(request)]
+        # groups: [0] [1] [2] (a miss: the next group doubles) [3, 4]
+        assert [len(m.blocks) + len(m.missing_keys) for m in messages] == [1, 1, 1, 2]
+        assert [x.key for m in messages for x in m.blocks] == [keys[0], keys[1], keys[3]]
+        assert [x.SerializeToString() for m in messages for x in m.blocks] == [
+            x.SerializeToString() for x in unary.blocks
+        ]
+        assert [k for m in messages for k in m.missing_keys] == list(unary.missing_keys) == [keys[2], keys[4]]
+        assert all(bool(x.payload) == with_payload for m in messages for x in m.blocks)
+    assert [m async for m in stub.GetStream(kvpool_pb2.GetRequest())] == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.GetStream(kvpool_pb2.GetRequest(block_keys=[keys[0], "nope"])):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "block_keys[1]" in err.value.details()
+
+
+async def test_get_stream_serves_a_corrupt_block_as_missing(pool, request):
+    stub, ns, kind = pool
+    if kind == "memory":
+        pytest.skip("corrupts the stored bytes in Redis itself")
+    b = _blocks(list(range(70, 70 + 2 * BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+    url = (
+        request.getfixturevalue("redis_cluster").url
+        if kind == "cluster"
+        else request.getfixturevalue("redis_url")
+    )
+    r = raw_client(kind, url)
+    raw = await r.get(redis_key(ns, b[1].key))
+    await r.set(redis_key(ns, b[1].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    messages = [m async for m in stub.GetStream(kvpool_pb2.GetRequest(block_keys=[x.key for x in b]))]
+    assert [x.key for m in messages for x in m.blocks] == [b[0].key]
+    assert [k for m in messages for k in m.missing_keys] == [b[1].key]
+    assert (await stub.Stats(kvpool_pb2.StatsRequest())).num_digest_failures == 1
+    assert await r.get(redis_key(ns, b[1].key)) is None, "the corrupt block was deleted"
+    await r.aclose()
+
+
+async def test_a_stream_cancelled_midway_leaves_the_pool_serving(pool, monkeypatch):
+    stub, _, _ = pool
+    monkeypatch.setattr(streamed, "GROUP_BYTES", 1)
+    b = _blocks(list(range(3000, 3000 + 6 * BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+    request = kvpool_pb2.GetRequest(block_keys=[x.key for x in b], with_payload=True)
+    for _ in range(3):
+        call = stub.GetStream(request)
+        first = await call.read()
+        assert [x.key for x in first.blocks] == [b[0].key]
+        call.cancel()  # the reader goes away once the next group's read has been started
+    got = await stub.Get(request)
+    assert [x.key for x in got.blocks] == [x.key for x in b] and not got.missing_keys
+    messages = [m async for m in stub.GetStream(request)]
+    assert [x.key for m in messages for x in m.blocks] == [x.key for x in b]

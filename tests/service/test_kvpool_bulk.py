@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from supernode.kvpool.bulk import BulkClient
-from supernode.launcher import free_port, spawn_redis, terminate
+from supernode.launcher import REDIS_MALLOC_CONF, free_port, spawn_redis, terminate
 
 
 def test_mget_reads_what_redis_py_reads(redis_url: str) -> None:
@@ -61,3 +62,18 @@ def test_password_database_and_a_restarted_server(tmp_path: Path) -> None:
         asyncio.run(main())
     finally:
         terminate(proc, 5)
+
+
+def test_the_local_redis_keeps_freed_memory(redis_url: str) -> None:
+    """spawn_redis's allocator setting reaches the server (large replies then reuse their pages)."""
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        stats = (await client.execute_command("MEMORY", "MALLOC-STATS")).decode()
+        await client.aclose()
+        if "jemalloc" not in stats:
+            pytest.skip("redis-server not built with jemalloc")
+        decay = os.environ.get("MALLOC_CONF", REDIS_MALLOC_CONF).partition("dirty_decay_ms:")[2].split(",")[0]
+        assert f"opt.dirty_decay_ms: {decay or 10000} " in stats
+
+    asyncio.run(main())

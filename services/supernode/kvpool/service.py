@@ -12,9 +12,12 @@ store is chosen by `kvpool.redis_mode`) and give workers the list (`kvpool.addre
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 from collections import defaultdict
+from collections.abc import AsyncIterator
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -26,11 +29,12 @@ from supernode.kvpool.memory import keep_freed_memory
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
 from supernode.kvpool.stores import open_store
+from supernode.kvpool.streamed import read_ahead
 from supernode.kvpool.wire import GetReplyWriter, add_kvpool_to_server, packed_tokens
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import invalid
 from supernode.runtime.metrics import start_metrics_server
-from supernode.runtime.server import Drain, unary
+from supernode.runtime.server import Drain, stream, unary
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -130,6 +134,21 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         wire = await self._reply(namespace, keys, values, request.with_payload)
         self.store.recycle(values)  # the reply is a copy: nothing refers to the values any more
         return wire
+
+    @stream()
+    async def GetStream(  # noqa: N802
+        self, request: kvpool_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """`Get`'s answer in several messages, each group's Redis read overlapping the previous
+        group's reply (kvpool/streamed.py)."""
+        namespace = self._namespace(request.namespace)
+        keys = self._keys(request.block_keys, "block_keys")
+        get = functools.partial(self.store.get_many, namespace)
+        async with contextlib.aclosing(read_ahead(keys, get, self.cfg.max_blocks_per_call)) as groups:
+            async for group, values in groups:
+                wire = await self._reply(namespace, group, values, request.with_payload)
+                self.store.recycle(values)  # the message is a copy
+                yield wire
 
     async def _reply(
         self, namespace: str, keys: list[str], values: list[bytes | None], with_payload: bool

@@ -143,13 +143,18 @@ def serialize_get(reply: bytes | kvpool_pb2.GetResponse) -> bytes:
 
 
 def add_kvpool_to_server(servicer: kvpool_pb2_grpc.KvPoolServicer, server: grpc.aio.Server) -> None:
-    """`add_KvPoolServicer_to_server`, with Get's serializer taking the writer's bytes as they are
-    (every other method, including any the proto gains, is registered as generated)."""
+    """`add_KvPoolServicer_to_server`, with Get's and GetStream's serializer taking the writer's bytes
+    as they are (every other method, including any the proto gains, is registered as generated)."""
     capture = _Capture()
     kvpool_pb2_grpc.add_KvPoolServicer_to_server(servicer, capture)
     handlers = dict(capture.handlers)
     handlers["Get"] = grpc.unary_unary_rpc_method_handler(
         servicer.Get, request_deserializer=kvpool_pb2.GetRequest.FromString, response_serializer=serialize_get
+    )
+    handlers["GetStream"] = grpc.unary_stream_rpc_method_handler(
+        servicer.GetStream,
+        request_deserializer=kvpool_pb2.GetRequest.FromString,
+        response_serializer=serialize_get,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.service, handlers),))
     server.add_registered_method_handlers(capture.service, handlers)

@@ -61,6 +61,11 @@ class KvPoolStub:
                 request_serializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.FromString,
                 _registered_method=True)
+        self.GetStream = channel.unary_stream(
+                '/supernode.v1.KvPool/GetStream',
+                request_serializer=supernode_dot_v1_dot_kvpool__pb2.GetRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_kvpool__pb2.GetResponse.FromString,
+                _registered_method=True)
 
 
 class KvPoolServicer:
@@ -103,6 +108,15 @@ class KvPoolServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStream(self, request, context):
+        """Get as a stream, for large payloads: the same blocks and missing keys, in request order, spread
+        over several messages (a block is whole in one message), so the pool reads the next blocks from
+        Redis while it sends these. An error ends the stream; what came before it was verified.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KvPoolServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +144,11 @@ def add_KvPoolServicer_to_server(servicer, server):
                     servicer.LookupMany,
                     request_deserializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.SerializeToString,
+            ),
+            'GetStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetStream,
+                    request_deserializer=supernode_dot_v1_dot_kvpool__pb2.GetRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_kvpool__pb2.GetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +288,33 @@ class KvPool:
             '/supernode.v1.KvPool/LookupMany',
             supernode_dot_v1_dot_kvpool__pb2.LookupManyRequest.SerializeToString,
             supernode_dot_v1_dot_kvpool__pb2.LookupManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/supernode.v1.KvPool/GetStream',
+            supernode_dot_v1_dot_kvpool__pb2.GetRequest.SerializeToString,
+            supernode_dot_v1_dot_kvpool__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
