@@ -19,15 +19,20 @@ import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import xxhash
+
+from supernode.core import varints
 
 # 2: XXH3-128 digest and a repeated filler pattern; 3: token ids as varints (older blocks read as corrupt)
 MAGIC = b"SNKV3"
 DIGEST_BYTES = 16
 _HEADER = struct.Struct("<5sHI")  # magic, number of tokens, bytes of the varint-encoded token ids
-_MAX_VARINT_BYTES = 5  # a uint32
+_MAX_VARINT_BYTES = varints.MAX_VARINT_BYTES
 _FILLER_PATTERN_BYTES = 64
+_KEY_BYTES = 16  # a block key is a 16-byte BLAKE2b digest
+_ID_BYTES = 4  # a token id hashes as a little-endian uint32
 _BLOCK_KEY = re.compile("[0-9a-f]{32}")
 
 
@@ -38,21 +43,29 @@ def is_block_key(key: str) -> bool:
 
 def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
     """Keys of every block of `token_ids` in order (the last may cover a partial block)."""
-    return _chain_keys(
-        token_ids[start : start + block_tokens] for start in range(0, len(token_ids), block_tokens)
-    )
+    return _chain_keys(_pack(token_ids, len(token_ids)), block_tokens * _ID_BYTES)
 
 
-def _chain_keys(chunks: Iterable[Sequence[int]]) -> list[str]:
-    """Prefix-chained keys of consecutive blocks given as their token chunks."""
-    keys: list[str] = []
+def _pack(token_ids: Iterable[int], num_tokens: int) -> bytes:
+    """The bytes a block key hashes: each id as a little-endian uint32 (struct.error for one that is not).
+    Packed for the whole prompt at once, where one call per block cost more than the hashing."""
+    return struct.pack(f"<{num_tokens}I", *token_ids)
+
+
+def _chain_keys(packed: bytes, block_bytes: int) -> list[str]:
+    """Prefix-chained keys of the consecutive `block_bytes` slices of `packed`:
+    key_i = BLAKE2b-128(key_{i-1} || block i), as 32 hex characters."""
+    view = memoryview(packed)
+    digests: list[bytes] = []
     previous = b""
-    for chunk in chunks:
-        h = hashlib.blake2b(previous, digest_size=16)
-        h.update(struct.pack(f"<{len(chunk)}I", *chunk))
-        previous = h.digest()
-        keys.append(previous.hex())
-    return keys
+    for start in range(0, len(packed), block_bytes):
+        previous = hashlib.blake2b(
+            previous + view[start : start + block_bytes], digest_size=_KEY_BYTES
+        ).digest()
+        digests.append(previous)
+    hexed = b"".join(digests).hex()
+    step = 2 * _KEY_BYTES
+    return [hexed[at : at + step] for at in range(0, len(hexed), step)]
 
 
 def split_blocks(token_ids: Sequence[int], block_tokens: int) -> list[list[int]]:
@@ -67,34 +80,13 @@ def payload_size(num_tokens: int, nominal_bytes_per_token: int, ratio: float) ->
 
 
 def encode_tokens(tokens: Sequence[int]) -> bytes:
-    """Token ids (each 0 <= id < 2**32) as protobuf packed varints."""
-    out = bytearray()
-    for token in tokens:
-        if not 0 <= token < 1 << 32:
-            raise ValueError(f"token id {token} is not a uint32")
-        while token > 0x7F:
-            out.append((token & 0x7F) | 0x80)
-            token >>= 7
-        out.append(token)
-    return bytes(out)
+    """Token ids (each 0 <= id < 2**32) as protobuf packed varints (core/varints.py)."""
+    return varints.encode(tokens)
 
 
 def decode_tokens(encoded: bytes | memoryview) -> list[int]:
     """The token ids of protobuf packed varints; raises ValueError when they do not parse."""
-    tokens: list[int] = []
-    value = shift = 0
-    for byte in bytes(encoded):
-        value |= (byte & 0x7F) << shift
-        if byte & 0x80:
-            shift += 7
-            if shift > 28:
-                raise ValueError("token varint longer than a uint32")
-            continue
-        tokens.append(value)
-        value = shift = 0
-    if shift:
-        raise ValueError("truncated token varint")
-    return tokens
+    return varints.decode(encoded)
 
 
 def _payload_parts(key: str, num_tokens: int, encoded_tokens: bytes, size: int) -> list[bytes]:
@@ -184,10 +176,8 @@ def open_sealed(sealed: bytes) -> OpenedBlock:
 
 
 def verify_chain(keys: Sequence[str], token_blocks: Sequence[Sequence[int]], block_tokens: int) -> bool:
-    """True when the blocks' tokens re-derive exactly these keys (the reader's end-to-end check)."""
-    *full, last = token_blocks or [[]]
-    if last and len(last) <= block_tokens and all(len(block) == block_tokens for block in full):
-        # Already split as block_keys would split them: hash them as they are, without joining.
-        return len(token_blocks) == len(keys) and _chain_keys(token_blocks) == list(keys)
-    flat = [t for block in token_blocks for t in block]
-    return block_keys(flat, block_tokens) == list(keys)
+    """True when the blocks' tokens re-derive exactly these keys (the reader's end-to-end check),
+    however the reader's blocks split them: they are hashed as `block_keys` splits their concatenation."""
+    num_tokens = sum(map(len, token_blocks))
+    packed = _pack(chain.from_iterable(token_blocks), num_tokens)
+    return _chain_keys(packed, block_tokens * _ID_BYTES) == list(keys)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
-def compact(token_ids: Sequence[int]) -> Sequence[int]:
+def compact(token_ids: Sequence[int] | npt.NDArray[Any]) -> Sequence[int]:
     """Prompt tokens as 32-bit ints (4 bytes each rather than a tuple's 8 plus an int object per
     token), so a workload of 100,000 prompts fits in memory."""
     out = array("i")

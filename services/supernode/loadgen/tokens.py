@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from supernode.core.tokenizer import deepseek
 from supernode.core.tokens import WORD_TOKENS
 
 FIRST_ORDINARY_TOKEN = 257
 VOCAB_SIZE = 129280
-_WORDS = np.asarray(WORD_TOKENS, dtype=np.int64)
+_WORDS = np.asarray(WORD_TOKENS, dtype=np.int32)  # ids < VOCAB_SIZE < 2**31
 BLOCK_TOKENS = 512  # tokens generated per seeded block; long sequences are chains of blocks
 
 # Seed-tuple tags: keep the streams of different workload parts independent.
@@ -32,21 +33,33 @@ TAG_PAD = 5
 
 def random_tokens(seed: Sequence[int], num_tokens: int) -> list[int]:
     """`num_tokens` word token ids drawn from a generator seeded by `seed` (non-negative ints)."""
-    if num_tokens <= 0:
-        return []
-    rng = np.random.default_rng(list(seed))
-    ids: list[int] = _WORDS[rng.integers(0, len(_WORDS), size=num_tokens)].tolist()
+    ids: list[int] = random_token_array(seed, num_tokens).tolist()
     return ids
+
+
+def random_token_array(seed: Sequence[int], num_tokens: int) -> npt.NDArray[np.int32]:
+    """`random_tokens` as a 32-bit array (the same ids), for workloads that keep prompts as arrays."""
+    if num_tokens <= 0:
+        return _WORDS[:0]
+    # What np.random.default_rng(seed) builds (the same stream); the explicit SeedSequence skips
+    # PCG64's checks of what it was given, about a fifth of the generator's setup.
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(seed))))
+    return _WORDS[rng.integers(0, len(_WORDS), size=num_tokens)]
 
 
 def chained_tokens(seed: Sequence[int], num_tokens: int) -> list[int]:
     """A long sequence built from seeded blocks, so every prefix is the same whatever `num_tokens` is."""
-    out: list[int] = []
-    block = 0
-    while len(out) < num_tokens:
-        out.extend(random_tokens([*seed, block], min(BLOCK_TOKENS, num_tokens - len(out))))
-        block += 1
-    return out
+    ids: list[int] = chained_token_array(seed, num_tokens).tolist()
+    return ids
+
+
+def chained_token_array(seed: Sequence[int], num_tokens: int) -> npt.NDArray[np.int32]:
+    """`chained_tokens` as a 32-bit array (the same ids)."""
+    parts = [
+        random_token_array([*seed, block], min(BLOCK_TOKENS, num_tokens - start))
+        for block, start in enumerate(range(0, max(num_tokens, 0), BLOCK_TOKENS))
+    ]
+    return np.concatenate(parts) if parts else _WORDS[:0]
 
 
 def detokenize(token_ids: Sequence[int]) -> str:

@@ -12,9 +12,20 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from supernode.loadgen.lengths import LengthDist
 from supernode.loadgen.records import RequestSpec, compact
-from supernode.loadgen.tokens import TAG_ASSISTANT, TAG_FRESH, TAG_SYSTEM, chained_tokens, random_tokens
+from supernode.loadgen.tokens import (
+    TAG_ASSISTANT,
+    TAG_FRESH,
+    TAG_SYSTEM,
+    chained_token_array,
+    random_token_array,
+)
+
+Tokens = npt.NDArray[np.int32]
 
 
 def request_id(label: str, index: int) -> str:
@@ -28,7 +39,7 @@ def synthetic(
     rng = random.Random(seed)
     specs: list[RequestSpec] = []
     for i, arrival in enumerate(arrivals):
-        prompt = random_tokens([seed, TAG_FRESH, i], input_len.sample(rng))
+        prompt = random_token_array([seed, TAG_FRESH, i], input_len.sample(rng))
         specs.append(
             RequestSpec(request_id(label, i), compact(prompt), output_len.sample(rng), arrival, seed + i)
         )
@@ -64,24 +75,26 @@ def sessions(
     if turns_per_session < 1 or sessions_in_flight < 1:
         raise ValueError("turns per session and sessions in flight must be >= 1")
     rng = random.Random(seed)
-    history: dict[int, tuple[list[int], str]] = {}  # session -> (prompt + answer so far, last request id)
+    # Prompts are built as 32-bit arrays (the same ids as lists, a fraction of the work and memory).
+    history: dict[int, tuple[Tokens, str]] = {}  # session -> (prompt + answer so far, last request id)
     specs: list[RequestSpec] = []
-    system: list[int] = []  # the shared system prompt, as long as any turn 1 has needed
+    system: Tokens = random_token_array([], 0)  # the shared system prompt, as long as any turn 1 needed
     order = _session_order(len(arrivals), turns_per_session, sessions_in_flight)
     for i, (arrival, (session, turn)) in enumerate(zip(arrivals, order, strict=True)):
         length, max_tokens = input_len.sample(rng), output_len.sample(rng)
         wanted = round(reuse_ratio * length)
         if turn == 0 or session not in history:
             if wanted > len(system):  # every prefix of the chain is the same, so one grows and is cut
-                system = chained_tokens([seed, TAG_SYSTEM], wanted)
+                system = chained_token_array([seed, TAG_SYSTEM], wanted)
             shared, after = system[:wanted], ""
         else:
             past, after = history[session]
             shared = past[:wanted]
-        prompt = shared + random_tokens([seed, TAG_FRESH, i], length - len(shared))
+        prompt = np.concatenate([shared, random_token_array([seed, TAG_FRESH, i], length - len(shared))])
         rid = request_id(label, i)
         if turn + 1 < turns_per_session:
-            history[session] = (prompt + random_tokens([seed, TAG_ASSISTANT, i], max_tokens), rid)
+            answer = random_token_array([seed, TAG_ASSISTANT, i], max_tokens)
+            history[session] = (np.concatenate([prompt, answer]), rid)
         else:  # its last turn: nothing repeats it (keeps memory flat over long workloads)
             history.pop(session, None)
         specs.append(

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
 from supernode.core.tokenizer import deepseek
+from supernode.core.tokens import WORD_TOKENS
 from supernode.loadgen.lengths import parse_length
+from supernode.loadgen.records import RequestSpec
 from supernode.loadgen.tokens import (
     FIRST_ORDINARY_TOKEN,
     VOCAB_SIZE,
@@ -85,3 +89,30 @@ def test_detokenize_keeps_shared_prefixes_as_text_and_server_token_counts() -> N
     ta, tb = detokenize(a), detokenize(b)
     assert ta.split()[:300] == tb.split()[:300] and ta != tb and len(ta.split()) == 600
     assert deepseek().encode(ta) == a  # 600 requested tokens are 600 server tokens
+
+
+def _workload_digest(specs: Sequence[RequestSpec]) -> str:
+    h = hashlib.sha256()
+    for s in specs:
+        fields = (s.request_id, list(s.token_ids), s.max_tokens, s.arrival_s, s.seed, s.session_id, s.after)
+        h.update(repr((*fields, s.num_shared_tokens)).encode())
+    return h.hexdigest()
+
+
+def test_prompts_built_as_arrays_are_the_list_built_ones() -> None:
+    """Same seed, same prompts: the digests were taken from the list-building code these replaced."""
+    for seed, n in [([1], 0), ([1], 1), ([2, 3], 600), ([9, 4, 7], 2000)]:
+        drawn = np.random.default_rng(list(seed)).integers(0, len(WORD_TOKENS), size=max(n, 0))
+        expected = np.asarray(WORD_TOKENS)[drawn].tolist() if n else []
+        assert random_tokens(seed, n) == expected
+        assert all(type(t) is int for t in random_tokens(seed, n))
+    pieces = [random_tokens([5, 0], 512), random_tokens([5, 1], 512), random_tokens([5, 2], 76)]
+    assert chained_tokens([5], 1100) == [t for piece in pieces for t in piece]
+    arrivals = [0.5 * i for i in range(60)]
+    talk = sessions(
+        arrivals, parse_length("lognormal:900:0.8"), parse_length("uniform:1:300"), 0.5, 3,
+        turns_per_session=3, sessions_in_flight=4,
+    )  # fmt: skip
+    assert _workload_digest(talk) == "55028cb96f3cc910e3c1eb591f1ad6b2f6f17e75c55c3570bf3d79d39e6a3399"
+    fresh = synthetic(arrivals, parse_length("uniform:1:1500"), parse_length("fixed:8"), 4)
+    assert _workload_digest(fresh) == "5d98d7b156b098ccf994b37f75b749a0247f87a52d4ddce1f3e858c81eddf926"
