@@ -33,6 +33,7 @@ FlowId = Hashable
 
 _EPS = 1e-9  # relative tolerance on capacities and rates
 _SAME_TIME_S = 1e-12  # flows ending within a picosecond of each other end together
+_MAX_VALID_ROUTES = 1 << 14  # routes whose links were checked once (the links never change)
 
 
 class LinkDownError(Exception):
@@ -95,6 +96,7 @@ class FlowNetwork:
         self._deliveries: list[tuple[float, int, FlowDone]] = []
         self._done: list[FlowDone] = []
         self._seq = itertools.count()
+        self._valid_routes: set[tuple[LinkId, ...]] = set()  # routes of known links, each crossed once
         self.now_s = now_s  # emulated time up to which every event has been processed (s)
 
     # --- mutations ---
@@ -365,11 +367,15 @@ class FlowNetwork:
     ) -> tuple[LinkId, ...]:
         if flow_id in self._flows or flow_id in self._delivering:
             raise ValueError(f"flow_id: {flow_id!r} is already in flight")
-        route = tuple(links)
-        for link in route:
-            self._known(link)
-        if len(set(route)) != len(route):
-            raise ValueError(f"links: a route crosses each link once, got {route}")
+        route = links if isinstance(links, tuple) else tuple(links)
+        if route not in self._valid_routes:
+            for link in route:
+                self._known(link)
+            if len(set(route)) != len(route):
+                raise ValueError(f"links: a route crosses each link once, got {route}")
+            if len(self._valid_routes) >= _MAX_VALID_ROUTES:
+                self._valid_routes.clear()
+            self._valid_routes.add(route)
         if not (num_bytes >= 0 and math.isfinite(num_bytes)):
             raise ValueError(f"num_bytes: must be finite and >= 0, got {num_bytes}")
         if rate_cap is not None and not (rate_cap > 0 and math.isfinite(rate_cap)):

@@ -21,6 +21,7 @@ class RankLoads:
 
     def __init__(self, num_ranks: int, horizon: int = 512) -> None:
         self.num_seqs = np.zeros(num_ranks, np.int64)  # running sequences per rank
+        self.num_seqs_total = 0  # their sum
         self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
         self.step = 0
         # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
@@ -36,18 +37,21 @@ class RankLoads:
         num = len(plan)
         self._fit(num + 2)
         self.num_seqs[rank] += 1
+        self.num_seqs_total += 1
         self.kv_sum[rank] += base
         self._add_row(rank, self.step + 1, self._deltas(base, plan))
 
     def leave(self, rank: int) -> None:
         """A sequence retired after its planned last step (its context left through the ring)."""
         self.num_seqs[rank] -= 1
+        self.num_seqs_total -= 1
 
     def cancel(self, rank: int, base: int, plan: Sequence[int], start_step: int) -> None:
         """A sequence that joined at `start_step` leaves now, before its plan ran out."""
         done = self.step - start_step  # steps it has run
         held = base + (plan[done - 1] if done > 0 else 0)
         self.num_seqs[rank] -= 1
+        self.num_seqs_total -= 1
         self.kv_sum[rank] -= held
         self._add_row(rank, start_step + 1 + done, -self._deltas(base, plan)[done:])
 
@@ -55,9 +59,18 @@ class RankLoads:
         """Applies every change up to and including step `to_step`."""
         if to_step <= self.step:
             return
+        # Only ranks holding a sequence have changes ahead (a sequence's changes end with its last
+        # step, and a cancel writes back what it had ahead), so a few busy ranks are summed alone.
+        active = np.flatnonzero(self.num_seqs)
+        few = active.size <= FEW_RANKS
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            self.kv_sum += self._ring[part].sum(axis=0)
-            self._ring[part] = 0
+            if few:
+                rows = self._ring[part]
+                self.kv_sum[active] += rows[:, active].sum(axis=0)
+                rows[:, active] = 0
+            else:
+                self.kv_sum += self._ring[part].sum(axis=0)
+                self._ring[part] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
@@ -68,6 +81,20 @@ class RankLoads:
         for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
             out = out + self._ring[part].sum(axis=0)
         return out
+
+    def busiest(self, ahead: int, work: Callable[[int, int], float]) -> int:
+        """`busiest_rank` during step `step + ahead` (if nothing joins or leaves early), summing the
+        changes ahead of the active ranks only when they are few."""
+        active = np.flatnonzero(self.num_seqs)
+        if active.size == 0:
+            return -1
+        if active.size > FEW_RANKS:
+            return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
+        kv = self.kv_sum[active]
+        if ahead > 0:
+            for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
+                kv = kv + self._ring[part][:, active].sum(axis=0)
+        return _busiest_of(active.tolist(), self.num_seqs[active].tolist(), kv.tolist(), work)
 
     @staticmethod
     def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:

@@ -130,8 +130,11 @@ class FabricNetwork:
     # --- the driver: one timer at the next event (a flow's finish or a fault's end), no task ---
 
     def _next_event_s(self) -> float:
-        events = [t for t in (self.flows.next_event_s(), self.faults.next_end_s()) if t is not None]
-        return min(events, default=math.inf)
+        flow_s = self.flows.next_event_s()
+        fault_s = self.faults.next_end_s() if self.faults.active else None
+        if fault_s is None:
+            return math.inf if flow_s is None else flow_s
+        return fault_s if flow_s is None else min(flow_s, fault_s)
 
     def _on_timer(self) -> None:
         target, self._target, self._timer = self._target, math.inf, None
@@ -160,12 +163,15 @@ class FabricNetwork:
 
     def _settle(self, now: float) -> None:
         """Processes flow finishes and fault ends up to `now`, in time order, and wakes the callers."""
-        for fault in self.faults.due(now):
-            self._resolve(self.flows.advance(fault.end_s))
-            self.faults.remove(fault.fault_id)
-            self._reapply(fault.link_ids, fault.end_s)
-            log.info("fault %d ended", fault.fault_id)
-        self._resolve(self.flows.advance(now))
+        if self.faults.active:
+            for fault in self.faults.due(now):
+                self._resolve(self.flows.advance(fault.end_s))
+                self.faults.remove(fault.fault_id)
+                self._reapply(fault.link_ids, fault.end_s)
+                log.info("fault %d ended", fault.fault_id)
+        finished = self.flows.advance(now)
+        if finished:
+            self._resolve(finished)
 
     def _resolve(self, finished: list[FlowDone]) -> None:
         for done in finished:
