@@ -59,18 +59,9 @@ class RankLoads:
         """Applies every change up to and including step `to_step`."""
         if to_step <= self.step:
             return
-        # Only ranks holding a sequence have changes ahead (a sequence's changes end with its last
-        # step, and a cancel writes back what it had ahead), so a few busy ranks are summed alone.
-        active = np.flatnonzero(self.num_seqs)
-        few = active.size <= FEW_RANKS
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            if few:
-                rows = self._ring[part]
-                self.kv_sum[active] += rows[:, active].sum(axis=0)
-                rows[:, active] = 0
-            else:
-                self.kv_sum += self._ring[part].sum(axis=0)
-                self._ring[part] = 0
+            self.kv_sum += self._ring[part].sum(axis=0)
+            self._ring[part] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
@@ -81,20 +72,6 @@ class RankLoads:
         for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
             out = out + self._ring[part].sum(axis=0)
         return out
-
-    def busiest(self, ahead: int, work: Callable[[int, int], float]) -> int:
-        """`busiest_rank` during step `step + ahead` (if nothing joins or leaves early), summing the
-        changes ahead of the active ranks only when they are few."""
-        active = np.flatnonzero(self.num_seqs)
-        if active.size == 0:
-            return -1
-        if active.size > FEW_RANKS:
-            return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
-        kv = self.kv_sum[active]
-        if ahead > 0:
-            for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-                kv = kv + self._ring[part][:, active].sum(axis=0)
-        return _busiest_of(active.tolist(), self.num_seqs[active].tolist(), kv.tolist(), work)
 
     @staticmethod
     def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:

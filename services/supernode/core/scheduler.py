@@ -209,7 +209,9 @@ class DecodeScheduler:
         # Kept with `running` (changed only here), so a step does not walk every rank to count them:
         self._num_running = 0  # sequences in `running`
         self._num_listed = 0  # of them, those that draw their tokens (no token plan)
-        self._rank_tuples: list[tuple[Request, ...]] = [()] * num_dies  # each rank's batch as the last DecodeBatch held it
+        self._rank_tuples: list[tuple[Request, ...]] = [
+            ()
+        ] * num_dies  # each rank's batch as the last DecodeBatch held it
         self._changed: set[int] = set()  # ranks whose batch changed since that DecodeBatch
         self._ranks: tuple[tuple[Request, ...], ...] = tuple(self._rank_tuples)
 
