@@ -105,6 +105,8 @@ class MultiStepPricer:
 
 
 def _mean(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    if a.keys() == b.keys():  # the usual case: both steps ran the same parts
+        return {k: (v + b[k]) / 2 for k, v in a.items()}
     return {k: (a.get(k, 0.0) + b.get(k, 0.0)) / 2 for k in a.keys() | b.keys()}
 
 
