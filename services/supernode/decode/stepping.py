@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from supernode.core.rank_loads import busiest_rank
 from supernode.core.scheduler import DecodeBatch, DecodeScheduler
 from supernode.hw import cost as hw_cost
 from supernode.hw.decode import decode_step_ranks_cost
@@ -30,9 +29,7 @@ def step_cost_from_loads(
     """The cost of step `batch.step + ahead` of a counting-only batch: `decode_step_cost_ranks` on the
     busiest rank by attention work, without listing every rank's context lengths."""
     loads = scheduler.loads
-    rank = busiest_rank(
-        loads.num_seqs, loads.kv_sum_at(ahead), lambda n, k: attn_total_us(dep, n, float(k), 1.0)
-    )
+    rank = loads.busiest(ahead, lambda n, k: attn_total_us(dep, n, float(k), 1.0))
     if rank < 0:
         return hw_cost.Cost(0.0, {}, {})
     mean_seqs = loads.num_seqs_total / len(loads.num_seqs)
