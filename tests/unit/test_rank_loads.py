@@ -95,9 +95,8 @@ def test_a_run_of_steps_ends_where_its_steps_add_up(first: float, last: float, n
 
 @pytest.mark.parametrize("num_dies,num_requests", [(8, 30), (100, 160)])  # few busy ranks, and many
 def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests: int):
-    """The ring is read only at the ranks holding a sequence while they are few: the loads, the
-    context ahead and the busiest rank stay those of every sequence, through joins, cancels and runs
-    of several steps, with few busy ranks and with many."""
+    """The loads, the context ahead and the busiest rank stay those of every sequence through joins,
+    cancels and runs of several steps, with few busy ranks and with many."""
     scheduler, rng = (
         DecodeScheduler(num_dies, 6, 1 << 20, 1 << 10, mtp_depth=1, mtp_accept=0.7),
         random.Random(5),

@@ -2,11 +2,8 @@
 
 A sequence that only counts its tokens knows at admission how many tokens it holds after each step
 (its token plan). Its context on its rank is then a known function of the step, so its changes are
-written once, when it joins, into a ring of future per-rank changes (one row per rank, one column per
-step: a sequence's plan is written as one contiguous run); a step applies its columns in numpy. Only
-ranks holding a sequence have changes ahead (a sequence's changes end with its last step, and a cancel
-writes back what it had ahead), so while few ranks are busy only their rows are read: memory traffic,
-not arithmetic, is what a step costs here. Pricing a step then needs each rank's (sequences, context
+written once, when it joins, into a ring of future per-rank changes (one row per step); a step
+applies one row over every rank in numpy. Pricing a step then needs each rank's (sequences, context
 sum) and the busiest rank's own lengths, not a pass over every sequence of the instance.
 """
 
@@ -17,7 +14,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 FEW_RANKS = 16  # up to this many active ranks, the busiest is found without numpy
-FEW_ROWS = 64  # up to this many active ranks, a step reads only their rows of the ring
 
 
 class RankLoads:
@@ -28,12 +24,12 @@ class RankLoads:
         self.num_seqs_total = 0  # their sum
         self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
         self.step = 0
-        # Column t % horizon: each rank's change at step t (a run of steps is a contiguous block).
-        self._ring = np.zeros((num_ranks, horizon), np.int64)
+        # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
+        self._ring = np.zeros((horizon, num_ranks), np.int64)
 
     @property
     def horizon(self) -> int:
-        return int(self._ring.shape[1])
+        return int(self._ring.shape[0])
 
     def join(self, rank: int, base: int, plan: Sequence[int]) -> None:
         """A sequence holding `base` tokens joins `rank` at `step` and emits `plan[i]` tokens (cumulative)
@@ -63,15 +59,9 @@ class RankLoads:
         """Applies every change up to and including step `to_step`."""
         if to_step <= self.step:
             return
-        active = np.flatnonzero(self.num_seqs)
-        ring = self._ring
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            if active.size > FEW_ROWS:
-                self.kv_sum += _sum_steps(ring[:, part])
-                ring[:, part] = 0
-            elif active.size:
-                self.kv_sum[active] += _sum_steps(ring[active, part])
-                ring[active, part] = 0
+            self.kv_sum += _sum_rows(self._ring[part])
+            self._ring[part] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
@@ -80,22 +70,12 @@ class RankLoads:
             return self.kv_sum
         out = self.kv_sum
         for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-            out = out + _sum_steps(self._ring[:, part])
+            out = out + _sum_rows(self._ring[part])
         return out
 
     def busiest(self, ahead: int, work: Callable[[int, int], float]) -> int:
-        """`busiest_rank` during step `step + ahead` (as `kv_sum_at`), reading only the active ranks'
-        rows while they are few."""
-        active = np.flatnonzero(self.num_seqs)
-        if active.size == 0:
-            return -1
-        if active.size > FEW_RANKS:
-            return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
-        kv = self.kv_sum[active]
-        if ahead > 0:
-            for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-                kv = kv + _sum_steps(self._ring[active, part])
-        return _busiest_of(active.tolist(), self.num_seqs[active].tolist(), kv.tolist(), work)
+        """`busiest_rank` during step `step + ahead` (as `kv_sum_at`)."""
+        return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
 
     @staticmethod
     def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:
@@ -110,8 +90,8 @@ class RankLoads:
         return deltas
 
     def _spans(self, first_step: int, num: int) -> list[slice]:
-        """The ring columns of steps first_step .. first_step + num - 1 (num <= horizon) as at most two
-        slices (a slice reads a view; a list of columns would copy)."""
+        """The ring rows of steps first_step .. first_step + num - 1 (num <= horizon) as at most two
+        slices (a slice reads a view; a list of rows would copy)."""
         h = self.horizon
         start = first_step % h
         if start + num <= h:
@@ -123,7 +103,7 @@ class RankLoads:
         done = 0
         for part in self._spans(first_step, len(values)):
             width = part.stop - part.start
-            self._ring[rank, part] += values[done : done + width]
+            self._ring[part, rank] += values[done : done + width]
             done += width
 
     def _fit(self, span: int) -> None:
@@ -132,16 +112,16 @@ class RankLoads:
         if span < old:
             return
         new = max(span, 2 * old)
-        ring = np.zeros((self._ring.shape[0], new), np.int64)
+        ring = np.zeros((new, self._ring.shape[1]), np.int64)
         steps = np.arange(self.step + 1, self.step + old)
-        ring[:, steps % new] = self._ring[:, steps % old]
+        ring[steps % new] = self._ring[steps % old]
         self._ring = ring
 
 
-def _sum_steps(block: np.ndarray) -> np.ndarray:
-    """Each rank's total change over a block of ring columns (the ufunc itself: `ndarray.sum`'s Python
-    wrapper costs more than the sum over a few steps)."""
-    return np.add.reduce(block, axis=1)
+def _sum_rows(rows: np.ndarray) -> np.ndarray:
+    """Column sums of a block of ring rows (the ufunc itself: `ndarray.sum`'s Python wrapper costs
+    more than the sum over a few rows)."""
+    return np.add.reduce(rows, axis=0)
 
 
 def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int, int], float]) -> int:

@@ -14,7 +14,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supernode.core.rank_loads import RankLoads
 from supernode.core.request import Request, RequestStatus
@@ -141,6 +141,7 @@ class DecodeBatch:
     ranks: tuple[tuple[Request, ...], ...]
     step: int = 0  # the scheduler's step index this batch runs as (its first, when it runs several)
     num_steps: int = 1  # steps it runs with these sequences (> 1 only for counting-only sequences)
+    largest: int = field(default=-1, compare=False, repr=False)  # max_batch_per_die if known (else -1)
 
     @property
     def num_seqs(self) -> int:
@@ -148,6 +149,8 @@ class DecodeBatch:
 
     @property
     def max_batch_per_die(self) -> int:
+        if self.largest >= 0:
+            return self.largest
         return max(map(len, self.ranks), default=0)
 
     def busiest_rank(self) -> tuple[Request, ...]:
@@ -214,6 +217,7 @@ class DecodeScheduler:
         ] * num_dies  # each rank's batch as the last DecodeBatch held it
         self._changed: set[int] = set()  # ranks whose batch changed since that DecodeBatch
         self._ranks: tuple[tuple[Request, ...], ...] = tuple(self._rank_tuples)
+        self._largest = 0  # the longest of them
 
     # -- admission
 
@@ -313,7 +317,8 @@ class DecodeScheduler:
                 tuples[rank] = tuple(self.running[rank])
             self._changed.clear()
             self._ranks = tuple(tuples)
-        return DecodeBatch(self._ranks, self.step)
+            self._largest = max(map(len, tuples), default=0)
+        return DecodeBatch(self._ranks, self.step, largest=self._largest)
 
     def steps_until_change(self) -> int:
         """Steps the running batch keeps its sequences when only counting sequences run and nothing
