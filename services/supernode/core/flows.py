@@ -399,6 +399,9 @@ def _fill(
     members: Mapping[_Flow, float], cap: Mapping[LinkId, float], load: Mapping[LinkId, float]
 ) -> dict[_Flow, tuple[float, LinkId | None]]:
     """Progressive filling of `members` on what the other flows leave: flow -> (rate, bottleneck or None)."""
+    if len(members) == 1:
+        (flow,) = members
+        return {flow: _fill_one(flow, cap, load)}
     residual: dict[LinkId, float] = {}
     sharers: dict[LinkId, list[_Flow]] = {}
     for flow in members:
@@ -435,3 +438,20 @@ def _fill(
             for link in flow.links:
                 count[link] -= 1
     return solution
+
+
+def _fill_one(
+    flow: _Flow, cap: Mapping[LinkId, float], load: Mapping[LinkId, float]
+) -> tuple[float, LinkId | None]:
+    """`_fill` of a single flow (a new transfer is re-solved alone first): the same steps, in the same
+    order, without the bookkeeping for flows that share links."""
+    links = flow.links
+    residual = [max(0.0, cap[link] - load[link] + flow.rate) for link in links]
+    step = max(0.0, min(min(residual, default=math.inf), flow.cap))
+    if step >= flow.cap * (1 - _EPS):  # at its own cap (the level after one step is the step)
+        return step, None
+    left = [r - step for r in residual]
+    for link, r in zip(links, left, strict=True):
+        if r <= _EPS * cap[link]:
+            return step, link
+    return step, links[min(range(len(links)), key=left.__getitem__)]  # rounding: the tightest link
