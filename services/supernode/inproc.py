@@ -76,7 +76,7 @@ class InprocFabric:
                 self._routes.clear()
             self._routes[key] = route
         self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
-        (outcome,) = await self.network.transfer_many([(route, num_bytes)])
+        outcome = await self.network.transfer(route, num_bytes)
         return TransferResult(outcome.start_s, outcome.finish_s)
 
     async def workers_behind_faults(self) -> frozenset[str]:

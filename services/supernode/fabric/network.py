@@ -91,8 +91,7 @@ class FabricNetwork:
                 self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
         except LinkDownError as err:
             self._abandon(ids)
-            retry_s = self._retry_after(err.link_ids)
-            raise UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s) from None
+            raise self._path_down(err) from None
         self._kick()
         try:
             if len(ids) == 1:  # the usual single transfer: its future alone, without gather's wrapper
@@ -103,6 +102,31 @@ class FabricNetwork:
             self._abandon(ids)
             raise
         return [self._outcome(d, route) for d, (route, _) in zip(done, items, strict=True)]
+
+    async def transfer(self, route: Route, num_bytes: int) -> TransferOutcome:
+        """`transfer_many` of one transfer (the in-process fabric's every call), without the lists."""
+        now = self.now_s()
+        self._settle(now)
+        flow_id = next(self._ids)
+        future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
+        self._waiters[flow_id] = future  # before add: a flow may finish during the next add
+        try:
+            cap, latency = route.rate_cap_bytes_per_s, route.latency_s
+            self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
+        except LinkDownError as err:
+            self._abandon((flow_id,))
+            raise self._path_down(err) from None
+        self._kick()
+        try:
+            done = await future
+        except BaseException:
+            self._abandon((flow_id,))
+            raise
+        return self._outcome(done, route)
+
+    def _path_down(self, err: LinkDownError) -> UnavailableError:
+        retry_s = self._retry_after(err.link_ids)
+        return UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s)
 
     def inject(
         self, link_ids: Sequence[str], bandwidth_factor: float, duration_s: float
