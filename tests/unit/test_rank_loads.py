@@ -121,5 +121,6 @@ def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests:
         assert loads.kv_sum_at(ahead).tolist() == [sum(r) for r in future]
         assert loads.busiest(ahead, work) == busiest_rank(loads.num_seqs, loads.kv_sum_at(ahead), work)
         scheduler.postprocess(replace(batch, num_steps=ahead + 1))
-        assert loads.kv_sum.tolist() == [sum(batch.kv_lens(r, ahead + 1)) for r in scheduler.running]
+        after = [sum(batch.kv_lens(tuple(rank), ahead + 1)) for rank in scheduler.running]
+        assert loads.kv_sum.tolist() == after
     assert busy_counts == ({False} if num_dies == 8 else {True, False})
