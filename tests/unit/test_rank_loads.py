@@ -115,6 +115,8 @@ def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests:
         if batch is None:
             break
         loads = scheduler.loads
+        assert batch.max_batch_per_die == max(len(rank) for rank in scheduler.running)
+        assert batch.num_seqs == scheduler.num_running == sum(len(rank) for rank in scheduler.running)
         busy_counts.add(int(np.count_nonzero(loads.num_seqs)) > 64)
         ahead = min(rng.randint(0, 20), scheduler.steps_until_change() - 1)
         future = [batch.kv_lens(rank, ahead) for rank in batch.ranks]

@@ -217,7 +217,8 @@ class DecodeScheduler:
         ] * num_dies  # each rank's batch as the last DecodeBatch held it
         self._changed: set[int] = set()  # ranks whose batch changed since that DecodeBatch
         self._ranks: tuple[tuple[Request, ...], ...] = tuple(self._rank_tuples)
-        self._largest = 0  # the longest of them
+        self._largest = 0  # the longest rank batch in `running`
+        self._ranks_of_len = [num_dies]  # [n]: ranks whose batch holds n sequences
 
     # -- admission
 
@@ -300,6 +301,7 @@ class DecodeScheduler:
             batch.append(request)
             self._num_running += 1
             self._changed.add(request.dp_rank)
+            self._resized(len(batch) - 1, len(batch))
             if request.token_plan is None:
                 self._num_listed += 1
             else:
@@ -317,7 +319,6 @@ class DecodeScheduler:
                 tuples[rank] = tuple(self.running[rank])
             self._changed.clear()
             self._ranks = tuple(tuples)
-            self._largest = max(map(len, tuples), default=0)
         return DecodeBatch(self._ranks, self.step, largest=self._largest)
 
     def steps_until_change(self) -> int:
@@ -373,6 +374,20 @@ class DecodeScheduler:
         self._changed.add(request.dp_rank)
         if request.token_plan is None:
             self._num_listed -= 1
+        size = len(self.running[request.dp_rank])
+        self._resized(size + 1, size)
+
+    def _resized(self, old: int, new: int) -> None:
+        """A rank's batch went from `old` to `new` sequences (one more or one fewer)."""
+        counts = self._ranks_of_len
+        if new >= len(counts):
+            counts.append(0)
+        counts[old] -= 1
+        counts[new] += 1
+        if new > self._largest:
+            self._largest = new
+        elif old == self._largest and counts[old] == 0:
+            self._largest = new
 
     def _advance(self, request: Request) -> StepOutput:
         request.num_decode_steps += 1
