@@ -126,3 +126,16 @@ def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests:
         after = [sum(batch.kv_lens(tuple(rank), ahead + 1)) for rank in scheduler.running]
         assert loads.kv_sum.tolist() == after
     assert busy_counts == ({False} if num_dies == 8 else {True, False})
+
+
+def test_clearing_the_batches_resets_what_the_scheduler_counts():
+    scheduler, rng = make_scheduler(), random.Random(9)
+    for i in range(20):
+        admit(scheduler, rng, i)
+    batch = scheduler.schedule()
+    assert batch is not None and scheduler.num_running == batch.num_seqs > 0
+    scheduler.clear_running()  # the step loop failed: its requests were failed and dropped
+    assert scheduler.num_running == 0 and scheduler.schedule() is None
+    admit(scheduler, rng, 99)
+    after = scheduler.schedule()
+    assert after is not None and after.num_seqs == after.max_batch_per_die == scheduler.num_running == 1

@@ -368,6 +368,15 @@ class DecodeScheduler:
             self.loads.leave(request.dp_rank)
         self.release(request)
 
+    def clear_running(self) -> None:
+        """Empties every rank's batch (the step loop failed and its requests were failed), with the
+        counts kept beside the batches; the lists must not be emptied behind the scheduler's back."""
+        for rank in self.running:
+            rank.clear()
+        self._num_running = self._num_listed = self._largest = 0
+        self._ranks_of_len = [self.num_dies]
+        self._changed.update(range(self.num_dies))
+
     def _left(self, request: Request) -> None:
         """Bookkeeping of a sequence just taken out of its rank's batch."""
         self._num_running -= 1
