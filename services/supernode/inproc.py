@@ -16,7 +16,7 @@ from types import TracebackType
 
 from supernode.core import policy
 from supernode.core.request import KvHandle, Request, Sampling
-from supernode.core.topology import Endpoint, Plane, Topology
+from supernode.core.topology import Endpoint, Plane, Route, Topology
 from supernode.decode.engine import DecodeEngine
 from supernode.fabric.leases import LeaseTable, die_coordinates
 from supernode.fabric.network import FabricNetwork
@@ -36,6 +36,8 @@ from supernode.runtime.peers import (
     TransferResult,
 )  # fmt: skip
 
+MAX_CACHED_ROUTES = 1 << 16  # routes kept by the in-process fabric (dropped all at once past it)
+
 
 class InprocFabric:
     """The fabric service's transfer engine and lease table behind the `FabricClient` Protocol."""
@@ -45,6 +47,8 @@ class InprocFabric:
         self.network = FabricNetwork(self.topology, clock)
         self.leases = LeaseTable(num_nodes, ttl_s=float("inf"))  # in-process workers cannot vanish
         self.bytes_by_tag: dict[str, int] = {}  # nominal bytes moved per transfer tag ("kv-load", "p2d", ...)
+        # (src, dst, plane) -> its route: the topology is fixed, and a run moves between few endpoints
+        self._routes: dict[tuple[tuple[str, int], tuple[str, int], str], Route] = {}
 
     def start(self) -> None:
         self.network.start()
@@ -64,9 +68,15 @@ class InprocFabric:
     async def transfer(
         self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
     ) -> TransferResult:
-        route = self.topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+        key = (src, dst, plane)
+        route = self._routes.get(key)
+        if route is None:
+            route = self.topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+            if len(self._routes) >= MAX_CACHED_ROUTES:
+                self._routes.clear()
+            self._routes[key] = route
         self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
-        (outcome,) = await self.network.transfer_many([(route, num_bytes)])
+        outcome = await self.network.transfer(route, num_bytes)
         return TransferResult(outcome.start_s, outcome.finish_s)
 
     async def workers_behind_faults(self) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -90,3 +91,51 @@ def test_a_run_of_steps_ends_where_its_steps_add_up(first: float, last: float, n
     assert [run.end_us(j) for j in range(1, num + 1)] == pytest.approx(ends)
     for j, end in enumerate(ends, start=1):
         assert run.steps_by(end) == j and run.steps_by(end - 1e-6) == j
+
+
+@pytest.mark.parametrize("num_dies,num_requests", [(8, 30), (100, 160)])  # few busy ranks, and many
+def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests: int):
+    """The loads, the context ahead and the busiest rank stay those of every sequence through joins,
+    cancels and runs of several steps, with few busy ranks and with many."""
+    scheduler, rng = (
+        DecodeScheduler(num_dies, 6, 1 << 20, 1 << 10, mtp_depth=1, mtp_accept=0.7),
+        random.Random(5),
+    )
+    requests = [admit(scheduler, rng, i) for i in range(num_requests)]
+    work = lambda s, kv: s * 100.0 + kv  # noqa: E731
+    busy_counts = set()
+    for step in range(200):
+        if step % 5 == 0:
+            requests.append(admit(scheduler, rng, 1000 + step))
+        if step % 9 == 4:
+            running = [r for rank in scheduler.running for r in rank]
+            if running:
+                scheduler.cancel(rng.choice(running))
+        batch = scheduler.schedule()
+        if batch is None:
+            break
+        loads = scheduler.loads
+        assert batch.max_batch_per_die == max(len(rank) for rank in scheduler.running)
+        assert batch.num_seqs == scheduler.num_running == sum(len(rank) for rank in scheduler.running)
+        busy_counts.add(int(np.count_nonzero(loads.num_seqs)) > 64)
+        ahead = min(rng.randint(0, 20), scheduler.steps_until_change() - 1)
+        future = [batch.kv_lens(rank, ahead) for rank in batch.ranks]
+        assert loads.kv_sum_at(ahead).tolist() == [sum(r) for r in future]
+        assert loads.busiest(ahead, work) == busiest_rank(loads.num_seqs, loads.kv_sum_at(ahead), work)
+        scheduler.postprocess(replace(batch, num_steps=ahead + 1))
+        after = [sum(batch.kv_lens(tuple(rank), ahead + 1)) for rank in scheduler.running]
+        assert loads.kv_sum.tolist() == after
+    assert busy_counts == ({False} if num_dies == 8 else {True, False})
+
+
+def test_clearing_the_batches_resets_what_the_scheduler_counts():
+    scheduler, rng = make_scheduler(), random.Random(9)
+    for i in range(20):
+        admit(scheduler, rng, i)
+    batch = scheduler.schedule()
+    assert batch is not None and scheduler.num_running == batch.num_seqs > 0
+    scheduler.clear_running()  # the step loop failed: its requests were failed and dropped
+    assert scheduler.num_running == 0 and scheduler.schedule() is None
+    admit(scheduler, rng, 99)
+    after = scheduler.schedule()
+    assert after is not None and after.num_seqs == after.max_batch_per_die == scheduler.num_running == 1

@@ -33,6 +33,7 @@ FlowId = Hashable
 
 _EPS = 1e-9  # relative tolerance on capacities and rates
 _SAME_TIME_S = 1e-12  # flows ending within a picosecond of each other end together
+_MAX_VALID_ROUTES = 1 << 14  # routes whose links were checked once (the links never change)
 
 
 class LinkDownError(Exception):
@@ -95,6 +96,7 @@ class FlowNetwork:
         self._deliveries: list[tuple[float, int, FlowDone]] = []
         self._done: list[FlowDone] = []
         self._seq = itertools.count()
+        self._valid_routes: set[tuple[LinkId, ...]] = set()  # routes of known links, each crossed once
         self.now_s = now_s  # emulated time up to which every event has been processed (s)
 
     # --- mutations ---
@@ -365,11 +367,15 @@ class FlowNetwork:
     ) -> tuple[LinkId, ...]:
         if flow_id in self._flows or flow_id in self._delivering:
             raise ValueError(f"flow_id: {flow_id!r} is already in flight")
-        route = tuple(links)
-        for link in route:
-            self._known(link)
-        if len(set(route)) != len(route):
-            raise ValueError(f"links: a route crosses each link once, got {route}")
+        route = links if isinstance(links, tuple) else tuple(links)
+        if route not in self._valid_routes:
+            for link in route:
+                self._known(link)
+            if len(set(route)) != len(route):
+                raise ValueError(f"links: a route crosses each link once, got {route}")
+            if len(self._valid_routes) >= _MAX_VALID_ROUTES:
+                self._valid_routes.clear()
+            self._valid_routes.add(route)
         if not (num_bytes >= 0 and math.isfinite(num_bytes)):
             raise ValueError(f"num_bytes: must be finite and >= 0, got {num_bytes}")
         if rate_cap is not None and not (rate_cap > 0 and math.isfinite(rate_cap)):
@@ -393,6 +399,9 @@ def _fill(
     members: Mapping[_Flow, float], cap: Mapping[LinkId, float], load: Mapping[LinkId, float]
 ) -> dict[_Flow, tuple[float, LinkId | None]]:
     """Progressive filling of `members` on what the other flows leave: flow -> (rate, bottleneck or None)."""
+    if len(members) == 1:
+        (flow,) = members
+        return {flow: _fill_one(flow, cap, load)}
     residual: dict[LinkId, float] = {}
     sharers: dict[LinkId, list[_Flow]] = {}
     for flow in members:
@@ -429,3 +438,20 @@ def _fill(
             for link in flow.links:
                 count[link] -= 1
     return solution
+
+
+def _fill_one(
+    flow: _Flow, cap: Mapping[LinkId, float], load: Mapping[LinkId, float]
+) -> tuple[float, LinkId | None]:
+    """`_fill` of a single flow (a new transfer is re-solved alone first): the same steps, in the same
+    order, without the bookkeeping for flows that share links."""
+    links = flow.links
+    residual = [max(0.0, cap[link] - load[link] + flow.rate) for link in links]
+    step = max(0.0, min(min(residual, default=math.inf), flow.cap))
+    if step >= flow.cap * (1 - _EPS):  # at its own cap (the level after one step is the step)
+        return step, None
+    left = [r - step for r in residual]
+    for link, r in zip(links, left, strict=True):
+        if r <= _EPS * cap[link]:
+            return step, link
+    return step, links[min(range(len(links)), key=left.__getitem__)]  # rounding: the tightest link

@@ -21,6 +21,7 @@ class RankLoads:
 
     def __init__(self, num_ranks: int, horizon: int = 512) -> None:
         self.num_seqs = np.zeros(num_ranks, np.int64)  # running sequences per rank
+        self.num_seqs_total = 0  # their sum
         self.kv_sum = np.zeros(num_ranks, np.int64)  # context tokens per rank during `step`
         self.step = 0
         # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
@@ -36,18 +37,21 @@ class RankLoads:
         num = len(plan)
         self._fit(num + 2)
         self.num_seqs[rank] += 1
+        self.num_seqs_total += 1
         self.kv_sum[rank] += base
         self._add_row(rank, self.step + 1, self._deltas(base, plan))
 
     def leave(self, rank: int) -> None:
         """A sequence retired after its planned last step (its context left through the ring)."""
         self.num_seqs[rank] -= 1
+        self.num_seqs_total -= 1
 
     def cancel(self, rank: int, base: int, plan: Sequence[int], start_step: int) -> None:
         """A sequence that joined at `start_step` leaves now, before its plan ran out."""
         done = self.step - start_step  # steps it has run
         held = base + (plan[done - 1] if done > 0 else 0)
         self.num_seqs[rank] -= 1
+        self.num_seqs_total -= 1
         self.kv_sum[rank] -= held
         self._add_row(rank, start_step + 1 + done, -self._deltas(base, plan)[done:])
 
@@ -56,7 +60,7 @@ class RankLoads:
         if to_step <= self.step:
             return
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            self.kv_sum += self._ring[part].sum(axis=0)
+            self.kv_sum += _sum_rows(self._ring[part])
             self._ring[part] = 0
         self.step = to_step
 
@@ -66,8 +70,12 @@ class RankLoads:
             return self.kv_sum
         out = self.kv_sum
         for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-            out = out + self._ring[part].sum(axis=0)
+            out = out + _sum_rows(self._ring[part])
         return out
+
+    def busiest(self, ahead: int, work: Callable[[int, int], float]) -> int:
+        """`busiest_rank` during step `step + ahead` (as `kv_sum_at`)."""
+        return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
 
     @staticmethod
     def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:
@@ -110,6 +118,12 @@ class RankLoads:
         self._ring = ring
 
 
+def _sum_rows(rows: np.ndarray) -> np.ndarray:
+    """Column sums of a block of ring rows (the ufunc itself: `ndarray.sum`'s Python wrapper costs
+    more than the sum over a few rows)."""
+    return np.add.reduce(rows, axis=0)
+
+
 def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int, int], float]) -> int:
     """The rank whose attention takes longest (`work(num_seqs, kv_sum)`, increasing in both), the lowest
     index among equals; -1 when no rank holds a sequence. Only the ranks not outdone on both counts by
@@ -139,17 +153,18 @@ def busiest_rank(num_seqs: np.ndarray, kv_sums: np.ndarray, work: Callable[[int,
 def _busiest_of(ranks: list[int], ns: list[int], ks: list[int], work: Callable[[int, int], float]) -> int:
     """`busiest_rank` over a few active ranks in plain Python (numpy's per-call cost dominates there):
     the same candidates, priced in the same order, with the same tie-break."""
-    order = sorted(range(len(ranks)), key=lambda i: (-ns[i], -ks[i], ranks[i]))
+    order = sorted(zip([-n for n in ns], [-k for k in ks], ranks, strict=True))  # ranks are distinct
     best, best_work = -1, -1.0
     last_n, top_k = -1, -1
-    for i in order:
-        if ns[i] == last_n:  # per sequence count only the first: the most context, lowest index
+    for neg_n, neg_k, rank in order:
+        n, k = -neg_n, -neg_k
+        if n == last_n:  # per sequence count only the first: the most context, lowest index
             continue
-        last_n = ns[i]
-        if ks[i] <= top_k:  # fewer sequences must bring more context
+        last_n = n
+        if k <= top_k:  # fewer sequences must bring more context
             continue
-        top_k = ks[i]
-        w = work(ns[i], ks[i])
-        if w > best_work or (w == best_work and ranks[i] < best):
-            best, best_work = ranks[i], w
+        top_k = k
+        w = work(n, k)
+        if w > best_work or (w == best_work and rank < best):
+            best, best_work = rank, w
     return best

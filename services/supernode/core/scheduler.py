@@ -14,7 +14,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supernode.core.rank_loads import RankLoads
 from supernode.core.request import Request, RequestStatus
@@ -141,6 +141,7 @@ class DecodeBatch:
     ranks: tuple[tuple[Request, ...], ...]
     step: int = 0  # the scheduler's step index this batch runs as (its first, when it runs several)
     num_steps: int = 1  # steps it runs with these sequences (> 1 only for counting-only sequences)
+    largest: int = field(default=-1, compare=False, repr=False)  # max_batch_per_die if known (else -1)
 
     @property
     def num_seqs(self) -> int:
@@ -148,6 +149,8 @@ class DecodeBatch:
 
     @property
     def max_batch_per_die(self) -> int:
+        if self.largest >= 0:
+            return self.largest
         return max(map(len, self.ranks), default=0)
 
     def busiest_rank(self) -> tuple[Request, ...]:
@@ -206,6 +209,16 @@ class DecodeScheduler:
         self._finishes: list[tuple[int, int, Request]] = []
         self._order = itertools.count()
         self.loads = RankLoads(num_dies)  # counting-only sequences' load per rank (see rank_loads)
+        # Kept with `running` (changed only here), so a step does not walk every rank to count them:
+        self._num_running = 0  # sequences in `running`
+        self._num_listed = 0  # of them, those that draw their tokens (no token plan)
+        self._rank_tuples: list[tuple[Request, ...]] = [
+            ()
+        ] * num_dies  # each rank's batch as the last DecodeBatch held it
+        self._changed: set[int] = set()  # ranks whose batch changed since that DecodeBatch
+        self._ranks: tuple[tuple[Request, ...], ...] = tuple(self._rank_tuples)
+        self._largest = 0  # the longest rank batch in `running`
+        self._ranks_of_len = [num_dies]  # [n]: ranks whose batch holds n sequences
 
     # -- admission
 
@@ -218,7 +231,7 @@ class DecodeScheduler:
             raise CapacityError(f"needs {need} KV tokens, a die holds {self.kv_capacity}")
         if self.num_reserved >= self.max_queue + self.num_dies * self.max_batch_per_die:
             raise QueueFullError("decode reservations at their bound")
-        rank = min(range(self.num_dies), key=self.kv_reserved.__getitem__)
+        rank = self.kv_reserved.index(min(self.kv_reserved))  # the first with most room
         if self.kv_reserved[rank] + need > self.kv_capacity:
             raise QueueFullError(f"no rank has {need} KV tokens free")
         self.kv_reserved[rank] += need
@@ -262,6 +275,7 @@ class DecodeScheduler:
         batch = self.running[request.dp_rank] if request.dp_rank >= 0 else []
         if request in batch:
             batch.remove(request)
+            self._left(request)
             if request.token_plan:
                 self.loads.cancel(request.dp_rank, len(request.prompt) + 1, request.token_plan,
                                   request.decode_start_step)  # fmt: skip
@@ -271,7 +285,7 @@ class DecodeScheduler:
 
     @property
     def num_running(self) -> int:
-        return sum(map(len, self.running))
+        return self._num_running
 
     def schedule(self, max_batch_per_die: int | None = None) -> DecodeBatch | None:
         """Admits waiting sequences into their ranks' batches (at most `max_batch_per_die` each, the
@@ -285,16 +299,27 @@ class DecodeScheduler:
                 still_waiting.append(request)
                 continue
             batch.append(request)
-            if request.token_plan is not None:
+            self._num_running += 1
+            self._changed.add(request.dp_rank)
+            self._resized(len(batch) - 1, len(batch))
+            if request.token_plan is None:
+                self._num_listed += 1
+            else:
                 request.decode_start_step = self.step
                 done_at = self.step + len(request.token_plan)
                 heapq.heappush(self._finishes, (done_at, next(self._order), request))
                 if request.token_plan:
                     self.loads.join(request.dp_rank, len(request.prompt) + 1, request.token_plan)
         self.waiting = still_waiting
-        if self.num_running == 0:
+        if self._num_running == 0:
             return None
-        return DecodeBatch(tuple(map(tuple, self.running)), self.step)
+        if self._changed:  # only the ranks whose batch changed are copied again
+            tuples = self._rank_tuples
+            for rank in self._changed:
+                tuples[rank] = tuple(self.running[rank])
+            self._changed.clear()
+            self._ranks = tuple(tuples)
+        return DecodeBatch(self._ranks, self.step, largest=self._largest)
 
     def steps_until_change(self) -> int:
         """Steps the running batch keeps its sequences when only counting sequences run and nothing
@@ -308,7 +333,7 @@ class DecodeScheduler:
     @property
     def is_counting_only(self) -> bool:
         """Every running sequence only counts its tokens (its context is a known function of the step)."""
-        return self.loads.num_seqs.sum() == self.num_running
+        return self.loads.num_seqs_total == self._num_running
 
     def postprocess(self, batch: DecodeBatch) -> list[StepOutput]:
         """Emits the tokens of the step `batch` just ran and retires finished sequences. A sequence
@@ -316,7 +341,7 @@ class DecodeScheduler:
         self.step = batch.step + batch.num_steps
         self.loads.advance(self.step)
         outputs = []
-        for rank in batch.ranks:
+        for rank in batch.ranks if self._num_listed else ():  # no pass when every sequence counts
             for request in rank:
                 if request.is_done or request.token_plan is not None:  # cancelled meanwhile; counted
                     continue
@@ -338,9 +363,40 @@ class DecodeScheduler:
     def _retire(self, request: Request) -> None:
         request.end(RequestStatus.FINISHED)
         self.running[request.dp_rank].remove(request)
+        self._left(request)
         if request.token_plan:
             self.loads.leave(request.dp_rank)
         self.release(request)
+
+    def clear_running(self) -> None:
+        """Empties every rank's batch (the step loop failed and its requests were failed), with the
+        counts kept beside the batches; the lists must not be emptied behind the scheduler's back."""
+        for rank in self.running:
+            rank.clear()
+        self._num_running = self._num_listed = self._largest = 0
+        self._ranks_of_len = [self.num_dies]
+        self._changed.update(range(self.num_dies))
+
+    def _left(self, request: Request) -> None:
+        """Bookkeeping of a sequence just taken out of its rank's batch."""
+        self._num_running -= 1
+        self._changed.add(request.dp_rank)
+        if request.token_plan is None:
+            self._num_listed -= 1
+        size = len(self.running[request.dp_rank])
+        self._resized(size + 1, size)
+
+    def _resized(self, old: int, new: int) -> None:
+        """A rank's batch went from `old` to `new` sequences (one more or one fewer)."""
+        counts = self._ranks_of_len
+        if new >= len(counts):
+            counts.append(0)
+        counts[old] -= 1
+        counts[new] += 1
+        if new > self._largest:
+            self._largest = new
+        elif old == self._largest and counts[old] == 0:
+            self._largest = new
 
     def _advance(self, request: Request) -> StepOutput:
         request.num_decode_steps += 1

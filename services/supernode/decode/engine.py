@@ -211,8 +211,7 @@ class DecodeEngine:
             scheduler.release(request)
         self.reserved.clear()
         scheduler.waiting.clear()
-        for rank in scheduler.running:
-            rank.clear()
+        scheduler.clear_running()
         self.metrics.on_idle()
         self._publish_queue()
 

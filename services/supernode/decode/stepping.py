@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from supernode.core.rank_loads import busiest_rank
 from supernode.core.scheduler import DecodeBatch, DecodeScheduler
 from supernode.hw import cost as hw_cost
 from supernode.hw.decode import decode_step_ranks_cost
 from supernode.hw.specs import DecodeDeployment
-from supernode.hw.stages import attn_stage
+from supernode.hw.stages import attn_total_us
 
 MAX_STEPS_PER_BATCH = 256  # longest run of steps priced as one batch
 
@@ -30,11 +29,10 @@ def step_cost_from_loads(
     """The cost of step `batch.step + ahead` of a counting-only batch: `decode_step_cost_ranks` on the
     busiest rank by attention work, without listing every rank's context lengths."""
     loads = scheduler.loads
-    kv = loads.kv_sum_at(ahead)
-    rank = busiest_rank(loads.num_seqs, kv, lambda n, k: attn_stage(dep, n, float(k), 1.0).total_us)
+    rank = loads.busiest(ahead, lambda n, k: attn_total_us(dep, n, float(k), 1.0))
     if rank < 0:
         return hw_cost.Cost(0.0, {}, {})
-    mean_seqs = int(loads.num_seqs.sum()) / len(loads.num_seqs)
+    mean_seqs = loads.num_seqs_total / len(loads.num_seqs)
     return decode_step_ranks_cost(dep, batch.kv_lens(batch.ranks[rank], ahead), mean_seqs)
 
 
@@ -104,6 +102,8 @@ class MultiStepPricer:
 
 
 def _mean(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    if a.keys() == b.keys():  # the usual case: both steps ran the same parts
+        return {k: (v + b[k]) / 2 for k, v in a.items()}
     return {k: (a.get(k, 0.0) + b.get(k, 0.0)) / 2 for k in a.keys() | b.keys()}
 
 

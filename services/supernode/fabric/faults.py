@@ -49,10 +49,14 @@ class FaultTable:
 
     def next_end_s(self) -> float | None:
         """When the next active fault ends (emulated s), None when there is none."""
-        return min((fault.end_s for fault in self.active.values()), default=None)
+        if not self.active:
+            return None
+        return min(fault.end_s for fault in self.active.values())
 
     def due(self, now_s: float) -> list[Fault]:
         """Active faults ending at or before `now_s`, earliest first."""
+        if not self.active:  # the usual case: checked on every settle of the fabric
+            return []
         return sorted((f for f in self.active.values() if f.end_s <= now_s), key=lambda f: f.end_s)
 
     def factor(self, link: str) -> float:

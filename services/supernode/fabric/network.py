@@ -91,8 +91,7 @@ class FabricNetwork:
                 self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
         except LinkDownError as err:
             self._abandon(ids)
-            retry_s = self._retry_after(err.link_ids)
-            raise UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s) from None
+            raise self._path_down(err) from None
         self._kick()
         try:
             if len(ids) == 1:  # the usual single transfer: its future alone, without gather's wrapper
@@ -103,6 +102,31 @@ class FabricNetwork:
             self._abandon(ids)
             raise
         return [self._outcome(d, route) for d, (route, _) in zip(done, items, strict=True)]
+
+    async def transfer(self, route: Route, num_bytes: int) -> TransferOutcome:
+        """`transfer_many` of one transfer (the in-process fabric's every call), without the lists."""
+        now = self.now_s()
+        self._settle(now)
+        flow_id = next(self._ids)
+        future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
+        self._waiters[flow_id] = future  # before add: a flow may finish during the next add
+        try:
+            cap, latency = route.rate_cap_bytes_per_s, route.latency_s
+            self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
+        except LinkDownError as err:
+            self._abandon((flow_id,))
+            raise self._path_down(err) from None
+        self._kick()
+        try:
+            done = await future
+        except BaseException:
+            self._abandon((flow_id,))
+            raise
+        return self._outcome(done, route)
+
+    def _path_down(self, err: LinkDownError) -> UnavailableError:
+        retry_s = self._retry_after(err.link_ids)
+        return UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s)
 
     def inject(
         self, link_ids: Sequence[str], bandwidth_factor: float, duration_s: float
@@ -130,8 +154,11 @@ class FabricNetwork:
     # --- the driver: one timer at the next event (a flow's finish or a fault's end), no task ---
 
     def _next_event_s(self) -> float:
-        events = [t for t in (self.flows.next_event_s(), self.faults.next_end_s()) if t is not None]
-        return min(events, default=math.inf)
+        flow_s = self.flows.next_event_s()
+        fault_s = self.faults.next_end_s() if self.faults.active else None
+        if fault_s is None:
+            return math.inf if flow_s is None else flow_s
+        return fault_s if flow_s is None else min(flow_s, fault_s)
 
     def _on_timer(self) -> None:
         target, self._target, self._timer = self._target, math.inf, None
@@ -160,12 +187,15 @@ class FabricNetwork:
 
     def _settle(self, now: float) -> None:
         """Processes flow finishes and fault ends up to `now`, in time order, and wakes the callers."""
-        for fault in self.faults.due(now):
-            self._resolve(self.flows.advance(fault.end_s))
-            self.faults.remove(fault.fault_id)
-            self._reapply(fault.link_ids, fault.end_s)
-            log.info("fault %d ended", fault.fault_id)
-        self._resolve(self.flows.advance(now))
+        if self.faults.active:
+            for fault in self.faults.due(now):
+                self._resolve(self.flows.advance(fault.end_s))
+                self.faults.remove(fault.fault_id)
+                self._reapply(fault.link_ids, fault.end_s)
+                log.info("fault %d ended", fault.fault_id)
+        finished = self.flows.advance(now)
+        if finished:
+            self._resolve(finished)
 
     def _resolve(self, finished: list[FlowDone]) -> None:
         for done in finished:

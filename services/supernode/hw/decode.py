@@ -25,7 +25,7 @@ from supernode.hw.placement import moe_load, placement
 from supernode.hw.result import Cost, PartTimes
 from supernode.hw.roofline import time_us
 from supernode.hw.specs import DecodeDeployment
-from supernode.hw.stages import Stage, attn_stage, dense_stage, moe_stage, pair_us
+from supernode.hw.stages import Stage, attn_stage, attn_total_us, dense_stage, moe_stage, pair_us
 
 Mb = tuple[int, float]  # (sequences, total context tokens) of one microbatch on the busiest rank
 
@@ -46,13 +46,16 @@ def _shares(dep: DecodeDeployment, aic: int | None) -> tuple[float, float]:
 
 def _busy(acc: PartTimes, stages: Sequence[Stage], elapsed: float, count: float) -> None:
     """Charges `count` regions that ran `stages` in `elapsed` us (as PartTimes.add_overlapped)."""
-    total = sum(st.total_us for st in stages)
+    total = 0.0
+    for st in stages:
+        total += st.total_us
     scale = elapsed / total * count if total > 0 else 0.0
     busy, exposed = acc.busy, acc.exposed
+    busy_get, exposed_get = busy.get, exposed.get
     for st in stages:
         for name, t in st.parts:
-            busy[name] = busy.get(name, 0.0) + t * count
-            exposed[name] = exposed.get(name, 0.0) + t * scale
+            busy[name] = busy_get(name, 0.0) + t * count
+            exposed[name] = exposed_get(name, 0.0) + t * scale
 
 
 def _layers_micro(
@@ -168,8 +171,8 @@ def _mtp_layer_us(
     position."""
     one = _one_token(dep)
     if not micro:
-        a = attn_stage(one, mbs[0][0] + mbs[1][0], mbs[0][1] + mbs[1][1], 1.0)
-        return a.total_us + moe_stage(one, moe_tokens, 1.0).total_us
+        a_us = attn_total_us(one, mbs[0][0] + mbs[1][0], mbs[0][1] + mbs[1][1], 1.0)
+        return a_us + moe_stage(one, moe_tokens, 1.0).total_us
     s0, s1 = _shares(one, aic)
     a0, a1 = attn_stage(one, *mbs[0], s0), attn_stage(one, *mbs[1], s0)
     f = moe_stage(one, moe_tokens / 2, s1)

@@ -35,7 +35,15 @@ def step_totals(depth: int, accept: float, draw: Callable[[], float], num_tokens
     is left): the draws `accepted_drafts` makes step after step, in the same order, in one loop."""
     _check(depth, accept)
     totals: list[int] = []
+    append = totals.append
     total = 0
+    if depth == 1:  # the paper's depth: exactly one draw per step
+        while total < num_tokens:
+            total += 2 if draw() < accept else 1
+            if total > num_tokens:
+                total = num_tokens
+            append(total)
+        return totals
     while total < num_tokens:
         accepted = 0
         while accepted < depth and draw() < accept:

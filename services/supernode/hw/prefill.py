@@ -18,6 +18,7 @@ free: a pipeline, not a free overlap of two buckets.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from supernode.hw import calibration as cal
 from supernode.hw import comm, ops
@@ -30,31 +31,54 @@ from supernode.hw.specs import PrefillDeployment
 Step = tuple[bool, dict[str, float]]  # (is communication, busy us per part) of one microbatch
 
 
-def _compute(dep: PrefillDeployment, works: list[ops.Work]) -> dict[str, float]:
+# Memoised pieces of a batch's chain: pure functions of the deployment and a few token counts, which
+# repeat from batch to batch (an SP chunk is ceil(tokens / dies)). The cached steps are never mutated.
+_CACHE = 8192
+
+
+@lru_cache(maxsize=64)
+def _share(dep: PrefillDeployment) -> Share:
     hw = dep.hardware
-    share = Share((hw.num_cube_cores - hw.prefill_comm_cores) / hw.num_cube_cores)
+    return Share((hw.num_cube_cores - hw.prefill_comm_cores) / hw.num_cube_cores)
+
+
+def _compute(dep: PrefillDeployment, works: list[ops.Work]) -> dict[str, float]:
+    hw, share, tune = dep.hardware, _share(dep), dep.tuning
     out: dict[str, float] = {}
     for w in works:
-        out[w.part] = out.get(w.part, 0.0) + time_us(hw, w, share, dep.tuning)
+        out[w.part] = out.get(w.part, 0.0) + time_us(hw, w, share, tune)
     return out
+
+
+@lru_cache(maxsize=_CACHE)
+def _down_step(dep: PrefillDeployment, own: float) -> Step:
+    return (False, _compute(dep, [ops.mla_down_prefill(dep.model, own, dep.attn_precision)]))
+
+
+@lru_cache(maxsize=_CACHE)
+def _all_to_all_step(dep: PrefillDeployment, own: float, head_frac: float) -> Step:
+    m = dep.model
+    out_bytes = own * (1 - head_frac) * m.num_heads * m.v_head_dim * ops.BF16_BYTES
+    return (
+        True,
+        {"attn_all_to_all": comm.all_to_all_us(dep.hardware, out_bytes, dep.tuning.prefill_link_eff)},
+    )
 
 
 def _attn_steps(dep: PrefillDeployment, s: Shape, k: float) -> list[Step]:
     """Attention chain of one microbatch holding a share `k` of the batch."""
     m, hw, prec, eff = dep.model, dep.hardware, dep.attn_precision, dep.tuning.prefill_link_eff
     own, tp_new, cached = s.tokens * k, s.tp_tokens * k, s.cached * k
-    down = ops.mla_down_prefill(m, own, prec)
     up = ops.mla_up_prefill(m, tp_new, cached, s.head_frac, prec)
     attn = ops.attention_prefill(m, s.pairs * k, tp_new + cached, s.head_frac)
-    steps: list[Step] = [(False, _compute(dep, [down]))]
+    steps: list[Step] = [_down_step(dep, own)]
     if dep.attention == "hybrid" and dep.num_dies > 1:
         steps.append(
             (True, {"attn_all_gather": comm.all_gather_us(hw, tp_gather_bytes(dep, tp_new, cached), eff)})
         )
     steps.append((False, _compute(dep, [up, attn])))
     if dep.attention == "hybrid" and dep.num_dies > 1:
-        out_bytes = own * (1 - s.head_frac) * m.num_heads * m.v_head_dim * ops.BF16_BYTES
-        steps.append((True, {"attn_all_to_all": comm.all_to_all_us(hw, out_bytes, eff)}))
+        steps.append(_all_to_all_step(dep, own, s.head_frac))
     return steps
 
 
@@ -70,13 +94,14 @@ def tp_gather_bytes(dep: PrefillDeployment, new_tokens: float, cached_tokens: fl
     return (new_tokens * q_kv + cached_tokens * kv) * (n - 1) / n
 
 
-def _ffn_steps(dep: PrefillDeployment, s: Shape, k: float, dense: bool) -> list[Step]:
+@lru_cache(maxsize=_CACHE)
+def _ffn_steps(dep: PrefillDeployment, own: float, dense: bool) -> tuple[Step, ...]:
+    """The FFN side of a layer for a microbatch of `own` tokens per die."""
     m, hw, eff = dep.model, dep.hardware, dep.tuning.prefill_link_eff
-    own = s.tokens * k
     o_proj = [ops.o_proj_prefill(m, own, dep.attn_precision), ops.vector_attn(m, own)]
     if dense:
         ffn = [ops.dense_ffn(m, own, dep.moe_precision), ops.vector_dense(m, own, m.dense_intermediate)]
-        return [(False, _compute(dep, o_proj + ffn))]
+        return ((False, _compute(dep, o_proj + ffn)),)
     p = placement(m, dep.ep_size, dep.experts_per_die, dep.num_redundant_experts)
     load = moe_load(m, p, own, dep.expert_imbalance)
     copies = max(load.sent, load.received)
@@ -84,12 +109,12 @@ def _ffn_steps(dep: PrefillDeployment, s: Shape, k: float, dense: bool) -> list[
         ops.experts(m, load.expert_tokens, dep.experts_per_die, dep.moe_precision),
         ops.vector_moe(m, own, load.expert_tokens, load.sent, hw.dispatch_msg_bytes),
     ]
-    return [
+    return (
         (False, _compute(dep, [*o_proj, ops.gate(m, own)])),
         (True, {"dispatch": comm.bulk_ep_us(hw, dep.ep_size, own, copies, hw.dispatch_msg_bytes, eff)}),
         (False, _compute(dep, experts)),
         (True, {"combine": comm.bulk_ep_us(hw, dep.ep_size, own, copies, hw.combine_msg_bytes, eff)}),
-    ]
+    )
 
 
 def _chain(layers: Sequence[list[Step]], num_mbs: int) -> float:
@@ -113,6 +138,15 @@ def _chain_marks(layers: Sequence[list[Step]], num_mbs: int, marks: Sequence[int
         timed = totals.get(id(steps))
         if timed is None:
             timed = totals[id(steps)] = [(is_comm, sum(parts.values())) for is_comm, parts in steps]
+        if num_mbs == 2:  # the usual case, unrolled (the same operations in the same order)
+            r0, r1 = ready
+            for is_comm, t in timed:
+                at = free[is_comm]
+                r0 = at = (r0 if r0 > at else at) + t
+                r1 = at = (r1 if r1 > at else at) + t
+                free[is_comm] = at
+            ready[0], ready[1] = r0, r1
+            continue
         for is_comm, t in timed:
             at = free[is_comm]
             for i, r in enumerate(ready):
@@ -128,7 +162,8 @@ def _chain_marks(layers: Sequence[list[Step]], num_mbs: int, marks: Sequence[int
 def _layer_steps(dep: PrefillDeployment, s: Shape, num_mbs: int) -> tuple[list[Step], list[Step]]:
     k = 1.0 / num_mbs
     attn = _attn_steps(dep, s, k)
-    return attn + _ffn_steps(dep, s, k, dense=True), attn + _ffn_steps(dep, s, k, dense=False)
+    own = s.tokens * k
+    return [*attn, *_ffn_steps(dep, own, True)], [*attn, *_ffn_steps(dep, own, False)]
 
 
 def _num_mbs(dep: PrefillDeployment, s: Shape) -> int:
@@ -179,10 +214,21 @@ def prefill_batch_cost(
     _charge(acc, moe, mbs, t_moe / m.num_moe_layers, m.num_moe_layers)
     last = busiest_head_tokens(dep, new_tokens, heads)
     if last > 0:  # a batch of non-final chunks samples nothing
-        acc.add("lm_head", time_us(dep.hardware, ops.lm_head(m, last, dep.attn_precision), tune=dep.tuning))
-        acc.add("sampling", time_us(dep.hardware, ops.sampling(m, last), tune=dep.tuning))
+        lm_head_us, sampling_us = _head_us(dep, last)
+        acc.add("lm_head", lm_head_us)
+        acc.add("sampling", sampling_us)
     acc.add("launch", cal.GRAPH_LAUNCH_US.value)
     return acc.cost()
+
+
+@lru_cache(maxsize=_CACHE)
+def _head_us(dep: PrefillDeployment, tokens: float) -> tuple[float, float]:
+    """(vocabulary projection, sampling) of `tokens` positions on the busiest die (us)."""
+    m, hw, tune = dep.model, dep.hardware, dep.tuning
+    return (
+        time_us(hw, ops.lm_head(m, tokens, dep.attn_precision), tune=tune),
+        time_us(hw, ops.sampling(m, tokens), tune=tune),
+    )
 
 
 def prefill_moe_layer_cost(

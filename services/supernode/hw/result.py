@@ -67,9 +67,12 @@ class PartTimes:
         self.exposed[name] = self.exposed.get(name, 0.0) + t_us * count
 
     def cost(self, mode: str = "", aic_split: int | None = None) -> Cost:
-        names = sorted(self.exposed, key=lambda n: _ORDER.get(n, len(_ORDER)))
-        exposed = {n: self.exposed[n] for n in names}
-        busy = {n: self.busy[n] for n in names}
+        given, busy_in = self.exposed, self.busy
+        names = [n for n in PARTS if n in given]  # PARTS order, then any other name as it came
+        if len(names) != len(given):
+            names += [n for n in given if n not in _ORDER]
+        exposed = {n: given[n] for n in names}
+        busy = {n: busy_in[n] for n in names}
         return Cost(sum(exposed.values()), exposed, busy, mode, aic_split)
 
 

@@ -93,6 +93,14 @@ def attn_stage(dep: DecodeDeployment, num_seqs: int, kv_sum: float, cube: float)
     return Stage(parts, fixed.hbm_us + per_kv_hbm * kv_sum + queries, 0.0, fixed.total_us + t_attn)
 
 
+def attn_total_us(dep: DecodeDeployment, num_seqs: int, kv_sum: float, cube: float) -> float:
+    """`attn_stage(...).total_us` without building the stage (the same sum, to the last bit)."""
+    if num_seqs <= 0:
+        return 0.0
+    fixed, per_kv, queries, _ = attn_linear(dep, num_seqs, cube)
+    return fixed.total_us + (per_kv * kv_sum + queries)
+
+
 @lru_cache(maxsize=8192)
 def moe_stage(dep: DecodeDeployment, tokens: float, cube: float) -> Stage:
     """Stream-1 stage of an MoE layer when every rank holds `tokens` tokens of this microbatch."""
