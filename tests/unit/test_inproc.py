@@ -39,3 +39,23 @@ async def test_counting_only_gives_the_same_timing():
     counted, full = await run(False), await run(True)
     assert counted[2] == full[2] == 20
     assert counted[0] == pytest.approx(full[0]) and counted[1] == pytest.approx(full[1])
+
+
+@pytest.mark.parametrize("materialise", [True, False])
+async def test_kv_gone_before_decode_is_recomputed_whether_tokens_are_drawn_or_counted(materialise: bool):
+    """Decode reads the prompt's blocks (counting only: their presence, digests and counts, no ids);
+    a block gone from the pool is a FAILED_PRECONDITION the router answers with one recompute."""
+    async with InprocCluster(make_settings(), VirtualClock(), SMALL, materialise_tokens=materialise) as c:
+        pool, real_get, num_dropped = c.pool, c.pool.get, []
+
+        async def get_after_an_eviction(keys):  # the first read finds its last block evicted
+            if not num_dropped:
+                await pool.store.delete(pool.namespace, keys[-1])
+                num_dropped.append(keys[-1])
+            return await real_get(keys)
+
+        c.decodes[0].pool.get = get_after_an_eviction  # type: ignore[method-assign]
+        r = c.router.make_request("x", "", [400 + i for i in range(300)], 8, Sampling(seed=1))
+        [chunk async for chunk in c.generate(r)]
+        assert num_dropped and r.num_prefills == 2 and r.num_generated == 8
+        assert r.status is RequestStatus.FINISHED

@@ -117,6 +117,8 @@ class Request:
     # decode
     dp_rank: int = -1  # decode: the data-parallel rank (die) holding its KV; -1 before reservation
     num_kv_tokens: int = 0  # decode: KV tokens reserved on that rank (prompt + max_tokens)
+    prompt_len: int = -1  # decode, counting only: prompt tokens its KV holds, their ids not read
+    # (`prompt` left empty); -1: len(prompt)
     num_generated: int = 0  # output tokens so far, the prefill's first token included
     num_decode_steps: int = 0  # decode steps it took part in
     output: list[int] = field(default_factory=list)  # output token ids (empty when only counted)
@@ -141,7 +143,7 @@ class Request:
 
     @property
     def num_prompt_tokens(self) -> int:
-        return len(self.prompt)
+        return self.prompt_len if self.prompt_len >= 0 else len(self.prompt)
 
     @property
     def num_prefill_remaining(self) -> int:
@@ -151,7 +153,7 @@ class Request:
     @property
     def kv_len(self) -> int:
         """Tokens whose KV the sequence holds: prompt plus output so far."""
-        return len(self.prompt) + self.num_generated
+        return self.num_prompt_tokens + self.num_generated
 
     @property
     def ttft_s(self) -> float:

@@ -131,7 +131,7 @@ def kv_len_at(request: Request, step: int) -> int:
     if plan is None:
         return request.kv_len
     done = step - request.decode_start_step  # steps it has run
-    return len(request.prompt) + 1 + (plan[done - 1] if done > 0 else 0)
+    return request.num_prompt_tokens + 1 + (plan[done - 1] if done > 0 else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +277,7 @@ class DecodeScheduler:
             batch.remove(request)
             self._left(request)
             if request.token_plan:
-                self.loads.cancel(request.dp_rank, len(request.prompt) + 1, request.token_plan,
+                self.loads.cancel(request.dp_rank, request.num_prompt_tokens + 1, request.token_plan,
                                   request.decode_start_step)  # fmt: skip
         self.release(request)
 
@@ -309,7 +309,7 @@ class DecodeScheduler:
                 done_at = self.step + len(request.token_plan)
                 heapq.heappush(self._finishes, (done_at, next(self._order), request))
                 if request.token_plan:
-                    self.loads.join(request.dp_rank, len(request.prompt) + 1, request.token_plan)
+                    self.loads.join(request.dp_rank, request.num_prompt_tokens + 1, request.token_plan)
         self.waiting = still_waiting
         if self._num_running == 0:
             return None

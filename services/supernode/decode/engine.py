@@ -330,17 +330,24 @@ class DecodeEngine:
                 f"kv: {len(read.missing_keys)} of {len(kv.block_keys)} blocks are gone from the pool",
                 field="kv",
             )
-        if not blocks.verify_chain(kv.block_keys, read.blocks, kv.block_tokens):
-            raise FailedPreconditionError("kv: blocks do not match their prefix-chained keys", field="kv")
-        prompt = list(itertools.chain.from_iterable(read.blocks))
-        if len(prompt) != kv.num_tokens:
-            raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {len(prompt)}")
+        prompt: list[int] = []
+        if self.materialise_tokens:  # the ids seed the token model: check they re-derive the keys
+            if not blocks.verify_chain(kv.block_keys, read.blocks, kv.block_tokens):
+                raise FailedPreconditionError("kv: blocks do not match their prefix-chained keys", field="kv")
+            prompt = list(itertools.chain.from_iterable(read.blocks))
+        # Counting only, no token is drawn: the read checked each block's digest, and their headers
+        # count their tokens, so no id is decoded (`prompt_len` stands for the prompt).
+        num_tokens = len(prompt) if self.materialise_tokens else sum(map(len, read.blocks))
+        if num_tokens != kv.num_tokens:
+            raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {num_tokens}")
         die = self.lease.die(request.dp_rank).index
         result = await self.fabric.transfer(
             ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
         )
         request.kv_pull_s = result.duration_s
         request.prompt, request.max_tokens, request.sampling = prompt, max_tokens, sampling
+        if not self.materialise_tokens:
+            request.prompt_len = num_tokens
         request.first_token, request.kv = first_token, kv
         if not self.materialise_tokens:
             return None

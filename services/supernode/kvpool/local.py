@@ -9,7 +9,8 @@ run it over `MemoryKvStore` (LRU under a byte cap), so pool occupancy and evicti
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
@@ -17,6 +18,42 @@ from supernode.kvpool.store import KvStore, MemoryKvStore
 from supernode.runtime.peers import PoolBlock, PoolRead
 
 log = logging.getLogger(__name__)
+
+
+class BlockTokens(Sequence[int]):
+    """A verified block's token ids, decoded from their packed varints when first read; its length is
+    the block header's count (covered by the digest), so a reader that needs only how many tokens the
+    blocks hold (decode when it only counts its output) decodes none."""
+
+    __slots__ = ("_block", "_ids")
+
+    def __init__(self, block: blocks.OpenedBlock) -> None:
+        self._block = block
+        self._ids: list[int] | None = None
+
+    def __len__(self) -> int:
+        return self._block.num_tokens
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        return self.ids[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self.ids == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # a sequence compared by value, like a list
+
+    @property
+    def ids(self) -> list[int]:
+        if self._ids is None:
+            self._ids = self._block.tokens
+        return self._ids
 
 
 class LocalPool:
@@ -47,14 +84,14 @@ class LocalPool:
         return sum(written)
 
     async def get(self, keys: Sequence[str]) -> PoolRead:
-        found: list[list[int]] = []
+        found: list[BlockTokens] = []
         missing: list[str] = []
         for key, value in zip(keys, await self.store.get_many(self.namespace, keys), strict=True):
             if value is None:
                 missing.append(key)
                 continue
             try:
-                found.append(blocks.open_sealed(value).tokens)
+                found.append(BlockTokens(blocks.open_sealed(value)))
             except blocks.CorruptBlockError as err:
                 log.warning("block %s failed verification (%s); dropping it", key, err)
                 await self.store.delete(self.namespace, key)

@@ -48,7 +48,7 @@ class PoolBlock:
 
 @dataclass(frozen=True, slots=True)
 class PoolRead:
-    blocks: list[list[int]]  # token ids of each block found, in the order asked
+    blocks: Sequence[Sequence[int]]  # token ids of each block found, in the order asked
     missing_keys: list[str]  # keys not found (or failing verification)
 
 
