@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from supernode.core import tokens
 from supernode.core.request import RequestStatus, Sampling
 from supernode.inproc import ClusterShape, InprocCluster
 from supernode.runtime.clock import VirtualClock
+from supernode.runtime.peers import PoolRead
 from tests.conftest import make_settings
 
 SMALL = ClusterShape(num_prefill=2, num_decode=1, prefill_npus=1, decode_dies=2, pool_bytes=10**12)
@@ -46,9 +49,11 @@ async def test_kv_gone_before_decode_is_recomputed_whether_tokens_are_drawn_or_c
     """Decode reads the prompt's blocks (counting only: their presence, digests and counts, no ids);
     a block gone from the pool is a FAILED_PRECONDITION the router answers with one recompute."""
     async with InprocCluster(make_settings(), VirtualClock(), SMALL, materialise_tokens=materialise) as c:
-        pool, real_get, num_dropped = c.pool, c.pool.get, []
+        pool, real_get = c.pool, c.pool.get
+        num_dropped: list[str] = []
 
-        async def get_after_an_eviction(keys):  # the first read finds its last block evicted
+        async def get_after_an_eviction(keys: Sequence[str]) -> PoolRead:
+            """The first read finds its last block evicted."""
             if not num_dropped:
                 await pool.store.delete(pool.namespace, keys[-1])
                 num_dropped.append(keys[-1])
