@@ -98,21 +98,30 @@ async def test_bad_input_is_invalid_argument(pool):
     assert (await stub.Lookup(kvpool_pb2.LookupRequest(block_keys=[]))).num_cached_blocks == 0
 
 
-async def test_corrupt_block_is_detected_and_served_as_missing(pool, request):
-    stub, ns, kind = pool
-    if kind == "memory":
-        pytest.skip("corrupts the stored bytes in Redis itself")
-    b = _blocks(list(range(50, 50 + BLOCK)))
-    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+async def _corrupt(
+    request: pytest.FixtureRequest, kind: str, ns: str, key: str
+) -> aioredis.Redis | aioredis.RedisCluster:
+    """Flips the last byte of a stored (valid) block in Redis itself; returns the raw client."""
     url = (
         request.getfixturevalue("redis_cluster").url
         if kind == "cluster"
         else request.getfixturevalue("redis_url")
     )
     r = raw_client(kind, url)
-    raw = await r.get(redis_key(ns, b[0].key))
-    assert blocks.open_sealed(raw).tokens == list(range(50, 50 + BLOCK))
-    await r.set(redis_key(ns, b[0].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    raw = await r.get(redis_key(ns, key))
+    assert isinstance(raw, bytes)
+    blocks.open_sealed(raw)  # stored intact
+    await r.set(redis_key(ns, key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    return r
+
+
+async def test_corrupt_block_is_detected_and_served_as_missing(pool, request):
+    stub, ns, kind = pool
+    if kind == "memory":
+        pytest.skip("corrupts the stored bytes in Redis itself")
+    b = _blocks(list(range(50, 50 + BLOCK)))
+    await stub.Put(kvpool_pb2.PutRequest(blocks=b))
+    r = await _corrupt(request, kind, ns, b[0].key)
     got = await stub.Get(kvpool_pb2.GetRequest(block_keys=[b[0].key]))
     assert list(got.missing_keys) == [b[0].key]
     assert (await stub.Stats(kvpool_pb2.StatsRequest())).num_digest_failures == 1
@@ -188,14 +197,7 @@ async def test_get_stream_serves_a_corrupt_block_as_missing(pool, request):
         pytest.skip("corrupts the stored bytes in Redis itself")
     b = _blocks(list(range(70, 70 + 2 * BLOCK)))
     await stub.Put(kvpool_pb2.PutRequest(blocks=b))
-    url = (
-        request.getfixturevalue("redis_cluster").url
-        if kind == "cluster"
-        else request.getfixturevalue("redis_url")
-    )
-    r = raw_client(kind, url)
-    raw = await r.get(redis_key(ns, b[1].key))
-    await r.set(redis_key(ns, b[1].key), raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    r = await _corrupt(request, kind, ns, b[1].key)
     messages = [m async for m in stub.GetStream(kvpool_pb2.GetRequest(block_keys=[x.key for x in b]))]
     assert [x.key for m in messages for x in m.blocks] == [b[0].key]
     assert [k for m in messages for k in m.missing_keys] == [b[1].key]

@@ -28,17 +28,27 @@ def admit(scheduler: DecodeScheduler, rng: random.Random, index: int) -> Request
     return request
 
 
+def churn(
+    scheduler: DecodeScheduler, rng: random.Random, requests: list[Request], step: int,
+    when: tuple[int, int, int], first_id: int,
+) -> None:  # fmt: skip
+    """One step's arrivals and cancellations: `when` = (join every n steps, cancel every m steps, at
+    step k mod m); the cancelled sequence is a random running one."""
+    join_every, cancel_every, cancel_at = when
+    if step % join_every == 0:
+        requests.append(admit(scheduler, rng, first_id + step))
+    if step % cancel_every == cancel_at:
+        running = [r for rank in scheduler.running for r in rank]
+        if running:
+            scheduler.cancel(rng.choice(running))
+
+
 def test_loads_and_price_match_every_sequence_over_a_busy_run():
     dep = DecodeDeployment(ep_size=320)
     scheduler, rng = make_scheduler(), random.Random(3)
     requests = [admit(scheduler, rng, i) for i in range(30)]
     for step in range(120):
-        if step % 7 == 0:
-            requests.append(admit(scheduler, rng, 100 + step))
-        if step % 11 == 5:
-            running = [r for rank in scheduler.running for r in rank]
-            if running:
-                scheduler.cancel(rng.choice(running))
+        churn(scheduler, rng, requests, step, (7, 11, 5), 100)
         batch = scheduler.schedule()
         if batch is None:
             break
@@ -105,12 +115,7 @@ def test_reading_only_busy_ranks_matches_every_rank(num_dies: int, num_requests:
     work = lambda s, kv: s * 100.0 + kv  # noqa: E731
     busy_counts = set()
     for step in range(200):
-        if step % 5 == 0:
-            requests.append(admit(scheduler, rng, 1000 + step))
-        if step % 9 == 4:
-            running = [r for rank in scheduler.running for r in rank]
-            if running:
-                scheduler.cancel(rng.choice(running))
+        churn(scheduler, rng, requests, step, (5, 9, 4), 1000)
         batch = scheduler.schedule()
         if batch is None:
             break

@@ -1,7 +1,8 @@
 """The token-id varint codec and block keys against the byte-at-a-time code they replaced.
 
-The references below are the previous implementations, copied here so that the SNKV3 bytes stored in
-Redis, the ids read back, the errors and the block keys (compared across runs) are pinned to them.
+The SNKV3 bytes stored in Redis, the ids read back, the errors and the block keys (compared across
+runs) are pinned to the previous implementations: the codec's byte loop (kept in `varints` as the
+reference, itself pinned to known bytes) and the previous block-key chain, copied below.
 """
 
 from __future__ import annotations
@@ -21,33 +22,22 @@ from supernode.core import blocks, varints
 EDGES = [0, 1, 127, 128, 255, 256, 2**14 - 1, 2**14, 2**21 - 1, 2**21, 2**28 - 1, 2**28, 2**31, 2**32 - 1]
 
 
-def old_encode(tokens: Sequence[int]) -> bytes:
-    out = bytearray()
-    for token in tokens:
-        if not 0 <= token < 1 << 32:
-            raise ValueError(f"token id {token} is not a uint32")
-        while token > 0x7F:
-            out.append((token & 0x7F) | 0x80)
-            token >>= 7
-        out.append(token)
-    return bytes(out)
+# The byte-at-a-time codec the C codec replaced is kept in the module as the reference (and the path
+# for odd input); it is pinned to protobuf's bytes and errors below, and the fast path to it.
+old_encode = varints.encode_each
+old_decode = varints.decode_each
 
 
-def old_decode(encoded: bytes | memoryview) -> list[int]:
-    tokens: list[int] = []
-    value = shift = 0
-    for byte in bytes(encoded):
-        value |= (byte & 0x7F) << shift
-        if byte & 0x80:
-            shift += 7
-            if shift > 28:
-                raise ValueError("token varint longer than a uint32")
-            continue
-        tokens.append(value)
-        value = shift = 0
-    if shift:
-        raise ValueError("truncated token varint")
-    return tokens
+def test_the_reference_codec_is_protobufs_packed_varints():
+    ids = [0, 1, 127, 128, 300, 2**32 - 1]
+    wire = bytes.fromhex("00017f8001ac02ffffffff0f")
+    assert old_encode(ids) == wire and old_decode(wire) == ids
+    with pytest.raises(ValueError, match="token id -1 is not a uint32"):
+        old_encode([1, -1])
+    with pytest.raises(ValueError, match="truncated token varint"):
+        old_decode(b"\x01\x80")
+    with pytest.raises(ValueError, match="longer than a uint32"):
+        old_decode(b"\xff\xff\xff\xff\xff\x01")
 
 
 def old_block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
