@@ -105,6 +105,7 @@ def check(num_requests: int, time_scale: float, seed: int) -> None:
         "scenario": cfg.description, "num_requests": num_requests, "time_scale": time_scale,
         "live_failed": live["failed"], "sim_failed": sim.suite.results["failed"], "rows": table,
     }  # fmt: skip
+    REPORTS.mkdir(exist_ok=True)  # also when called on its own, not through main()
     (REPORTS / "sim_check.json").write_text(json.dumps(report, indent=2) + "\n")
     for row in table:
         metric, live_v, sim_v, err = row["metric"], row["live"], row["sim"], row["error_pct"]
