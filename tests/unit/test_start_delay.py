@@ -25,6 +25,14 @@ def serve_alone(bound: StartDelayBound, clock: Clock, ttft_s: float) -> None:
     bound.on_end(ticket)
 
 
+def served_once(max_delay_s: float = 0.3, alone_s: float = 0.1) -> tuple[StartDelayBound, Clock]:
+    """A bound that has seen one request served alone, `alone_s` to its first token."""
+    clock = Clock()
+    bound = StartDelayBound(max_delay_s, clock)
+    serve_alone(bound, clock, alone_s)
+    return bound, clock
+
+
 def test_before_any_first_token_everything_is_admitted():
     bound = StartDelayBound(0.1, Clock())
     tickets = [bound.admit() for _ in range(50)]
@@ -35,9 +43,7 @@ def test_before_any_first_token_everything_is_admitted():
 
 
 def test_a_burst_after_serial_service_is_admitted_as_far_as_serial_service_fits():
-    clock = Clock()
-    bound = StartDelayBound(0.3, clock)
-    serve_alone(bound, clock, 0.1)  # one request alone: 0.1 s to its first token
+    bound, clock = served_once()  # one request alone: 0.1 s to its first token
     admitted = [bound.admit() for _ in range(4)]  # 0, 1, 2 and 3 ahead: waits 0 .. 0.3 s
     with pytest.raises(ShedError) as err:
         bound.admit()  # 4 ahead x 0.1 s = 0.4 s > 0.3 s: refused at once
@@ -49,9 +55,7 @@ def test_a_burst_after_serial_service_is_admitted_as_far_as_serial_service_fits(
 
 
 def test_the_interval_between_first_tokens_under_a_backlog_replaces_the_serial_guess():
-    clock = Clock()
-    bound = StartDelayBound(0.3, clock)
-    serve_alone(bound, clock, 0.1)
+    bound, clock = served_once()
     tickets = [bound.admit() for _ in range(4)]
     for ticket in tickets:  # batched: first tokens 20 ms apart
         clock.now += 0.02
@@ -66,9 +70,7 @@ def test_the_interval_between_first_tokens_under_a_backlog_replaces_the_serial_g
 
 
 def test_first_tokens_slower_than_alone_refuse_new_requests_until_the_window_passes():
-    clock = Clock()
-    bound = StartDelayBound(0.3, clock)
-    serve_alone(bound, clock, 0.1)
+    bound, clock = served_once()
     tickets = [bound.admit() for _ in range(2)]
     clock.now += 0.5  # a host busy with running streams: first tokens 0.5 s after arrival, not 0.1 s
     for ticket in tickets:
@@ -82,9 +84,7 @@ def test_first_tokens_slower_than_alone_refuse_new_requests_until_the_window_pas
 
 
 def test_ending_without_a_first_token_frees_the_place_and_teaches_nothing():
-    clock = Clock()
-    bound = StartDelayBound(0.15, clock)
-    serve_alone(bound, clock, 0.1)
+    bound, clock = served_once(0.15)
     ticket = bound.admit()
     bound.admit()
     with pytest.raises(ShedError):
@@ -116,9 +116,7 @@ def test_queued_metadata_is_read_defensively():
 
 
 def test_zero_is_no_bound_and_negative_is_rejected_with_the_field():
-    clock = Clock()
-    bound = StartDelayBound(0.0, clock)
-    serve_alone(bound, clock, 1.0)
+    bound, clock = served_once(0.0, 1.0)
     for _ in range(100):
         bound.admit()
     with pytest.raises(ValueError, match="max_delay_s"):
