@@ -78,41 +78,33 @@ class FabricNetwork:
 
     async def transfer_many(self, items: Sequence[tuple[Route, int]]) -> list[TransferOutcome]:
         """Starts every (route, num_bytes) now and waits until all have finished; UNAVAILABLE if one fails."""
+        if len(items) == 1:  # the usual single transfer: without the lists and gather's wrapper
+            route, num_bytes = items[0]
+            return [await self.transfer(route, num_bytes)]
         now = self.now_s()
         self._settle(now)
         ids = [next(self._ids) for _ in items]
-        loop = asyncio.get_running_loop()
         try:
             for flow_id, (route, num_bytes) in zip(ids, items, strict=True):
-                self._waiters[flow_id] = (
-                    loop.create_future()
-                )  # before add: a flow may finish during the next add
-                cap, latency = route.rate_cap_bytes_per_s, route.latency_s
-                self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
+                self._start(flow_id, route, num_bytes, now)
         except LinkDownError as err:
             self._abandon(ids)
             raise self._path_down(err) from None
         self._kick()
         try:
-            if len(ids) == 1:  # the usual single transfer: its future alone, without gather's wrapper
-                done = [await self._waiters[ids[0]]]
-            else:
-                done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
+            done = await asyncio.gather(*(self._waiters[flow_id] for flow_id in ids))
         except BaseException:
             self._abandon(ids)
             raise
         return [self._outcome(d, route) for d, (route, _) in zip(done, items, strict=True)]
 
     async def transfer(self, route: Route, num_bytes: int) -> TransferOutcome:
-        """`transfer_many` of one transfer (the in-process fabric's every call), without the lists."""
+        """One transfer started now, its outcome when it has finished; UNAVAILABLE if it fails."""
         now = self.now_s()
         self._settle(now)
         flow_id = next(self._ids)
-        future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
-        self._waiters[flow_id] = future  # before add: a flow may finish during the next add
         try:
-            cap, latency = route.rate_cap_bytes_per_s, route.latency_s
-            self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
+            future = self._start(flow_id, route, num_bytes, now)
         except LinkDownError as err:
             self._abandon((flow_id,))
             raise self._path_down(err) from None
@@ -123,6 +115,15 @@ class FabricNetwork:
             self._abandon((flow_id,))
             raise
         return self._outcome(done, route)
+
+    def _start(self, flow_id: int, route: Route, num_bytes: int, now: float) -> asyncio.Future[FlowDone]:
+        """Adds the flow to the model, its caller's future registered first (a flow may finish during
+        the next add); LinkDownError when its route is down."""
+        future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
+        self._waiters[flow_id] = future
+        cap, latency = route.rate_cap_bytes_per_s, route.latency_s
+        self.flows.add(flow_id, route.links, num_bytes, now, rate_cap=cap, latency_s=latency)
+        return future
 
     def _path_down(self, err: LinkDownError) -> UnavailableError:
         retry_s = self._retry_after(err.link_ids)
