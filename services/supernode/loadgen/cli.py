@@ -17,24 +17,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from supernode.loadgen import workload_flags as flags
 from supernode.loadgen.bench import Predictor
 from supernode.loadgen.http_target import HttpTarget
 from supernode.loadgen.records import RequestResult
 from supernode.loadgen.report import fmt, summary_rows
-from supernode.loadgen.scenarios import PRESETS, BenchConfig, RunPoint, preset
+from supernode.loadgen.scenarios import PRESETS, BenchConfig, RunPoint
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import SuiteOutcome, failure_rate, run_folder, run_suite
 from supernode.loadgen.targets import SdkTarget, Target
 
 Opt = typer.Option
-
-
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    return None if text is None else tuple(float(x) for x in text.split(",") if x.strip())
-
-
-def _ints(text: str | None) -> tuple[int, ...] | None:
-    return None if text is None else tuple(int(x) for x in text.split(",") if x.strip())
 
 
 def _defaults() -> tuple[str, float, Deployment, str]:
@@ -146,22 +139,22 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
         endpoint: Annotated[str | None, Opt(help="OpenAI-compatible base URL instead of the SDK")] = None,
         model: Annotated[str | None, Opt(help="Model name for --endpoint")] = None,
         api_key: Annotated[str, Opt(help="Bearer token for --endpoint")] = "",
-        arrival: Annotated[str | None, Opt(help="poisson | constant | closed | trace")] = None,
-        request_rate: Annotated[str | None, Opt(help="Req/s (emulated); comma list = sweep")] = None,
-        burstiness: Annotated[float | None, Opt(help="Gamma shape of gaps (1 = Poisson)")] = None,
-        concurrency: Annotated[str | None, Opt(help="Closed-loop workers; comma list = sweep")] = None,
-        max_concurrency: Annotated[int | None, Opt(help="Open-loop cap on requests in flight")] = None,
-        num_requests: Annotated[int | None, Opt(help="Requests per run point (0 = auto)")] = None,
-        workload: Annotated[str | None, Opt(help="synthetic | sessions | trace")] = None,
-        input_len: Annotated[str | None, Opt(help="fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA")] = None,
-        output_len: Annotated[str | None, Opt(help="Same forms as --input-len")] = None,
-        reuse: Annotated[str | None, Opt(help="Sessions: prefix reuse ratio(s), comma list = sweep")] = None,
-        turns: Annotated[int | None, Opt(help="Sessions: turns per conversation")] = None,
-        trace: Annotated[str | None, Opt(help="Mooncake JSONL trace (default: shipped sample)")] = None,
-        trace_speedup: Annotated[float | None, Opt(help="Replay the trace this many times faster")] = None,
-        slo_ttft: Annotated[float | None, Opt(help="TTFT SLO (ms)")] = None,
-        slo_tpot: Annotated[str | None, Opt(help="TPOT SLO(s) in ms, comma list")] = None,
-        seed: Annotated[int | None, Opt(help="Seed for arrivals and prompts")] = None,
+        arrival: flags.Arrival = None,
+        request_rate: flags.RequestRate = None,
+        burstiness: flags.Burstiness = None,
+        concurrency: flags.Concurrency = None,
+        max_concurrency: flags.MaxConcurrency = None,
+        num_requests: flags.NumRequests = None,
+        workload: flags.Workload = None,
+        input_len: flags.InputLen = None,
+        output_len: flags.OutputLen = None,
+        reuse: flags.Reuse = None,
+        turns: flags.Turns = None,
+        trace: flags.Trace = None,
+        trace_speedup: flags.TraceSpeedup = None,
+        slo_ttft: flags.SloTtft = None,
+        slo_tpot: flags.SloTpot = None,
+        seed: flags.Seed = None,
         time_scale: Annotated[float | None, Opt(help="Emulated s per wall s (default from settings)")] = None,
         prefill_npus: Annotated[int | None, Opt(help="Prefill NPUs in the deployment")] = None,
         decode_npus: Annotated[float | None, Opt(help="Decode NPUs in the deployment")] = None,
@@ -188,8 +181,8 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
 
             try:
                 run_passkey(
-                    target=target, context_window=context_window, lengths=_ints(lengths),
-                    depths=_floats(depths), policies=tuple(policies.split(",")) if policies else None,
+                    target=target, context_window=context_window, lengths=flags.ints(lengths),
+                    depths=flags.floats(depths), policies=tuple(policies.split(",")) if policies else None,
                     huge=huge, seed=seed or 0, time_scale=time_scale, timeout_s=timeout_s, reports=reports,
                     plots=plots, filler=filler,
                 )  # fmt: skip
@@ -247,16 +240,7 @@ def register(app: typer.Typer, predictor: Predictor | None = None) -> None:
             prefill_npus or deployment.num_prefill_npus, decode_npus or deployment.num_decode_npus
         )
         scale = time_scale or default_scale
-        try:
-            cfg = preset(scenario, deployment).override(
-                arrival=arrival, request_rates=_floats(request_rate), burstiness=burstiness,
-                concurrencies=_ints(concurrency), max_concurrency=max_concurrency, num_requests=num_requests,
-                workload=workload, input_len=input_len, output_len=output_len, reuse_ratios=_floats(reuse),
-                turns_per_session=turns, trace_path=trace, trace_speedup=trace_speedup, slo_ttft_ms=slo_ttft,
-                slo_tpot_ms=_floats(slo_tpot), seed=seed,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+        cfg = flags.workload_config(scenario, deployment, flags.WorkloadFlags.pick(locals()))
         tgt: Target
         if endpoint:
             tgt, label, hook = (

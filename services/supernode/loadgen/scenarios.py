@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from supernode.loadgen.lengths import parse_length
 from supernode.loadgen.stats import Deployment
 
 SAMPLE_TRACE = str(Path(__file__).parent / "traces" / "sample_mooncake.jsonl")
@@ -183,6 +184,7 @@ def sweep_axis(cfg: BenchConfig) -> str | None:
 
 
 def validate(cfg: BenchConfig) -> None:
+    """Raises ValueError naming the setting and its rule, before anything runs."""
     if cfg.arrival not in ARRIVALS:
         raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}, got '{cfg.arrival}'")
     if cfg.workload not in WORKLOADS:
@@ -191,6 +193,19 @@ def validate(cfg: BenchConfig) -> None:
         raise ValueError("arrival 'trace' replays trace timestamps: it needs workload 'trace'")
     if cfg.num_requests < 0 or any(c < 1 for c in cfg.concurrencies) or cfg.max_concurrency < 0:
         raise ValueError("num_requests and max_concurrency must be >= 0, concurrency >= 1")
+    if cfg.arrival in ("poisson", "constant") and any(r <= 0 for r in cfg.request_rates):
+        raise ValueError(f"request_rate must be > 0, got {_show(cfg.request_rates)}")
+    if cfg.burstiness <= 0 or cfg.trace_speedup <= 0:
+        raise ValueError("burstiness and trace_speedup must be > 0")
+    if cfg.workload == "sessions" and not all(0.0 <= r < 1.0 for r in cfg.reuse_ratios):
+        raise ValueError(f"reuse must be in [0, 1), got {_show(cfg.reuse_ratios)}")
+    if cfg.turns_per_session < 1:
+        raise ValueError("turns must be >= 1")
+    for name in ("input_len", "output_len"):
+        try:
+            parse_length(getattr(cfg, name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     sweep_axis(cfg)
 
 

@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from supernode.loadgen.cli import _floats, _ints, _print, _RichProgress
-from supernode.loadgen.scenarios import PRESETS, preset
+from supernode.loadgen import workload_flags as flags
+from supernode.loadgen.cli import _print, _RichProgress
+from supernode.loadgen.scenarios import PRESETS
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import run_folder
 from supernode.sim.deployment import SimDeployment, load_deployment
@@ -33,22 +34,22 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             str | None, Opt(help="Router prefill policy: paper | round_robin | kv_aware")
         ] = None,
-        arrival: Annotated[str | None, Opt(help="poisson | constant | closed | trace")] = None,
-        request_rate: Annotated[str | None, Opt(help="Req/s (emulated); comma list = sweep")] = None,
-        burstiness: Annotated[float | None, Opt(help="Gamma shape of gaps (1 = Poisson)")] = None,
-        concurrency: Annotated[str | None, Opt(help="Closed-loop workers; comma list = sweep")] = None,
-        max_concurrency: Annotated[int | None, Opt(help="Open-loop cap on requests in flight")] = None,
-        num_requests: Annotated[int | None, Opt(help="Requests per run point (0 = auto)")] = None,
-        workload: Annotated[str | None, Opt(help="synthetic | sessions | trace")] = None,
-        input_len: Annotated[str | None, Opt(help="fixed:N | uniform:LO:HI | lognormal:MEDIAN:SIGMA")] = None,
-        output_len: Annotated[str | None, Opt(help="Same forms as --input-len")] = None,
-        reuse: Annotated[str | None, Opt(help="Sessions: prefix reuse ratio(s), comma list = sweep")] = None,
-        turns: Annotated[int | None, Opt(help="Sessions: turns per conversation")] = None,
-        trace: Annotated[str | None, Opt(help="Mooncake JSONL trace (default: shipped sample)")] = None,
-        trace_speedup: Annotated[float | None, Opt(help="Replay the trace this many times faster")] = None,
-        slo_ttft: Annotated[float | None, Opt(help="TTFT SLO (ms)")] = None,
-        slo_tpot: Annotated[str | None, Opt(help="TPOT SLO(s) in ms, comma list")] = None,
-        seed: Annotated[int | None, Opt(help="Seed for arrivals and prompts")] = None,
+        arrival: flags.Arrival = None,
+        request_rate: flags.RequestRate = None,
+        burstiness: flags.Burstiness = None,
+        concurrency: flags.Concurrency = None,
+        max_concurrency: flags.MaxConcurrency = None,
+        num_requests: flags.NumRequests = None,
+        workload: flags.Workload = None,
+        input_len: flags.InputLen = None,
+        output_len: flags.OutputLen = None,
+        reuse: flags.Reuse = None,
+        turns: flags.Turns = None,
+        trace: flags.Trace = None,
+        trace_speedup: flags.TraceSpeedup = None,
+        slo_ttft: flags.SloTtft = None,
+        slo_tpot: flags.SloTpot = None,
+        seed: flags.Seed = None,
         tokens: Annotated[
             bool, Opt("--tokens", help="Draw every output token (default: count only)")
         ] = False,
@@ -69,20 +70,15 @@ def register(app: typer.Typer) -> None:
         and on the line between (--exact-steps prices every step; the README gives the difference)."""
         try:
             dep = load_deployment(deployment) if deployment else SimDeployment()
-            flags: dict[str, object] = {"num_prefill": prefill_instances, "prefill_npus": prefill_npus,
+            sizes: dict[str, object] = {"num_prefill": prefill_instances, "prefill_npus": prefill_npus,
                      "num_decode": decode_instances, "decode_npus": decode_npus, "pool_gb": pool_gb,
                      "policy": policy}  # fmt: skip
-            dep = dataclasses.replace(dep, **{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
+            dep = dataclasses.replace(dep, **{k: v for k, v in sizes.items() if v is not None})  # type: ignore[arg-type]
             dep.settings()  # validates the figures (a clear error naming the setting)
-            cfg = preset(scenario, Deployment(dep.num_prefill_npus, dep.num_decode_npus)).override(
-                arrival=arrival, request_rates=_floats(request_rate), burstiness=burstiness,
-                concurrencies=_ints(concurrency), max_concurrency=max_concurrency, num_requests=num_requests,
-                workload=workload, input_len=input_len, output_len=output_len, reuse_ratios=_floats(reuse),
-                turns_per_session=turns, trace_path=trace, trace_speedup=trace_speedup, slo_ttft_ms=slo_ttft,
-                slo_tpot_ms=_floats(slo_tpot), seed=seed,
-            )  # fmt: skip
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        given = flags.WorkloadFlags.pick(locals())
+        cfg = flags.workload_config(scenario, Deployment(dep.num_prefill_npus, dep.num_decode_npus), given)
         if until < 0 or sample_s <= 0:
             raise typer.BadParameter("--until must be >= 0 and --sample-s > 0")
         console = Console()
