@@ -1,4 +1,4 @@
-"""`supernode sim` from the command line: it takes `supernode bench`'s workload flags, with the same meaning."""
+"""`supernode sim` from the command line: it takes `supernode bench`'s workload flags, meaning the same."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ SMALL = ["--prefill-instances", "2", "--prefill-npus", "16", "--decode-npus", "1
 
 def test_sim_runs_a_workload_given_as_flags(tmp_path: Path):
     args = ["sim", *SMALL, "--num-requests", "6", "--request-rate", "8", "--input-len", "fixed:256"]
-    args += ["--output-len", "fixed:5", "--seed", "3", "--reports", str(tmp_path), "--no-plots", "--no-progress"]
+    args += ["--output-len", "fixed:5", "--seed", "3", "--reports", str(tmp_path)]
+    args += ["--no-plots", "--no-progress"]
     result = CliRunner().invoke(app, args, terminal_width=200)
     assert result.exit_code == 0, result.output
     (results_file,) = tmp_path.glob("*/results.json")
