@@ -98,6 +98,45 @@ async def test_a_reused_request_id_does_not_collide_and_comes_back_unchanged(hos
     await client.close()
 
 
+async def test_an_upload_passes_the_same_admission_bound_as_generate(host_factory):
+    client = await start_router(
+        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=2, admission_max_wait_s=0.0
+    )
+    uploads = [client.complete(None, prompt_chunks=[[1], [2]], max_tokens=6) for _ in range(3)]
+    generates = [client.complete(token_ids=[1], max_tokens=6) for _ in range(3)]
+    results = await asyncio.gather(*uploads, *generates, return_exceptions=True)
+    shed = [r for r in results if isinstance(r, ResourceExhaustedError)]
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert len(done) == 2 and len(shed) == 4, results  # one bound over both methods
+    assert all(err.retry_after_s == 1.0 and "overloaded" in err.message for err in shed)
+    assert len((await client.complete(None, prompt_chunks=[[1]], max_tokens=2)).token_ids) == 2
+    await client.close()
+
+
+async def test_an_upload_waited_on_in_front_of_the_router_meets_the_first_token_bound(host_factory):
+    prefill = FakePrefill()
+    client = await start_router(host_factory, [prefill], [SlowDecode()], max_queue_delay_s=0.25)
+    assert len((await client.complete(None, prompt_chunks=[[1]], max_tokens=2, queued_s=0.2)).token_ids) == 2
+    with pytest.raises(ResourceExhaustedError, match="first token 0.30s"):
+        await client.complete(None, prompt_chunks=[[1]], max_tokens=2, queued_s=0.3)
+    assert prefill.calls == 1
+    await client.close()
+
+
+async def test_a_reused_request_id_on_uploads_does_not_collide_and_comes_back_unchanged(host_factory):
+    decode = SlowDecode()
+    client = await start_router(host_factory, [FakePrefill()], [decode])
+    results = await asyncio.gather(
+        *(client.complete(None, prompt_chunks=[[1]], max_tokens=4, request_id="same-id") for _ in range(3))
+    )
+    assert [r.request_id for r in results] == ["same-id"] * 3
+    assert len(set(decode.reserved)) == 3 and all(r.startswith("same-id.") for r in decode.reserved)
+    with pytest.raises(InvalidArgumentError) as err:
+        await client.complete(None, prompt_chunks=[[1]], max_tokens=2, request_id="x" * 129)
+    assert err.value.field == "request_id" and "at most 128 characters" in err.value.message
+    await client.close()
+
+
 async def test_request_id_is_length_and_charset_limited(host_factory):
     client = await start_router(host_factory, [FakePrefill()], [FakeDecode()])
     with pytest.raises(InvalidArgumentError) as err:

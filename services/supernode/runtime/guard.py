@@ -9,6 +9,9 @@
   the requests still waiting for their first token exceeds `router.max_queue_delay_s`), and the
   client's request id is made unique inside the system (a reused id must not collide with a
   concurrent request's decode reservation) while every chunk still carries the client's id;
+- `Router.GenerateUpload` passes the same gate and bound (they count both methods' requests) when
+  the call opens, before a chunk of its prompt is read, so a refused upload costs no spooling; its
+  header's request id is checked and made unique as `Generate`'s;
 - a call whose client deadline passed is counted and logged as a deadline expiry.
 
 Metrics (the default registry, which every service's metrics port serves):
@@ -44,6 +47,7 @@ from supernode.runtime.start_delay import StartDelayBound, Ticket
 log = logging.getLogger(__name__)
 
 GENERATE = "/supernode.v1.Router/Generate"
+GENERATE_UPLOAD = "/supernode.v1.Router/GenerateUpload"
 _INTERNAL_ID_SUFFIX_CHARS = 13  # "." + 12 hex digits
 SHED_TOTAL = Counter("supernode_shed", "Requests refused by admission control.", ("where", "reason"))
 DEADLINE_EXPIRED_TOTAL = Counter(
@@ -82,6 +86,32 @@ class _ClientIdContext:
         return getattr(self._context, name)
 
 
+class _UploadIds:
+    """An upload's messages as they arrive, its header's request id checked and made unique, and
+    the servicer context whose written chunks carry the client's id again."""
+
+    def __init__(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        self._messages = messages
+        self._context = context
+        self._client_id = ""
+
+    async def messages(self) -> AsyncIterator[Any]:
+        async for message in self._messages:
+            if message.WhichOneof("part") == "header" and message.header.request_id:
+                self._client_id = message.header.request_id
+                check_request_id(self._client_id)  # INVALID_ARGUMENT naming request_id
+                message.header.request_id = f"{self._client_id}.{uuid.uuid4().hex[:12]}"
+            yield message
+
+    async def write(self, message: Any) -> None:
+        if self._client_id:
+            message.request_id = self._client_id
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """See the module docstring; `gates` maps full method names to their admission gate."""
 
@@ -100,14 +130,20 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
-            return handler  # client-streaming RPCs (reflection) parse per message; left as they are
         method = handler_call_details.method
+        if handler is None or (handler.request_streaming and method != GENERATE_UPLOAD):
+            return handler  # other client-streaming RPCs (reflection) parse per message; left as they are
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
         deserializer = _safe(handler.request_deserializer, method)
-        if handler.response_streaming:
+        if handler.request_streaming:
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                self._wrap(handler.stream_stream, method, upload=True),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        elif handler.response_streaming:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method), deserializer, handler.response_serializer
             )
@@ -118,7 +154,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _wrap(self, fn: Callable[..., Any], method: str, upload: bool = False) -> Callable[..., Any]:
+        """`upload`: `fn` takes the iterator of a client-streaming call, admitted before it is read."""
         if inspect.isasyncgenfunction(fn):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -136,7 +173,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             return stream
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request, context, gate, key = await self._enter(request, context, method)
+            if upload:
+                gate, key = await self._admit(context, method)
+                ids = _UploadIds(request, context)
+                request, context = ids.messages(), ids  # type: ignore[assignment]
+            else:
+                request, context, gate, key = await self._enter(request, context, method)
             bound = self.start_bounds.get(method)
             ticket: Ticket | None = None
             try:
@@ -170,6 +212,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 check_request_id(request_id, max_chars=limit)
             except SupernodeError as err:
                 await _abort(context, err.grpc_code, err.message, field="request_id")
+        gate, key = await self._admit(context, method)
+        if method == GENERATE and request_id:
+            context = _ClientIdContext(context, request_id)  # type: ignore[assignment]
+            request.request_id = f"{request_id}.{uuid.uuid4().hex[:12]}"
+        return request, context, gate, key
+
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> tuple[Gate | None, str | None]:
+        """Passes the method's admission gate, if it has one; aborts RESOURCE_EXHAUSTED otherwise."""
         gate = self.gates.get(method)
         key = context.peer() if gate is not None else None
         if gate is not None:
@@ -179,10 +229,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 SHED_TOTAL.labels(method.rsplit("/", 1)[-1], err.reason).inc()
                 self.shed_logs[method].on_shed(err.reason, err.message)
                 await _abort(context, err.grpc_code, err.message, retry_after_s=err.retry_after_s)
-        if method == GENERATE and request_id:
-            context = _ClientIdContext(context, request_id)  # type: ignore[assignment]
-            request.request_id = f"{request_id}.{uuid.uuid4().hex[:12]}"
-        return request, context, gate, key
+        return gate, key
 
     async def _start(self, bound: StartDelayBound, context: grpc.aio.ServicerContext, method: str) -> Ticket:
         """Passes the first-token queueing bound; aborts RESOURCE_EXHAUSTED otherwise."""
@@ -260,5 +307,6 @@ def guard_interceptors(settings: Settings) -> GuardInterceptor:
         name="router",
     )
     # Without a bound nothing would be refused: skip the per-chunk bookkeeping altogether.
-    bounds = {GENERATE: StartDelayBound(cfg.max_queue_delay_s)} if cfg.max_queue_delay_s > 0 else {}
-    return GuardInterceptor({GENERATE: gate}, bounds)
+    bound = StartDelayBound(cfg.max_queue_delay_s) if cfg.max_queue_delay_s > 0 else None
+    bounds = {GENERATE: bound, GENERATE_UPLOAD: bound} if bound is not None else {}
+    return GuardInterceptor({GENERATE: gate, GENERATE_UPLOAD: gate}, bounds)
