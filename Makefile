@@ -80,7 +80,7 @@ test-e2e: setup ## Real redis-server and every service as a process
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check services tests benchmarks
 	$(VENV)/bin/ruff format --check services tests benchmarks
-	$(VENV)/bin/mypy services/supernode tests
+	$(VENV)/bin/mypy services/supernode tests benchmarks
 
 bench: setup ## Micro-benchmarks into reports/bench.json
 	$(PY) -m benchmarks
