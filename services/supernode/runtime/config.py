@@ -192,10 +192,14 @@ class RouterSettings(BaseModel):
         description="Prompts over the window: reject (error), truncate (keep the last window), xl3m",
     )
     admission_max_inflight: int = Field(
-        1024, ge=1, description="Generate streams admitted at once; beyond them RESOURCE_EXHAUSTED"
+        1024,
+        ge=1,
+        description="Generate and GenerateUpload streams admitted at once; beyond them RESOURCE_EXHAUSTED",
     )
     admission_max_per_connection: int = Field(
-        0, ge=0, description="Generate streams per client connection (0 = only the total bound)"
+        0,
+        ge=0,
+        description="Generate and GenerateUpload streams per client connection (0 = only the total bound)",
     )
     admission_max_wait_s: float = Field(
         1.0,
