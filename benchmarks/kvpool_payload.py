@@ -81,7 +81,9 @@ async def _payload_mb_per_s(
     async with open_channel(address, Settings()) as channel, open_channel(copy_address, Settings()) as copy:
         stub = kvpool_pb2_grpc.KvPoolStub(channel)
         batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
-        await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
+        put = await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
+        if put.num_stored != len(batch):  # a key stored before (at another size) would skew the figure
+            raise RuntimeError(f"full-size blocks not stored: {put.num_stored} of {len(batch)}")
         request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
         unary = functools.partial(stub.Get, request, timeout=60)
         streamed = functools.partial(stub.GetStream, request, timeout=60)
