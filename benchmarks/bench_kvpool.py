@@ -33,6 +33,8 @@ standalone Redis sits behind the same number of services; only the Redis side di
   the copy server); kvpool_payload_service_cpu_ms_per_mb / kvpool_payload_redis_cpu_ms_per_mb: the
   pool service's and Redis's parts; kvpool_payload_unary_service_cpu_ms_per_mb /
   kvpool_payload_unary_redis_cpu_ms_per_mb: the same for the unary `Get`.
+  The four full-size reads (pool and copy, streamed and unary) take turns call by call
+  (benchmarks/kvpool_payload.py), so the ratios below compare reads under the same load.
 - kvpool_cluster3_over_standalone, kvpool_payload_over_grpc_copy: the two ratios the targets name;
   the latter is the streamed pool over the faster of the two raw copies (in practice the streamed
   one: the unary copy alone would credit the pool with the client's cheaper decoding of smaller
@@ -47,7 +49,6 @@ The Redis servers are started by `supernode.launcher.spawn_redis`, with its allo
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import itertools
 import os
@@ -56,17 +57,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
-from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool.local_cluster import LocalRedisCluster, free_cluster_port
-from supernode.kvpool.memory import keep_freed_memory
 from supernode.launcher import free_port, spawn_redis, terminate
 from supernode.runtime.channels import open_channel, wait_serving
 from supernode.runtime.config import Settings
@@ -200,103 +197,6 @@ async def _blocks_per_s(addresses: list[str], services: list[int], redis: list[i
     return meter
 
 
-async def _unary_bytes(call: Callable[[], Awaitable[kvpool_pb2.GetResponse]]) -> int:
-    """One unary call's payload bytes (its reply decoded as `_stream_bytes` decodes each message)."""
-    return sum(len(b.payload) for b in (await call()).blocks)
-
-
-async def _stream_bytes(call: Callable[[], AsyncIterator[kvpool_pb2.GetResponse]]) -> int:
-    """One streamed call's payload bytes, message by message."""
-    return sum([sum(len(b.payload) for b in reply.blocks) async for reply in call()])
-
-
-async def _metered(
-    read: Callable[[], Awaitable[int]], cpus: list[Callable[[], float]]
-) -> tuple[float, list[float]]:
-    """(MB/s, CPU ms per MB of each `cpus` reader) of FULL_CALLS sequential calls, after one more."""
-    await read()
-    num_bytes = 0
-    cpu_before, started = [cpu() for cpu in cpus], time.monotonic()
-    for _ in range(FULL_CALLS):
-        num_bytes += await read()
-    mb_per_s = num_bytes / (time.monotonic() - started) / 1e6
-    spent = [cpu() - before for cpu, before in zip(cpus, cpu_before, strict=True)]
-    return mb_per_s, [s * 1e9 / num_bytes for s in spent]
-
-
-async def _payload_mb_per_s(
-    address: str, cpus: list[Callable[[], float]]
-) -> dict[str, tuple[float, list[float]]]:
-    """{"stream" | "unary": (MB/s, CPU ms per MB of each `cpus` reader)} of sequential full-size reads."""
-    async with open_channel(address, Settings()) as channel:
-        stub = kvpool_pb2_grpc.KvPoolStub(channel)
-        batch = fresh_blocks(FULL_BLOCKS_PER_CALL)
-        await stub.Put(kvpool_pb2.PutRequest(blocks=batch), timeout=300)
-        request = kvpool_pb2.GetRequest(block_keys=[b.key for b in batch], with_payload=True)
-        unary = functools.partial(stub.Get, request, timeout=60)
-        streamed = functools.partial(stub.GetStream, request, timeout=60)
-        return {
-            "stream": await _metered(lambda: _stream_bytes(streamed), cpus),
-            "unary": await _metered(lambda: _unary_bytes(unary), cpus),
-        }
-
-
-def _full_call_messages() -> list[bytes]:
-    """What a full-size GetStream returns, as wire bytes: one message per block of full payload
-    (joined, the bytes of the unary Get's reply: FULL_BLOCKS_PER_CALL blocks)."""
-    size = blocks.payload_size(BLOCK_TOKENS, KV_BYTES_PER_TOKEN, 1.0)
-    out = []
-    for block in fresh_blocks(FULL_BLOCKS_PER_CALL):
-        reply = kvpool_pb2.GetResponse()
-        reply.blocks.add(key=block.key, tokens=block.tokens, payload=os.urandom(size), nominal_bytes=size)
-        out.append(reply.SerializeToString())
-    return out
-
-
-async def _raw_copy_mb_per_s(address: str, cpu: Callable[[], float]) -> dict[str, tuple[float, float]]:
-    """{"unary" | "stream": (MB/s, server CPU ms per MB)} of sequential calls to the copy server."""
-    async with open_channel(address, Settings()) as channel:
-        decode = kvpool_pb2.GetResponse.FromString
-        get = channel.unary_unary("/bench.Copy/Get", response_deserializer=decode)
-        stream = channel.unary_stream("/bench.Copy/Stream", response_deserializer=decode)
-        unary = functools.partial(get, b"", timeout=60)
-        streamed = functools.partial(stream, b"", timeout=60)
-        out = {}
-        for name, read in (
-            ("unary", lambda: _unary_bytes(unary)),
-            ("stream", lambda: _stream_bytes(streamed)),
-        ):
-            mb_per_s, (ms_per_mb,) = await _metered(read, [cpu])
-            out[name] = (mb_per_s, ms_per_mb)
-        return out
-
-
-async def _serve_copy(port: int, messages: list[bytes]) -> None:
-    """A gRPC server returning bytes it holds in memory: `Get` all `messages` as one reply (their
-    concatenation is one valid message), `Stream` them one by one."""
-    data = b"".join(messages)
-
-    async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
-        for message in messages:
-            yield message
-
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Copy",
-        {
-            "Get": grpc.unary_unary_rpc_method_handler(lambda req, ctx: data),
-            "Stream": grpc.unary_stream_rpc_method_handler(stream),
-        },
-    )
-    limit = Settings().runtime.max_message_bytes
-    server = grpc.aio.server(
-        options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    )
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
-
-
 def run() -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-kvpool-") as tmp:
@@ -321,33 +221,12 @@ def run() -> dict[str, float]:
                     figures[f"kvpool_service_cpu_us_per_block_{name}"] = meter.service_cpu_us_per_block
                     figures[f"kvpool_redis_cpu_us_per_block_{name}"] = meter.redis_cpu_us_per_block
                     figures[f"kvpool_client_cpu_us_per_block_{name}"] = meter.client_cpu_us_per_block
-            with pool_services(url, 1, 1.0, workdir) as (full, procs):
-                service_pid = procs[0].pid
-                payload = asyncio.run(
-                    _payload_mb_per_s(full[0], [lambda: cpu_s(service_pid), lambda: cpu_s(redis.pid)])
-                )
-            for kind, prefix in (("stream", "kvpool_payload"), ("unary", "kvpool_payload_unary")):
-                mb_per_s, (service_ms, redis_ms) = payload[kind]
-                figures[f"{prefix}_mb_per_s"] = mb_per_s
-                figures[f"{prefix}_service_cpu_ms_per_mb"] = service_ms
-                figures[f"{prefix}_redis_cpu_ms_per_mb"] = redis_ms
-            figures["kvpool_payload_server_cpu_ms_per_mb"] = sum(payload["stream"][1])
+            from benchmarks.kvpool_payload import payload_figures  # it imports this module's helpers
+
+            figures.update(payload_figures(url, redis.pid, workdir))
         finally:
             cluster.stop()
             terminate(redis, 10)
-        copy_port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.bench_kvpool", "--copy-server", str(copy_port)]
-        )
-        try:
-            asyncio.run(_wait_port(copy_port))
-            copy_pid = server.pid
-            copies = asyncio.run(_raw_copy_mb_per_s(f"127.0.0.1:{copy_port}", lambda: cpu_s(copy_pid)))
-            for kind in ("unary", "stream"):
-                figures[f"grpc_{kind}_copy_mb_per_s"] = copies[kind][0]
-                figures[f"grpc_{kind}_copy_server_cpu_ms_per_mb"] = copies[kind][1]
-        finally:
-            terminate(server, 10)
     # The host is shared: the 1-minute load average says how contended the run was (2 cores here).
     figures["kvpool_bench_load_average"] = os.getloadavg()[0]
     figures["kvpool_cluster3_over_standalone"] = (
@@ -363,23 +242,10 @@ def run() -> dict[str, float]:
     return figures
 
 
-async def _wait_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError("copy server did not start")
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--copy-server":
-        # The same allocator setting as the pool service (kvpool/memory.py), so the ratio compares the
-        # servers' work per byte and not one's page faults against the other's reuse.
-        keep_freed_memory(Settings().kvpool.kept_free_bytes)
-        asyncio.run(_serve_copy(int(sys.argv[2]), _full_call_messages()))
-    else:
-        for name, value in run().items():
-            print(f"{name} = {value:.6g}")
+    # Run as the module kvpool_payload imports, not as __main__: one block counter, so the full-size
+    # blocks are never the keys the throughput runs stored at 4 KiB.
+    from benchmarks import bench_kvpool
+
+    for name, value in bench_kvpool.run().items():
+        print(f"{name} = {value:.6g}")

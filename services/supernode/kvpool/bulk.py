@@ -17,13 +17,14 @@ and its subclasses for error replies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
+from supernode.kvpool import frames
 from supernode.kvpool.resp import pack
 
 _CHUNK_BYTES = 256 * 1024  # headers and small values are read through a buffer this size
@@ -43,7 +44,8 @@ class _ReplyReader(asyncio.BufferedProtocol):
         self._pos = 0
         self._values: list[Any] = []
         self._count = -2  # elements in the array being read; -2 = no header yet
-        self._target: bytearray | None = None  # the large value being received into its buffer
+        self._target: memoryview | None = None  # the large value's buffer being received into
+        self._value: object = None  # what the reply holds for it (its buffer, or a view of a frame)
         self._filled = 0
         self._skip = 0  # bytes to drop (a large value's CRLF)
         self._waiter: asyncio.Future[Reply] | None = None
@@ -63,7 +65,7 @@ class _ReplyReader(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview | bytearray:
         if self._target is not None:
-            return memoryview(self._target)[self._filled :]
+            return self._target[self._filled :]
         return self._chunk
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -71,8 +73,8 @@ class _ReplyReader(asyncio.BufferedProtocol):
             self._filled += nbytes
             if self._filled < len(self._target):
                 return
-            self._values.append(self._target)
-            self._target, self._skip = None, 2
+            self._values.append(self._value)
+            self._target, self._value, self._skip = None, None, 2
             data = b""
         else:
             data = bytes(memoryview(self._chunk)[:nbytes])
@@ -128,15 +130,18 @@ class _ReplyReader(asyncio.BufferedProtocol):
                     self._values.append(buf[pos : pos + size])
                     pos += size + 2
                 else:
-                    target = self._buffers.take(size)
+                    if len(buf) - pos < frames.HEAD_BYTES:
+                        pos -= len(line) + 3  # its buffer is chosen from its first bytes: wait for them
+                        break
+                    value, target = self._buffers.take(size, buf[pos : pos + frames.HEAD_BYTES])
                     have = min(size, len(buf) - pos)
                     target[:have] = memoryview(buf)[pos : pos + have]
                     pos += have
                     if have == size:
-                        self._values.append(target)
+                        self._values.append(value)
                         self._skip = 2
                         continue
-                    self._target, self._filled = target, have
+                    self._target, self._value, self._filled = target, value, have
                     break
             else:
                 raise ValueError(f"unexpected reply element {bytes([kind])!r}")
@@ -149,19 +154,29 @@ class _ReplyReader(asyncio.BufferedProtocol):
 
 
 class Buffers:
-    """Large-value buffers handed back by the caller, reused by size: a fresh 9 MB buffer costs the
-    kernel ~2,300 page faults, zeroed pages included, about as much CPU as receiving into it."""
+    """Where large values are received. A sealed block, when `room_for` gives it room, goes into a
+    fresh frame (`frames.py`: the bytes of the one-block message that will serve it, the malloc'd
+    memory reused by the allocator); any other value into a buffer handed back by the caller, reused
+    by size: a fresh 9 MB buffer costs the kernel ~2,300 page faults, zeroed pages included, about
+    as much CPU as receiving into it."""
 
-    def __init__(self) -> None:
+    def __init__(self, room_for: Callable[[bytes, int], int | None] | None = None) -> None:
         self._spare: dict[int, list[bytearray]] = {}
         self._bytes = 0
+        self._room_for = room_for
 
-    def take(self, size: int) -> bytearray:
+    def take(self, size: int, head: bytes = b"") -> tuple[object, memoryview]:
+        """(the value the reply holds, a writable view of its `size` bytes) for a value starting `head`."""
+        room = self._room_for(head, size) if self._room_for is not None else None
+        if room is not None:
+            return frames.new_frame(size, room)
         spare = self._spare.get(size)
         if spare:
             self._bytes -= size
-            return spare.pop()
-        return bytearray(size)
+            buffer = spare.pop()
+        else:
+            buffer = bytearray(size)
+        return buffer, memoryview(buffer)
 
     def recycle(self, values: Sequence[object]) -> None:
         """Values of earlier replies the caller is done with (nothing refers to them any more): their

@@ -33,6 +33,7 @@ import redis.exceptions
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from supernode.kvpool import frames
 from supernode.kvpool.bulk import Buffers, BulkClient
 from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
@@ -98,7 +99,7 @@ class ClusterKvStore:
         self._misses: defaultdict[str, int] = defaultdict(int)
         self._scripts = BlockScripts()
         self.is_scripted = True  # False once a node refused the scripts (Redis < 7.0)
-        self._buffers = Buffers()  # the direct readers' spare buffers, shared by every node's
+        self._buffers = Buffers(frames.room_for)  # the direct readers' buffers, shared by every node's
         self._direct: dict[str, BulkClient | None] = {}  # by node, made on first use
 
     # -- KvStore

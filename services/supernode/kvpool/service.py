@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
-from supernode.kvpool import lookups
+from supernode.kvpool import frames, lookups
 from supernode.kvpool.memory import keep_freed_memory
 from supernode.kvpool.metrics import Counters, PoolMetrics
 from supernode.kvpool.store import KvStore
@@ -63,7 +63,8 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
             self.cfg.redis_url, self.cfg.redis_mode, self.cfg.failover_wait_s
         )
         await self.store.ping()
-        keep_freed_memory(self.cfg.kept_free_bytes)  # multi-MB replies reuse memory, not fresh pages
+        # multi-MB replies reuse memory, not fresh pages; so may large blocks' frames (kvpool/frames.py)
+        frames.enable(keep_freed_memory(self.cfg.kept_free_bytes))
         start_metrics_server(self.cfg.metrics_port, self.settings.runtime.bind_host, self.registry)
         refresh = self.metrics.refresh_forever(self.store)
         self._metrics_task = asyncio.create_task(refresh, name="kvpool-nodes")
@@ -171,8 +172,11 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
                 continue
             counters.num_hits += 1
             counters.bytes_read += len(value)
+            nominal = opened.num_tokens * KV_BYTES_PER_TOKEN
+            if with_payload and len(keys) == 1 and (message := frames.message(value, key, opened, nominal)):
+                return message  # the block was read into this message's bytes: no join
             payload = opened.payload if with_payload else None
-            reply.add(key, opened.encoded_tokens, opened.num_tokens * KV_BYTES_PER_TOKEN, payload)
+            reply.add(key, opened.encoded_tokens, nominal, payload)
         return reply.finish()
 
     @unary(track=False)

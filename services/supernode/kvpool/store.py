@@ -19,6 +19,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from supernode.kvpool import frames
 from supernode.kvpool.bulk import Buffers, BulkClient
 from supernode.kvpool.resp import use_fast_packing
 from supernode.kvpool.scripts import BlockScripts, is_script_refused
@@ -108,7 +109,8 @@ class RedisKvStore:
 
     def __init__(self, url: str) -> None:
         self._redis = use_fast_packing(aioredis.Redis.from_url(url, retry=retry_once(), **REDIS_OPTIONS))
-        self._bulk = open_direct(dict(parse_url(url)))  # reads payloads (None: redis-py reads them)
+        # reads payloads (None: redis-py reads them), a large block into the message serving it
+        self._bulk = open_direct(dict(parse_url(url)), Buffers(frames.room_for))
         kwargs = self._redis.connection_pool.connection_kwargs
         self.node = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
         self._hits = 0
