@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+from array import array
+from typing import Any
+
+import pytest
+
 from supernode.core import tokens
 
 
@@ -55,3 +60,25 @@ def test_next_token_matches_the_indexed_model():
         tokens.next_token([1 << 24, 1, 7, 1, 1 << 24], 0)
         == tokens.TokenModel([1 << 24, 1, 7, 1, 1 << 24], 0).next_token()
     )
+
+
+def test_first_invalid_token_is_the_same_for_lists_and_32_bit_arrays():
+    top = tokens.VOCAB_SIZE
+    cases: list[tuple[list[int], int | None]] = [
+        ([], None),
+        ([0, 5, top - 1], None),
+        ([3, top, 7], top),
+        ([3, -1, top + 5], -1),
+        ([1, 2**31, 4], 2**31),  # past int32: the list path finds it
+        ([1, 2**40], 2**40),
+    ]
+    for ids, bad in cases:
+        assert tokens.first_invalid_token(ids) == bad
+        if all(-(2**31) <= t < 2**31 for t in ids):
+            assert tokens.first_invalid_token(array("i", ids)) == bad
+        if all(0 <= t < 2**32 for t in ids):
+            assert tokens.first_invalid_token(array("I", ids)) == bad
+    int_like: list[Any] = [1.0, 2.0]
+    assert tokens.first_invalid_token(int_like) is None  # judged by value, as before
+    with pytest.raises(TypeError):
+        tokens.first_invalid_token(list[Any](["a"]))

@@ -27,6 +27,8 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from supernode.core.vocab_words import word_ids
 
 VOCAB_SIZE = 129_280  # DeepSeek-R1 vocabulary (reference section 9)
@@ -79,9 +81,28 @@ def is_valid_token(token: int) -> bool:
 
 def first_invalid_token(token_ids: Sequence[int]) -> int | None:
     """The first token outside the vocabulary, None when all are valid (checked at C speed first)."""
-    if not token_ids or (min(token_ids) >= 0 and max(token_ids) < VOCAB_SIZE):
+    if not len(token_ids) or _are_valid_int32(token_ids):
+        return None
+    if min(token_ids) >= 0 and max(token_ids) < VOCAB_SIZE:  # ints past 32 bits, or int-like values
         return None
     return next(t for t in token_ids if not is_valid_token(t))
+
+
+def _are_valid_int32(token_ids: Sequence[int]) -> bool:
+    """True when every id is a 32-bit int in the vocabulary; False also when one is not a 32-bit int.
+    Copying a list into a 32-bit array and taking numpy's min and max costs about a third of two
+    passes of min() and max() over Python ints; an array of 32-bit ids (as prompts travel in the
+    load generator) is read in place."""
+    packed: array[int]
+    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+        packed = token_ids
+    else:
+        try:
+            packed = array("i", token_ids)
+        except (OverflowError, TypeError):
+            return False
+    ids = np.frombuffer(packed, np.int32 if packed.typecode == "i" else np.uint32)
+    return bool(ids.min() >= 0 and ids.max() < VOCAB_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
