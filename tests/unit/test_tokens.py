@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import random
 from array import array
 from typing import Any
 
 import pytest
 
-from supernode.core import tokens
+from supernode.core import blocks, tokens, varints
 
 
 def test_encode_decode_roundtrip():
@@ -82,3 +83,18 @@ def test_first_invalid_token_is_the_same_for_lists_and_32_bit_arrays():
     assert tokens.first_invalid_token(int_like) is None  # judged by value, as before
     with pytest.raises(TypeError):
         tokens.first_invalid_token(list[Any](["a"]))
+
+
+def test_a_32_bit_array_prompt_gives_what_its_list_gives():
+    rng = random.Random(7)
+    ids = [rng.randrange(tokens.VOCAB_SIZE) for _ in range(1000)] + [5, 6, 7, 8] * 5
+    packed = tokens.packed_ids(array("i", ids))
+    assert tokens.is_uint32_array(packed) and list(packed) == ids
+    assert not tokens.is_uint32_array(array("i", ids)) and not tokens.is_uint32_array(ids)
+    assert tokens.packed_ids(ids) == packed
+    for n in (1, 17, len(ids)):
+        assert tokens.next_token(packed[:n], 3) == tokens.next_token(ids[:n], 3)
+    assert blocks.block_keys(packed, 128) == blocks.block_keys(ids, 128)
+    assert varints.encode(packed[:128]) == varints.encode(ids[:128])
+    with pytest.raises(OverflowError):
+        tokens.packed_ids([1, -1])

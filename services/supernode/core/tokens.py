@@ -24,8 +24,9 @@ import hashlib
 import math
 import random
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -77,6 +78,20 @@ def word(token: int) -> str:
 
 def is_valid_token(token: int) -> bool:
     return 0 <= token < VOCAB_SIZE
+
+
+def packed_ids(token_ids: Sequence[int]) -> array[int]:
+    """Valid token ids as a native 32-bit unsigned array: a copy of its memory when they already are
+    one of 32-bit ids (a `first_invalid_token` check must have passed), else each id converted
+    (OverflowError for one outside 0..2**32-1)."""
+    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+        return array("I", token_ids.tobytes())
+    return array("I", token_ids)
+
+
+def is_uint32_array(token_ids: Iterable[int]) -> TypeGuard[array[int]]:
+    """True for an array('I') of 32-bit ids (its bytes are then the ids' native uint32 packing)."""
+    return isinstance(token_ids, array) and token_ids.typecode == "I" and token_ids.itemsize == 4
 
 
 def first_invalid_token(token_ids: Sequence[int]) -> int | None:
@@ -178,7 +193,7 @@ def next_token(context: Sequence[int], seed: int, eos: EosPlan | None = None) ->
         return eos.token_id
     if n_tokens == 0:
         return random_word(seed, 0, 0)
-    packed = array("I", context).tobytes()
+    packed = context.tobytes() if is_uint32_array(context) else array("I", context).tobytes()
     for n in MATCH_LENGTHS:
         if n >= n_tokens:
             continue

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import uuid
+from array import array
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -96,7 +97,9 @@ class RouterEngine:
             raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
         if not 1 <= max_tokens <= self.cfg.max_tokens_limit:
             raise invalid("max_tokens", f"must be between 1 and {self.cfg.max_tokens_limit}")
-        ids = list(given)
+        # A 32-bit array stays one (its bytes copied, not an int object made per id): prefill then
+        # validates, hashes and searches it without converting it; anything else becomes a list.
+        ids = tokens.packed_ids(given) if isinstance(given, array) else list(given)
         if len(ids) + max_tokens > self.cfg.max_context_tokens:
             raise invalid(
                 "prompt",
