@@ -94,7 +94,7 @@ class LocalPrefillPeer:
         self.engine = engine
         self.address = engine.worker_id
 
-    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
+    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
         return await self.engine.prefill(request_id, prompt, sampling)
 
     async def score(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 import pytest
@@ -10,6 +11,7 @@ from supernode.core import tokens
 from supernode.core.request import RequestStatus, Sampling
 from supernode.inproc import ClusterShape, InprocCluster
 from supernode.runtime.clock import VirtualClock
+from supernode.runtime.errors import InvalidArgumentError
 from supernode.runtime.peers import PoolRead
 from tests.conftest import make_settings
 
@@ -30,6 +32,30 @@ async def test_requests_get_their_deterministic_tokens_and_stats():
         [c async for c in cluster.generate(again)]
         assert again.num_cached_tokens == 640, "five full blocks came from the pool"
         assert cluster.decodes[0].scheduler.kv_reserved == [0, 0]
+
+
+async def test_a_32_bit_array_prompt_runs_as_its_list_does():
+    """The load generator sends prompts as array('i'): the router keeps them as 32-bit arrays, and
+    every figure and token comes out as for the same prompt given as a list."""
+    prompt = [300 + i % 97 for i in range(700)]
+
+    async def run(given: Sequence[int]) -> tuple[list[int], float, float, int]:
+        async with InprocCluster(make_settings(), VirtualClock(), SMALL, materialise_tokens=True) as c:
+            first = c.router.make_request("a", "", given, 6, Sampling(seed=3))
+            out = [t async for chunk in c.generate(first) for t in chunk.token_ids]
+            again = c.router.make_request("b", "", given, 2, Sampling(seed=3))
+            [chunk async for chunk in c.generate(again)]
+            return out, first.ttft_s, first.e2e_s, again.num_cached_tokens
+
+    request = InprocCluster(make_settings(), VirtualClock(), SMALL).router.make_request(
+        "a", "", array("i", prompt), 6, Sampling(seed=3)
+    )
+    assert tokens.is_uint32_array(request.prompt) and list(request.prompt) == prompt
+    assert await run(array("i", prompt)) == await run(prompt)
+    with pytest.raises(InvalidArgumentError, match="token_ids"):
+        InprocCluster(make_settings(), VirtualClock(), SMALL).router.make_request(
+            "c", "", array("i", [5, tokens.VOCAB_SIZE]), 6, Sampling(seed=3)
+        )
 
 
 async def test_counting_only_gives_the_same_timing():

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from supernode.core import tokens
+import random
+from array import array
+from typing import Any
+
+import pytest
+
+from supernode.core import blocks, tokens, varints
 
 
 def test_encode_decode_roundtrip():
@@ -55,3 +61,40 @@ def test_next_token_matches_the_indexed_model():
         tokens.next_token([1 << 24, 1, 7, 1, 1 << 24], 0)
         == tokens.TokenModel([1 << 24, 1, 7, 1, 1 << 24], 0).next_token()
     )
+
+
+def test_first_invalid_token_is_the_same_for_lists_and_32_bit_arrays():
+    top = tokens.VOCAB_SIZE
+    cases: list[tuple[list[int], int | None]] = [
+        ([], None),
+        ([0, 5, top - 1], None),
+        ([3, top, 7], top),
+        ([3, -1, top + 5], -1),
+        ([1, 2**31, 4], 2**31),  # past int32: the list path finds it
+        ([1, 2**40], 2**40),
+    ]
+    for ids, bad in cases:
+        assert tokens.first_invalid_token(ids) == bad
+        if all(-(2**31) <= t < 2**31 for t in ids):
+            assert tokens.first_invalid_token(array("i", ids)) == bad
+        if all(0 <= t < 2**32 for t in ids):
+            assert tokens.first_invalid_token(array("I", ids)) == bad
+    int_like: list[Any] = [1.0, 2.0]
+    assert tokens.first_invalid_token(int_like) is None  # judged by value, as before
+    with pytest.raises(TypeError):
+        tokens.first_invalid_token(list[Any](["a"]))
+
+
+def test_a_32_bit_array_prompt_gives_what_its_list_gives():
+    rng = random.Random(7)
+    ids = [rng.randrange(tokens.VOCAB_SIZE) for _ in range(1000)] + [5, 6, 7, 8] * 5
+    packed = tokens.packed_ids(array("i", ids))
+    assert tokens.is_uint32_array(packed) and list(packed) == ids
+    assert not tokens.is_uint32_array(array("i", ids)) and not tokens.is_uint32_array(ids)
+    assert tokens.packed_ids(ids) == packed
+    for n in (1, 17, len(ids)):
+        assert tokens.next_token(packed[:n], 3) == tokens.next_token(ids[:n], 3)
+    assert blocks.block_keys(packed, 128) == blocks.block_keys(ids, 128)
+    assert varints.encode(packed[:128]) == varints.encode(ids[:128])
+    with pytest.raises(OverflowError):
+        tokens.packed_ids([1, -1])

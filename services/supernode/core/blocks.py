@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
 import xxhash
 
-from supernode.core import varints
+from supernode.core import tokens, varints
 
 # 2: XXH3-128 digest and a repeated filler pattern; 3: token ids as varints (older blocks read as corrupt)
 MAGIC = b"SNKV3"
@@ -34,6 +35,7 @@ _FILLER_PATTERN_BYTES = 64
 _KEY_BYTES = 16  # a block key is a 16-byte BLAKE2b digest
 _ID_BYTES = 4  # a token id hashes as a little-endian uint32
 _BLOCK_KEY = re.compile("[0-9a-f]{32}")
+_NATIVE_IS_LITTLE = array("I", [1]).tobytes() == struct.pack("<I", 1)
 
 
 def is_block_key(key: str) -> bool:
@@ -48,7 +50,10 @@ def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:
 
 def _pack(token_ids: Iterable[int], num_tokens: int) -> bytes:
     """The bytes a block key hashes: each id as a little-endian uint32 (struct.error for one that is not).
-    Packed for the whole prompt at once, where one call per block cost more than the hashing."""
+    Packed for the whole prompt at once, where one call per block cost more than the hashing; an
+    array('I') of ids (every value a uint32 by construction) is its own packing on a little-endian host."""
+    if _NATIVE_IS_LITTLE and tokens.is_uint32_array(token_ids):
+        return token_ids.tobytes()
     return struct.pack(f"<{num_tokens}I", *token_ids)
 
 

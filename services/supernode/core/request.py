@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -97,7 +98,7 @@ class KvHandle:
 @dataclass(slots=True, eq=False)
 class Request:
     request_id: str
-    prompt: list[int]  # prompt token ids
+    prompt: Sequence[int]  # prompt token ids (a list, or a 32-bit array('I') as the router keeps them)
     max_tokens: int  # output tokens in all, the prefill's first token included
     sampling: Sampling = Sampling()
     status: RequestStatus = RequestStatus.QUEUED

@@ -24,8 +24,11 @@ import hashlib
 import math
 import random
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
+
+import numpy as np
 
 from supernode.core.vocab_words import word_ids
 
@@ -77,11 +80,45 @@ def is_valid_token(token: int) -> bool:
     return 0 <= token < VOCAB_SIZE
 
 
+def packed_ids(token_ids: Sequence[int]) -> array[int]:
+    """Valid token ids as a native 32-bit unsigned array: a copy of its memory when they already are
+    one of 32-bit ids (a `first_invalid_token` check must have passed), else each id converted
+    (OverflowError for one outside 0..2**32-1)."""
+    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+        return array("I", token_ids.tobytes())
+    return array("I", token_ids)
+
+
+def is_uint32_array(token_ids: Iterable[int]) -> TypeGuard[array[int]]:
+    """True for an array('I') of 32-bit ids (its bytes are then the ids' native uint32 packing)."""
+    return isinstance(token_ids, array) and token_ids.typecode == "I" and token_ids.itemsize == 4
+
+
 def first_invalid_token(token_ids: Sequence[int]) -> int | None:
     """The first token outside the vocabulary, None when all are valid (checked at C speed first)."""
-    if not token_ids or (min(token_ids) >= 0 and max(token_ids) < VOCAB_SIZE):
+    if not len(token_ids) or _are_valid_int32(token_ids):
+        return None
+    if min(token_ids) >= 0 and max(token_ids) < VOCAB_SIZE:  # ints past 32 bits, or int-like values
         return None
     return next(t for t in token_ids if not is_valid_token(t))
+
+
+def _are_valid_int32(token_ids: Sequence[int]) -> bool:
+    """True when every id is a 32-bit int in the vocabulary; False also when one is not a 32-bit int.
+    Copying a list into a 32-bit array and taking numpy's maximum costs about a third of two
+    passes of min() and max() over Python ints; an array of 32-bit ids (as prompts travel in the
+    load generator) is read in place."""
+    packed: array[int]
+    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+        packed = token_ids
+    else:
+        try:
+            packed = array("i", token_ids)
+        except (OverflowError, TypeError):
+            return False
+    # Read as unsigned, a negative id is at least 2**31: one maximum checks both ends (the ufunc's
+    # own reduce: ndarray.max's Python wrapper costs more than the pass over a prompt).
+    return len(packed) == 0 or int(np.maximum.reduce(np.frombuffer(packed, np.uint32))) < VOCAB_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +194,7 @@ def next_token(context: Sequence[int], seed: int, eos: EosPlan | None = None) ->
         return eos.token_id
     if n_tokens == 0:
         return random_word(seed, 0, 0)
-    packed = array("I", context).tobytes()
+    packed = context.tobytes() if is_uint32_array(context) else array("I", context).tobytes()
     for n in MATCH_LENGTHS:
         if n >= n_tokens:
             continue

@@ -16,6 +16,7 @@ loop refuses over 5 and reads a 5th byte whole). No id below 2**28 needs 5 bytes
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,8 @@ _Ids = _ids_message()
 
 def encode(tokens: Sequence[int]) -> bytes:
     """Token ids (each 0 <= id < 2**32) as protobuf packed varints; ValueError names the first bad id."""
+    if isinstance(tokens, array):  # protobuf takes a list of ints in about 2/3 of an array's time
+        tokens = tokens.tolist()
     try:
         wire: bytes = _Ids(ids=tokens).SerializeToString()
     except (ValueError, TypeError, OverflowError):

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 
 from supernode.core import blocks, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
@@ -153,7 +154,7 @@ class PrefillEngine:
 
     # -- requests
 
-    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
+    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
         """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result."""
         self.supervisor.check()
         request = self._validate(request_id, prompt, sampling)
@@ -214,7 +215,7 @@ class PrefillEngine:
 
     # -- helpers
 
-    def _validate(self, request_id: str, prompt: list[int], sampling: Sampling) -> Request:
+    def _validate(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> Request:
         if not request_id:
             raise invalid("request_id", "must not be empty")
         if not prompt:
@@ -246,7 +247,7 @@ class PrefillEngine:
             result = await self.fabric.transfer(("cpu", cpu), ("die", die), num_bytes, "ub", "kv-load")
             request.cache_load_s = result.duration_s
 
-    async def _store_blocks(self, prompt: list[int], keys: list[str], first_new: int, die: int) -> None:
+    async def _store_blocks(self, prompt: Sequence[int], keys: list[str], first_new: int, die: int) -> None:
         """Writes the new blocks to the pool; their UB move to the EMS DRAM pool runs in the background.
 
         The bytes land in the pool before the handle is returned (decode reads them next); the emulated

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import uuid
+from array import array
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,14 +88,18 @@ class RouterEngine:
         the field and the rule."""
         if prompt and token_ids:
             raise invalid("prompt", "give either prompt or token_ids, not both")
-        ids = list(token_ids) if token_ids else tokens.encode(prompt)
-        if not ids:
+        # Validated as given (an array of 32-bit ids is checked in place), then copied to a list.
+        given: Sequence[int] = token_ids if len(token_ids) else tokens.encode(prompt)
+        if not len(given):
             raise invalid("prompt", "must not be empty")
-        bad = tokens.first_invalid_token(ids)
+        bad = tokens.first_invalid_token(given)
         if bad is not None:
             raise invalid("token_ids", f"token {bad} is outside the vocabulary [0, {tokens.VOCAB_SIZE})")
         if not 1 <= max_tokens <= self.cfg.max_tokens_limit:
             raise invalid("max_tokens", f"must be between 1 and {self.cfg.max_tokens_limit}")
+        # A 32-bit array stays one (its bytes copied, not an int object made per id): prefill then
+        # validates, hashes and searches it without converting it; anything else becomes a list.
+        ids = tokens.packed_ids(given) if isinstance(given, array) else list(given)
         if len(ids) + max_tokens > self.cfg.max_context_tokens:
             raise invalid(
                 "prompt",

@@ -137,7 +137,7 @@ class GrpcPrefillPeer:
         self._timeout = settings.router.prefill_timeout_s / scale  # the router gives up sooner when it must
         self._score_timeout = settings.router.score_timeout_s / scale
 
-    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult:
+    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
         request = prefill_pb2.PrefillRequest(
             request_id=request_id, token_ids=prompt, sampling=codec.sampling_to_pb(sampling)
         )

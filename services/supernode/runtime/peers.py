@@ -135,7 +135,7 @@ class PoolClient(Protocol):
 class PrefillPeer(Protocol):
     address: str  # how the router names it (host:port, or an in-process name)
 
-    async def prefill(self, request_id: str, prompt: list[int], sampling: Sampling) -> PrefillResult: ...
+    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult: ...
 
     async def score(
         self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
