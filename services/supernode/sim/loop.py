@@ -13,8 +13,6 @@ import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from supernode.sim.iteration import lean_iteration
-
 T = TypeVar("T")
 
 
@@ -44,15 +42,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start_s: float = 0.0) -> None:
         super().__init__()
         self.virtual_s = start_s  # emulated seconds
-        self._real_selector = self._selector  # type: ignore[has-type]
         self._selector = _JumpingSelector(self._selector, self)  # type: ignore[has-type,assignment,arg-type]
 
     def time(self) -> float:
         return self.virtual_s
-
-    def _run_once(self) -> None:
-        """One iteration of the loop, as asyncio's own (`lean_iteration` says what differs)."""
-        lean_iteration(self, self._real_selector)
 
 
 class LoopClock:
