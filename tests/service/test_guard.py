@@ -102,7 +102,8 @@ async def test_an_upload_passes_the_same_admission_bound_as_generate(host_factor
     client = await start_router(
         host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=2, admission_max_wait_s=0.0
     )
-    uploads = [client.complete(None, prompt_chunks=[[1], [2]], max_tokens=6) for _ in range(3)]
+    # Many chunks: a refused client is still sending when the refusal comes, and must still see it.
+    uploads = [client.complete(None, prompt_chunks=[[1]] * 500, max_tokens=6) for _ in range(3)]
     generates = [client.complete(token_ids=[1], max_tokens=6) for _ in range(3)]
     results = await asyncio.gather(*uploads, *generates, return_exceptions=True)
     shed = [r for r in results if isinstance(r, ResourceExhaustedError)]
@@ -118,7 +119,7 @@ async def test_an_upload_waited_on_in_front_of_the_router_meets_the_first_token_
     client = await start_router(host_factory, [prefill], [SlowDecode()], max_queue_delay_s=0.25)
     assert len((await client.complete(None, prompt_chunks=[[1]], max_tokens=2, queued_s=0.2)).token_ids) == 2
     with pytest.raises(ResourceExhaustedError, match="first token 0.30s"):
-        await client.complete(None, prompt_chunks=[[1]], max_tokens=2, queued_s=0.3)
+        await client.complete(None, prompt_chunks=[[1]] * 500, max_tokens=2, queued_s=0.3)
     assert prefill.calls == 1
     await client.close()
 
@@ -132,7 +133,7 @@ async def test_a_reused_request_id_on_uploads_does_not_collide_and_comes_back_un
     assert [r.request_id for r in results] == ["same-id"] * 3
     assert len(set(decode.reserved)) == 3 and all(r.startswith("same-id.") for r in decode.reserved)
     with pytest.raises(InvalidArgumentError) as err:
-        await client.complete(None, prompt_chunks=[[1]], max_tokens=2, request_id="x" * 129)
+        await client.complete(None, prompt_chunks=[[1]] * 500, max_tokens=2, request_id="x" * 129)
     assert err.value.field == "request_id" and "at most 128 characters" in err.value.message
     await client.close()
 

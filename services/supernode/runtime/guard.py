@@ -86,6 +86,37 @@ class _ClientIdContext:
         return getattr(self._context, name)
 
 
+# At most this many messages are read from a refused upload (see _DrainingContext).
+MAX_DRAINED_MESSAGES = 100_000
+
+
+class _DrainingContext:
+    """An upload's servicer context whose `abort` first reads what the client is still sending.
+
+    grpc.aio reports a client's write to a call that has already ended as INTERNAL ("Internal error
+    from Core") in place of the call's status, so a client still streaming its prompt would not see
+    why it was refused (a full router, a bad header, a bad chunk). The rest is read and dropped (no
+    spooling, at most `MAX_DRAINED_MESSAGES`), then the call ends with its real status."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, messages: AsyncIterator[Any]) -> None:
+        self._context = context
+        self._messages = messages
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        num_read = 0
+        try:
+            async for _ in self._messages:
+                num_read += 1
+                if num_read >= MAX_DRAINED_MESSAGES:
+                    break
+        except Exception:  # noqa: BLE001 - a broken stream only ends the drain; the status still goes
+            pass
+        await self._context.abort(code, details, trailing_metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 class _UploadIds:
     """An upload's messages as they arrive, its header's request id checked and made unique, and
     the servicer context whose written chunks carry the client's id again."""
@@ -174,6 +205,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if upload:
+                context = _DrainingContext(context, request)  # type: ignore[assignment]
                 gate, key = await self._admit(context, method)
                 ids = _UploadIds(request, context)
                 request, context = ids.messages(), ids  # type: ignore[assignment]
