@@ -83,7 +83,7 @@ async def test_fully_cached_prompt_still_computes_its_last_token(make_prefill):
 
 
 async def test_bad_input_and_full_queue(make_prefill):
-    stub, _, _ = await make_prefill(num_npus=1, max_queue=1)
+    stub, service, _ = await make_prefill(num_npus=1, max_queue=1)
     for bad, field in (
         (request("", [1]), "request_id"),
         (request("x", []), "token_ids"),
@@ -93,9 +93,13 @@ async def test_bad_input_and_full_queue(make_prefill):
             await stub.Prefill(bad)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
     # Six arrive at one emulated instant: one is computed, one waits, the rest find the queue full.
-    results = await asyncio.gather(
-        *(stub.Prefill(request(f"q{i}", [300 + i] * 512)) for i in range(6)), return_exceptions=True
-    )
+    with service.clock.held():
+        calls = [asyncio.ensure_future(stub.Prefill(request(f"q{i}", [300 + i] * 512))) for i in range(6)]
+        for _ in range(500):  # until the refused have their answers (each call crosses a socket)
+            if sum(c.done() for c in calls) >= 4:
+                break
+            await asyncio.sleep(0.01)
+    results = await asyncio.gather(*calls, return_exceptions=True)
     refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert refused, "a full queue must refuse"
     assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}

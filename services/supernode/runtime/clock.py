@@ -8,10 +8,11 @@ processes on one host; `VirtualClock` is a manual clock for tests and fast deter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 # Anchor of emulated time (2025-01-01T00:00:00Z) so emulated instants stay small and comparable.
@@ -95,6 +96,19 @@ class VirtualClock:
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._driver: asyncio.Task[None] | None = None
+        self._num_holds = 0  # while above 0, time stands still
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Time stands still inside (sleepers keep waiting), so calls that travel over real sockets
+        all arrive at one emulated instant; it moves on as usual after."""
+        self._num_holds += 1
+        try:
+            yield
+        finally:
+            self._num_holds -= 1
+            if self._sleepers:
+                self._ensure_driver()
 
     def now(self) -> float:
         return self._now
@@ -140,6 +154,8 @@ class VirtualClock:
         while self._sleepers:
             for _ in range(20):  # let every ready task run before time jumps
                 await asyncio.sleep(0)
+            if self._num_holds:
+                return  # restarted when the hold ends
             while self._sleepers and self._sleepers[0][2].done():  # cancelled sleeps set no time
                 heapq.heappop(self._sleepers)
             if self._sleepers:
