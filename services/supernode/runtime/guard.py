@@ -43,6 +43,7 @@ from supernode.runtime.errors import (
     sanitize,
 )
 from supernode.runtime.start_delay import StartDelayBound, Ticket
+from supernode.runtime.upload_guard import DrainingContext, UploadIds
 
 log = logging.getLogger(__name__)
 
@@ -80,63 +81,6 @@ class _ClientIdContext:
 
     async def write(self, message: Any) -> None:
         message.request_id = self._client_id
-        await self._context.write(message)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-# At most this many messages are read from a refused upload (see _DrainingContext).
-MAX_DRAINED_MESSAGES = 100_000
-
-
-class _DrainingContext:
-    """An upload's servicer context whose `abort` first reads what the client is still sending.
-
-    grpc.aio reports a client's write to a call that has already ended as INTERNAL ("Internal error
-    from Core") in place of the call's status, so a client still streaming its prompt would not see
-    why it was refused (a full router, a bad header, a bad chunk). The rest is read and dropped (no
-    spooling, at most `MAX_DRAINED_MESSAGES`), then the call ends with its real status."""
-
-    def __init__(self, context: grpc.aio.ServicerContext, messages: AsyncIterator[Any]) -> None:
-        self._context = context
-        self._messages = messages
-
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
-        num_read = 0
-        try:
-            async for _ in self._messages:
-                num_read += 1
-                if num_read >= MAX_DRAINED_MESSAGES:
-                    break
-        except Exception:  # noqa: BLE001 - a broken stream only ends the drain; the status still goes
-            pass
-        await self._context.abort(code, details, trailing_metadata)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-class _UploadIds:
-    """An upload's messages as they arrive, its header's request id checked and made unique, and
-    the servicer context whose written chunks carry the client's id again."""
-
-    def __init__(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
-        self._messages = messages
-        self._context = context
-        self._client_id = ""
-
-    async def messages(self) -> AsyncIterator[Any]:
-        async for message in self._messages:
-            if message.WhichOneof("part") == "header" and message.header.request_id:
-                self._client_id = message.header.request_id
-                check_request_id(self._client_id)  # INVALID_ARGUMENT naming request_id
-                message.header.request_id = f"{self._client_id}.{uuid.uuid4().hex[:12]}"
-            yield message
-
-    async def write(self, message: Any) -> None:
-        if self._client_id:
-            message.request_id = self._client_id
         await self._context.write(message)
 
     def __getattr__(self, name: str) -> Any:
@@ -205,9 +149,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if upload:
-                context = _DrainingContext(context, request)  # type: ignore[assignment]
+                context = DrainingContext(context, request)  # type: ignore[assignment]
                 gate, key = await self._admit(context, method)
-                ids = _UploadIds(request, context)
+                ids = UploadIds(request, context)
                 request, context = ids.messages(), ids  # type: ignore[assignment]
             else:
                 request, context, gate, key = await self._enter(request, context, method)
