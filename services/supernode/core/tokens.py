@@ -84,14 +84,19 @@ def packed_ids(token_ids: Sequence[int]) -> array[int]:
     """Valid token ids as a native 32-bit unsigned array: a copy of its memory when they already are
     one of 32-bit ids (a `first_invalid_token` check must have passed), else each id converted
     (OverflowError for one outside 0..2**32-1)."""
-    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+    if _is_32bit_array(token_ids):
         return array("I", token_ids.tobytes())
     return array("I", token_ids)
 
 
+def _is_32bit_array(token_ids: Iterable[int]) -> TypeGuard[array[int]]:
+    """True for an array of 32-bit ints, signed or not."""
+    return isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4
+
+
 def is_uint32_array(token_ids: Iterable[int]) -> TypeGuard[array[int]]:
     """True for an array('I') of 32-bit ids (its bytes are then the ids' native uint32 packing)."""
-    return isinstance(token_ids, array) and token_ids.typecode == "I" and token_ids.itemsize == 4
+    return _is_32bit_array(token_ids) and token_ids.typecode == "I"
 
 
 def first_invalid_token(token_ids: Sequence[int]) -> int | None:
@@ -109,7 +114,7 @@ def _are_valid_int32(token_ids: Sequence[int]) -> bool:
     passes of min() and max() over Python ints; an array of 32-bit ids (as prompts travel in the
     load generator) is read in place."""
     packed: array[int]
-    if isinstance(token_ids, array) and token_ids.typecode in "iI" and token_ids.itemsize == 4:
+    if _is_32bit_array(token_ids):
         packed = token_ids
     else:
         try:
