@@ -10,7 +10,7 @@ Pieces: `InprocFabric` (the fabric's real flow model and die leases as a `Fabric
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -94,8 +94,11 @@ class LocalPrefillPeer:
         self.engine = engine
         self.address = engine.worker_id
 
-    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
-        return await self.engine.prefill(request_id, prompt, sampling)
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> PrefillResult:  # fmt: skip
+        return await self.engine.prefill(request_id, prompt, sampling, on_first_token)
 
     async def score(
         self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 import pytest
 
-from supernode.core import tokens
+from supernode.core import blocks, tokens
 from supernode.hw import cost as hw_cost
 from supernode.runtime.deployments import prefill_deployment
 from supernode.v1 import common_pb2, prefill_pb2
@@ -105,3 +105,43 @@ async def test_bad_input_and_full_queue(make_prefill):
     assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert all(dict(r.trailing_metadata() or ()).get("retry-after-s") == "0.5" for r in refused)
     assert any(isinstance(r, prefill_pb2.PrefillResponse) for r in results)
+
+
+def hold_puts(pool) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds the pool's block writes until `release` is set; `entered` is set when one starts."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    put = pool.put
+
+    async def held(blocks):
+        entered.set()
+        await release.wait()
+        return await put(blocks)
+
+    pool.put = held
+    return entered, release
+
+
+async def test_stream_sends_the_first_token_before_the_blocks_are_stored(prefill_stack):
+    stub, _, _, pool = await prefill_stack(num_npus=1)
+    entered, release = hold_puts(pool)
+    prompt = [500 + i % 13 for i in range(512)]
+    call = stub.PrefillStream(request("s", prompt, seed=4))
+    first = await asyncio.wait_for(call.read(), 10)  # while the store is held
+    assert first.WhichOneof("event") == "first_token"
+    assert first.first_token == tokens.TokenModel(prompt, 4).next_token()
+    keys = blocks.block_keys(prompt, 128)
+    assert entered.is_set() and await pool.lookup(keys) == 0, "the store is still held"
+    release.set()
+    last = await call.read()
+    assert last.WhichOneof("event") == "response"
+    assert last.response.first_token == first.first_token and len(last.response.kv.block_keys) == 4
+    assert list(last.response.kv.block_keys) == keys
+    assert await pool.lookup(keys) == 4, "stored before the response"
+    assert await call.read() is grpc.aio.EOF
+
+
+async def test_stream_refuses_bad_input_by_field(make_prefill):
+    stub, _, _ = await make_prefill(num_npus=1)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.PrefillStream(request("x", [tokens.VOCAB_SIZE])).read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "token_ids" in err.value.details()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from collections.abc import Sequence
 
@@ -90,3 +91,27 @@ async def test_kv_gone_before_decode_is_recomputed_whether_tokens_are_drawn_or_c
         [chunk async for chunk in c.generate(r)]
         assert num_dropped and r.num_prefills == 2 and r.num_generated == 8
         assert r.status is RequestStatus.FINISHED
+
+
+async def test_the_first_token_goes_out_before_the_prompt_is_stored_and_decode_waits_for_it():
+    async with InprocCluster(make_settings(), VirtualClock(start=5.0), SMALL) as cluster:
+        entered, release = asyncio.Event(), asyncio.Event()
+        put = cluster.pool.put
+
+        async def held_put(blocks):  # the prefill's store of the prompt's new blocks, held
+            entered.set()
+            await release.wait()
+            return await put(blocks)
+
+        cluster.pool.put = held_put  # type: ignore[method-assign]
+        prompt = [300 + i % 97 for i in range(700)]
+        request = cluster.router.make_request("a", "", prompt, 6, Sampling(seed=3))
+        chunks = cluster.generate(request)
+        first = await asyncio.wait_for(anext(chunks), 10)
+        assert first.token_ids == [tokens.TokenModel(prompt, 3).next_token()]
+        assert entered.is_set() and request.status is RequestStatus.PREFILLING and request.kv is None
+        assert request.ttft_s > 0
+        release.set()
+        rest = [chunk async for chunk in chunks]
+        assert sum(c.num_tokens for c in rest) == 5 and request.status is RequestStatus.FINISHED
+        assert request.kv_pull_s > 0, "decode pulled the KV once it was stored"

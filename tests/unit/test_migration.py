@@ -4,7 +4,7 @@ cluster (the real engines on a virtual clock) with peers that break the way proc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -60,7 +60,10 @@ class BreakingDecode(LocalDecodePeer):
 class FrozenPrefill(LocalPrefillPeer):
     """A prefill instance that has frozen: calls never answer, probes fail."""
 
-    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> PrefillResult:  # fmt: skip
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 

@@ -7,8 +7,9 @@ A request's states here (core/request.py):
    (RESOURCE_EXHAUSTED when full);
 2. PREFILLING: computed in one or more token-budgeted batches by the step loop (the cost model prices
    each batch it is given);
-3. FINISHED: new blocks stored in the pool (their UB move to the EMS pool runs in the background, as
-   the paper stores asynchronously), the first token drawn from the token model, a KvHandle returned.
+3. FINISHED: the first token drawn from the token model and offered to the caller at once, then the new
+   blocks stored in the pool (their UB move to the EMS pool runs in the background, as the paper
+   stores asynchronously) and a KvHandle returned.
 A caller that leaves cancels it (CANCELLED); a batch already running it completes. If the step loop
 fails, every queued request FAILS with UNAVAILABLE and the worker refuses new ones (runtime/supervision.py).
 """
@@ -19,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from supernode.core import blocks, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
@@ -154,8 +155,13 @@ class PrefillEngine:
 
     # -- requests
 
-    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
-        """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result."""
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> PrefillResult:  # fmt: skip
+        """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result.
+        `on_first_token` is called with the first token once the prompt is computed, before the new
+        blocks are stored (the caller can answer it while the store runs)."""
         self.supervisor.check()
         request = self._validate(request_id, prompt, sampling)
         if self.offload and len(prompt) > OFFLOAD_MIN_TOKENS:
@@ -183,12 +189,14 @@ class PrefillEngine:
         if request.status is RequestStatus.FAILED:
             raise self.supervisor.error()
         request.prefill_queue_s = max(0.0, request.finished_s - queued_at - request.prefill_compute_s)
+        first = tokens.next_token(prompt, sampling.seed)
+        if on_first_token is not None:
+            on_first_token(first)
         await self._store_blocks(prompt, keys, request.num_cached_tokens // self.block_tokens, die)
         kv = KvHandle(
             request_id, self.namespace, tuple(keys), len(prompt), len(prompt) * specs.KV_BYTES_PER_TOKEN,
             self.worker_id, die, self.block_tokens,
         )  # fmt: skip
-        first = tokens.next_token(prompt, sampling.seed)
         return PrefillResult(
             first, kv, request.num_cached_tokens, request.prefill_queue_s, request.cache_load_s,
             request.prefill_compute_s,

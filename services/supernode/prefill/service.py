@@ -6,7 +6,7 @@ engine's; this module only translates and hosts it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 
 import grpc
 
@@ -14,10 +14,11 @@ from supernode.prefill.engine import PrefillEngine
 from supernode.runtime import codec
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.early_first import EarlyFirst
 from supernode.runtime.grpc_peers import worker_builder
 from supernode.runtime.metrics import start_metrics_server
-from supernode.runtime.peers import FabricClient, PoolClient
-from supernode.runtime.server import Drain, unary
+from supernode.runtime.peers import FabricClient, PoolClient, PrefillResult
+from supernode.runtime.server import Drain, stream, unary
 from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
 
 
@@ -49,14 +50,23 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         result = await self.engine.prefill(
             request.request_id, list(request.token_ids), codec.sampling_from_pb(request.sampling)
         )
-        return prefill_pb2.PrefillResponse(
-            first_token=result.first_token,
-            kv=codec.kv_to_pb(result.kv),
-            num_cached_tokens=result.num_cached_tokens,
-            queue_s=result.queue_s,
-            load_s=result.load_s,
-            compute_s=result.compute_s,
+        return _response(result)
+
+    @stream()
+    async def PrefillStream(  # noqa: N802
+        self, request: prefill_pb2.PrefillRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[prefill_pb2.PrefillEvent, None]:
+        sampling = codec.sampling_from_pb(request.sampling)
+        call = EarlyFirst(
+            lambda offer: self.engine.prefill(request.request_id, list(request.token_ids), sampling, offer)
         )
+        try:
+            first = await call.first_token()
+            if first is not None:
+                yield prefill_pb2.PrefillEvent(first_token=first)
+            yield prefill_pb2.PrefillEvent(response=_response(await call.result()))
+        finally:
+            call.cancel()  # the client left: the request leaves the queue
 
     @unary()
     async def Score(self, request: prefill_pb2.ScoreRequest, context: grpc.aio.ServicerContext):  # noqa: N802
@@ -70,6 +80,17 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
     @unary(track=False)
     async def Load(self, request: common_pb2.LoadRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         return codec.load_to_pb(self.engine.load(draining=not self.drain.is_admitting))
+
+
+def _response(result: PrefillResult) -> prefill_pb2.PrefillResponse:
+    return prefill_pb2.PrefillResponse(
+        first_token=result.first_token,
+        kv=codec.kv_to_pb(result.kv),
+        num_cached_tokens=result.num_cached_tokens,
+        queue_s=result.queue_s,
+        load_s=result.load_s,
+        compute_s=result.compute_s,
+    )
 
 
 def build(

@@ -112,9 +112,14 @@ class WorkerCalls:
                 last = err
         raise last
 
-    async def prefill(self, request: Request, deadline_at: float, resumed: list[int] | None = None) -> None:
+    async def prefill(
+        self, request: Request, deadline_at: float, resumed: list[int] | None = None,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
         """Prefills on the policy's choice, skipping instances that refuse, fail, stop answering or
-        pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output)."""
+        pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output).
+        `on_first_token`: as PrefillPeer.prefill's (an instance tried after one that offered it offers
+        the same token again: it is drawn from the prompt and seed)."""
         workers = self.workers.prefill
         prefix = blocks.block_keys(request.prompt[: self.block_tokens], self.block_tokens)[0]
         order = self._order(workers, lambda snaps: policy.prefill_order(
@@ -124,7 +129,9 @@ class WorkerCalls:
         for i in order:
             worker = workers[i]
             worker.num_inflight += 1
-            call = worker.peer.prefill(request.request_id, resumed or request.prompt, request.sampling)
+            call = worker.peer.prefill(
+                request.request_id, resumed or request.prompt, request.sampling, on_first_token
+            )
             try:
                 deadline = self._call_deadline(self.cfg.prefill_timeout_s, deadline_at)
                 result = await self.watchdog.call(worker, call, "prefill", deadline)

@@ -37,6 +37,7 @@ from supernode.router.calls import EXPIRED, WorkerCalls
 from supernode.router.workers import Worker, WorkerSet
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.early_first import EarlyFirst
 from supernode.runtime.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -161,11 +162,17 @@ class RouterEngine:
                 if request.kv is None:
                     self._to(request, RequestStatus.PREFILLING)
                     if request.num_generated == 0:
-                        await self.calls.prefill(request, deadline_at)
-                        request.first_token_s = self.clock.now()
-                        request.num_generated = 1
-                        request.output.append(request.first_token)
-                        yield OutputChunk([request.first_token], 1)
+                        # The first token goes out once computed; the prompt's blocks are stored after.
+                        call = EarlyFirst(lambda offer: self.calls.prefill(request, deadline_at, None, offer))
+                        try:
+                            first = await call.first_token()
+                            if first is not None:
+                                yield self._first(request, first)
+                            await call.result()
+                        finally:
+                            call.cancel()
+                        if request.num_generated == 0:  # a peer that only answers at the end
+                            yield self._first(request, request.first_token)
                     else:  # resuming: prompt + the tokens sent, but the last, which decode starts from
                         await self.calls.prefill(request, deadline_at, resume.resume_prompt(request))
                 request.finish_reason = resume.finish_reason_so_far(request)
@@ -224,6 +231,12 @@ class RouterEngine:
                         await self.calls.cancel(*booked)
         request.finished_s = self.clock.now()
         request.advance(RequestStatus.FINISHED)
+
+    def _first(self, request: Request, token: int) -> OutputChunk:
+        request.first_token_s = self.clock.now()
+        request.num_generated = 1
+        request.output.append(token)
+        return OutputChunk([token], 1)
 
     def _migrate(
         self, request: Request, worker: Worker[DecodePeer], err: SupernodeError, failed_on: set[str],

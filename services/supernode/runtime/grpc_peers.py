@@ -15,7 +15,7 @@ from supernode.runtime import codec
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
-from supernode.runtime.errors import from_rpc_error
+from supernode.runtime.errors import InternalError, from_rpc_error
 from supernode.runtime.peers import (
     DecodeChunk,
     Die,
@@ -136,16 +136,35 @@ class GrpcPrefillPeer:
         scale = settings.runtime.time_scale  # the bounds are emulated seconds; gRPC's are wall
         self._timeout = settings.router.prefill_timeout_s / scale  # the router gives up sooner when it must
         self._score_timeout = settings.router.score_timeout_s / scale
+        self._unary_only = False  # set when the instance has no PrefillStream
 
-    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult:
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> PrefillResult:  # fmt: skip
+        """One PrefillStream call: the first token as soon as it is computed, then the reply. An
+        instance without that method (an older build) is asked with the unary Prefill from then on."""
         request = prefill_pb2.PrefillRequest(
             request_id=request_id, token_ids=prompt, sampling=codec.sampling_to_pb(sampling)
         )
-        reply = await _call(self._stub.Prefill, request, self._timeout)
-        return PrefillResult(
-            reply.first_token, codec.kv_from_pb(reply.kv), reply.num_cached_tokens, reply.queue_s,
-            reply.load_s, reply.compute_s,
-        )  # fmt: skip
+        if self._unary_only:
+            return _prefill_result(await _call(self._stub.Prefill, request, self._timeout))
+        call = self._stub.PrefillStream(request, timeout=self._timeout)
+        try:
+            async for event in call:
+                if event.WhichOneof("event") == "first_token":
+                    if on_first_token is not None:
+                        on_first_token(event.first_token)
+                    continue
+                return _prefill_result(event.response)
+        except grpc.RpcError as err:
+            if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise from_rpc_error(err) from err
+            self._unary_only = True
+            return _prefill_result(await _call(self._stub.Prefill, request, self._timeout))
+        finally:
+            call.cancel()  # a caller that left takes the request out of the prefill queue now
+        raise InternalError("prefill: the stream ended without a response")
 
     async def score(
         self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
@@ -161,6 +180,13 @@ class GrpcPrefillPeer:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _prefill_result(reply: prefill_pb2.PrefillResponse) -> PrefillResult:
+    return PrefillResult(
+        reply.first_token, codec.kv_from_pb(reply.kv), reply.num_cached_tokens, reply.queue_s,
+        reply.load_s, reply.compute_s,
+    )  # fmt: skip
 
 
 class GrpcDecodePeer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -135,7 +135,13 @@ class PoolClient(Protocol):
 class PrefillPeer(Protocol):
     address: str  # how the router names it (host:port, or an in-process name)
 
-    async def prefill(self, request_id: str, prompt: Sequence[int], sampling: Sampling) -> PrefillResult: ...
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: Callable[[int], None] | None = None,
+    ) -> PrefillResult:  # fmt: skip
+        """Computes the prompt's KV; `on_first_token` gets the first token as soon as the prompt is
+        computed, before the new blocks are stored (the result follows once they are)."""
+        ...
 
     async def score(
         self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str

@@ -33,6 +33,14 @@ class PrefillResponse(_message.Message):
     compute_s: float
     def __init__(self, first_token: _Optional[int] = ..., kv: _Optional[_Union[_common_pb2.KvHandle, _Mapping]] = ..., num_cached_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., load_s: _Optional[float] = ..., compute_s: _Optional[float] = ...) -> None: ...
 
+class PrefillEvent(_message.Message):
+    __slots__ = ("first_token", "response")
+    FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    first_token: int
+    response: PrefillResponse
+    def __init__(self, first_token: _Optional[int] = ..., response: _Optional[_Union[PrefillResponse, _Mapping]] = ...) -> None: ...
+
 class ScoreRequest(_message.Message):
     __slots__ = ("request_id", "segment_ids", "question_ids", "score_fn")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

@@ -41,6 +41,11 @@ class PrefillStub:
                 request_serializer=supernode_dot_v1_dot_prefill__pb2.PrefillRequest.SerializeToString,
                 response_deserializer=supernode_dot_v1_dot_prefill__pb2.PrefillResponse.FromString,
                 _registered_method=True)
+        self.PrefillStream = channel.unary_stream(
+                '/supernode.v1.Prefill/PrefillStream',
+                request_serializer=supernode_dot_v1_dot_prefill__pb2.PrefillRequest.SerializeToString,
+                response_deserializer=supernode_dot_v1_dot_prefill__pb2.PrefillEvent.FromString,
+                _registered_method=True)
         self.Load = channel.unary_unary(
                 '/supernode.v1.Prefill/Load',
                 request_serializer=supernode_dot_v1_dot_common__pb2.LoadRequest.SerializeToString,
@@ -59,6 +64,15 @@ class PrefillServicer:
 
     def Prefill(self, request, context):
         """Computes the prompt's KV (loading cached blocks from the pool), stores new blocks, returns the first token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrefillStream(self, request, context):
+        """The same, in two messages: the first token as soon as the prompt is computed, then the response
+        once the new blocks are stored (the router answers the caller's first token without waiting for
+        the store, as the paper's asynchronous store does, and starts decode only once the blocks are in).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +100,11 @@ def add_PrefillServicer_to_server(servicer, server):
                     servicer.Prefill,
                     request_deserializer=supernode_dot_v1_dot_prefill__pb2.PrefillRequest.FromString,
                     response_serializer=supernode_dot_v1_dot_prefill__pb2.PrefillResponse.SerializeToString,
+            ),
+            'PrefillStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.PrefillStream,
+                    request_deserializer=supernode_dot_v1_dot_prefill__pb2.PrefillRequest.FromString,
+                    response_serializer=supernode_dot_v1_dot_prefill__pb2.PrefillEvent.SerializeToString,
             ),
             'Load': grpc.unary_unary_rpc_method_handler(
                     servicer.Load,
@@ -126,6 +145,33 @@ class Prefill:
             '/supernode.v1.Prefill/Prefill',
             supernode_dot_v1_dot_prefill__pb2.PrefillRequest.SerializeToString,
             supernode_dot_v1_dot_prefill__pb2.PrefillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrefillStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/supernode.v1.Prefill/PrefillStream',
+            supernode_dot_v1_dot_prefill__pb2.PrefillRequest.SerializeToString,
+            supernode_dot_v1_dot_prefill__pb2.PrefillEvent.FromString,
             options,
             channel_credentials,
             insecure,
