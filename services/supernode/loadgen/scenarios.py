@@ -67,8 +67,9 @@ class BenchConfig:
         )  # fmt: skip
 
 
-# Overrides that do not change what traffic is sent keep the preset's name.
-_NAME_KEEPING = frozenset({"seed", "slo_ttft_ms", "slo_tpot_ms"})
+# Overrides that do not change what traffic is sent keep the preset's name: another draw, other SLOs,
+# or a longer or shorter run of the same traffic.
+_NAME_KEEPING = frozenset({"seed", "slo_ttft_ms", "slo_tpot_ms", "num_requests"})
 
 
 def describe(cfg: BenchConfig) -> str:

@@ -87,6 +87,8 @@ def test_presets_build_points() -> None:
 def test_runs_are_named_by_what_they_ran() -> None:
     base = preset("mixed", DEPLOY)
     assert base.override(seed=9).scenario == "mixed"  # same traffic, another draw
+    longer = base.override(num_requests=5000)  # the same traffic for longer
+    assert longer.scenario == "mixed" and longer.description.endswith("(overrides: num_requests=5000)")
     custom = base.override(
         workload="synthetic", input_len="fixed:512", output_len="fixed:64", request_rates=(2.0,)
     )
