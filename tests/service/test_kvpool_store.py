@@ -125,14 +125,14 @@ async def test_a_stale_slot_map_is_retried_not_taken_for_a_refusal(redis_cluster
             await BlockScripts().get(store._client(wrong), [f"{ns}:kv:{foreign[0]}"])
         assert is_stale_slot_map(err.value) and not is_script_refused(err.value), err.value
         num_calls = 0
-        right = store._master
+        right = store.nodes.master
 
         def stale_map(key: str) -> str:  # the first attempt sends every key to one master
             nonlocal num_calls
             num_calls += 1
             return wrong if num_calls <= len(keys) else right(key)
 
-        monkeypatch.setattr(store, "_master", stale_map)
+        monkeypatch.setattr(store.nodes, "master", stale_map)
         assert await store.get_many(ns, keys) == [PAYLOAD] * len(keys)
         assert num_calls > len(keys), "a second attempt ran"
         assert store.is_scripted, "a stale map is not a server without scripting"

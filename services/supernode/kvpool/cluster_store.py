@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import logging
 import time
-from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,19 +30,16 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from supernode.kvpool import frames
 from supernode.kvpool.bulk import Buffers, BulkClient
-from supernode.kvpool.resp import use_fast_packing
+from supernode.kvpool.cluster_nodes import ClusterNodes
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import (
-    REDIS_OPTIONS,
     NodeStats,
     open_direct,
     read_node_stats,
     redis_key,
-    retry_once,
 )
 from supernode.runtime.errors import UnavailableError
 
@@ -71,8 +67,6 @@ class _Command:
     single: Callable[[Pipeline, str], Any]
 
 
-_SLOTS = 16384  # Redis Cluster's hash slots
-MIN_REFRESH_INTERVAL_S = 0.1
 RETRY_INTERVAL_S = 0.2  # between slot-map refreshes while a Get waits out a failover
 
 
@@ -82,16 +76,7 @@ class ClusterKvStore:
     def __init__(self, url: str, failover_wait_s: float = 5.0) -> None:
         """`url`: one node's URL, or several comma-separated (seeds: any one alive will do)."""
         self.failover_wait_s = failover_wait_s
-        first, *others = split_urls(url)
-        seeds = [ClusterNode(*_host_port(u)) for u in others]
-        self._cluster = RedisCluster.from_url(
-            first, startup_nodes=seeds or None, retry=retry_once(), **REDIS_OPTIONS
-        )
-        self._node_kwargs = _node_kwargs(first)
-        self._clients: dict[str, aioredis.Redis] = {}
-        self._refresh_lock = asyncio.Lock()
-        self._refreshed_at = 0.0
-        self._is_ready = False
+        self.nodes = ClusterNodes(url)
         self.num_round_trips = 0  # node pipelines sent (tests check one per node per call)
         self.num_dropped_writes = 0
         self.num_failed_reads = 0
@@ -136,7 +121,7 @@ class ClusterKvStore:
         """The GET script on `node`, its payloads read by the direct reader where it applies."""
         if node not in self._direct:
             host, _, port = node.rpartition(":")
-            options = self._node_kwargs | {"host": host, "port": int(port)}
+            options = self.nodes.node_kwargs | {"host": host, "port": int(port)}
             self._direct[node] = open_direct(options, self._buffers)
         direct = self._direct[node]
         if direct is None:
@@ -148,11 +133,11 @@ class ClusterKvStore:
         await self._per_key([redis_key(namespace, key)], command, is_read=False)
 
     async def num_keys(self, namespace: str) -> int:
-        await self._ready()
+        await self.nodes.ready()
         count = 0
-        for node in self._cluster.get_primaries():
+        for node in self.nodes.primaries():
             try:
-                async for _ in self._client(node.name).scan_iter(match=f"{namespace}:kv:*", count=1000):
+                async for _ in self._client(node).scan_iter(match=f"{namespace}:kv:*", count=1000):
                     count += 1
             except redis.exceptions.RedisError:
                 continue  # a node down counts as holding nothing
@@ -163,7 +148,7 @@ class ClusterKvStore:
         return sum(s.used_memory_bytes for s in masters), sum(s.num_evicted for s in masters)
 
     async def node_stats(self) -> list[NodeStats]:
-        nodes = sorted((await self._topology()).items())
+        nodes = sorted((await self.nodes.topology()).items())
         return list(
             await asyncio.gather(
                 *(
@@ -173,39 +158,24 @@ class ClusterKvStore:
             )
         )
 
-    async def _topology(self) -> dict[str, str]:
-        """host:port -> "master" / "replica" for every node the cluster knows (CLUSTER NODES, which
-        unlike the slot map also lists replicas that hold no data yet and nodes that failed)."""
-        await self._ready()
-        for primary in self._cluster.get_primaries():
-            try:
-                table = await self._client(primary.name).execute_command("CLUSTER", "NODES")
-            except redis.exceptions.RedisError:
-                continue
-            return _parse_nodes(table.decode() if isinstance(table, bytes) else str(table))
-        return {n.name: _role(n) for n in self._cluster.get_nodes()}
-
     async def ping(self) -> None:
-        await self._ready()
+        await self.nodes.ready()
         replies = await asyncio.gather(
-            *(self._client(n.name).ping() for n in self._cluster.get_primaries()), return_exceptions=True
+            *(self._client(node).ping() for node in self.nodes.primaries()), return_exceptions=True
         )
         if all(isinstance(r, BaseException) for r in replies):
             raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
         for direct in self._direct.values():
             if direct is not None:
                 direct.close()
         self._direct.clear()
-        await self._cluster.aclose()
+        await self.nodes.close()
 
     def masters_of(self, namespace: str, keys: Sequence[str]) -> list[str]:
         """The master (host:port) currently holding each key, from the client's slot map."""
-        return [self._master(redis_key(namespace, k)) for k in keys]
+        return [self.nodes.master(redis_key(namespace, k)) for k in keys]
 
     # -- the per-node pipelines
 
@@ -222,7 +192,7 @@ class ClusterKvStore:
         left `_FAILED`."""
         if not keys:
             return []
-        await self._ready()
+        await self.nodes.ready()
         replies: list[Any] = [_FAILED] * len(keys)
         todo = list(range(len(keys)))
         answered: set[str] = set()
@@ -236,7 +206,7 @@ class ClusterKvStore:
                 break
             if attempt >= 1:
                 await asyncio.sleep(RETRY_INTERVAL_S)
-            await self._refresh()
+            await self.nodes.refresh()
         if self._is_down(answered, failed):
             raise UnavailableError("kv pool: no redis cluster node answers", retry_after_s=1.0)
         self._give_up(keys, todo, is_read)
@@ -255,7 +225,7 @@ class ClusterKvStore:
         """Sends the `todo` keys' commands, one pipeline per master at once; fills `replies`, notes
         which nodes answered or failed, and returns the keys to try again."""
         groups: defaultdict[str, list[int]] = defaultdict(list)
-        master = self._master
+        master = self.nodes.master
         for i in todo:
             groups[master(keys[i])].append(i)
         outcomes = await asyncio.gather(
@@ -290,7 +260,7 @@ class ClusterKvStore:
 
     def _is_down(self, answered: set[str], failed: set[str]) -> bool:
         """True when no master answered and every master known failed: the whole cluster is away."""
-        return not answered and {n.name for n in self._cluster.get_primaries()} <= failed
+        return not answered and set(self.nodes.primaries()) <= failed
 
     async def _pipeline(self, node: str, keys: list[str], command: _Command) -> list[Any] | BaseException:
         """The node's replies to `command` over `keys` (one script call, or a pipeline of single-key
@@ -322,7 +292,7 @@ class ClusterKvStore:
         if is_read:
             self.num_failed_reads += len(failed)
             for i in failed:
-                self._tally(self._master(keys[i]), False)
+                self._tally(self.nodes.master(keys[i]), False)
         else:
             self.num_dropped_writes += len(failed)
         log.warning(
@@ -330,87 +300,11 @@ class ClusterKvStore:
             "read as misses" if is_read else "writes dropped", "a cluster node is failing over?",
         )  # fmt: skip
 
+    def _client(self, node: str) -> aioredis.Redis:
+        return self.nodes.client(node)
+
     def _tally(self, node: str, hit: bool) -> None:
         if hit:
             self._hits[node] += 1
         else:
             self._misses[node] += 1
-
-    # -- topology
-
-    def _master(self, key: str) -> str:
-        """host:port of the key's master; "" when no node covers its slot (the call then fails over)."""
-        # A pool key has no hash tag (the namespace allows no braces), so its slot is the CRC16 of all
-        # of it: computed here directly, as redis-py's keyslot() costs 1.8 us a key.
-        slot = self._cluster.keyslot(key) if "{" in key else crc_hqx(key.encode(), 0) % _SLOTS
-        nodes = self._cluster.nodes_manager.slots_cache.get(slot)
-        return str(nodes[0].name) if nodes else ""
-
-    def _client(self, node: str) -> aioredis.Redis:
-        client = self._clients.get(node)
-        if client is None:
-            host, _, port = node.rpartition(":")
-            options = REDIS_OPTIONS | self._node_kwargs
-            client = aioredis.Redis(host=host, port=int(port), retry=retry_once(), **options)
-            use_fast_packing(client)
-            self._clients[node] = client
-        return client
-
-    async def _ready(self) -> None:
-        if self._is_ready:
-            return
-        try:
-            await self._cluster.initialize()
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
-            raise UnavailableError("kv pool: redis cluster unreachable", retry_after_s=1.0) from err
-        self._is_ready = True
-
-    async def _refresh(self) -> None:
-        """Re-reads the slot map from the cluster (after MOVED or a node failure); at most one
-        refresh runs at a time and a fresh map is reused."""
-        started = time.monotonic()
-        async with self._refresh_lock:
-            if self._refreshed_at >= started - MIN_REFRESH_INTERVAL_S:
-                return
-            try:
-                await self._cluster.nodes_manager.initialize()
-            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as err:
-                log.warning("redis cluster slot map refresh failed: %s", err)
-            self._refreshed_at = time.monotonic()
-
-
-def _parse_nodes(table: str) -> dict[str, str]:
-    nodes = {}
-    for fields in (line.split() for line in table.splitlines()):
-        if len(fields) >= 8 and "noaddr" not in fields[2]:
-            nodes[fields[1].split("@")[0]] = "master" if "master" in fields[2] else "replica"
-    return nodes
-
-
-def _role(node: Any) -> str:
-    return "master" if getattr(node, "server_type", "primary") == "primary" else "replica"
-
-
-def split_urls(url: str) -> list[str]:
-    """The URLs of a comma-separated list (cluster seeds); raises ValueError when there is none."""
-    urls = [u.strip() for u in url.split(",") if u.strip()]
-    if not urls:
-        raise ValueError("redis_url: must name at least one redis:// or rediss:// URL")
-    return urls
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    return parsed.hostname or "localhost", parsed.port or 6379
-
-
-def _node_kwargs(url: str) -> dict[str, Any]:
-    """Credentials and TLS from the URL, for the per-node clients (host and port come from the map)."""
-    from redis.asyncio.connection import parse_url
-
-    kwargs: dict[str, Any] = dict(parse_url(url))
-    for name in ("host", "port", "db", "path", *REDIS_OPTIONS):
-        kwargs.pop(name, None)
-    return kwargs

@@ -7,7 +7,8 @@ import logging
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from supernode.kvpool.cluster_store import ClusterKvStore, split_urls
+from supernode.kvpool.cluster_nodes import split_urls
+from supernode.kvpool.cluster_store import ClusterKvStore
 from supernode.kvpool.store import REDIS_OPTIONS, KvStore, RedisKvStore, retry_once
 from supernode.runtime.errors import UnavailableError
 
