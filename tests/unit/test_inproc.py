@@ -12,7 +12,7 @@ from supernode.core import tokens
 from supernode.core.request import RequestStatus, Sampling
 from supernode.inproc import ClusterShape, InprocCluster
 from supernode.runtime.clock import VirtualClock
-from supernode.runtime.errors import InvalidArgumentError
+from supernode.runtime.errors import InvalidArgumentError, UnavailableError
 from supernode.runtime.peers import PoolRead
 from tests.conftest import make_settings
 
@@ -115,3 +115,24 @@ async def test_the_first_token_goes_out_before_the_prompt_is_stored_and_decode_w
         rest = [chunk async for chunk in chunks]
         assert sum(c.num_tokens for c in rest) == 5 and request.status is RequestStatus.FINISHED
         assert request.kv_pull_s > 0, "decode pulled the KV once it was stored"
+
+
+async def test_a_prefill_that_fails_after_its_first_token_is_retried_without_sending_it_twice():
+    async with InprocCluster(make_settings(), VirtualClock(start=5.0), SMALL) as cluster:
+        put = cluster.pool.put
+        failures = []
+
+        async def failing_once(blocks):  # the first instance's store fails after its token went out
+            if not failures:
+                failures.append(True)
+                raise UnavailableError("kv pool: redis unreachable")
+            return await put(blocks)
+
+        cluster.pool.put = failing_once  # type: ignore[method-assign]
+        prompt = [300 + i % 97 for i in range(700)]
+        request = cluster.router.make_request("a", "", prompt, 6, Sampling(seed=3))
+        chunks = [chunk async for chunk in cluster.generate(request)]
+        assert failures, "the first store failed"
+        assert chunks[0].token_ids == [tokens.TokenModel(prompt, 3).next_token()]
+        assert sum(c.num_tokens for c in chunks) == 6 and request.status is RequestStatus.FINISHED
+        assert request.num_prefills == 1 and request.prefill_worker == cluster.prefills[1].worker_id
