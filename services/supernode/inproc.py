@@ -96,9 +96,9 @@ class LocalPrefillPeer:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None,
+        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
-        return await self.engine.prefill(request_id, prompt, sampling, on_first_token)
+        return await self.engine.prefill(request_id, prompt, sampling, on_first_token, sent_s)
 
     async def score(
         self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str

@@ -145,3 +145,26 @@ async def test_stream_refuses_bad_input_by_field(make_prefill):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.PrefillStream(request("x", [tokens.VOCAB_SIZE])).read()
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "token_ids" in err.value.details()
+
+
+async def test_the_hosts_work_since_the_router_sent_it_is_not_emulated_time(prefill_stack):
+    """`sent_s`: a prompt sent 2 ms (emulated) before the idle worker had it computes from then; a
+    `sent_s` in the future (another host's clock ahead) or unset counts from its arrival."""
+    stub, engine, _, _ = await prefill_stack(num_npus=1)
+    clock = engine.clock
+
+    async def elapsed(rid: str, sent_before_s: float | None) -> tuple[float, float]:
+        await clock.sleep(1.0)  # the worker is idle
+        req = request(rid, [600 + ord(rid[0])] * 512)  # no prompt cached: no load on the path
+        if sent_before_s is not None:
+            req.sent_s = clock.now() - sent_before_s
+        started = clock.now()
+        reply = await stub.Prefill(req)
+        return clock.now() - started, reply.compute_s
+
+    took, compute = await elapsed("unset", None)
+    assert abs(took - compute) < 1e-6
+    took, compute = await elapsed("sent", 0.002)
+    assert abs(took - (compute - 0.002)) < 1e-6
+    took, compute = await elapsed("ahead", -5.0)
+    assert abs(took - compute) < 1e-6

@@ -138,6 +138,9 @@ class Request:
     prefill_queue_s: float = 0.0  # waiting for a prefill batch
     prefill_compute_s: float = 0.0  # batches it took part in
     cache_load_s: float = 0.0  # loading its cached prefix from the pool over UB
+    sent_s: float = 0.0  # instant the router sent it to prefill, a reservation granted at once
+    # counted as instant (0: unknown); prefill counts it as arriving then, not when the host delivered it
+    ready_s: float = 0.0  # prefill: instant it was ready to compute (sent + modelled cache load; 0: unset)
     kv_pull_s: float = 0.0  # the prefill -> decode RDMA pull
     prefill_worker: str = ""  # the instance that prefilled it
     decode_worker: str = ""  # the instance that decoded it

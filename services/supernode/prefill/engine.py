@@ -33,7 +33,7 @@ from supernode.prefill.queue_delay import QueueDelayBound
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
-from supernode.runtime.engine import StepFailure, StepLoop
+from supernode.runtime.engine import HOST_DELAY_FLOOR_S, StepFailure, StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, invalid
 from supernode.runtime.peers import (
     DieLease,
@@ -82,6 +82,7 @@ class PrefillEngine:
             self.price,
             self.postprocess,
             on_failure=self._on_step_failure,
+            ready_at=self._ready_at,
         )
         self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
@@ -135,6 +136,11 @@ class PrefillEngine:
                 request.sink.on_done(request)
         self._publish_queue()
 
+    def _ready_at(self, batch: PrefillBatch) -> float:
+        """The instant every prompt in `batch` was ready (a job with none set: now)."""
+        now = self.clock.now()
+        return max((s.request.ready_s or now) for s in batch.slices)
+
     def _publish_queue(self) -> None:
         self.metrics.on_queue(
             len(self.scheduler.waiting), self.scheduler.num_waiting_tokens, self.block_tokens,
@@ -157,11 +163,13 @@ class PrefillEngine:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None,
+        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result.
         `on_first_token` is called with the first token once the prompt is computed, before the new
-        blocks are stored (the caller can answer it while the store runs)."""
+        blocks are stored (the caller can answer it while the store runs). `sent_s`: when the router
+        sent it (0: unknown); a batch on an idle worker starts when its prompts were ready, so the
+        host's own work since (the hop, hashing, the pool lookup) is not emulated time."""
         self.supervisor.check()
         request = self._validate(request_id, prompt, sampling)
         if self.offload and len(prompt) > OFFLOAD_MIN_TOKENS:
@@ -170,6 +178,11 @@ class PrefillEngine:
             keys = blocks.block_keys(prompt, self.block_tokens)
         die = self._die_for(request_id)
         await self._load_cached(request, keys, die)
+        # Ready when sent plus its modelled cache load: the host's hop, hashing and pool lookup are
+        # not emulated time (runtime/engine.py's `ready_at`); a delay under a microsecond is none.
+        sent = sent_s if 0 < sent_s <= request.arrival_s else request.arrival_s
+        ready, now = sent + request.cache_load_s, self.clock.now()
+        request.ready_s = ready if ready < now - HOST_DELAY_FLOOR_S else now
         done = scoring.DoneSink()
         request.sink = done
         queued_at = self.clock.now()
@@ -188,7 +201,8 @@ class PrefillEngine:
                 self._publish_queue()
         if request.status is RequestStatus.FAILED:
             raise self.supervisor.error()
-        request.prefill_queue_s = max(0.0, request.finished_s - queued_at - request.prefill_compute_s)
+        waited = request.finished_s - min(queued_at, request.ready_s) - request.prefill_compute_s
+        request.prefill_queue_s = max(0.0, waited)
         first = tokens.next_token(prompt, sampling.seed)
         if on_first_token is not None:
             on_first_token(first)

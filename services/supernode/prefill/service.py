@@ -48,8 +48,9 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
     @unary()
     async def Prefill(self, request: prefill_pb2.PrefillRequest, context: grpc.aio.ServicerContext):  # noqa: N802
         result = await self.engine.prefill(
-            request.request_id, list(request.token_ids), codec.sampling_from_pb(request.sampling)
-        )
+            request.request_id, list(request.token_ids), codec.sampling_from_pb(request.sampling),
+            sent_s=request.sent_s,
+        )  # fmt: skip
         return _response(result)
 
     @stream()
@@ -58,7 +59,9 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
     ) -> AsyncGenerator[prefill_pb2.PrefillEvent, None]:
         sampling = codec.sampling_from_pb(request.sampling)
         call = EarlyFirst(
-            lambda offer: self.engine.prefill(request.request_id, list(request.token_ids), sampling, offer)
+            lambda offer: self.engine.prefill(
+                request.request_id, list(request.token_ids), sampling, offer, request.sent_s
+            )
         )
         try:
             first = await call.first_token()

@@ -73,8 +73,13 @@ class WorkerCalls:
         deadline = min(self.clock.now() + self.cfg.reserve_wait_s * self.time_scale, deadline_at)
         backoff = 0.02 * self.time_scale
         while True:
+            asked_s = self.clock.now()
             try:
-                return await self._reserve_once(request, failed_on, deadline_at)
+                booked = await self._reserve_once(request, failed_on, deadline_at)
+                # Granted at once: the reservation is bookkeeping, instant in the paper's system, so
+                # the prefill counts from here rather than from when the answer crossed the host.
+                request.sent_s = asked_s
+                return booked
             except (ResourceExhaustedError, UnavailableError, DeadlineExceededError) as err:
                 # Full, or too busy to answer in time: wait and ask again, as for a full instance.
                 retry = isinstance(err, ResourceExhaustedError) or _is_slow(err)
@@ -126,11 +131,14 @@ class WorkerCalls:
             snaps, self.cfg.policy, next(self._rr), self.affinity.get(prefix)
         ))  # fmt: skip
         last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
+        # The first attempt counts from its reservation's call when that was granted at once; a
+        # retry on the next instance from when it is sent.
+        sent_s, request.sent_s = request.sent_s or self.clock.now(), 0.0
         for i in order:
             worker = workers[i]
             worker.num_inflight += 1
             call = worker.peer.prefill(
-                request.request_id, resumed or request.prompt, request.sampling, on_first_token
+                request.request_id, resumed or request.prompt, request.sampling, on_first_token, sent_s
             )
             try:
                 deadline = self._call_deadline(self.cfg.prefill_timeout_s, deadline_at)
@@ -146,6 +154,7 @@ class WorkerCalls:
                 continue
             finally:
                 worker.num_inflight -= 1
+                sent_s = 0.0  # the next instance is sent it now
             self.affinity.put(prefix, i)
             if resumed is None:
                 record_prefill(request, worker.address, result)

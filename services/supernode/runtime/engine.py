@@ -24,6 +24,7 @@ from supernode.runtime.clock import Clock, call_at
 
 log = logging.getLogger(__name__)
 B = TypeVar("B")
+HOST_DELAY_FLOOR_S = 1e-6  # emulated: a shorter delay before an idle step is not the host's work
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,13 @@ class StepLoop(Generic[B]):
         postprocess: Callable[[B, Cost], None],
         split: Callable[[B, Cost, float], tuple[B, Cost]] | None = None,
         on_failure: Callable[[StepFailure], None] | None = None,
+        ready_at: Callable[[B], float] | None = None,
     ) -> None:
         """`split(batch, cost, elapsed_s)`: the part of `batch` that ends with the step running
-        `elapsed_s` after its start, and its cost (None: batches are never cut)."""
+        `elapsed_s` after its start, and its cost (None: batches are never cut). `ready_at(batch)`:
+        the emulated instant the batch's work was ready, were the host's own work on its way there
+        (RPCs, Redis, hashing) instant; a step after an idle spell starts then rather than now, by
+        at most its own length (None: now)."""
         self.name = name
         self.clock = clock
         self._schedule = schedule
@@ -72,6 +77,7 @@ class StepLoop(Generic[B]):
         self._split = split
         self._cut: asyncio.Future[None] | None = None  # set while a batch that may be cut runs
         self._on_failure = on_failure
+        self._ready_at = ready_at
         self.failure: StepFailure | None = None  # set once the loop has stopped on an error
         self._wake = asyncio.Event()
         self.stats = StepStats()
@@ -115,9 +121,9 @@ class StepLoop(Generic[B]):
                 duration = cost.total_us / 1e6
                 # Back-to-back steps start where the previous one was due to end, so the host's own
                 # work between steps (postprocess, RPCs, wake-up jitter) does not stretch emulated step
-                # times; after an idle spell the next step starts now.
+                # times; after an idle spell the next step starts now, or when its work was ready.
                 stage = "wait"
-                start = self._prev_end if self._is_busy else self.clock.now()
+                start = self._prev_end if self._is_busy else self._idle_start(batch, duration)
                 end = start + duration
                 num_steps = getattr(batch, "num_steps", 1)  # a batch may run several steps (see split)
                 if self._split is None or num_steps == 1:
@@ -134,6 +140,19 @@ class StepLoop(Generic[B]):
                 self._record(duration, max(0.0, lag), cost, num_steps)
         except Exception as exc:  # noqa: BLE001 - every failure stops the loop and is reported
             self._fail(stage, exc)
+
+    def _idle_start(self, batch: B, duration: float) -> float:
+        """When a step after an idle spell starts: when its work was ready (`ready_at`) if the host's
+        work on its way made that earlier than now, but not before the previous step's end nor more
+        than the step's own length ago (so it never ends in the past: the host's delay is absorbed
+        into the step, not reported as lag). Under a microsecond counts as no delay."""
+        now = self.clock.now()
+        if self._ready_at is None:
+            return now
+        ready = self._ready_at(batch)
+        if ready >= now - HOST_DELAY_FLOOR_S:
+            return now
+        return max(self._prev_end, now - duration, ready)
 
     def _fail(self, stage: str, exc: Exception) -> None:
         self.failure = StepFailure(stage, f"{type(exc).__name__}: {exc}")

@@ -140,12 +140,12 @@ class GrpcPrefillPeer:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None,
+        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         """One PrefillStream call: the first token as soon as it is computed, then the reply. An
         instance without that method (an older build) is asked with the unary Prefill from then on."""
         request = prefill_pb2.PrefillRequest(
-            request_id=request_id, token_ids=prompt, sampling=codec.sampling_to_pb(sampling)
+            request_id=request_id, token_ids=prompt, sampling=codec.sampling_to_pb(sampling), sent_s=sent_s
         )
         if self._unary_only:
             return _prefill_result(await _call(self._stub.Prefill, request, self._timeout))

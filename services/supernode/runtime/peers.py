@@ -137,10 +137,11 @@ class PrefillPeer(Protocol):
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None,
+        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         """Computes the prompt's KV; `on_first_token` gets the first token as soon as the prompt is
-        computed, before the new blocks are stored (the result follows once they are)."""
+        computed, before the new blocks are stored (the result follows once they are). `sent_s`: the
+        emulated instant the caller sent it (0: unknown)."""
         ...
 
     async def score(
