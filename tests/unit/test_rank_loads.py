@@ -59,6 +59,8 @@ def test_loads_and_price_match_every_sequence_over_a_busy_run():
         ahead = min(3, scheduler.steps_until_change() - 1)
         future = [batch.kv_lens(rank, ahead) for rank in batch.ranks]
         assert scheduler.loads.kv_sum_at(ahead).tolist() == [sum(r) for r in future]
+        expect = hw_cost.decode_step_cost_ranks(dep, future)
+        assert step_cost_from_loads(dep, scheduler, batch, ahead) == expect
         scheduler.postprocess(batch)
 
 

@@ -109,7 +109,7 @@ def test_decode_reserves_on_the_emptiest_rank_and_bounds_memory():
     s.release(a)  # idempotent
     d = make_request("d", 70, 10)
     s.reserve(d)
-    assert d.dp_rank == 0 and s.kv_reserved == [80, 40]
+    assert d.dp_rank == 0 and s.kv_reserved == [80, 40] and s.num_kv_reserved == 120
 
 
 def test_decode_runs_until_max_tokens_and_releases():
@@ -118,6 +118,7 @@ def test_decode_runs_until_max_tokens_and_releases():
     assert len(run(s)) == 3, "prefill gave the first of 4 tokens"
     assert seq.finish_reason == "length" and seq.num_decode_steps == 3
     assert seq.status is RequestStatus.FINISHED and s.kv_reserved == [0, 0] and s.num_reserved == 0
+    assert s.num_kv_reserved == 0
 
 
 def test_counting_only_gives_the_same_counts_and_steps():

@@ -26,6 +26,10 @@ class RankLoads:
         self.step = 0
         # Row t % horizon: each rank's change at step t (a run of steps is a contiguous block of rows).
         self._ring = np.zeros((horizon, num_ranks), np.int64)
+        # 1 + the highest rank a sequence ever joined: every rank past it holds nothing and has no
+        # change in the ring, so sums over the ring stop there (reservations fill the lowest ranks
+        # first, so a lightly loaded instance sums a few columns rather than all of them).
+        self._width = 0
 
     @property
     def horizon(self) -> int:
@@ -36,6 +40,7 @@ class RankLoads:
         after its step i; it leaves after its last step, len(plan) steps from now."""
         num = len(plan)
         self._fit(num + 2)
+        self._width = max(self._width, rank + 1)
         self.num_seqs[rank] += 1
         self.num_seqs_total += 1
         self.kv_sum[rank] += base
@@ -59,23 +64,33 @@ class RankLoads:
         """Applies every change up to and including step `to_step`."""
         if to_step <= self.step:
             return
+        w = self._width
         for part in self._spans(self.step + 1, min(to_step - self.step, self.horizon)):
-            self.kv_sum += _sum_rows(self._ring[part])
-            self._ring[part] = 0
+            self.kv_sum[:w] += _sum_rows(self._ring[part, :w])
+            self._ring[part, :w] = 0
         self.step = to_step
 
     def kv_sum_at(self, ahead: int) -> np.ndarray:
         """Context tokens per rank during step `step + ahead` if nothing joins or leaves early."""
         if ahead <= 0:
             return self.kv_sum
-        out = self.kv_sum
-        for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
-            out = out + _sum_rows(self._ring[part])
+        out = self.kv_sum.copy()
+        out[: self._width] = self._kv_sum_at(ahead)
         return out
 
     def busiest(self, ahead: int, work: Callable[[int, int], float]) -> int:
         """`busiest_rank` during step `step + ahead` (as `kv_sum_at`)."""
-        return busiest_rank(self.num_seqs, self.kv_sum_at(ahead), work)
+        w = self._width
+        kv_sums = self._kv_sum_at(ahead) if ahead > 0 else self.kv_sum[:w]
+        return busiest_rank(self.num_seqs[:w], kv_sums, work)
+
+    def _kv_sum_at(self, ahead: int) -> np.ndarray:
+        """`kv_sum_at(ahead)` (ahead > 0) of the ranks below the width alone."""
+        w = self._width
+        out = self.kv_sum[:w]
+        for part in self._spans(self.step + 1, min(ahead, self.horizon - 1)):
+            out = out + _sum_rows(self._ring[part, :w])
+        return out
 
     @staticmethod
     def _deltas(base: int, plan: Sequence[int]) -> np.ndarray:

@@ -37,6 +37,10 @@ class RequestStatus(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Members are singletons compared by identity, so they hash by identity too: Enum's own hash is
+    # Python code (the name's hash), paid on every status check and transition of every request.
+    __hash__ = object.__hash__
+
     @property
     def is_final(self) -> bool:
         return self in _FINAL

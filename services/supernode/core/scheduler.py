@@ -153,6 +153,10 @@ class DecodeBatch:
             return self.largest
         return max(map(len, self.ranks), default=0)
 
+    def with_steps(self, num_steps: int) -> DecodeBatch:
+        """This batch running `num_steps` steps (`dataclasses.replace` costs a few times this, per batch)."""
+        return DecodeBatch(self.ranks, self.step, num_steps, self.largest)
+
     def busiest_rank(self) -> tuple[Request, ...]:
         """The rank with most sequences: every rank steps in lockstep, so it sets the step time."""
         return max(self.ranks, key=len)
@@ -200,6 +204,7 @@ class DecodeScheduler:
         self.mtp_depth = mtp_depth
         self.mtp_accept = mtp_accept
         self.kv_reserved = [0] * num_dies  # KV tokens reserved on each rank
+        self.num_kv_reserved = 0  # their sum (read on every queue update, so not summed over the ranks)
         self.num_reserved = 0  # requests holding a reservation (waiting, running or not yet arrived)
         self.waiting: deque[Request] = deque()
         self.running: list[list[Request]] = [[] for _ in range(num_dies)]
@@ -235,6 +240,7 @@ class DecodeScheduler:
         if self.kv_reserved[rank] + need > self.kv_capacity:
             raise QueueFullError(f"no rank has {need} KV tokens free")
         self.kv_reserved[rank] += need
+        self.num_kv_reserved += need
         self.num_reserved += 1
         request.dp_rank, request.num_kv_tokens = rank, need
 
@@ -242,6 +248,7 @@ class DecodeScheduler:
         """Gives its reserved KV back (idempotent)."""
         if request.num_kv_tokens:
             self.kv_reserved[request.dp_rank] -= request.num_kv_tokens
+            self.num_kv_reserved -= request.num_kv_tokens
             self.num_reserved -= 1
             request.num_kv_tokens = 0
 

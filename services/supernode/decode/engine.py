@@ -20,7 +20,6 @@ capacity is released, and the worker refuses new reservations (runtime/supervisi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import math
@@ -151,7 +150,7 @@ class DecodeEngine:
                     until_s = self._next_report_s - now
                     num_steps = min(num_steps, max(1, math.ceil(until_s / self._step_s)))
                 if num_steps > 1:
-                    return dataclasses.replace(batch, num_steps=num_steps)
+                    return batch.with_steps(num_steps)
         if batch is None:  # idle: the gauges say so rather than keep the last step's values
             self.metrics.on_idle()
             self._publish_queue()
@@ -198,7 +197,7 @@ class DecodeEngine:
 
     def _publish_queue(self) -> None:
         self.metrics.on_queue(
-            len(self.scheduler.waiting) + len(self.reserved), sum(self.scheduler.kv_reserved),
+            len(self.scheduler.waiting) + len(self.reserved), self.scheduler.num_kv_reserved,
             self.block_tokens, self.loop.stats.max_lag_s,
         )  # fmt: skip
 
@@ -311,7 +310,7 @@ class DecodeEngine:
             num_running=self.scheduler.num_running,
             num_waiting=len(self.scheduler.waiting) + len(self.reserved),
             max_queue=self.cfg.max_queue,
-            kv_tokens_used=sum(self.scheduler.kv_reserved),
+            kv_tokens_used=self.scheduler.num_kv_reserved,
             kv_tokens_capacity=self.scheduler.kv_capacity * self.cfg.num_dies,
             draining=draining or self.supervisor.is_failed,
             num_dies=self.cfg.num_dies,

@@ -12,7 +12,7 @@ arrives meanwhile cuts the run at the end of the step it arrived in, where it wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from supernode.core.scheduler import DecodeBatch, DecodeScheduler
 from supernode.hw import cost as hw_cost
@@ -98,7 +98,7 @@ class MultiStepPricer:
         steps = run.steps_by(elapsed_s * 1e6)
         if steps >= batch.num_steps:
             return batch, cost
-        return replace(batch, num_steps=steps), _scaled(mean, run.end_us(steps))
+        return batch.with_steps(steps), _scaled(mean, run.end_us(steps))
 
 
 def _mean(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from supernode.hw import calibration as cal
 from supernode.hw import ops
 from supernode.hw.placement import moe_load, placement
-from supernode.hw.result import Cost, PartTimes
+from supernode.hw.result import Cost, PartTimes, SerialPartTimes
 from supernode.hw.roofline import time_us
 from supernode.hw.specs import DecodeDeployment
 from supernode.hw.stages import Stage, attn_stage, attn_total_us, dense_stage, moe_stage, pair_us
@@ -46,6 +46,13 @@ def _shares(dep: DecodeDeployment, aic: int | None) -> tuple[float, float]:
 
 def _busy(acc: PartTimes, stages: Sequence[Stage], elapsed: float, count: float) -> None:
     """Charges `count` regions that ran `stages` in `elapsed` us (as PartTimes.add_overlapped)."""
+    if acc.is_serial:  # the stages ran one after another (elapsed is their sum): busy = exposed
+        exposed = acc.exposed
+        get = exposed.get
+        for st in stages:
+            for name, t in st.parts:
+                exposed[name] = get(name, 0.0) + t * count
+        return
     total = 0.0
     for st in stages:
         total += st.total_us
@@ -204,7 +211,7 @@ def _price(
 
 
 def _cost(dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool) -> Cost:
-    acc = PartTimes()
+    acc = PartTimes() if micro else SerialPartTimes()
     _, aic = _price(dep, busiest, moe_tokens, micro, acc)
     return acc.cost("microbatch" if micro else "single", aic)
 

@@ -49,6 +49,8 @@ class Cost:
 class PartTimes:
     """Accumulates exposed and busy time per named part."""
 
+    is_serial = False  # see SerialPartTimes
+
     def __init__(self) -> None:
         self.exposed: dict[str, float] = {}
         self.busy: dict[str, float] = {}
@@ -67,13 +69,36 @@ class PartTimes:
         self.exposed[name] = self.exposed.get(name, 0.0) + t_us * count
 
     def cost(self, mode: str = "", aic_split: int | None = None) -> Cost:
-        given, busy_in = self.exposed, self.busy
-        names = [n for n in PARTS if n in given]  # PARTS order, then any other name as it came
-        if len(names) != len(given):
-            names += [n for n in given if n not in _ORDER]
-        exposed = {n: given[n] for n in names}
-        busy = {n: busy_in[n] for n in names}
+        exposed = _in_order(self.exposed)
+        busy_in = self.busy
+        busy = {n: busy_in[n] for n in exposed}
         return Cost(sum(exposed.values()), exposed, busy, mode, aic_split)
+
+
+class SerialPartTimes(PartTimes):
+    """PartTimes of a step whose parts never overlap (decode's single-batch mode): each part's busy
+    time is its exposed time, so only that is summed (the same sums, half the work) and the cost
+    carries it as both."""
+
+    is_serial = True
+
+    def add_overlapped(self, busy: Mapping[str, float], elapsed_us: float, count: float = 1.0) -> None:
+        raise TypeError("the parts of a serial step do not overlap")
+
+    def add(self, name: str, t_us: float, count: float = 1.0) -> None:
+        self.exposed[name] = self.exposed.get(name, 0.0) + t_us * count
+
+    def cost(self, mode: str = "", aic_split: int | None = None) -> Cost:
+        exposed = _in_order(self.exposed)
+        return Cost(sum(exposed.values()), exposed, dict(exposed), mode, aic_split)
+
+
+def _in_order(given: dict[str, float]) -> dict[str, float]:
+    """`given` in PARTS order, then any other name as it came."""
+    names = [n for n in PARTS if n in given]
+    if len(names) != len(given):
+        names += [n for n in given if n not in _ORDER]
+    return {n: given[n] for n in names}
 
 
 def merge(into: dict[str, float], parts: Mapping[str, float], scale: float = 1.0) -> dict[str, float]:

@@ -93,17 +93,21 @@ class ScoringMetrics:
             labels,
             registry=registry,
         )
-        for m in (self.jobs, self.tokens, self.seconds, self.batch_seconds):
-            m.labels(worker_id)
+        # This worker's child of each, bound once: `labels()` costs more than the increment, and
+        # `on_batch` runs every prefill step.
+        self.jobs_child = self.jobs.labels(worker_id)
+        self._tokens = self.tokens.labels(worker_id)
+        self._seconds = self.seconds.labels(worker_id)
+        self._batch_seconds = self.batch_seconds.labels(worker_id)
 
     def on_batch(self, batch: PrefillBatch, cost: hw_cost.Cost) -> None:
         batch_s = cost.total_us / 1e6
-        self.batch_seconds.labels(self.worker).inc(batch_s)
+        self._batch_seconds.inc(batch_s)
         share = scoring_share(batch.slices)
         if share:
-            self.seconds.labels(self.worker).inc(batch_s * share)
+            self._seconds.inc(batch_s * share)
             num = sum(s.num_new for s in batch.slices if s.request.num_question)
-            self.tokens.labels(self.worker).inc(num)
+            self._tokens.inc(num)
 
 
 class Scorer:
@@ -155,7 +159,7 @@ class Scorer:
             if not job.is_done:
                 scheduler.cancel(job)
             share_s = self._share_s.pop(id(job), 0.0)
-        self.metrics.jobs.labels(self.metrics.worker).inc()
+        self.metrics.jobs_child.inc()
         queue_s = max(0.0, job.finished_s - job.arrival_s - job.prefill_compute_s)
         return ScoreResult(value, share_s, queue_s)
 

@@ -52,16 +52,17 @@ class Worker(Generic[P]):
         return self.peer.address
 
     def snapshot(self) -> WorkerSnapshot:
-        return WorkerSnapshot(
-            address=self.address,
-            is_healthy=self.is_healthy,
-            is_draining=self.load.draining,
-            num_inflight=self.num_inflight,
-            num_waiting=self.load.num_waiting,
-            kv_tokens_used=self.load.kv_tokens_used + self.kv_pending,
-            kv_tokens_capacity=self.load.kv_tokens_capacity if self.role == "decode" else 0,
-            worker_id=self.load.worker_id,
-            is_behind_fault=self.is_behind_fault,
+        load = self.load
+        return WorkerSnapshot(  # by position (keywords cost a third more, twice per request and worker)
+            self.peer.address,  # address
+            self.is_healthy,  # is_healthy
+            load.draining,  # is_draining
+            self.num_inflight,  # num_inflight
+            load.num_waiting,  # num_waiting
+            load.kv_tokens_used + self.kv_pending,  # kv_tokens_used
+            load.kv_tokens_capacity if self.role == "decode" else 0,  # kv_tokens_capacity
+            load.worker_id,  # worker_id
+            self.is_behind_fault,  # is_behind_fault
         )
 
     def on_error(self, err: SupernodeError) -> None:

@@ -22,11 +22,22 @@ class _JumpingSelector:
     def __init__(self, inner: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
         self._inner = inner
         self._loop = loop
+        self._num_registered = len(inner.get_map())  # kept here: `select` runs every loop iteration
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = self._inner.register(fileobj, events, data)
+        self._num_registered += 1
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        key = self._inner.unregister(fileobj)
+        self._num_registered -= 1
+        return key
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         # Only the loop's self-pipe registered: nothing to poll (a thread's call_soon_threadsafe puts
         # its callback on the ready queue itself; the pipe only wakes a blocking select).
-        events = self._inner.select(0) if len(self._inner.get_map()) > 1 else []
+        events = self._inner.select(0) if self._num_registered > 1 else []
         if events or timeout == 0:
             return events
         if timeout is None:

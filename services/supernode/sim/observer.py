@@ -57,7 +57,7 @@ class Observer:
         s.prefill_queue.append(sum(len(p.scheduler.waiting) for p in c.prefills))
         s.decode_running.append(sum(d.scheduler.num_running for d in c.decodes))
         s.decode_queue.append(sum(len(d.scheduler.waiting) + len(d.reserved) for d in c.decodes))
-        used = sum(sum(d.scheduler.kv_reserved) for d in c.decodes)
+        used = sum(d.scheduler.num_kv_reserved for d in c.decodes)
         capacity = sum(d.scheduler.kv_capacity * d.scheduler.num_dies for d in c.decodes)
         s.decode_kv_used.append(used / capacity if capacity else 0.0)
         store = c.pool.store
