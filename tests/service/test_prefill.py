@@ -149,22 +149,37 @@ async def test_stream_refuses_bad_input_by_field(make_prefill):
 
 async def test_the_hosts_work_since_the_router_sent_it_is_not_emulated_time(prefill_stack):
     """`sent_s`: a prompt sent 2 ms (emulated) before the idle worker had it computes from then; a
-    `sent_s` in the future (another host's clock ahead) or unset counts from its arrival."""
+    `sent_s` in the future (another host's clock ahead) or unset counts from its arrival. Timed on the
+    worker's records (its arrival to its batch's end), as the virtual clock may move while a call is
+    on the socket."""
     stub, engine, _, _ = await prefill_stack(num_npus=1)
-    clock = engine.clock
+    clock, added = engine.clock, {}
+    add = engine.scheduler.add
+
+    def recording_add(req):
+        added[req.request_id] = req
+        return add(req)
+
+    engine.scheduler.add = recording_add
 
     async def elapsed(rid: str, sent_before_s: float | None) -> tuple[float, float]:
         await clock.sleep(1.0)  # the worker is idle
         req = request(rid, [600 + ord(rid[0])] * 512)  # no prompt cached: no load on the path
         if sent_before_s is not None:
             req.sent_s = clock.now() - sent_before_s
-        started = clock.now()
-        reply = await stub.Prefill(req)
-        return clock.now() - started, reply.compute_s
+        with clock.held():  # the call reaches the worker at the instant it was sent
+            call = asyncio.ensure_future(stub.Prefill(req))
+            for _ in range(500):
+                if rid in added:
+                    break
+                await asyncio.sleep(0.01)
+        reply = await call
+        record = added[rid]
+        return record.finished_s - record.arrival_s, reply.compute_s
 
     took, compute = await elapsed("unset", None)
-    assert abs(took - compute) < 1e-6
+    assert abs(took - compute) < 1e-9
     took, compute = await elapsed("sent", 0.002)
-    assert abs(took - (compute - 0.002)) < 1e-6
+    assert abs(took - (compute - 0.002)) < 1e-9
     took, compute = await elapsed("ahead", -5.0)
-    assert abs(took - compute) < 1e-6
+    assert abs(took - compute) < 1e-9
