@@ -76,8 +76,9 @@ class WorkerCalls:
             asked_s = self.clock.now()
             try:
                 booked = await self._reserve_once(request, failed_on, deadline_at)
-                # Granted at once: the reservation is bookkeeping, instant in the paper's system, so
-                # the prefill counts from here rather than from when the answer crossed the host.
+                # Granted on this attempt: the reservation is bookkeeping, instant in the paper's
+                # system, so the prefill counts from the attempt rather than from when its answer
+                # crossed the host (a wait for capacity before it still counts).
                 request.sent_s = asked_s
                 return booked
             except (ResourceExhaustedError, UnavailableError, DeadlineExceededError) as err:
