@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -42,14 +41,19 @@ from supernode.runtime.errors import (
     check_request_id,
     sanitize,
 )
+from supernode.runtime.guard_context import (
+    INTERNAL_ID_SUFFIX_CHARS,
+    ClientIdContext,
+    DrainingContext,
+    UploadIds,
+    internal_id,
+)
 from supernode.runtime.start_delay import StartDelayBound, Ticket
-from supernode.runtime.upload_guard import DrainingContext, UploadIds
 
 log = logging.getLogger(__name__)
 
 GENERATE = "/supernode.v1.Router/Generate"
 GENERATE_UPLOAD = "/supernode.v1.Router/GenerateUpload"
-_INTERNAL_ID_SUFFIX_CHARS = 13  # "." + 12 hex digits
 SHED_TOTAL = Counter("supernode_shed", "Requests refused by admission control.", ("where", "reason"))
 DEADLINE_EXPIRED_TOTAL = Counter(
     "supernode_deadline_expired", "Calls that ran out of their deadline.", ("where",)
@@ -70,21 +74,6 @@ class _Malformed:
 
     def __init__(self, message_type: str) -> None:
         self.message_type = message_type
-
-
-class _ClientIdContext:
-    """The servicer context, except that written chunks carry the client's request id again."""
-
-    def __init__(self, context: grpc.aio.ServicerContext, client_id: str) -> None:
-        self._context = context
-        self._client_id = client_id
-
-    async def write(self, message: Any) -> None:
-        message.request_id = self._client_id
-        await self._context.write(message)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
@@ -183,15 +172,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         request_id = getattr(request, "request_id", None)
         if isinstance(request_id, str) and request_id:
             # Inside the system an id carries the router's uniqueness suffix.
-            limit = MAX_REQUEST_ID_CHARS + (0 if method == GENERATE else _INTERNAL_ID_SUFFIX_CHARS)
+            limit = MAX_REQUEST_ID_CHARS + (0 if method == GENERATE else INTERNAL_ID_SUFFIX_CHARS)
             try:
                 check_request_id(request_id, max_chars=limit)
             except SupernodeError as err:
                 await _abort(context, err.grpc_code, err.message, field="request_id")
         gate, key = await self._admit(context, method)
         if method == GENERATE and request_id:
-            context = _ClientIdContext(context, request_id)  # type: ignore[assignment]
-            request.request_id = f"{request_id}.{uuid.uuid4().hex[:12]}"
+            context = ClientIdContext(context, request_id)  # type: ignore[assignment]
+            request.request_id = internal_id(request_id)
         return request, context, gate, key
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> tuple[Gate | None, str | None]:
