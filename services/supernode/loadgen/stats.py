@@ -132,7 +132,11 @@ def compute_metrics(
     }
     metrics.update(latency_fields("ttft", [r.ttft_s for r in ok]))
     metrics.update(latency_fields("tpot", [r.tpot_s for r in ok if r.num_output_tokens > 1]))
-    metrics.update(latency_fields("itl", [x for r in ok for x in r.itl_s]))
+    itl_s = [x for r in ok for x in r.itl_s]
+    if itl_s or not any(r.num_output_tokens > 1 for r in ok):
+        metrics.update(latency_fields("itl", itl_s))
+    else:  # streams of several tokens, no gap recorded (a counting-only simulation): not measured
+        metrics.update(dict.fromkeys(latency_fields("itl", []), None))
     metrics.update(latency_fields("e2el", [r.e2e_s for r in ok]))
     has_cache = any(r.has_cache_info for r in ok)
     mean_tpot_s = mean([r.tpot_s for r in ok if r.num_output_tokens > 1])

@@ -89,3 +89,13 @@ def test_compute_metrics_on_hand_made_results() -> None:
 def test_compute_metrics_without_slo_or_cache_info() -> None:
     m = compute_metrics([make_result()], 1.0, Deployment(1, 1.0))
     assert m["request_goodput"] is None and m["cache_hit_rate"] is None and m["goodput"] == {}
+
+
+def test_itl_is_unmeasured_not_zero_when_no_gap_was_recorded() -> None:
+    """A counting-only simulation keeps no inter-chunk gaps: its ITL is unknown, not 0 ms."""
+    streams = [make_result(100, 10, num_out=11), make_result(300, 20, num_out=11)]
+    m = compute_metrics(streams, 2.0, Deployment(4, 2.0))
+    assert m["mean_itl_ms"] is None and m["p99_itl_ms"] is None and m["median_itl_ms"] is None
+    assert m["mean_tpot_ms"] == pytest.approx(15)
+    single = compute_metrics([make_result(100, 10, num_out=1)], 2.0, Deployment(4, 2.0))
+    assert single["mean_itl_ms"] == 0.0  # one token each: no gap exists, as `vllm bench serve` says
