@@ -50,24 +50,51 @@ log = logging.getLogger(__name__)
 
 
 class _Outbox:
-    """A `decode` caller's stream: the step loop pushes, the caller's iterator pulls."""
+    """A `decode` caller's stream: the step loop pushes, the caller's iterator pulls.
+
+    Bounded at one pending chunk: tokens pushed before the reader takes them join that chunk (a slow
+    reader gets several steps' tokens at once, as vLLM coalesces a lagging stream's outputs), so no
+    token is lost and the buffer never grows beyond the request's own output."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[DecodeChunk] = asyncio.Queue()
         self.num_counted = 0  # a counting-only sequence's output tokens reported so far (first excluded)
+        self._token_ids: list[int] = []  # pushed, not yet taken
+        self._num_tokens = 0
+        self._done: DecodeChunk | None = None  # the last chunk, once pushed
+        self._waiter: asyncio.Future[None] | None = None
 
     def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
         if request.token_plan is not None:  # counted: `num_tokens` is its total so far; send the rest
             num_tokens, self.num_counted = num_tokens - self.num_counted, num_tokens
         if num_tokens:
-            self.queue.put_nowait(DecodeChunk(token_ids, num_tokens))
+            self._token_ids += token_ids
+            self._num_tokens += num_tokens
+            self._wake()
 
     def on_done(self, request: Request) -> None:
-        self.queue.put_nowait(
-            DecodeChunk(
-                finished=True, finish_reason=request.finish_reason, num_steps=request.num_decode_steps
-            )
+        self._done = DecodeChunk(
+            finished=True, finish_reason=request.finish_reason, num_steps=request.num_decode_steps
         )
+        self._wake()
+
+    async def get(self) -> DecodeChunk:
+        """The tokens pushed since the last call as one chunk, else the last chunk; waits for either."""
+        while not self._num_tokens and self._done is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._num_tokens:
+            chunk = DecodeChunk(self._token_ids, self._num_tokens)
+            self._token_ids, self._num_tokens = [], 0
+            return chunk
+        assert self._done is not None
+        return self._done
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class DecodeEngine:
@@ -289,7 +316,7 @@ class DecodeEngine:
             self.loop.wake()
             first = True
             while True:
-                chunk = await outbox.queue.get()
+                chunk = await outbox.get()
                 if request.status is RequestStatus.FAILED:
                     raise self.supervisor.error()
                 if first and not chunk.finished:
