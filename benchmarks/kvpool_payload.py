@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -42,7 +42,7 @@ async def _unary_bytes(call: Callable[[], Awaitable[kvpool_pb2.GetResponse]]) ->
     return sum(len(b.payload) for b in (await call()).blocks)
 
 
-async def _stream_bytes(call: Callable[[], AsyncIterator[kvpool_pb2.GetResponse]]) -> int:
+async def _stream_bytes(call: Callable[[], AsyncIterable[kvpool_pb2.GetResponse]]) -> int:
     """One streamed call's payload bytes, message by message."""
     return sum([sum(len(b.payload) for b in reply.blocks) async for reply in call()])
 
@@ -88,8 +88,12 @@ async def _payload_mb_per_s(
         unary = functools.partial(stub.Get, request, timeout=60)
         streamed = functools.partial(stub.GetStream, request, timeout=60)
         decode = kvpool_pb2.GetResponse.FromString
-        get = copy.unary_unary("/bench.Copy/Get", response_deserializer=decode)
-        stream = copy.unary_stream("/bench.Copy/Stream", response_deserializer=decode)
+        get: grpc.aio.UnaryUnaryMultiCallable[bytes, kvpool_pb2.GetResponse] = copy.unary_unary(
+            "/bench.Copy/Get", response_deserializer=decode
+        )
+        stream: grpc.aio.UnaryStreamMultiCallable[bytes, kvpool_pb2.GetResponse] = copy.unary_stream(
+            "/bench.Copy/Stream", response_deserializer=decode
+        )
         copy_unary = functools.partial(get, b"", timeout=60)
         copy_streamed = functools.partial(stream, b"", timeout=60)
         return await _interleaved(

@@ -71,7 +71,8 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
         # Counted when the call ends before its last chunk, whatever the generator is doing: a stream
         # blocked on flow control (its reader stalled) is cancelled outside the generator's frames.
         ended = [False]
-        context.add_done_callback(lambda _: self._on_done(ended[0]))
+        # grpc's stubs type the callback as a class of their own, which no function is.
+        context.add_done_callback(lambda _: self._on_done(ended[0]))  # type: ignore[arg-type]
         for start in range(0, len(tokens), self.tokens_per_chunk):
             if fail_after is not None and start >= fail_after:
                 ended[0] = True

@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -139,7 +139,7 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
     @stream()
     async def GetStream(  # noqa: N802
         self, request: kvpool_pb2.GetRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """`Get`'s answer in several messages, each group's Redis read overlapping the previous
         group's reply (kvpool/streamed.py)."""
         namespace = self._namespace(request.namespace)

@@ -24,22 +24,22 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
 
 
 def _presented(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():  # type: ignore[attr-defined]
+    for key, value in details.invocation_metadata or ():
         if key == AUTH_KEY and isinstance(value, str) and value.startswith("Bearer "):
             return value[len("Bearer ") :]
     return ""
 
 
-async def _deny_unary(request: Any, context: grpc.aio.ServicerContext) -> None:
+async def _deny_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
 
-async def _deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+async def _deny_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
     yield  # pragma: no cover - abort raises; this makes the function an async generator
 
 
-def _denying(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _denying(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
     deserialize = handler.request_deserializer
     serialize = handler.response_serializer
@@ -62,11 +62,11 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if hmac.compare_digest(_presented(handler_call_details).encode(), self._token):

@@ -7,6 +7,7 @@ into them, and the HTTP frontend into OpenAI-style error bodies.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import grpc
 
@@ -112,7 +113,10 @@ def from_rpc_error(err: grpc.RpcError) -> SupernodeError:
     retry_after: float | None = None
     field = ""
     from_service = False
-    trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    # grpc's stubs type the trailers as objects with `.key`/`.value`; grpc gives (key, value) pairs.
+    trailers: Iterable[tuple[str, str | bytes]] | None = (
+        err.trailing_metadata() if hasattr(err, "trailing_metadata") else None  # type: ignore[assignment]
+    )
     for key, value in trailers or ():
         if key == RETRY_AFTER_KEY:
             try:

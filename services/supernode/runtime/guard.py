@@ -24,7 +24,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from prometheus_client import Counter
@@ -45,12 +45,15 @@ from supernode.runtime.guard_context import (
     INTERNAL_ID_SUFFIX_CHARS,
     ClientIdContext,
     DrainingContext,
+    ForwardingContext,
     UploadIds,
     internal_id,
 )
 from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in grpc's stubs only
 
 GENERATE = "/supernode.v1.Router/Generate"
 GENERATE_UPLOAD = "/supernode.v1.Router/GenerateUpload"
@@ -86,13 +89,13 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self.gates = gates
         self.start_bounds = start_bounds or {}
         self.shed_logs = {method: ShedLog(method.rsplit("/", 1)[-1]) for method in gates}
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or (handler.request_streaming and method != GENERATE_UPLOAD):
@@ -101,17 +104,22 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         deserializer = _safe(handler.request_deserializer, method)
+        # grpc sets the one behaviour that matches the handler's streaming flags.
+        wrapped: Handler
         if handler.request_streaming:
+            assert handler.stream_stream is not None
             wrapped = grpc.stream_stream_rpc_method_handler(
                 self._wrap(handler.stream_stream, method, upload=True),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         elif handler.response_streaming:
+            assert handler.unary_stream is not None
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap(handler.unary_stream, method), deserializer, handler.response_serializer
             )
         else:
+            assert handler.unary_unary is not None
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method), deserializer, handler.response_serializer
             )
@@ -122,7 +130,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         """`upload`: `fn` takes the iterator of a client-streaming call, admitted before it is read."""
         if inspect.isasyncgenfunction(fn):
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 request, context, gate, key = await self._enter(request, context, method)
                 try:
                     async for item in fn(request, context):
@@ -136,12 +144,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
             return stream
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: Context) -> Any:
             if upload:
-                context = DrainingContext(context, request)  # type: ignore[assignment]
+                context = DrainingContext(context, request)
                 gate, key = await self._admit(context, method)
                 ids = UploadIds(request, context)
-                request, context = ids.messages(), ids  # type: ignore[assignment]
+                request, context = ids.messages(), ids
             else:
                 request, context, gate, key = await self._enter(request, context, method)
             bound = self.start_bounds.get(method)
@@ -149,22 +157,22 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             try:
                 if bound is not None:  # a server-streaming handler that writes its chunks
                     ticket = await self._start(bound, context, method)
-                    context = _FirstWriteContext(context, lambda: bound.on_first_token(ticket))  # type: ignore[arg-type]
+                    context = _FirstWriteContext(context, lambda: bound.on_first_token(ticket))
                 return await fn(request, context)
             except asyncio.CancelledError:
                 _note_deadline(context, method)
                 raise
             finally:
-                if ticket is not None:
-                    bound.on_end(ticket)  # type: ignore[union-attr]
+                if bound is not None and ticket is not None:
+                    bound.on_end(ticket)
                 if gate is not None:
                     gate.release(key)
 
         return call
 
     async def _enter(
-        self, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> tuple[Any, Any, Gate | None, str | None]:
+        self, request: Any, context: Context, method: str
+    ) -> tuple[Any, Context, Gate | None, str | None]:
         """Checks the request and admits it; aborts the RPC otherwise."""
         if isinstance(request, _Malformed):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
@@ -179,11 +187,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 await _abort(context, err.grpc_code, err.message, field="request_id")
         gate, key = await self._admit(context, method)
         if method == GENERATE and request_id:
-            context = ClientIdContext(context, request_id)  # type: ignore[assignment]
+            context = ClientIdContext(context, request_id)
             request.request_id = internal_id(request_id)
         return request, context, gate, key
 
-    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> tuple[Gate | None, str | None]:
+    async def _admit(self, context: Context, method: str) -> tuple[Gate | None, str | None]:
         """Passes the method's admission gate, if it has one; aborts RESOURCE_EXHAUSTED otherwise."""
         gate = self.gates.get(method)
         key = context.peer() if gate is not None else None
@@ -196,7 +204,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 await _abort(context, err.grpc_code, err.message, retry_after_s=err.retry_after_s)
         return gate, key
 
-    async def _start(self, bound: StartDelayBound, context: grpc.aio.ServicerContext, method: str) -> Ticket:
+    async def _start(self, bound: StartDelayBound, context: Context, method: str) -> Ticket:
         """Passes the first-token queueing bound; aborts RESOURCE_EXHAUSTED otherwise."""
         try:
             return bound.admit(start_delay.queued_s(context.invocation_metadata()))
@@ -204,14 +212,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             SHED_TOTAL.labels(method.rsplit("/", 1)[-1], err.reason).inc()
             self.shed_logs[method].on_shed(err.reason, err.message)
             await _abort(context, err.grpc_code, err.message, retry_after_s=err.retry_after_s)
-            raise  # abort raises; this is for the type checker
+            raise  # not reached: abort raises
 
 
-class _FirstWriteContext:
+class _FirstWriteContext(ForwardingContext):
     """The servicer context, except that the first write (the first token) is reported."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, on_first_write: Callable[[], None]) -> None:
-        self._context = context
+    def __init__(self, context: Context, on_first_write: Callable[[], None]) -> None:
+        super().__init__(context)
         self._on_first_write: Callable[[], None] | None = on_first_write
 
     async def write(self, message: Any) -> None:
@@ -219,9 +227,6 @@ class _FirstWriteContext:
             self._on_first_write()
             self._on_first_write = None
         await self._context.write(message)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
 
 
 def _safe(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
@@ -238,20 +243,20 @@ def _safe(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[
     return parse
 
 
-def _note_deadline(context: grpc.aio.ServicerContext, method: str) -> None:
+def _note_deadline(context: Context, method: str) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         on_deadline_expired(method.rsplit("/", 1)[-1], "the client's deadline passed mid-call")
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext,
+    context: Context,
     code: grpc.StatusCode,
     message: str,
     *,
     field: str = "",
     retry_after_s: float | None = None,
-) -> None:
+) -> NoReturn:
     trailers = [(ORIGIN_KEY, "supernode")]
     if retry_after_s is not None:
         trailers.append((RETRY_AFTER_KEY, f"{retry_after_s:g}"))

@@ -12,8 +12,8 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, NoReturn, Protocol, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -93,7 +93,7 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: SupernodeError) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: SupernodeError) -> NoReturn:
     """Ends the RPC with the error's status; the message is sanitized (no internal host, port or
     exception class reaches a client; the log keeps the original)."""
     if isinstance(err, DeadlineExceededError):
@@ -113,15 +113,28 @@ def _unexpected(exc: Exception) -> InternalError:
     return InternalError("internal error")
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+class _Servicer(Protocol):
+    """What a decorated handler's servicer holds: the host's drain and the settings."""
+
+    drain: Drain
+    settings: Settings
 
 
-def unary(track: bool = True) -> Callable[[F], F]:
+S = TypeVar("S", bound=_Servicer)
+Req = TypeVar("Req")  # the request message (or, for a client stream, the messages' iterator)
+Rep = TypeVar("Rep")  # the reply message
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+UnaryFn: TypeAlias = Callable[[S, Req, Context], Awaitable[Rep]]  # a servicer's unary method
+StreamFn: TypeAlias = Callable[[S, Req, Context], AsyncGenerator[Rep, None]]  # its streaming one
+Handler: TypeAlias = Callable[[S, Req, Context], Coroutine[Any, Any, Rep]]  # what grpc.aio runs
+
+
+def unary(track: bool = True) -> Callable[[UnaryFn[S, Req, Rep]], Handler[S, Req, Rep]]:
     """Decorates a unary handler: counts it for drain and maps domain errors to gRPC statuses."""
 
-    def wrap(fn: F) -> F:
+    def wrap(fn: UnaryFn[S, Req, Rep]) -> Handler[S, Req, Rep]:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handler(self: S, request: Req, context: Context) -> Rep:
             try:
                 if track:
                     with self.drain.track():
@@ -134,12 +147,12 @@ def unary(track: bool = True) -> Callable[[F], F]:
             except Exception as exc:  # noqa: BLE001 - the client gets INTERNAL, the log the traceback
                 await _abort(context, _unexpected(exc))
 
-        return handler  # type: ignore[return-value]
+        return handler
 
     return wrap
 
 
-def stream(track: bool = True) -> Callable[[F], F]:
+def stream(track: bool = True) -> Callable[[StreamFn[S, Req, Rep]], Handler[S, Req, None]]:
     """Decorates a server-streaming handler (an async generator) like `unary`.
 
     The handler becomes a coroutine that writes each item, so when the client goes away the task is
@@ -148,9 +161,9 @@ def stream(track: bool = True) -> Callable[[F], F]:
     waited `runtime.stream_stall_timeout_s` (runtime/stall.py).
     """
 
-    def wrap(fn: F) -> F:
+    def wrap(fn: StreamFn[S, Req, Rep]) -> Handler[S, Req, None]:
         @functools.wraps(fn)
-        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
+        async def handler(self: S, request: Req, context: Context) -> None:
             stall_s = self.settings.runtime.stream_stall_timeout_s
             try:
                 with self.drain.track() if track else contextlib.nullcontext():
@@ -164,7 +177,7 @@ def stream(track: bool = True) -> Callable[[F], F]:
             except Exception as exc:  # noqa: BLE001 - the client gets INTERNAL, the log the traceback
                 await _abort(context, _unexpected(exc))
 
-        return handler  # type: ignore[return-value]
+        return handler
 
     return wrap
 
