@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -46,7 +47,7 @@ def die_message(index: int) -> common_pb2.Die:
 
 
 class FabricService(fabric_pb2_grpc.FabricServicer):
-    service_names = (fabric_pb2.DESCRIPTOR.services_by_name["Fabric"].full_name,)
+    service_names: tuple[str, ...] = (fabric_pb2.DESCRIPTOR.services_by_name["Fabric"].full_name,)
 
     def __init__(self, settings: Settings, clock: Clock, drain: Drain, num_nodes: int = NUM_NODES) -> None:
         self.settings = settings
@@ -218,7 +219,9 @@ def _transfer_reply(outcome: TransferOutcome) -> fabric_pb2.TransferResponse:
     )
 
 
-def build(settings: Settings, clock: Clock | None = None):  # type: ignore[no-untyped-def]
+def build(
+    settings: Settings, clock: Clock | None = None
+) -> Callable[[grpc.aio.Server, Drain], FabricService]:
     def _build(server: grpc.aio.Server, drain: Drain) -> FabricService:
         service = FabricService(settings, clock or ScaledClock(settings.runtime.time_scale), drain)
         fabric_pb2_grpc.add_FabricServicer_to_server(service, server)

@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -42,7 +42,7 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
-    service_names = (kvpool_pb2.DESCRIPTOR.services_by_name["KvPool"].full_name,)
+    service_names: tuple[str, ...] = (kvpool_pb2.DESCRIPTOR.services_by_name["KvPool"].full_name,)
 
     def __init__(self, settings: Settings, store: KvStore | None, drain: Drain) -> None:
         self.settings = settings
@@ -218,7 +218,9 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         return out
 
 
-def build(settings: Settings, store: KvStore | None = None):  # type: ignore[no-untyped-def]
+def build(
+    settings: Settings, store: KvStore | None = None
+) -> Callable[[grpc.aio.Server, Drain], KvPoolService]:
     """The host's factory: registers the servicer on a server (the store is opened at start unless given)."""
 
     def _build(server: grpc.aio.Server, drain: Drain) -> KvPoolService:

@@ -8,7 +8,7 @@ prompts, the end-of-sequence plan, detokenization and the serving metrics are `R
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -84,7 +84,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         )  # fmt: skip
 
 
-def build(settings: Settings, clock: Clock | None = None, engine: RouterEngine | None = None):  # type: ignore[no-untyped-def]
+def build(
+    settings: Settings, clock: Clock | None = None, engine: RouterEngine | None = None
+) -> Callable[[grpc.aio.Server, Drain], RouterService]:
     def _build(server: grpc.aio.Server, drain: Drain) -> RouterService:
         service = RouterService(settings, clock or ScaledClock(settings.runtime.time_scale), drain, engine)
         router_pb2_grpc.add_RouterServicer_to_server(service, server)

@@ -6,7 +6,7 @@ Every call has a timeout; failures surface as domain errors (runtime/errors.py).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,6 +29,7 @@ from supernode.runtime.peers import (
     ScoreResult,
     TransferResult,
 )
+from supernode.runtime.server import Drain
 from supernode.v1 import (
     common_pb2,
     decode_pb2,
@@ -240,18 +241,21 @@ class GrpcDecodePeer:
         await self._channel.close()
 
 
+W = TypeVar("W")  # the worker's servicer
+
+
 def worker_builder(
-    service_cls: Callable[..., Any],
-    add_servicer: Callable[[Any, grpc.aio.Server], None],
+    service_cls: Callable[[Settings, Clock, FabricClient, PoolClient, Drain], W],
+    add_servicer: Callable[[W, grpc.aio.Server], None],
     settings: Settings,
     clock: Clock | None = None,
     fabric: FabricClient | None = None,
     pool: PoolClient | None = None,
-) -> Callable[[grpc.aio.Server, Any], Any]:
+) -> Callable[[grpc.aio.Server, Drain], W]:
     """The ServiceHost factory of a worker: real peers (gRPC fabric and pool, scaled clock) unless
     others are given (service tests)."""
 
-    def build(server: grpc.aio.Server, drain: Any) -> Any:
+    def build(server: grpc.aio.Server, drain: Drain) -> W:
         from supernode.runtime.pool_batch import BatchingPool
         from supernode.runtime.pool_clients import PoolClients  # several pool services; imports this module
 
