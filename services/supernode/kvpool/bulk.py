@@ -49,7 +49,7 @@ class _ReplyReader(asyncio.BufferedProtocol):
         self._filled = 0
         self._skip = 0  # bytes to drop (a large value's CRLF)
         self._waiter: asyncio.Future[Reply] | None = None
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.BaseTransport | None = None
         self.is_lost = False
 
     def expect(self) -> asyncio.Future[Reply]:
@@ -57,7 +57,7 @@ class _ReplyReader(asyncio.BufferedProtocol):
         return self._waiter
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.is_lost = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import overload
+from typing import ClassVar, overload
 
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
@@ -47,7 +47,9 @@ class BlockTokens(Sequence[int]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and self.ids == list(other)
 
-    __hash__ = None  # type: ignore[assignment]  # a sequence compared by value, like a list
+    # Unhashable, as a list is: compared by value. None is Python's mark for that, which mypy
+    # refuses against object's method (typeshed's list carries the same ignore).
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     @property
     def ids(self) -> list[int]:

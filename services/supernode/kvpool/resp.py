@@ -10,28 +10,17 @@ value is not copied once more. Small commands keep redis-py's packing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis._parsers.encoders import Encoder
 from redis.asyncio.connection import AbstractConnection
+from redis.typing import EncodableT
 
 _MIN_ARGS = 16  # fewer arguments: redis-py's own packing (its cost is per argument)
 _SEPARATE_BYTES = 64 * 1024
 _ENCODER = Encoder("utf-8", "strict", False)  # redis-py's default
-
-
-class _FastPacking:
-    """Mixed into a redis-py asyncio connection class ahead of it."""
-
-    encoder: Any
-
-    def pack_command(self, *args: Any) -> list[bytes | memoryview]:
-        first = args[0] if args else None
-        if len(args) < _MIN_ARGS or not isinstance(first, str) or " " in first:
-            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
-        return pack(args, self.encoder)
 
 
 def pack(args: Sequence[Any], encoder: Encoder = _ENCODER) -> list[bytes | memoryview]:
@@ -62,8 +51,21 @@ def fast_packing_class(base: type[AbstractConnection]) -> type[AbstractConnectio
     """`base` (Connection, SSLConnection, ...) with the one-pass packing of large commands."""
     cls = _classes.get(base)
     if cls is None:
-        cls = _classes[base] = type(f"FastPacking{base.__name__}", (_FastPacking, base), {})
+        packing = {"pack_command": _packing(base)}
+        cls = _classes[base] = type(f"FastPacking{base.__name__}", (base,), packing)
     return cls
+
+
+def _packing(base: type[AbstractConnection]) -> Callable[..., Sequence[bytes | memoryview]]:
+    """`base.pack_command`, except that a command of many arguments is packed by `pack`."""
+
+    def pack_command(self: AbstractConnection, *args: EncodableT) -> Sequence[bytes | memoryview]:
+        first = args[0] if args else None
+        if len(args) < _MIN_ARGS or not isinstance(first, str) or " " in first:
+            return base.pack_command(self, *args)
+        return pack(args, self.encoder)
+
+    return pack_command
 
 
 def use_fast_packing(client: aioredis.Redis) -> aioredis.Redis:

@@ -16,12 +16,13 @@ pipelines of single-key commands.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.commands.core import AsyncScript
+from redis.typing import EncodableT
 
 from supernode.kvpool.bulk import BulkClient
 
@@ -52,14 +53,31 @@ return found
 """
 
 
+class _Script:
+    """A Lua script run by its SHA1 on the client a call names, loaded there first when the server
+    answers NOSCRIPT. redis-py's AsyncScript does the same but is built around a default client;
+    these scripts have none (a cluster runs them on whichever node holds the keys)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.encode()
+        self.sha = hashlib.sha1(self.text).hexdigest()
+
+    async def __call__(self, args: Sequence[EncodableT], client: aioredis.Redis) -> Any:
+        try:
+            return await client.evalsha(self.sha, 0, *args)
+        except redis.exceptions.NoScriptError:
+            self.sha = await client.script_load(self.text)
+            return await client.evalsha(self.sha, 0, *args)
+
+
 class BlockScripts:
     """The three scripts, loaded on first use on each server they run on (EVALSHA, then EVAL
     once on NOSCRIPT: a restarted node has forgotten them)."""
 
     def __init__(self) -> None:
-        self._put = AsyncScript(None, _PUT_NX.encode())  # type: ignore[arg-type]
-        self._get = AsyncScript(None, _GET.encode())  # type: ignore[arg-type]
-        self._exists = AsyncScript(None, _EXISTS.encode())  # type: ignore[arg-type]
+        self._put = _Script(_PUT_NX)
+        self._get = _Script(_GET)
+        self._exists = _Script(_EXISTS)
 
     async def put_nx(self, client: aioredis.Redis, keys: Sequence[str], values: Sequence[bytes]) -> list[Any]:
         return list(await self._put(args=[*keys, *values], client=client))

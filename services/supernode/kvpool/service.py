@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -209,8 +209,8 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
         if n > self.cfg.max_blocks_per_call:
             raise invalid(field, f"at most {self.cfg.max_blocks_per_call} per call, got {n}")
 
-    def _keys(self, keys: object, field: str) -> list[str]:
-        out = list(keys)  # type: ignore[call-overload]
+    def _keys(self, keys: Iterable[str], field: str) -> list[str]:
+        out = list(keys)
         self._count(len(out), field)
         for i, key in enumerate(out):
             if not blocks.is_block_key(key):
