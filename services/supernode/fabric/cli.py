@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -19,10 +19,12 @@ Opt = typer.Option
 console = Console()
 
 
-def _call(method: str, request: object, address: str | None) -> object:
+def _call(method: str, request: object, address: str | None) -> Any:
+    """The reply of the Fabric RPC `method` (Any: the generated gRPC stub is untyped; callers name
+    the reply's message type)."""
     settings = get_settings()
 
-    async def run() -> object:
+    async def run() -> Any:
         async with open_channel(address or settings.fabric.address, settings) as channel:
             stub = fabric_pb2_grpc.FabricStub(channel)
             try:
@@ -83,7 +85,10 @@ def register(app: typer.Typer) -> None:
         address: Annotated[str | None, Opt(help="Fabric address (default from settings)")] = None,
     ) -> None:
         """Current leases, the links that carried the most bytes, active faults."""
-        show(_call("Describe", fabric_pb2.DescribeRequest(num_busiest_links=links), address))  # type: ignore[arg-type]
+        reply: fabric_pb2.DescribeResponse = _call(
+            "Describe", fabric_pb2.DescribeRequest(num_busiest_links=links), address
+        )
+        show(reply)
 
     @fabric.command("fault")
     def fault(
@@ -101,14 +106,14 @@ def register(app: typer.Typer) -> None:
             request.node = node
         else:
             request.link_id = link or ""
-        reply = _call("InjectFault", request, address)
+        reply: fabric_pb2.InjectFaultResponse = _call("InjectFault", request, address)
         console.print(
-            f"fault {reply.fault.fault_id}: {len(reply.fault.link_ids)} links at {factor:.0%} for "  # type: ignore[attr-defined]
-            f"{duration_s:g} s; {reply.num_failed_transfers} transfers in flight failed"  # type: ignore[attr-defined]
+            f"fault {reply.fault.fault_id}: {len(reply.fault.link_ids)} links at {factor:.0%} for "
+            f"{duration_s:g} s; {reply.num_failed_transfers} transfers in flight failed"
         )
 
     @fabric.command("clear")
     def clear(address: Annotated[str | None, Opt(help="Fabric address")] = None) -> None:
         """End every active fault now."""
-        reply = _call("ClearFaults", fabric_pb2.ClearFaultsRequest(), address)
-        console.print(f"cleared {reply.num_cleared} faults")  # type: ignore[attr-defined]
+        reply: fabric_pb2.ClearFaultsResponse = _call("ClearFaults", fabric_pb2.ClearFaultsRequest(), address)
+        console.print(f"cleared {reply.num_cleared} faults")

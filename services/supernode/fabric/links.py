@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from supernode.core.topology import Endpoint, Plane, Route, Topology
+from supernode.core.topology import Endpoint, EndpointKind, Plane, Route, Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +30,10 @@ def lone_bandwidth(topology: Topology, route: Route) -> float:
     return narrowest if cap is None else min(cap, narrowest)
 
 
-def path_figures(plane: str, src: tuple[str, int], dst: tuple[str, int]) -> PathFigures:
+def path_figures(plane: str, src: tuple[EndpointKind, int], dst: tuple[EndpointKind, int]) -> PathFigures:
     """Figures of a lone transfer from `src` to `dst`, each (kind, global index), on "ub", "rdma" or "vpc"."""
     topology = _topology()
-    route = topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))  # type: ignore[arg-type]
+    route = topology.route(Endpoint(src[0], src[1]), Endpoint(dst[0], dst[1]), Plane(plane))
     return PathFigures(lone_bandwidth(topology, route), route.latency_s)
 
 
