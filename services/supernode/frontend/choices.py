@@ -67,7 +67,7 @@ class Choice:
             params.prompt,
             request_id=rid,
             queued_s=queued_s,
-            **params.router_kwargs(index),  # type: ignore[arg-type]
+            **params.router_kwargs(index),
         )
         self._tracker: RequestTracker = metrics.on_arrival()
         self._first: ChunkLike | None = None

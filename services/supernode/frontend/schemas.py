@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +36,18 @@ REJECTED = (
     "functions", "response_format", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
     "structured_outputs",
 )  # fmt: skip
+
+
+class RouterKwargs(TypedDict):
+    """The router client's `generate` arguments that come from a request's parameters."""
+
+    token_ids: tuple[int, ...] | None
+    max_tokens: int
+    seed: int
+    stop_token_ids: tuple[int, ...]
+    ignore_eos: bool
+    min_tokens: int
+    long_context: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +70,7 @@ class GenerateParams:
     logprobs: int | None = None  # alternatives per token in `logprobs` (None = no logprobs)
     long_context: str = ""  # over-window prompts: reject | truncate | xl3m ("" = the router's setting)
 
-    def router_kwargs(self, index: int) -> dict[str, object]:
+    def router_kwargs(self, index: int) -> RouterKwargs:
         """The SDK `generate` arguments of choice `index`."""
         return {
             "token_ids": self.token_ids,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from supernode.loadgen.lengths import parse_length
 from supernode.loadgen.stats import Deployment
@@ -50,11 +51,14 @@ class BenchConfig:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown bench setting(s): {', '.join(sorted(unknown))}")
-        applied = {k: v for k, v in changes.items() if v is not None and v != getattr(self, k)}
+        # Any: a caller's values are not typed per setting (`validate` checks each setting's rule).
+        applied: dict[str, Any] = {
+            k: v for k, v in changes.items() if v is not None and v != getattr(self, k)
+        }
         if not applied:
             return self
         note = ", ".join(f"{k}={_show(v)}" for k, v in applied.items())
-        changed = replace(self, **applied)  # type: ignore[arg-type]
+        changed = replace(self, **applied)
         if set(applied) <= _NAME_KEEPING:
             described = (
                 f"{self.description} (overrides: {note})" if self.description else f"overrides: {note}"
