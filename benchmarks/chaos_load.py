@@ -16,6 +16,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -92,7 +93,7 @@ async def run_sdk(client: AsyncClient, spec: Spec, sent_at_s: float, timeout_s: 
     except SupernodeError as err:
         out.error = err.code
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+        await stream.aclose()
     out.e2e_s = time.monotonic() - started
     return out
 
@@ -141,9 +142,9 @@ async def _read_sse(resp: httpx.Response, out: Outcome, started: float) -> None:
 
 async def drive(
     specs: list[Spec],
-    send: object,
+    send: Callable[[Spec, float], Awaitable[Outcome]],
     spread_s: float,
-    progress: object = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Outcome]:
     """Sends `specs` spread evenly over `spread_s` seconds with `send(spec, sent_at_s)`; returns outcomes
     in spec order. `progress(done, total)` is called when requests ended, at most every 2 s, and every
@@ -155,7 +156,7 @@ async def drive(
         nonlocal done
         delay = spread_s * k / max(1, len(specs))
         await asyncio.sleep(delay)
-        result: Outcome = await send(spec, time.monotonic() - started)  # type: ignore[operator]
+        result = await send(spec, time.monotonic() - started)
         done += 1
         return result
 
@@ -166,7 +167,7 @@ async def drive(
             await asyncio.wait(tasks, timeout=2.0)
             now = time.monotonic()
             if progress is not None and (done != reported or now - reported_at >= 10):
-                progress(done, len(specs))  # type: ignore[operator]
+                progress(done, len(specs))
                 reported, reported_at = done, now
         return [t.result() for t in tasks]
     finally:

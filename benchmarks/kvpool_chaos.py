@@ -17,9 +17,11 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from supernode.kvpool.local_cluster import LocalRedisCluster
 from supernode.launcher import LocalStack, StackConfig
 from supernode.sdk import AsyncClient, DeadlineExceededError, SupernodeError
 
@@ -44,11 +46,15 @@ class Outcome:
     is_hung: bool = False
 
 
-def stack_config(**overrides: object) -> StackConfig:
-    """The topology this scenario needs: 3 masters + 3 replicas, two pool services."""
-    settings: dict[str, object] = {"redis_cluster": 3, "num_kvpool": 2, "num_prefill": 2, "num_decode": 1}
-    settings.update(overrides)
-    return StackConfig(**settings)  # type: ignore[arg-type]
+def stack_config(
+    *, ephemeral_ports: bool = False, log_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> StackConfig:
+    """The topology this scenario needs: 3 masters + 3 replicas, two pool services (the arguments
+    as StackConfig's)."""
+    return StackConfig(
+        num_prefill=2, num_decode=1, ephemeral_ports=ephemeral_ports, redis_cluster=3, num_kvpool=2,
+        env=dict(env or {}), log_dir=log_dir,
+    )  # fmt: skip
 
 
 def workload(num_requests: int, seed: int = 0, max_tokens: int = 24) -> list[Ask]:
@@ -170,10 +176,10 @@ async def _cached_after(stack: LocalStack, ask: Ask) -> int:
     return again.stats.num_cached_tokens
 
 
-def _flush(cluster: object) -> None:
+def _flush(cluster: LocalRedisCluster) -> None:
     import redis
 
-    for port in cluster.masters():  # type: ignore[attr-defined]
+    for port in cluster.masters():
         with redis.Redis(port=port) as client:
             client.flushall()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -186,7 +186,7 @@ class AsyncClient:
         long_context: str = "",
         prompt_chunks: upload.PromptChunks | None = None,
         queued_s: float = 0.0,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Streams a completion chunk by chunk; the last chunk has `finished` and `stats`.
 
         The SDK ignores end-of-sequence by default, so exactly `max_tokens` come back (what load
