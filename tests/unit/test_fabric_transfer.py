@@ -68,3 +68,25 @@ def test_a_down_path_is_refused_and_a_cancelled_transfer_frees_its_links():
         await network.stop()
 
     run_virtual(main())
+
+
+def test_the_engine_wakes_once_per_transfer_at_its_delivery():
+    async def main() -> None:
+        network = _network()
+        wakes: list[float] = []
+        on_timer = network._on_timer
+
+        def counted() -> None:
+            wakes.append(network.now_s())
+            on_timer()
+
+        network._on_timer = counted  # type: ignore[method-assign]
+        route = _route(network.topology, 0, 40)
+        assert route.latency_s > 0
+        outcome = await network.transfer(route, GB)
+        # the end of data needs no wake-up of its own: the one at the delivery processes it first
+        assert wakes == [outcome.finish_s - network.origin]
+        assert network.flows.num_flows == 0 and network.num_inflight == 0
+        await network.stop()
+
+    run_virtual(main())

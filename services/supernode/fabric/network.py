@@ -76,6 +76,11 @@ class FabricNetwork:
         """Current model time (s since origin), never behind what the model has processed."""
         return max(self.clock.now() - self.origin, self.flows.now_s)
 
+    def settle(self) -> None:
+        """Brings the flow model up to now (the flows whose data has left are off their links), for a
+        reader of its link statistics: the engine itself only wakes at deliveries."""
+        self._settle(self.now_s())
+
     async def transfer_many(self, items: Sequence[tuple[Route, int]]) -> list[TransferOutcome]:
         """Starts every (route, num_bytes) now and waits until all have finished; UNAVAILABLE if one fails."""
         if len(items) == 1:  # the usual single transfer: without the lists and gather's wrapper
@@ -155,7 +160,9 @@ class FabricNetwork:
     # --- the driver: one timer at the next event (a flow's finish or a fault's end), no task ---
 
     def _next_event_s(self) -> float:
-        flow_s = self.flows.next_event_s()
+        """The next instant the engine must act at: a flow's delivery or a fault's end. A flow's end of
+        data needs no wake-up of its own (the model processes it, in time order, at the next call)."""
+        flow_s = self.flows.next_delivery_s()
         fault_s = self.faults.next_end_s() if self.faults.active else None
         if fault_s is None:
             return math.inf if flow_s is None else flow_s
