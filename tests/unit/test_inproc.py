@@ -59,6 +59,17 @@ async def test_a_32_bit_array_prompt_runs_as_its_list_does():
         )
 
 
+@pytest.mark.parametrize("policy", ["paper", "round_robin", "kv_aware"])
+async def test_only_the_kv_aware_policy_remembers_prefixes(policy: str):
+    settings = make_settings()
+    settings.router.policy = policy  # type: ignore[assignment]
+    async with InprocCluster(settings, VirtualClock(), SMALL) as c:
+        for i in range(3):
+            r = c.router.make_request(f"r{i}", "", [400 + i + j for j in range(200)], 2, Sampling(seed=1))
+            [chunk async for chunk in c.generate(r)]
+        assert len(c.router.calls.affinity) == (3 if policy == "kv_aware" else 0)
+
+
 async def test_counting_only_gives_the_same_timing():
     async def run(materialise: bool) -> tuple[float, float, int]:
         async with InprocCluster(make_settings(), VirtualClock(), SMALL, materialise_tokens=materialise) as c:
