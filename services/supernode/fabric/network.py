@@ -105,21 +105,37 @@ class FabricNetwork:
 
     async def transfer(self, route: Route, num_bytes: int) -> TransferOutcome:
         """One transfer started now, its outcome when it has finished; UNAVAILABLE if it fails."""
-        now = self.now_s()
-        self._settle(now)
         flow_id = next(self._ids)
-        try:
-            future = self._start(flow_id, route, num_bytes, now)
-        except LinkDownError as err:
-            self._abandon((flow_id,))
-            raise self._path_down(err) from None
-        self._kick()
+        future = self._begin(flow_id, route, num_bytes)
         try:
             done = await future
         except BaseException:
             self._abandon((flow_id,))
             raise
         return self._outcome(done, route)
+
+    def start_transfer(self, route: Route, num_bytes: int) -> asyncio.Future[FlowDone]:
+        """One transfer started now in the background: the future is done when it has finished (failed
+        with UNAVAILABLE when its path is or goes down); the caller need not await it, and no task
+        waits for it."""
+        try:
+            return self._begin(next(self._ids), route, num_bytes)
+        except UnavailableError as err:
+            future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
+            future.set_exception(err)
+            return future
+
+    def _begin(self, flow_id: int, route: Route, num_bytes: int) -> asyncio.Future[FlowDone]:
+        """Starts the flow at the current instant; UNAVAILABLE when its path is down."""
+        now = self.now_s()
+        self._settle(now)
+        try:
+            future = self._start(flow_id, route, num_bytes, now)
+        except LinkDownError as err:
+            self._abandon((flow_id,))
+            raise self._path_down(err) from None
+        self._kick()
+        return future
 
     def _start(self, flow_id: int, route: Route, num_bytes: int, now: float) -> asyncio.Future[FlowDone]:
         """Adds the flow to the model, its caller's future registered first (a flow may finish during
