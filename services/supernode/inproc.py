@@ -9,10 +9,12 @@ Pieces: `InprocFabric` (the fabric's real flow model and die leases as a `Fabric
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from supernode.core import policy
 from supernode.core.request import KvHandle, Request, Sampling
@@ -68,6 +70,26 @@ class InprocFabric:
     async def transfer(
         self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
     ) -> TransferResult:
+        outcome = await self.network.transfer(self._route(src, dst, num_bytes, plane, tag), num_bytes)
+        return TransferResult(outcome.start_s, outcome.finish_s)
+
+    def start_transfer(
+        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
+    ) -> asyncio.Future[object]:
+        """The flow starts now, with no task to wait for it (FabricNetwork.start_transfer). Like the
+        task it replaces, it raises nothing: a transfer that cannot start fails its future."""
+        try:
+            route = self._route(src, dst, num_bytes, plane, tag)
+            future: asyncio.Future[Any] = self.network.start_transfer(route, num_bytes)
+        except Exception as err:  # noqa: BLE001 - handed to whoever looks at the future, as a task would
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(err)
+        return future
+
+    def _route(
+        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
+    ) -> Route:
+        """The route of a transfer (cached), its bytes counted under `tag`."""
         key = (src, dst, plane)
         route = self._routes.get(key)
         if route is None:
@@ -76,8 +98,7 @@ class InprocFabric:
                 self._routes.clear()
             self._routes[key] = route
         self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + num_bytes
-        outcome = await self.network.transfer(route, num_bytes)
-        return TransferResult(outcome.start_s, outcome.finish_s)
+        return route
 
     async def workers_behind_faults(self) -> frozenset[str]:
         """The router's `FaultSource`: workers behind a link a fault holds down now."""

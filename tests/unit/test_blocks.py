@@ -53,6 +53,18 @@ def test_block_key_shape():
     assert not blocks.is_block_key("0123456789abcdef" * 2 + "\n")
 
 
+def test_first_bad_block_key_names_the_first_key_that_is_not_one():
+    good = [f"{i:032x}" for i in range(5)]
+    assert blocks.first_bad_block_key(good) is None
+    assert blocks.first_bad_block_key([]) is None
+    # lengths that add up (31 + 33) and a newline inside the joined string are still caught
+    for bad in ("0123456789ABCDEF" * 2, "0" * 31, "0" * 33, "g" * 32, "", "0" * 31 + "\n", b"0" * 32, None):
+        keys = [*good[:3], bad, *good[3:]]
+        assert blocks.first_bad_block_key(keys) == 3, bad  # type: ignore[arg-type]
+    assert blocks.first_bad_block_key(["0" * 31, "0" * 33]) == 0
+    assert blocks.first_bad_block_key([good[0], "0" * 33, "0" * 31]) == 1
+
+
 def test_payload_scales_with_ratio_but_always_carries_tokens():
     assert blocks.payload_size(128, 70_272, 1.0) == 128 * 70_272
     assert blocks.payload_size(128, 70_272, 1e-9) >= 4 * 128

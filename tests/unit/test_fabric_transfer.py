@@ -68,3 +68,46 @@ def test_a_down_path_is_refused_and_a_cancelled_transfer_frees_its_links():
         await network.stop()
 
     run_virtual(main())
+
+
+def test_the_engine_wakes_once_per_transfer_at_its_delivery():
+    async def main() -> None:
+        network = _network()
+        wakes: list[float] = []
+        on_timer = network._on_timer
+
+        def counted() -> None:
+            wakes.append(network.now_s())
+            on_timer()
+
+        network._on_timer = counted  # type: ignore[method-assign]
+        route = _route(network.topology, 0, 40)
+        assert route.latency_s > 0
+        outcome = await network.transfer(route, GB)
+        # the end of data needs no wake-up of its own: the one at the delivery processes it first
+        assert wakes == [outcome.finish_s - network.origin]
+        assert network.flows.num_flows == 0 and network.num_inflight == 0
+        await network.stop()
+
+    run_virtual(main())
+
+
+def test_a_background_transfer_shares_the_links_as_an_awaited_one_does():
+    async def main() -> None:
+        awaited, background = _network(), _network()
+        route = _route(awaited.topology, 0, 40)
+        both = await asyncio.gather(awaited.transfer(route, GB), awaited.transfer(route, GB))
+        store = background.start_transfer(route, GB)
+        other = await background.transfer(route, GB)
+        assert other.finish_s - other.start_s == pytest.approx(both[1].finish_s - both[1].start_s, rel=1e-9)
+        done = await store
+        assert done.num_bytes == GB and done.finish_s == other.finish_s - background.origin
+        # a path that is down refuses it at once, as the awaited call does
+        background.inject([route.links[0]], 0.0, 5.0)
+        refused = background.start_transfer(route, GB)
+        assert refused.done() and isinstance(refused.exception(), UnavailableError)
+        assert background.flows.num_flows == 0 and background.num_inflight == 0
+        await awaited.stop()
+        await background.stop()
+
+    run_virtual(main())

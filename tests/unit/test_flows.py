@@ -75,6 +75,21 @@ def test_latency_is_added_after_the_last_byte_and_links_free_at_end_of_data() ->
     assert finishes(net, 12.0) == {"x": 12.0}
 
 
+def test_no_flow_is_delivered_before_next_delivery_s() -> None:
+    net = net_of(a=10.0)
+    assert net.next_delivery_s() is None
+    net.add("x", ["a"], 100, 0.0, latency_s=2.0)
+    net.add("y", ["a"], 200, 0.0, latency_s=0.5)
+    # x's data leaves at 20 (both at 5 B/s); y then speeds up and ends at 30: nothing before 20.5
+    assert net.next_event_s() == 20.0 and net.next_delivery_s() == 20.5
+    assert finishes(net, 20.5) == {}
+    assert net.next_delivery_s() == 22.0  # x's delivery is pending now
+    assert finishes(net, 22.0) == {"x": 22.0}
+    assert net.next_delivery_s() == 30.5  # y's data ends at 30, plus the smallest latency
+    assert finishes(net, 31.0) == {"y": 30.5}
+    assert net.next_delivery_s() is None
+
+
 def test_finished_flows_are_kept_until_advance() -> None:
     net = net_of(a=10.0)
     net.add("x", ["a"], 10, 0.0)

@@ -59,6 +59,44 @@ async def test_a_32_bit_array_prompt_runs_as_its_list_does():
         )
 
 
+@pytest.mark.parametrize("policy", ["paper", "round_robin", "kv_aware"])
+async def test_only_the_kv_aware_policy_remembers_prefixes(policy: str):
+    settings = make_settings()
+    settings.router.policy = policy  # type: ignore[assignment]
+    async with InprocCluster(settings, VirtualClock(), SMALL) as c:
+        for i in range(3):
+            r = c.router.make_request(f"r{i}", "", [400 + i + j for j in range(200)], 2, Sampling(seed=1))
+            [chunk async for chunk in c.generate(r)]
+        assert len(c.router.calls.affinity) == (3 if policy == "kv_aware" else 0)
+
+
+async def test_the_kv_store_moves_in_the_background_and_a_failed_one_is_only_logged(caplog):
+    async with InprocCluster(make_settings(), VirtualClock(), SMALL) as c:
+        r = c.router.make_request("a", "", [400 + j for j in range(300)], 2, Sampling(seed=1))
+        [chunk async for chunk in c.generate(r)]
+        await asyncio.sleep(0.01)
+        assert c.fabric.bytes_by_tag["kv-store"] == 300 * 70_272
+        assert not any(p._stores for p in c.prefills), "each store is forgotten once it has moved"
+
+        def refused(*_: object) -> asyncio.Future[object]:
+            future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            future.set_exception(UnavailableError("path down: test"))
+            return future
+
+        # a transfer that cannot even be routed fails its future, as the task it replaces did
+        unroutable = c.fabric.start_transfer(("die", 0), ("cpu", 10**6), 1, "ub", "kv-store")
+        assert unroutable.done() and unroutable.exception() is not None
+
+        c.fabric.start_transfer = refused  # type: ignore[method-assign]
+        caplog.set_level("DEBUG", logger="supernode.prefill.engine")
+        r = c.router.make_request("b", "", [900 + j for j in range(300)], 2, Sampling(seed=1))
+        [chunk async for chunk in c.generate(r)]
+        await asyncio.sleep(0)
+        assert r.status is RequestStatus.FINISHED
+        assert not any(p._stores for p in c.prefills)
+        assert "background KV store transfer failed: path down: test" in caplog.text
+
+
 async def test_counting_only_gives_the_same_timing():
     async def run(materialise: bool) -> tuple[float, float, int]:
         async with InprocCluster(make_settings(), VirtualClock(), SMALL, materialise_tokens=materialise) as c:

@@ -35,12 +35,26 @@ _FILLER_PATTERN_BYTES = 64
 _KEY_BYTES = 16  # a block key is a 16-byte BLAKE2b digest
 _ID_BYTES = 4  # a token id hashes as a little-endian uint32
 _BLOCK_KEY = re.compile("[0-9a-f]{32}")
+_HEX_RUN = re.compile("[0-9a-f]*")
 _NATIVE_IS_LITTLE = array("I", [1]).tobytes() == struct.pack("<I", 1)
 
 
 def is_block_key(key: str) -> bool:
     """True for a well-formed block key: 32 lowercase hex characters (a 16-byte BLAKE2b digest)."""
     return _BLOCK_KEY.fullmatch(key) is not None
+
+
+def first_bad_block_key(keys: Sequence[str]) -> int | None:
+    """The index of the first key that is not a block key (`is_block_key`), None when all are. Checked
+    as one match over the keys joined (each 32 characters long), where a match per key cost a
+    regex call per block of every handle; only a list that fails is searched key by key."""
+    try:
+        all_hex = set(map(len, keys)) <= {2 * _KEY_BYTES} and _HEX_RUN.fullmatch("".join(keys)) is not None
+    except TypeError:  # a key that is not a str
+        all_hex = False
+    if all_hex:
+        return None
+    return next(i for i, key in enumerate(keys) if not (isinstance(key, str) and is_block_key(key)))
 
 
 def block_keys(token_ids: Sequence[int], block_tokens: int) -> list[str]:

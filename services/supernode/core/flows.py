@@ -97,6 +97,7 @@ class FlowNetwork:
         self._done: list[FlowDone] = []
         self._seq = itertools.count()
         self._valid_routes: set[tuple[LinkId, ...]] = set()  # routes of known links, each crossed once
+        self._latencies: dict[float, int] = {}  # latency (s) -> flows with it whose data is moving
         self.now_s = now_s  # emulated time up to which every event has been processed (s)
 
     # --- mutations ---
@@ -124,6 +125,7 @@ class FlowNetwork:
             self._deliver(flow, self.now_s + latency_s)
             return
         self._flows[flow_id] = flow
+        self._latencies[latency_s] = self._latencies.get(latency_s, 0) + 1
         for link in route:
             self._on[link][flow] = None
         self._resolve([flow], route)
@@ -180,6 +182,18 @@ class FlowNetwork:
         if end is None or delivery is None:
             return end if delivery is None else delivery
         return min(end, delivery)
+
+    def next_delivery_s(self) -> float | None:
+        """Emulated time before which no flow finishes (s), None when nothing is in flight: the next
+        pending delivery, or the next end of data plus the smallest latency of the flows moving (every
+        other end of data comes later). A caller that acts only on finished flows can wait until then;
+        the ends of data before it are processed, in time order, by the next call."""
+        end = self._peek_end()
+        delivery = self._deliveries[0][0] if self._deliveries else None
+        if end is None:
+            return delivery
+        end += min(self._latencies)
+        return end if delivery is None else min(end, delivery)
 
     def finish_time_estimate(self, flow_id: FlowId) -> float:
         """When the flow will finish if nothing changes (s; inf while starved); KeyError if unknown."""
@@ -262,6 +276,11 @@ class FlowNetwork:
         freed: dict[LinkId, None] = {}
         for flow in flows:
             del self._flows[flow.fid]
+            left = self._latencies[flow.latency_s] - 1
+            if left:
+                self._latencies[flow.latency_s] = left
+            else:
+                del self._latencies[flow.latency_s]
             for link in flow.links:
                 del self._on[link][flow]
                 self._load[link] = self._load[link] - flow.rate if self._on[link] else 0.0

@@ -405,7 +405,7 @@ def _check_handle(request: Request, kv: KvHandle, first_token: int, max_tokens: 
         raise invalid("kv.request_id", "does not match the reservation's request")
     if not kv.block_keys or kv.block_tokens < 1:
         raise invalid("kv", "handle has no blocks")
-    bad = next((i for i, key in enumerate(kv.block_keys) if not blocks.is_block_key(key)), None)
+    bad = blocks.first_bad_block_key(kv.block_keys)
     if bad is not None:
         raise invalid(f"kv.block_keys[{bad}]", "must be a 32-character lowercase hex block key")
     if not (len(kv.block_keys) - 1) * kv.block_tokens < kv.num_tokens <= len(kv.block_keys) * kv.block_tokens:

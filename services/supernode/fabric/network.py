@@ -76,6 +76,11 @@ class FabricNetwork:
         """Current model time (s since origin), never behind what the model has processed."""
         return max(self.clock.now() - self.origin, self.flows.now_s)
 
+    def settle(self) -> None:
+        """Brings the flow model up to now (the flows whose data has left are off their links), for a
+        reader of its link statistics: the engine itself only wakes at deliveries."""
+        self._settle(self.now_s())
+
     async def transfer_many(self, items: Sequence[tuple[Route, int]]) -> list[TransferOutcome]:
         """Starts every (route, num_bytes) now and waits until all have finished; UNAVAILABLE if one fails."""
         if len(items) == 1:  # the usual single transfer: without the lists and gather's wrapper
@@ -100,21 +105,37 @@ class FabricNetwork:
 
     async def transfer(self, route: Route, num_bytes: int) -> TransferOutcome:
         """One transfer started now, its outcome when it has finished; UNAVAILABLE if it fails."""
-        now = self.now_s()
-        self._settle(now)
         flow_id = next(self._ids)
-        try:
-            future = self._start(flow_id, route, num_bytes, now)
-        except LinkDownError as err:
-            self._abandon((flow_id,))
-            raise self._path_down(err) from None
-        self._kick()
+        future = self._begin(flow_id, route, num_bytes)
         try:
             done = await future
         except BaseException:
             self._abandon((flow_id,))
             raise
         return self._outcome(done, route)
+
+    def start_transfer(self, route: Route, num_bytes: int) -> asyncio.Future[FlowDone]:
+        """One transfer started now in the background: the future is done when it has finished (failed
+        with UNAVAILABLE when its path is or goes down); the caller need not await it, and no task
+        waits for it."""
+        try:
+            return self._begin(next(self._ids), route, num_bytes)
+        except UnavailableError as err:
+            future: asyncio.Future[FlowDone] = asyncio.get_running_loop().create_future()
+            future.set_exception(err)
+            return future
+
+    def _begin(self, flow_id: int, route: Route, num_bytes: int) -> asyncio.Future[FlowDone]:
+        """Starts the flow at the current instant; UNAVAILABLE when its path is down."""
+        now = self.now_s()
+        self._settle(now)
+        try:
+            future = self._start(flow_id, route, num_bytes, now)
+        except LinkDownError as err:
+            self._abandon((flow_id,))
+            raise self._path_down(err) from None
+        self._kick()
+        return future
 
     def _start(self, flow_id: int, route: Route, num_bytes: int, now: float) -> asyncio.Future[FlowDone]:
         """Adds the flow to the model, its caller's future registered first (a flow may finish during
@@ -155,7 +176,9 @@ class FabricNetwork:
     # --- the driver: one timer at the next event (a flow's finish or a fault's end), no task ---
 
     def _next_event_s(self) -> float:
-        flow_s = self.flows.next_event_s()
+        """The next instant the engine must act at: a flow's delivery or a fault's end. A flow's end of
+        data needs no wake-up of its own (the model processes it, in time order, at the next call)."""
+        flow_s = self.flows.next_delivery_s()
         fault_s = self.faults.next_end_s() if self.faults.active else None
         if fault_s is None:
             return math.inf if flow_s is None else flow_s

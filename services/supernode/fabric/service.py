@@ -89,6 +89,7 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
     def publish(self) -> None:
         """Refreshes the leased-dies and per-plane utilisation gauges."""
         self.metrics.set_dies_leased(self.leases.num_dies - self.leases.num_free)
+        self.network.settle()
         for plane, ratio in plane_utilization(self.topology, self.network.flows).items():
             self.metrics.set_utilization(plane, ratio)
 
@@ -171,6 +172,7 @@ class FabricService(fabric_pb2_grpc.FabricServicer):
     def _busiest_links(self, count: int) -> list[fabric_pb2.LinkLoad]:
         if count == 0:
             return []
+        self.network.settle()
         stats = [(link, self.network.flows.link_stats(link)) for link in self.topology.links]
         stats.sort(key=lambda item: (item[1].bytes_total, item[1].utilisation), reverse=True)
         return [

@@ -190,13 +190,16 @@ def _price(
     dep: DecodeDeployment, busiest: Sequence[int], moe_tokens: float, micro: bool, acc: PartTimes | None
 ) -> tuple[float, int | None]:
     """Step time (us) and the AIC split used; charges the parts into `acc` when given."""
-    mbs = split_microbatches(busiest)
     if micro:
+        mbs = split_microbatches(busiest)
         aic = _aic_for(dep, mbs, moe_tokens)
         total = _layers_micro(dep, mbs, moe_tokens, aic, acc)
     else:
+        # One batch needs only the total context: the lengths are ints, so their sum is exact and is
+        # what the two halves of `split_microbatches` add up to, without sorting them.
+        mbs = ((len(busiest), float(sum(busiest))), (0, 0.0))
         aic = None
-        total = _layers_single(dep, (len(busiest), mbs[0][1] + mbs[1][1]), moe_tokens, acc)
+        total = _layers_single(dep, mbs[0], moe_tokens, acc)
     if dep.mtp_depth > 0:  # the MTP module is one more layer, run once per draft
         mtp = _mtp_layer_us(dep, mbs, moe_tokens, aic, micro)
         total += mtp * dep.mtp_depth

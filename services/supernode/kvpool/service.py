@@ -212,9 +212,9 @@ class KvPoolService(kvpool_pb2_grpc.KvPoolServicer):
     def _keys(self, keys: Iterable[str], field: str) -> list[str]:
         out = list(keys)
         self._count(len(out), field)
-        for i, key in enumerate(out):
-            if not blocks.is_block_key(key):
-                raise invalid(f"{field}[{i}]", "must be a 32-character lowercase hex block key")
+        bad = blocks.first_bad_block_key(out)
+        if bad is not None:
+            raise invalid(f"{field}[{bad}]", "must be a 32-character lowercase hex block key")
         return out
 
 

@@ -84,7 +84,7 @@ class PrefillEngine:
             on_failure=self._on_step_failure,
             ready_at=self._ready_at,
         )
-        self._stores: set[asyncio.Task[None]] = set()  # KV stores moving over UB in the background
+        self._stores: set[asyncio.Future[object]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
         self.metrics.track_lag(self.loop.stats)
         self.supervisor = Supervisor("prefill", self.worker_id, self.metrics.registry)
@@ -282,17 +282,22 @@ class PrefillEngine:
             await self.pool.put(new[start : start + self.max_blocks_per_call])
         num_tokens = sum(len(b.tokens) for b in new)
         if num_tokens and len(self._stores) < MAX_BACKGROUND_STORES:
-            task = asyncio.create_task(self._store_transfer(_pool_cpu(keys[first_new]), die, num_tokens))
-            self._stores.add(task)
-            task.add_done_callback(self._stores.discard)
-
-    async def _store_transfer(self, cpu: int, die: int, num_tokens: int) -> None:
-        try:
-            await self.fabric.transfer(
+            cpu = _pool_cpu(keys[first_new])
+            store = self.fabric.start_transfer(
                 ("die", die), ("cpu", cpu), num_tokens * specs.KV_BYTES_PER_TOKEN, "ub", "kv-store"
-            )
-        except SupernodeError as err:  # a store that cannot move is only a lost cache entry's timing
+            )  # fmt: skip
+            self._stores.add(store)
+            store.add_done_callback(self._on_stored)
+
+    def _on_stored(self, store: asyncio.Future[object]) -> None:
+        self._stores.discard(store)
+        if store.cancelled():
+            return
+        err = store.exception()
+        if isinstance(err, SupernodeError):  # a store that cannot move is only a lost cache entry's timing
             log.debug("background KV store transfer failed: %s", err.message)
+        elif err is not None:
+            log.error("background KV store transfer failed", exc_info=err)
 
 
 def prefix_source(keys: list[str], request_id: str) -> int:

@@ -127,9 +127,13 @@ class WorkerCalls:
         `on_first_token`: as PrefillPeer.prefill's (an instance tried after one that offered it offers
         the same token again: it is drawn from the prompt and seed)."""
         workers = self.workers.prefill
-        prefix = blocks.block_keys(request.prompt[: self.block_tokens], self.block_tokens)[0]
+        # Only the kv_aware policy places by prefix: the others neither hash it nor remember it.
+        prefix = None
+        if self.cfg.policy == "kv_aware":
+            prefix = blocks.block_keys(request.prompt[: self.block_tokens], self.block_tokens)[0]
+        affinity = None if prefix is None else self.affinity.get(prefix)
         order = self._order(workers, lambda snaps: policy.prefill_order(
-            snaps, self.cfg.policy, next(self._rr), self.affinity.get(prefix)
+            snaps, self.cfg.policy, next(self._rr), affinity
         ))  # fmt: skip
         last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
         # The first attempt counts from its reservation's call when that was granted at once; a
@@ -156,7 +160,8 @@ class WorkerCalls:
             finally:
                 worker.num_inflight -= 1
                 sent_s = 0.0  # the next instance is sent it now
-            self.affinity.put(prefix, i)
+            if prefix is not None:
+                self.affinity.put(prefix, i)
             if resumed is None:
                 record_prefill(request, worker.address, result)
             else:

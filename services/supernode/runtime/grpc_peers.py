@@ -5,6 +5,7 @@ Every call has a timeout; failures surface as domain errors (runtime/errors.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -84,6 +85,12 @@ class GrpcFabricClient:
         # Transfers take emulated time; the fabric answers when done, so no short timeout here.
         reply = await _call(self._stub.Transfer, request, self._timeout * 10)
         return TransferResult(reply.start_s, reply.finish_s)
+
+    def start_transfer(
+        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
+    ) -> asyncio.Future[object]:
+        """The Transfer RPC in a task of its own."""
+        return asyncio.ensure_future(self.transfer(src, dst, num_bytes, plane, tag))
 
     async def close(self) -> None:
         await self._channel.close()

@@ -115,6 +115,14 @@ class FabricClient(Protocol):
         self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
     ) -> TransferResult: ...
 
+    def start_transfer(
+        self, src: tuple[str, int], dst: tuple[str, int], num_bytes: int, plane: str, tag: str
+    ) -> asyncio.Future[object]:
+        """Starts `transfer` in the background: the future is done once it has moved (or failed, with
+        its error, also when it could not start: this raises nothing); nobody need await it. Must be
+        called from the event loop."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -75,3 +75,22 @@ def test_fidelity_model_loads_the_shared_prefix_before_its_batches() -> None:
     total0, ttft0 = ideal_prefill(dep, shape, 16384 * 16)
     assert total == pytest.approx(total0 + load) and ttft == pytest.approx(ttft0 + load)
     assert shared_prefix_load_s(dep, 128, 0, 128) == 0.0
+
+
+def test_a_batch_of_a_shape_priced_before_costs_the_same_and_is_the_callers_own() -> None:
+    from supernode.hw import prefill as hw_prefill
+
+    dep = paper_prefill()
+    hw_prefill._batch_cost.cache_clear()
+    first = prefill_batch_cost(dep, [900, 40], [1024, 0], lm_head_tokens=[1, 1])
+    first.breakdown_us.clear()  # the caller's copy: the next caller's cost is whole
+    again = prefill_batch_cost(dep, (900, 40), (1024, 0))  # the default head positions: one each
+    assert hw_prefill._batch_cost.cache_info().hits == 1
+    assert again.total_us == first.total_us
+    assert sum(again.breakdown_us.values()) == pytest.approx(again.total_us)
+    assert again == prefill_batch_cost(dep, [900, 40], [1024, 0])
+    assert again.breakdown_us is not first.breakdown_us
+    with pytest.raises(ValueError, match="lm_head_tokens"):
+        prefill_batch_cost(dep, [900, 40], [1024, 0], lm_head_tokens=[1, 41])
+    with pytest.raises(ValueError, match="same length"):
+        prefill_batch_cost(dep, [900], [1024, 0])

@@ -39,3 +39,16 @@ def test_a_single_batch_step_is_busy_for_exactly_its_exposed_time(num_seqs: int)
     if num_seqs >= 2:
         micro = hw_decode.decode_step_ranks_cost(dep, lens, float(num_seqs), microbatch=True)
         assert sum(micro.busy_us.values()) > micro.total_us
+
+
+def test_a_single_batch_step_depends_on_its_sequences_and_their_total_context_alone():
+    """Single mode prices the busiest rank from how many sequences it holds and their summed context
+    (no split into microbatches): any lengths with that count and sum cost exactly the same."""
+    dep = DecodeDeployment(ep_size=320)
+    rng = random.Random(7)
+    for _ in range(50):
+        lens = [rng.randint(1, 100_000) for _ in range(rng.randint(1, 64))]
+        cost = hw_decode.decode_step_ranks_cost(dep, lens, 12.5, microbatch=False)
+        lumped = [sum(lens), *[0] * (len(lens) - 1)]
+        assert hw_decode.decode_step_ranks_cost(dep, lumped, 12.5, microbatch=False) == cost
+        assert hw_decode.decode_step_ranks_cost(dep, sorted(lens), 12.5, microbatch=False) == cost
