@@ -195,7 +195,8 @@ class InprocCluster:
                               settings.kvpool.namespace, ratio)  # fmt: skip
         self.prefills = [
             PrefillEngine(instance_settings(settings, "prefill", i, num_npus=self.shape.prefill_npus),
-                          clock, self.fabric, self.pool, offload=False, heartbeat=False)
+                          clock, self.fabric, self.pool, offload=False, heartbeat=False,
+                          num_pool_cpus=self.fabric.topology.num_cpus)
             for i in range(self.shape.num_prefill)
         ]  # fmt: skip
         self.decodes = [

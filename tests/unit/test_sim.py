@@ -68,6 +68,19 @@ def test_deployment_file_names_unknown_keys(tmp_path: Path):
         SimDeployment(decode_npus=1).settings()
 
 
+def test_a_deployment_on_fewer_nodes_runs_and_one_too_small_for_its_dies_is_refused(tmp_path: Path):
+    """The EMS pool spans the deployment's nodes: a cached prefix is read from, and new blocks stored
+    to, CPUs that exist (a pool placed over the default 48 nodes failed every cache hit on 4)."""
+    few = SimDeployment(num_prefill=2, prefill_npus=8, num_decode=1, decode_npus=16, num_nodes=4)
+    out = simulate(small_cfg(), few, tmp_path, SimOptions(write_pngs=False))
+    assert out.suite.results["failed"] == 0 and out.suite.results["cache_hit_rate"] > 0
+    message = "nodes: 3 nodes hold 48 dies, the instances want 64; give at least 4"
+    with pytest.raises(ValueError, match=message):
+        SimDeployment(num_prefill=2, prefill_npus=8, num_decode=1, decode_npus=16, num_nodes=3).settings()
+    with pytest.raises(ValueError, match="nodes: must be >= 1"):
+        SimDeployment(num_nodes=0).settings()
+
+
 def _figures(out) -> dict[str, float]:
     keys = ("mean_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "p99_tpot_ms", "mean_e2el_ms", "duration")
     return {k: out.suite.results[k] for k in keys}

@@ -57,10 +57,11 @@ OFFLOAD_MIN_TOKENS = 32_768  # longer prompts are hashed off the event loop (~25
 class PrefillEngine:
     def __init__(
         self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
-        *, offload: bool = True, heartbeat: bool = True,
+        *, offload: bool = True, heartbeat: bool = True, num_pool_cpus: int = NUM_POOL_CPUS,
     ) -> None:  # fmt: skip
         """`offload`: hash long prompts off the event loop, so RPCs and the step loop keep going (live);
-        `heartbeat`: renew the die lease."""
+        `heartbeat`: renew the die lease; `num_pool_cpus`: the CPUs the EMS pool spans (every node's:
+        the fabric's node count x 4)."""
         self.cfg = settings.prefill
         self.block_tokens = settings.kvpool.block_tokens
         self.namespace = settings.kvpool.namespace
@@ -71,6 +72,7 @@ class PrefillEngine:
         self.pool = pool
         self.offload = offload
         self.heartbeat = heartbeat
+        self.num_pool_cpus = num_pool_cpus
         self.deployment = prefill_deployment(self.cfg)
         num_dies = self.cfg.num_npus * self.deployment.dies_per_npu
         self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
@@ -265,7 +267,7 @@ class PrefillEngine:
             len(prompt), num_cached, num_cached_blocks, num_full - num_cached_blocks, num_bytes
         )
         if num_cached:
-            cpu = prefix_source(keys[:num_cached_blocks], request.request_id)
+            cpu = prefix_source(keys[:num_cached_blocks], request.request_id, self.num_pool_cpus)
             result = await self.fabric.transfer(("cpu", cpu), ("die", die), num_bytes, "ub", "kv-load")
             request.cache_load_s = result.duration_s
 
@@ -282,7 +284,7 @@ class PrefillEngine:
             await self.pool.put(new[start : start + self.max_blocks_per_call])
         num_tokens = sum(len(b.tokens) for b in new)
         if num_tokens and len(self._stores) < MAX_BACKGROUND_STORES:
-            cpu = _pool_cpu(keys[first_new])
+            cpu = pool_cpu(keys[first_new], self.num_pool_cpus)
             store = self.fabric.start_transfer(
                 ("die", die), ("cpu", cpu), num_tokens * specs.KV_BYTES_PER_TOKEN, "ub", "kv-store"
             )  # fmt: skip
@@ -300,7 +302,7 @@ class PrefillEngine:
             log.error("background KV store transfer failed", exc_info=err)
 
 
-def prefix_source(keys: list[str], request_id: str) -> int:
+def prefix_source(keys: list[str], request_id: str, num_cpus: int = NUM_POOL_CPUS) -> int:
     """The EMS CPU a request reads its cached prefix from, as one transfer.
 
     Each block lives on the CPU its own key hashes to ([v3] §4.4.1: a DHT over the MP servers), so a
@@ -310,9 +312,10 @@ def prefix_source(keys: list[str], request_id: str) -> int:
     port carries about what the per-block reads would put on it (not every request on the first block's
     socket)."""
     digest = hashlib.blake2b(request_id.encode(), digest_size=4).digest()
-    return _pool_cpu(keys[int.from_bytes(digest, "little") % len(keys)])
+    return pool_cpu(keys[int.from_bytes(digest, "little") % len(keys)], num_cpus)
 
 
-def _pool_cpu(block_key: str) -> int:
-    """The EMS CPU holding a block: block keys are uniform hashes, so their leading bits place them."""
-    return int(block_key[:8], 16) % NUM_POOL_CPUS
+def pool_cpu(block_key: str, num_cpus: int = NUM_POOL_CPUS) -> int:
+    """The EMS CPU (of `num_cpus`) holding a block: block keys are uniform hashes, so their leading bits
+    place them."""
+    return int(block_key[:8], 16) % num_cpus

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from supernode.core import topology
 from supernode.hw import cost as hw_cost
 from supernode.inproc import ClusterShape
 from supernode.runtime.config import Settings
@@ -72,6 +73,14 @@ class SimDeployment:
             max_context_tokens=1 << 22,
         )  # fmt: skip
         settings = Settings.model_validate(data)
+        if self.num_nodes < 1:
+            raise ValueError(f"nodes: must be >= 1, got {self.num_nodes}")
+        wanted = 2 * self.num_prefill_npus + self.num_decode * (self.decode_dies or 2 * self.decode_npus)
+        if wanted > self.num_nodes * topology.DIES_PER_NODE:
+            raise ValueError(
+                f"nodes: {self.num_nodes} nodes hold {self.num_nodes * topology.DIES_PER_NODE} dies, the "
+                f"instances want {wanted}; give at least {-(-wanted // topology.DIES_PER_NODE)} nodes"
+            )
         if hw_cost.kv_capacity_tokens_per_die(decode_deployment(settings.decode)) < 1:
             raise ValueError(
                 f"decode.npus: at {self.decode_npus} NPUs the model's weights leave no HBM for KV; use more"

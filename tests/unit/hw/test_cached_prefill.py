@@ -13,7 +13,7 @@ from supernode.hw import comm
 from supernode.hw.cost import prefill_batch_cost
 from supernode.hw.prefill import tp_gather_bytes
 from supernode.hw.specs import ASCEND_910C, KV_BYTES_PER_TOKEN, paper_prefill
-from supernode.prefill.engine import _pool_cpu, prefix_source
+from supernode.prefill.engine import pool_cpu, prefix_source
 
 
 def test_tp_stage_gathers_the_cached_prefix_latents_too() -> None:
@@ -53,13 +53,14 @@ def test_pool_loads_end_at_their_busiest_port() -> None:
 
 def test_requests_sharing_a_prefix_read_it_from_the_sockets_holding_its_blocks() -> None:
     keys = [f"{i * 2654435761 % 2**32:08x}ffff" for i in range(28)]
-    holders = {_pool_cpu(k) for k in keys}
+    holders = {pool_cpu(k) for k in keys}
     picked = [prefix_source(keys, f"req-{i}") for i in range(512)]
     assert set(picked) <= holders  # a block's own socket, never elsewhere
     assert len(set(picked)) >= 0.9 * len(holders)  # spread over them, not funnelled through the first
     busiest = max(picked.count(c) for c in set(picked))
     assert busiest < 3 * 512 / len(holders)  # each socket carries about its share
     assert prefix_source(keys, "req-7") == prefix_source(keys, "req-7")  # deterministic
+    assert {prefix_source(keys, f"req-{i}", 12) for i in range(64)} <= set(range(12)), "a smaller pool"
 
 
 def test_fidelity_model_loads_the_shared_prefix_before_its_batches() -> None:
