@@ -274,7 +274,7 @@ class RouterEngine:
             async with asyncio.timeout(None) as scope:
                 timer = asyncio.create_task(self._expire(scope, deadline_s))
                 try:
-                    async with contextlib.aclosing(run) as chunks:  # type: ignore[type-var]
+                    async with contextlib.aclosing(run) as chunks:
                         async for chunk in chunks:
                             yield chunk
                 finally:

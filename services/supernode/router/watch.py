@@ -222,7 +222,7 @@ class Watchdog:
             self._task = asyncio.create_task(self._run(), name="router-watchdog")
 
     def discard(self, watch: Watch[T] | _CallWatch) -> None:
-        self.watches.discard(watch)  # type: ignore[arg-type]
+        self.watches.discard(watch)
 
     def close_later(self, source: AsyncIterator[object]) -> None:
         """Closes a worker's stream in the background (its reader is busy elsewhere)."""

@@ -53,7 +53,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start_s: float = 0.0) -> None:
         super().__init__()
         self.virtual_s = start_s  # emulated seconds
-        self._selector = _JumpingSelector(self._selector, self)  # type: ignore[has-type,assignment,arg-type]
+        self._selector = _JumpingSelector(self._selector, self)  # type: ignore[has-type,arg-type]
 
     def time(self) -> float:
         return self.virtual_s

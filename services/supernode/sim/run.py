@@ -113,11 +113,11 @@ def _loadgen_on(loop: asyncio.AbstractEventLoop, until_s: float) -> Iterator[Non
         return [s for s in specs if s.arrival_s <= until_s] if until_s > 0 else specs
 
     runner.time = SimpleNamespace(perf_counter=loop.time)  # type: ignore[assignment]
-    bench.build_specs = build  # type: ignore[assignment]
+    bench.build_specs = build
     try:
         yield
     finally:
-        runner.time, bench.build_specs = real_time, real_build  # type: ignore[assignment]
+        runner.time, bench.build_specs = real_time, real_build
 
 
 def _write(folder: Path, outcome: SimOutcome, options: SimOptions) -> None:
