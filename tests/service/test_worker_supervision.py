@@ -93,7 +93,7 @@ async def test_a_raising_pricer_fails_queued_prefills_and_turns_the_worker_not_s
     assert await health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # new work is refused at once, not queued
         late = prefill_pb2.PrefillRequest(request_id="late", token_ids=[9] * 9)
-        await asyncio.wait_for(stub.Prefill(late), 2)
+        await asyncio.wait_for(stub.Prefill(late), BOUND_S)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     load = await stub.Load(common_pb2.LoadRequest())
     assert load.draining and load.num_waiting == 0
@@ -140,7 +140,7 @@ async def test_a_step_failure_mid_stream_fails_decode_streams_and_releases_capac
     with pytest.raises(grpc.aio.AioRpcError) as late:
         kv_idle = await prefilled(pool, "idle", prompt)
         request = decode_pb2.DecodeRequest(reservation_id=idle, kv=kv_idle, first_token=300, max_tokens=64)
-        await asyncio.wait_for(anext(aiter(stub.Decode(request))), 2)
+        await asyncio.wait_for(anext(aiter(stub.Decode(request))), BOUND_S)
     assert_stopped_error(late.value, "decode")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await reserve(stub, "new", 10, 10)
@@ -189,7 +189,7 @@ async def test_a_prompt_that_would_wait_beyond_the_queue_delay_bound_is_refused_
     shed_before = SHED_TOTAL.labels("prefill", "queue_delay")._value.get()
     call = stub.Prefill(prefill_pb2.PrefillRequest(request_id="b", token_ids=[801] * 100))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await asyncio.wait_for(call, 2)
+        await asyncio.wait_for(call, BOUND_S)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "exceeds the 0.5s queueing bound" in refused.value.details()
     trailers = dict(await call.trailing_metadata())
