@@ -126,14 +126,23 @@ async def test_a_step_failure_mid_stream_fails_decode_streams_and_releases_capac
 
     monkeypatch.setattr(engine.scheduler, stage, flaky)
     prompt = [500 + k for k in range(200)]
-    streaming = await reserve(stub, "s", len(prompt), 64)
-    idle = await reserve(stub, "idle", len(prompt), 64)  # reserved, its Decode not sent yet
-    kv = await prefilled(pool, "s", prompt)
+    # While the calls cross sockets the virtual clock would jump whenever the loop idles, and on a slow
+    # host enough jumps expire the reservations (reservation_ttl_s) before their Decode arrives: hold
+    # it until the stream has claimed its reservation.
+    with engine.clock.held():
+        streaming = await reserve(stub, "s", len(prompt), 64)
+        idle = await reserve(stub, "idle", len(prompt), 64)  # reserved, its Decode not sent yet
+        kv = await prefilled(pool, "s", prompt)
+        request = decode_pb2.DecodeRequest(reservation_id=streaming, kv=kv, first_token=300, max_tokens=64)
+        call = stub.Decode(request)
+        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
+            if streaming not in engine.reserved:
+                break
+            await asyncio.sleep(0.01)
     chunks = []
     with pytest.raises(grpc.aio.AioRpcError) as broken:
-        request = decode_pb2.DecodeRequest(reservation_id=streaming, kv=kv, first_token=300, max_tokens=64)
         async with asyncio.timeout(BOUND_S):
-            async for chunk in stub.Decode(request):
+            async for chunk in call:
                 chunks.append(chunk)
     assert_stopped_error(broken.value, "decode")
     assert 0 < len(chunks) < 63 and not any(c.finished for c in chunks)
