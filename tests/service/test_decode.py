@@ -57,9 +57,8 @@ async def prefilled(pool: LocalPool, request_id: str, prompt: list[int]) -> comm
     )
 
 
-async def decode_one(
-    stub, pool, rid: str, prompt: list[int], max_tokens: int
-) -> list[decode_pb2.DecodeChunk]:
+async def start_decode(stub, pool, rid: str, prompt: list[int], max_tokens: int):  # noqa: ANN001, ANN201
+    """Reserves, stores the prompt's KV and starts the Decode stream; returns the call."""
     reservation = await stub.Reserve(
         decode_pb2.ReserveRequest(request_id=rid, num_prompt_tokens=len(prompt), max_tokens=max_tokens)
     )
@@ -67,14 +66,36 @@ async def decode_one(
     request = decode_pb2.DecodeRequest(
         reservation_id=reservation.reservation_id, kv=kv, first_token=300, max_tokens=max_tokens
     )
-    return [chunk async for chunk in stub.Decode(request)]
+    return stub.Decode(request)
+
+
+async def decode_one(
+    stub, pool, rid: str, prompt: list[int], max_tokens: int
+) -> list[decode_pb2.DecodeChunk]:
+    return [chunk async for chunk in await start_decode(stub, pool, rid, prompt, max_tokens)]
+
+
+async def collected(call) -> list[decode_pb2.DecodeChunk]:  # noqa: ANN001
+    return [chunk async for chunk in call]
+
+
+async def all_claimed(service) -> None:  # noqa: ANN001
+    """Until every reservation has been taken by its Decode stream."""
+    for _ in range(1000):  # a guard against a hang (10 s)
+        if not service.reserved:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"reservations never claimed: {sorted(service.reserved)}")
 
 
 async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
-    stub, pool, service, _ = await make_decode()
-    results = await asyncio.gather(
-        *(decode_one(stub, pool, f"r{i}", [400 + i] * (200 + 50 * i), 12) for i in range(6))
-    )
+    stub, pool, service, clock = await make_decode()
+    # The virtual clock jumps whenever the loop idles, as it does while calls cross sockets; on a slow
+    # host enough jumps would expire a reservation before its Decode arrives (reservation_ttl_s).
+    with clock.held():
+        calls = [await start_decode(stub, pool, f"r{i}", [400 + i] * (200 + 50 * i), 12) for i in range(6)]
+        await all_claimed(service)
+    results = await asyncio.gather(*(collected(call) for call in calls))
     for chunks in results:
         assert sum(len(c.token_ids) for c in chunks) == 11, "the first of 12 came from prefill"
         assert chunks[-1].finished and chunks[-1].finish_reason == "length"
@@ -137,9 +158,10 @@ async def test_tpot_slo_bounds_the_batch_per_die(make_decode):
 
 
 async def test_load_reports_capacity(make_decode):
-    stub, _, service, _ = await make_decode()
-    await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=100, max_tokens=28))
-    load = await stub.Load(common_pb2.LoadRequest())
+    stub, _, service, clock = await make_decode()
+    with clock.held():  # the reservation must not expire before the report (see above)
+        await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=100, max_tokens=28))
+        load = await stub.Load(common_pb2.LoadRequest())
     assert load.role == "decode" and load.kv_tokens_used == 128 and load.num_dies == 2
     assert load.kv_tokens_capacity == 2 * service.scheduler.kv_capacity
 

@@ -166,11 +166,17 @@ async def test_idle_decode_gauges_drop_to_zero(start_worker):
     channel, engine, pool = await start_worker("decode", num_dies=2, mtp_depth=0)
     stub = decode_pb2_grpc.DecodeStub(channel)
     prompt = [700 + k for k in range(130)]
-    rid = await reserve(stub, "g", len(prompt), 8)
-    assert sample(engine, "supernode_decode_queue_length") == 1  # a reservation counts at once
-    kv = await prefilled(pool, "g", prompt)
-    request = decode_pb2.DecodeRequest(reservation_id=rid, kv=kv, first_token=300, max_tokens=8)
-    assert [c async for c in stub.Decode(request)][-1].finished
+    with engine.clock.held():  # the reservation must not expire before its Decode (as above)
+        rid = await reserve(stub, "g", len(prompt), 8)
+        assert sample(engine, "supernode_decode_queue_length") == 1  # a reservation counts at once
+        kv = await prefilled(pool, "g", prompt)
+        request = decode_pb2.DecodeRequest(reservation_id=rid, kv=kv, first_token=300, max_tokens=8)
+        call = stub.Decode(request)
+        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
+            if rid not in engine.reserved:
+                break
+            await asyncio.sleep(0.01)
+    assert [c async for c in call][-1].finished
     assert sample(engine, "supernode_decode_tokens_total") == 7
     for _ in range(100):  # the loop finds nothing to do right after the last step
         if sample(engine, "supernode_decode_batch_size") == 0:
