@@ -57,9 +57,8 @@ async def prefilled(pool: LocalPool, request_id: str, prompt: list[int]) -> comm
     )
 
 
-async def decode_one(
-    stub, pool, rid: str, prompt: list[int], max_tokens: int
-) -> list[decode_pb2.DecodeChunk]:
+async def start_decode(stub, pool, rid: str, prompt: list[int], max_tokens: int):  # noqa: ANN001, ANN201
+    """Reserves, stores the prompt's KV and starts the Decode stream; returns the call."""
     reservation = await stub.Reserve(
         decode_pb2.ReserveRequest(request_id=rid, num_prompt_tokens=len(prompt), max_tokens=max_tokens)
     )
@@ -67,14 +66,36 @@ async def decode_one(
     request = decode_pb2.DecodeRequest(
         reservation_id=reservation.reservation_id, kv=kv, first_token=300, max_tokens=max_tokens
     )
-    return [chunk async for chunk in stub.Decode(request)]
+    return stub.Decode(request)
+
+
+async def collected(call) -> list[decode_pb2.DecodeChunk]:  # noqa: ANN001
+    return [chunk async for chunk in call]
+
+
+async def decode_all(stub, pool, service, clock, requests) -> list[list[decode_pb2.DecodeChunk]]:  # noqa: ANN001
+    """Decodes (request id, prompt, max_tokens) concurrently; the chunks of each.
+
+    The virtual clock jumps whenever the loop idles, as it does while calls cross sockets; on a slow
+    host enough jumps would expire a reservation (reservation_ttl_s) before its Decode arrives. So
+    the streams reserve and start on a held clock, and time moves once each has its reservation."""
+    with clock.held():
+        calls = [
+            await start_decode(stub, pool, rid, prompt, max_tokens) for rid, prompt, max_tokens in requests
+        ]
+        for _ in range(1000):  # a guard against a hang (10 s)
+            if not service.reserved:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"reservations never claimed: {sorted(service.reserved)}")
+    return list(await asyncio.gather(*(collected(call) for call in calls)))
 
 
 async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
-    stub, pool, service, _ = await make_decode()
-    results = await asyncio.gather(
-        *(decode_one(stub, pool, f"r{i}", [400 + i] * (200 + 50 * i), 12) for i in range(6))
-    )
+    stub, pool, service, clock = await make_decode()
+    requests = [(f"r{i}", [400 + i] * (200 + 50 * i), 12) for i in range(6)]
+    results = await decode_all(stub, pool, service, clock, requests)
     for chunks in results:
         assert sum(len(c.token_ids) for c in chunks) == 11, "the first of 12 came from prefill"
         assert chunks[-1].finished and chunks[-1].finish_reason == "length"
@@ -86,7 +107,7 @@ async def test_every_request_gets_its_tokens_and_capacity_returns(make_decode):
 async def test_step_time_comes_from_the_cost_model(make_decode):
     stub, pool, service, clock = await make_decode(num_dies=1)
     start = clock.now()
-    chunks = await decode_one(stub, pool, "solo", [500] * 1000, 9)
+    (chunks,) = await decode_all(stub, pool, service, clock, [("solo", [500] * 1000, 9)])
     assert chunks[-1].num_steps == 8
     dep = decode_deployment(service.cfg)
     # One sequence alone: 8 steps at context 1001..1008; the RDMA pull is charged before them.
@@ -96,18 +117,19 @@ async def test_step_time_comes_from_the_cost_model(make_decode):
 
 
 async def test_missing_kv_is_failed_precondition_and_releases(make_decode):
-    stub, pool, service, _ = await make_decode()
-    reservation = await stub.Reserve(
-        decode_pb2.ReserveRequest(request_id="x", num_prompt_tokens=10, max_tokens=5)
-    )
-    kv = common_pb2.KvHandle(request_id="x", block_keys=["ab" * 16], num_tokens=10, block_tokens=BLOCK)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for _ in stub.Decode(
-            decode_pb2.DecodeRequest(
-                reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
-            )
-        ):
-            pass
+    stub, pool, service, clock = await make_decode()
+    with clock.held():  # the reservation must not expire before its Decode (see decode_all)
+        reservation = await stub.Reserve(
+            decode_pb2.ReserveRequest(request_id="x", num_prompt_tokens=10, max_tokens=5)
+        )
+        kv = common_pb2.KvHandle(request_id="x", block_keys=["ab" * 16], num_tokens=10, block_tokens=BLOCK)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Decode(
+                decode_pb2.DecodeRequest(
+                    reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
+                )
+            ):
+                pass
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and err.value.details().startswith("kv:")
     assert service.scheduler.kv_reserved == [0, 0]
 
@@ -126,26 +148,40 @@ async def test_bad_requests_name_the_field(make_decode):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "reservation_id" in err.value.details()
 
 
-async def test_tpot_slo_bounds_the_batch_per_die(make_decode):
+async def test_tpot_slo_bounds_the_batch_per_die(make_decode, monkeypatch):
     # Without MTP one step is one token: 22 ms leaves room for a few sequences at these short contexts.
-    stub, pool, service, _ = await make_decode(num_dies=1, tpot_slo_ms=22.0, max_batch_per_die=96)
+    stub, pool, service, clock = await make_decode(num_dies=1, tpot_slo_ms=22.0, max_batch_per_die=96)
     dep = decode_deployment(service.cfg)
-    limit = hw_cost.max_batch_per_die_for_tpot(dep, 256, 22.0)
-    assert 1 <= limit < 96
-    await asyncio.gather(*(decode_one(stub, pool, f"s{i}", [600 + i] * 200, 6) for i in range(limit + 8)))
-    assert service.metrics.batch_per_die.labels(service.worker_id)._value.get() <= limit
+    prompt_len, max_tokens = 200, 6
+    # the bound at the longest and the shortest context a step sees (longer contexts allow fewer)
+    low, high = (
+        hw_cost.max_batch_per_die_for_tpot(dep, n, 22.0) for n in (prompt_len + max_tokens, prompt_len)
+    )
+    assert 1 <= low <= high < 96
+    per_step: list[int] = []  # sequences on the die, each step (the gauge shows only the last)
+    on_step = service.metrics.on_step
+
+    def recorded(batch_size, batch_per_die, *rest):  # noqa: ANN001, ANN002, ANN202
+        per_step.append(batch_per_die)
+        return on_step(batch_size, batch_per_die, *rest)
+
+    monkeypatch.setattr(service.metrics, "on_step", recorded)
+    requests = [(f"s{i}", [600 + i] * prompt_len, max_tokens) for i in range(high + 8)]
+    await decode_all(stub, pool, service, clock, requests)
+    assert low <= max(per_step) <= high, per_step  # filled up to the bound, never past it
 
 
 async def test_load_reports_capacity(make_decode):
-    stub, _, service, _ = await make_decode()
-    await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=100, max_tokens=28))
-    load = await stub.Load(common_pb2.LoadRequest())
+    stub, _, service, clock = await make_decode()
+    with clock.held():  # the reservation must not expire before the report (see decode_all)
+        await stub.Reserve(decode_pb2.ReserveRequest(request_id="a", num_prompt_tokens=100, max_tokens=28))
+        load = await stub.Load(common_pb2.LoadRequest())
     assert load.role == "decode" and load.kv_tokens_used == 128 and load.num_dies == 2
     assert load.kv_tokens_capacity == 2 * service.scheduler.kv_capacity
 
 
 async def test_malformed_handles_are_invalid_argument(make_decode):
-    stub, _, service, _ = await make_decode()
+    stub, _, service, clock = await make_decode()
     cases = [
         (common_pb2.KvHandle(request_id="m", block_keys=["not-a-key"], num_tokens=10, block_tokens=BLOCK),
          "kv.block_keys[0]"),
@@ -155,14 +191,15 @@ async def test_malformed_handles_are_invalid_argument(make_decode):
          "kv.request_id"),
     ]  # fmt: skip
     for kv, field in cases:
-        reservation = await stub.Reserve(
-            decode_pb2.ReserveRequest(request_id="m", num_prompt_tokens=10, max_tokens=5)
-        )
-        request = decode_pb2.DecodeRequest(
-            reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            async for _ in stub.Decode(request):
-                pass
+        with clock.held():  # the reservation must not expire before its Decode (see decode_all)
+            reservation = await stub.Reserve(
+                decode_pb2.ReserveRequest(request_id="m", num_prompt_tokens=10, max_tokens=5)
+            )
+            request = decode_pb2.DecodeRequest(
+                reservation_id=reservation.reservation_id, kv=kv, first_token=1, max_tokens=5
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in stub.Decode(request):
+                    pass
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
     assert service.scheduler.kv_reserved == [0, 0], "every refused request released its capacity"

@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 
 from supernode.fabric.service import FabricService, build
 from supernode.runtime.channels import open_channel
+from supernode.runtime.clock import Clock, VirtualClock
 from supernode.v1 import fabric_pb2, fabric_pb2_grpc
 from tests.conftest import make_settings
 
@@ -18,11 +19,11 @@ UB, RDMA = fabric_pb2.PLANE_UB, fabric_pb2.PLANE_RDMA
 GB = 10**9
 
 
-async def _start(host_factory, time_scale: float):
+async def _start(host_factory, time_scale: float, clock: Clock | None = None):
     settings = make_settings(
         runtime={"time_scale": time_scale}, fabric={"lease_ttl_s": 0.5, "metrics_port": 0}
     )
-    host = await host_factory(settings, build(settings))
+    host = await host_factory(settings, build(settings, clock))
     channel = open_channel(host.address, settings)
     return fabric_pb2_grpc.FabricStub(channel), host.service, channel
 
@@ -107,7 +108,8 @@ async def test_batch_errors_name_the_transfer(fabric):
 
 async def test_node_down_fails_transfers_in_flight_and_refuses_new_ones(fabric):
     stub, service = fabric
-    long = asyncio.ensure_future(stub.Transfer(transfer((DIE, 0), (DIE, 40), 10**12, RDMA)))  # 40 s emulated
+    # 40,000 s emulated (40 s of wall time): still in flight when the fault comes, however slow the host
+    long = asyncio.ensure_future(stub.Transfer(transfer((DIE, 0), (DIE, 40), 10**15, RDMA)))
     for _ in range(1000):
         if service.network.num_inflight:
             break
@@ -129,15 +131,18 @@ async def test_node_down_fails_transfers_in_flight_and_refuses_new_ones(fabric):
 
 
 async def test_faults_end_by_themselves(host_factory):
-    # Time scale 10, not the fixture's 1000: the fault must outlive the next call even on a busy host.
-    stub, _, channel = await _start(host_factory, 10.0)
-    await stub.InjectFault(
-        fabric_pb2.InjectFaultRequest(link_id="ub/die0/tx", bandwidth_factor=0.0, duration_s=5.0)
-    )
-    with pytest.raises(grpc.aio.AioRpcError):
-        await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB))
-    await asyncio.sleep(0.6)  # 6 emulated seconds: the fault has ended
-    assert (await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB))).finish_s > 0
+    clock = VirtualClock()
+    stub, _, channel = await _start(host_factory, 1000.0, clock)
+    down = fabric_pb2.InjectFaultRequest(link_id="ub/die0/tx", bandwidth_factor=0.0, duration_s=5.0)
+    with clock.held():  # emulated time moves only by hand in here
+        fault = (await stub.InjectFault(down)).fault
+        clock.advance(4.9)
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # (admitted, it would wait for the clock)
+            await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, "down until its duration has passed"
+        clock.advance(0.2)  # past its end: nobody cleared it
+    reply = await stub.Transfer(transfer((DIE, 0), (DIE, 2), GB))
+    assert reply.start_s >= fault.end_s and reply.finish_s > reply.start_s
     assert not (await stub.Describe(fabric_pb2.DescribeRequest())).faults
     await channel.close()
 
@@ -169,16 +174,25 @@ async def test_bad_faults_name_the_field(fabric, request_kwargs, field):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
 
 
+async def until(predicate, what: str) -> None:  # noqa: ANN001
+    for _ in range(1000):  # a guard against a hang (5 s), well short of the long transfers' own end
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(what)
+
+
 async def test_a_cancelled_transfer_leaves_the_links(fabric):
     stub, service = fabric
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.Transfer(transfer((DIE, 0), (DIE, 40), 10**12, RDMA), timeout=0.02)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(100):
-        if service.network.flows.num_flows == 0:
-            break
-        await asyncio.sleep(0.005)
-    assert service.network.flows.num_flows == 0 and service.network.num_inflight == 0
+    flows = service.network.flows
+    # 40,000 s emulated, 40 s of wall time: only the cancellation can take it off the links in time
+    call = stub.Transfer(transfer((DIE, 0), (DIE, 40), 10**15, RDMA))
+    await until(lambda: flows.num_flows == 1, "the transfer started")
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await until(lambda: flows.num_flows == 0, "the cancelled transfer still holds its links")
+    assert service.network.num_inflight == 0
 
 
 async def test_metrics_count_link_and_plane_bytes(fabric):

@@ -1,19 +1,29 @@
-"""Admission and abandoned work at the HTTP frontend (frontend/admission.py), over real HTTP and gRPC."""
+"""Admission and abandoned work at the HTTP frontend (frontend/admission.py), over real HTTP and gRPC.
+
+"At once" is shown by state, not by a stopwatch: the router holds the admitted requests' streams
+until the test lets them go, so a refusal that arrives while they are held did not wait for a slot.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 
+import grpc
 import httpx
 
+from supernode.frontend.admission import AdmissionMiddleware
 from supernode.frontend.app import create_app
 from supernode.frontend.fake_router import FakeRouter, serve_fake_router
 from supernode.frontend.server import serve_in_background
+from supernode.runtime.admission import Gate
 from supernode.runtime.config import Settings
-from tests.service.test_frontend_http import OK_BODY, error_of, start
+from supernode.v1 import router_pb2
+from tests.service.test_frontend_http import MAX_BODY, OK_BODY, Stack, error_of, start
 
 
 async def wait_for(predicate, timeout_s: float = 5.0) -> bool:
@@ -25,23 +35,94 @@ async def wait_for(predicate, timeout_s: float = 5.0) -> bool:
     return predicate()
 
 
+class HeldRouter(FakeRouter):
+    """A FakeRouter whose streams stop before their first chunk until `release()`: the requests stay
+    admitted and in flight for as long as a test needs (no chunk delays to outrun)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+        self.num_active = 0  # streams being served now (held or not)
+        self.max_active = 0
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def Generate(  # noqa: N802 (gRPC method name)
+        self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.GenerateChunk]:
+        self.num_active += 1
+        self.max_active = max(self.max_active, self.num_active)
+        try:
+            async for chunk in super().Generate(request, context):
+                await self.released.wait()
+                yield chunk
+        finally:
+            self.num_active -= 1
+
+
+@contextlib.asynccontextmanager
+async def serving(router: FakeRouter, **frontend: object) -> AsyncIterator[Stack]:
+    """`start` as a context: the servers stop when the block ends, failing tests included (left to
+    the event loop's finaliser instead, a stack with requests still waiting can crash the process)."""
+    async with contextlib.aclosing(start(router, **frontend)) as stacks:
+        yield await anext(stacks)
+
+
+@contextlib.asynccontextmanager
+async def serving_gated(router: FakeRouter, **frontend: object) -> AsyncIterator[tuple[Stack, Gate]]:
+    """`serving` that also yields the frontend's admission gate, to see who waits at it."""
+    async with serve_fake_router(router) as (address, router):
+        settings = Settings(
+            router={"address": address, "max_tokens_limit": 1000},  # type: ignore[arg-type]
+            frontend={"max_body_bytes": MAX_BODY, **frontend},  # type: ignore[arg-type]
+        )
+        app = create_app(settings)
+        async with serve_in_background(app, settings) as url:
+            layer = app.middleware_stack  # built at startup: the middlewares, outermost first
+            while not isinstance(layer, AdmissionMiddleware):
+                layer = layer.app  # type: ignore[union-attr]
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                yield Stack(http, router), layer.gate
+
+
+@contextlib.asynccontextmanager
+async def posted(
+    stack: Stack, router: HeldRouter, num: int
+) -> AsyncIterator[list[asyncio.Task[httpx.Response]]]:
+    """`num` concurrent posts, held at the router while the block runs; all answered after it (also
+    when an assertion fails inside: no request is left running past the test)."""
+    posts = [asyncio.create_task(stack.post("/v1/completions", OK_BODY)) for _ in range(num)]
+    try:
+        yield posts
+    finally:
+        router.release()
+        await asyncio.gather(*posts, return_exceptions=True)
+
+
+async def answers(stack: Stack, num: int) -> list[httpx.Response]:
+    """The answers to `num` concurrent posts; every post has ended when this returns or raises."""
+    results = await asyncio.gather(
+        *(stack.post("/v1/completions", OK_BODY) for _ in range(num)), return_exceptions=True
+    )
+    failed = [r for r in results if not isinstance(r, httpx.Response)]
+    assert not failed, f"no answer before the client gave up (they waited): {failed!r}"
+    return [r for r in results if isinstance(r, httpx.Response)]
+
+
 async def test_beyond_the_bound_is_an_immediate_429_with_retry_after_and_counted() -> None:
-    async for stack in start(FakeRouter(chunk_delay_s=0.05), max_inflight=2, max_queue_wait_s=0.0):
-        body = OK_BODY | {"max_tokens": 10}
-
-        async def timed(stack=stack, body=body) -> tuple[httpx.Response, float]:  # noqa: ANN001
-            started = time.monotonic()
-            resp = await stack.post("/v1/completions", body)
-            return resp, time.monotonic() - started
-
-        results = await asyncio.gather(*(timed() for _ in range(6)))
-        ok = [r for r, _ in results if r.status_code == 200]
-        shed = [(r, s) for r, s in results if r.status_code == 429]
-        assert len(ok) == 2 and len(shed) == 4, [r.status_code for r, _ in results]
-        for resp, seconds in shed:
-            assert resp.headers["Retry-After"] == "1" and seconds < 0.3
-            assert error_of(resp, 429)["code"] == "resource_exhausted"
-        assert len(stack.router.requests) == 2  # the shed ones never reached the router
+    router = HeldRouter()
+    async with serving(router, max_inflight=2, max_queue_wait_s=0.0) as stack:
+        async with posted(stack, router, 2) as held:
+            assert await wait_for(lambda: len(router.requests) == 2), "the two admitted reach the router"
+            shed = await answers(stack, 4)
+            # refused while both slots are still taken: none came free, so none of these waited for one
+            assert not any(post.done() for post in held) and router.num_active == 2
+            for resp in shed:
+                assert error_of(resp, 429)["code"] == "resource_exhausted"
+                assert resp.headers["Retry-After"] == "1"
+            assert len(router.requests) == 2  # the shed ones never reached the router
+        assert [post.result().status_code for post in held] == [200, 200]
         metrics = (await stack.http.get("/metrics")).text
         assert 'supernode_shed_total{reason="full",where="frontend"} 4.0' in metrics
         assert 'supernode_http_requests_total{path="/v1/completions",status="429"} 4.0' in metrics
@@ -49,18 +130,28 @@ async def test_beyond_the_bound_is_an_immediate_429_with_retry_after_and_counted
 
 
 async def test_a_bounded_wait_admits_requests_that_get_a_slot_in_time() -> None:
-    async for stack in start(FakeRouter(chunk_delay_s=0.02), max_inflight=1, max_queue_wait_s=5.0):
-        results = await asyncio.gather(*(stack.post("/v1/completions", OK_BODY) for _ in range(3)))
-        assert [r.status_code for r in results] == [200, 200, 200]
+    router = HeldRouter()
+    async with serving_gated(router, max_inflight=1, max_queue_wait_s=5.0) as (stack, gate):
+        async with posted(stack, router, 3) as posts:
+            assert await wait_for(lambda: len(router.requests) == 1 and gate.num_waiting == 2), (
+                f"one admitted, two waiting: {len(router.requests)} at the router, {gate.num_waiting} waiting"
+            )
+        assert [post.result().status_code for post in posts] == [200, 200, 200]
+        assert len(router.requests) == 3 and router.max_active == 1  # one slot: served one at a time
 
 
 async def test_per_client_bound() -> None:
-    async for stack in start(
-        FakeRouter(chunk_delay_s=0.05), max_inflight=10, max_inflight_per_client=1, max_queue_wait_s=0
-    ):
-        body = OK_BODY | {"max_tokens": 10}
-        results = await asyncio.gather(*(stack.post("/v1/completions", body) for _ in range(3)))
-        assert sorted(r.status_code for r in results) == [200, 429, 429]
+    router = HeldRouter()
+    async with serving(router, max_inflight=10, max_inflight_per_client=1, max_queue_wait_s=0) as stack:
+        async with posted(stack, router, 1) as (first,):
+            assert await wait_for(lambda: len(router.requests) == 1)
+            refused = await answers(stack, 2)
+            assert not first.done()  # refused while this client's one request is in flight
+            for resp in refused:
+                assert error_of(resp, 429)["code"] == "resource_exhausted"
+        assert first.result().status_code == 200 and len(router.requests) == 1
+        metrics = (await stack.http.get("/metrics")).text
+        assert 'supernode_shed_total{reason="per_key",where="frontend"} 2.0' in metrics
 
 
 async def test_non_streaming_client_that_leaves_cancels_its_request() -> None:
@@ -145,19 +236,18 @@ async def test_x_request_id_is_limited_and_named() -> None:
 
 
 async def test_after_a_router_refusal_the_load_beyond_it_is_shed_at_the_door() -> None:
-    async for stack in start(FakeRouter(chunk_delay_s=0.05), max_inflight=50, max_inflight_per_client=0):
-        slow = OK_BODY | {"max_tokens": 30}  # 1.5 s of chunks each
-        held = [asyncio.ensure_future(stack.post("/v1/completions", slow)) for _ in range(2)]
-        router = stack.router
-        assert await wait_for(lambda r=router: len(r.requests) == 2), "the two slow requests reach the router"
-        refused = await stack.post("/v1/completions", OK_BODY | {"prompt": "!error:RESOURCE_EXHAUSTED"})
-        assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"  # the router's 2.5 s
-        num_seen = len(router.requests)
-        started = time.monotonic()
-        door = await stack.post("/v1/completions", OK_BODY)  # 2 in flight: the router was full at 2
-        assert door.status_code == 429 and door.headers["Retry-After"] == "1"
-        assert time.monotonic() - started < 0.5 and len(router.requests) == num_seen  # never reached it
-        metrics = (await stack.http.get("/metrics")).text
-        assert 'supernode_shed_total{reason="backend_full",where="frontend"} 1.0' in metrics
-        assert all(r.status_code == 200 for r in await asyncio.gather(*held))
+    router = HeldRouter()
+    async with serving(router, max_inflight=50, max_inflight_per_client=0) as stack:
+        async with posted(stack, router, 2) as held:
+            assert await wait_for(lambda: len(router.requests) == 2), "the two held requests reach the router"
+            refused = await stack.post("/v1/completions", OK_BODY | {"prompt": "!error:RESOURCE_EXHAUSTED"})
+            assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"  # the router's 2.5 s
+            num_seen = len(router.requests)
+            door = await stack.post("/v1/completions", OK_BODY)  # 2 in flight: the router was full at 2
+            assert door.status_code == 429 and door.headers["Retry-After"] == "1"
+            assert len(router.requests) == num_seen  # refused at the door: it never reached the router...
+            assert not any(post.done() for post in held)  # ...while the two were still in flight
+            metrics = (await stack.http.get("/metrics")).text
+            assert 'supernode_shed_total{reason="backend_full",where="frontend"} 1.0' in metrics
+        assert all(post.result().status_code == 200 for post in held)
         await stack.assert_serving()  # fewer in flight than when the router refused: it passes again

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -36,7 +36,7 @@ class Stack:
         assert resp.status_code == 200, resp.text
 
 
-async def start(router: FakeRouter, **frontend: object) -> AsyncIterator[Stack]:
+async def start(router: FakeRouter, **frontend: object) -> AsyncGenerator[Stack, None]:
     async with serve_fake_router(router) as (address, router):
         settings = Settings(
             router={"address": address, "max_tokens_limit": 1000},  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from supernode.runtime.errors import ORIGIN_KEY, RETRY_AFTER_KEY
+from supernode.runtime.guard import GENERATE
 from supernode.sdk import InvalidArgumentError, ResourceExhaustedError
 from supernode.v1 import decode_pb2
 from tests.service.test_router import FakeDecode, FakePrefill, start_router
@@ -24,17 +25,56 @@ class SlowDecode(FakeDecode):
         yield decode_pb2.DecodeChunk(finished=True, finish_reason="length")
 
 
+class HeldDecode(FakeDecode):
+    """Holds every stream before its first token until `released` is set: the requests stay admitted
+    and in flight at the router for as long as a test needs, however slow the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+        self.num_streams = 0  # streams begun
+        self.num_active = 0  # streams not yet ended
+        self.max_active = 0
+
+    async def Decode(self, request, context):  # noqa: N802
+        self.num_streams += 1
+        self.num_active += 1
+        self.max_active = max(self.max_active, self.num_active)
+        try:
+            await self.released.wait()
+            async for chunk in super().Decode(request, context):
+                yield chunk
+        finally:
+            self.num_active -= 1
+
+
+async def until(predicate, what: str) -> None:  # noqa: ANN001
+    for _ in range(500):  # a guard against a hang (5 s)
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
 async def test_generate_beyond_the_admission_bound_is_refused_at_once_with_a_hint(host_factory):
+    decode = HeldDecode()
     client = await start_router(
-        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=2, admission_max_wait_s=0.0
+        host_factory, [FakePrefill()], [decode], admission_max_inflight=2, admission_max_wait_s=0.0
     )
-    results = await asyncio.gather(
-        *(client.complete(token_ids=[1], max_tokens=6) for _ in range(6)), return_exceptions=True
-    )
-    shed = [r for r in results if isinstance(r, ResourceExhaustedError)]
-    done = [r for r in results if not isinstance(r, BaseException)]
-    assert len(done) == 2 and len(shed) == 4, results
+    held = [asyncio.ensure_future(client.complete(token_ids=[1], max_tokens=6)) for _ in range(2)]
+    try:
+        await until(lambda: decode.num_streams == 2, "the two admitted reach the decode worker")
+        shed = await asyncio.gather(
+            *(client.complete(token_ids=[1], max_tokens=6) for _ in range(4)), return_exceptions=True
+        )
+        assert all(isinstance(err, ResourceExhaustedError) for err in shed), shed
+        # refused while both slots are still taken: none came free, so none of these waited for one
+        assert not any(call.done() for call in held) and decode.num_streams == 2
+    finally:
+        decode.released.set()
+        done = await asyncio.gather(*held, return_exceptions=True)
     assert all(err.retry_after_s == 1.0 and "overloaded" in err.message for err in shed)
+    assert [len(r.token_ids) for r in done] == [6, 6], done
     assert len((await client.complete(token_ids=[1], max_tokens=2)).token_ids) == 2  # slots came back
     await client.close()
 
@@ -79,11 +119,25 @@ async def test_time_waited_in_front_of_the_router_counts_against_the_first_token
 
 
 async def test_a_short_queue_wait_admits_what_frees_in_time(host_factory):
+    hosts = []
+
+    async def recorded(settings, build):  # noqa: ANN001, ANN202
+        hosts.append(await host_factory(settings, build))
+        return hosts[-1]
+
+    decode = HeldDecode()
     client = await start_router(
-        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=1, admission_max_wait_s=5.0
+        recorded, [FakePrefill()], [decode], admission_max_inflight=1, admission_max_wait_s=5.0
     )
-    results = await asyncio.gather(*(client.complete(token_ids=[1], max_tokens=3) for _ in range(3)))
-    assert [len(r.token_ids) for r in results] == [3, 3, 3]
+    gate = hosts[-1].guard.gates[GENERATE]  # the router's
+    calls = [asyncio.ensure_future(client.complete(token_ids=[1], max_tokens=3)) for _ in range(3)]
+    try:
+        await until(lambda: decode.num_streams == 1 and gate.num_waiting == 2, "one admitted, two waiting")
+    finally:
+        decode.released.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [len(r.token_ids) for r in results] == [3, 3, 3], results
+    assert decode.max_active == 1  # one slot: the waiters were served one after another
     await client.close()
 
 
@@ -99,17 +153,30 @@ async def test_a_reused_request_id_does_not_collide_and_comes_back_unchanged(hos
 
 
 async def test_an_upload_passes_the_same_admission_bound_as_generate(host_factory):
+    decode = HeldDecode()
     client = await start_router(
-        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=2, admission_max_wait_s=0.0
+        host_factory, [FakePrefill()], [decode], admission_max_inflight=2, admission_max_wait_s=0.0
     )
     # Many chunks: a refused client is still sending when the refusal comes, and must still see it.
-    uploads = [client.complete(None, prompt_chunks=[[1]] * 500, max_tokens=6) for _ in range(3)]
-    generates = [client.complete(token_ids=[1], max_tokens=6) for _ in range(3)]
-    results = await asyncio.gather(*uploads, *generates, return_exceptions=True)
-    shed = [r for r in results if isinstance(r, ResourceExhaustedError)]
-    done = [r for r in results if not isinstance(r, BaseException)]
-    assert len(done) == 2 and len(shed) == 4, results  # one bound over both methods
+    upload = [[1]] * 500
+    held = [
+        asyncio.ensure_future(client.complete(None, prompt_chunks=upload, max_tokens=6)),
+        asyncio.ensure_future(client.complete(token_ids=[1], max_tokens=6)),
+    ]
+    try:
+        await until(lambda: decode.num_streams == 2, "an upload and a generate hold the two slots")
+        shed = await asyncio.gather(
+            *(client.complete(None, prompt_chunks=upload, max_tokens=6) for _ in range(2)),
+            *(client.complete(token_ids=[1], max_tokens=6) for _ in range(2)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(err, ResourceExhaustedError) for err in shed), shed  # one bound over both
+        assert not any(call.done() for call in held)  # refused while both slots were taken
+    finally:
+        decode.released.set()
+        done = await asyncio.gather(*held, return_exceptions=True)
     assert all(err.retry_after_s == 1.0 and "overloaded" in err.message for err in shed)
+    assert [len(r.token_ids) for r in done] == [6, 6], done
     assert len((await client.complete(None, prompt_chunks=[[1]], max_tokens=2)).token_ids) == 2
     await client.close()
 
@@ -168,22 +235,27 @@ async def test_malformed_protobuf_is_invalid_argument_without_internals(host_fac
 
 
 async def test_shed_carries_the_retry_trailer(host_factory):
+    decode = HeldDecode()
     client = await start_router(
-        host_factory, [FakePrefill()], [SlowDecode()], admission_max_inflight=1, admission_max_wait_s=0.0
+        host_factory, [FakePrefill()], [decode], admission_max_inflight=1, admission_max_wait_s=0.0
     )
     first = asyncio.ensure_future(client.complete(token_ids=[1], max_tokens=8))
-    await asyncio.sleep(0.15)
-    async with grpc.aio.insecure_channel(client.target) as channel:
-        from supernode.v1 import router_pb2, router_pb2_grpc
+    try:
+        await until(lambda: decode.num_streams == 1, "the first request holds the one slot")
+        async with grpc.aio.insecure_channel(client.target) as channel:
+            from supernode.v1 import router_pb2, router_pb2_grpc
 
-        call = router_pb2_grpc.RouterStub(channel).Generate(
-            router_pb2.GenerateRequest(token_ids=[1], max_tokens=2)
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            async for _ in call:
-                pass
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert (RETRY_AFTER_KEY, "1") in tuple(err.value.trailing_metadata() or ())
+            call = router_pb2_grpc.RouterStub(channel).Generate(
+                router_pb2.GenerateRequest(token_ids=[1], max_tokens=2),
+                timeout=10,  # against a hang
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in call:
+                    pass
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert (RETRY_AFTER_KEY, "1") in tuple(err.value.trailing_metadata() or ())
+    finally:
+        decode.released.set()
     assert len((await first).token_ids) == 8
     await client.close()
 

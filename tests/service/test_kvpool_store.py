@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import redis.exceptions
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -205,13 +206,31 @@ async def test_a_redis_restart_costs_only_the_calls_made_while_it_is_down(tmp_pa
         proc.wait()
 
 
+async def replicated(masters: list[int]) -> None:
+    """Returns once every master's replicas have acknowledged all it has written (they report their
+    offset about once a second), instead of hoping a fixed sleep was long enough."""
+    for _ in range(500):  # a guard against a hang (5 s)
+        infos = [redis.Redis(port=port).info("replication") for port in masters]
+        if all(
+            info["connected_slaves"] > 0
+            and all(
+                info[f"slave{i}"]["offset"] == info["master_repl_offset"]
+                for i in range(info["connected_slaves"])
+            )
+            for info in infos
+        ):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"replicas behind their masters: {infos}")
+
+
 async def test_a_master_failover_reads_as_misses_drops_writes_then_recovers(redis_cluster_factory):
     cluster = await asyncio.to_thread(redis_cluster_factory)
     store = ClusterKvStore(cluster.url)
     keys = keys_for(600, salt=8)
     try:
         assert all(await store.put_many("f", [(k, PAYLOAD) for k in keys]))
-        await asyncio.sleep(0.5)  # replication to the replicas is asynchronous
+        await replicated(cluster.masters())  # replication to the replicas is asynchronous
         victim = f"127.0.0.1:{cluster.masters()[0]}"
         on_victim = {k for k, owner in zip(keys, store.masters_of("f", keys), strict=True) if owner == victim}
         assert 100 < len(on_victim) < 300

@@ -93,7 +93,7 @@ async def test_a_raising_pricer_fails_queued_prefills_and_turns_the_worker_not_s
     assert await health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # new work is refused at once, not queued
         late = prefill_pb2.PrefillRequest(request_id="late", token_ids=[9] * 9)
-        await asyncio.wait_for(stub.Prefill(late), 2)
+        await asyncio.wait_for(stub.Prefill(late), BOUND_S)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     load = await stub.Load(common_pb2.LoadRequest())
     assert load.draining and load.num_waiting == 0
@@ -126,21 +126,30 @@ async def test_a_step_failure_mid_stream_fails_decode_streams_and_releases_capac
 
     monkeypatch.setattr(engine.scheduler, stage, flaky)
     prompt = [500 + k for k in range(200)]
-    streaming = await reserve(stub, "s", len(prompt), 64)
-    idle = await reserve(stub, "idle", len(prompt), 64)  # reserved, its Decode not sent yet
-    kv = await prefilled(pool, "s", prompt)
+    # While the calls cross sockets the virtual clock would jump whenever the loop idles, and on a slow
+    # host enough jumps expire the reservations (reservation_ttl_s) before their Decode arrives: hold
+    # it until the stream has claimed its reservation.
+    with engine.clock.held():
+        streaming = await reserve(stub, "s", len(prompt), 64)
+        idle = await reserve(stub, "idle", len(prompt), 64)  # reserved, its Decode not sent yet
+        kv = await prefilled(pool, "s", prompt)
+        request = decode_pb2.DecodeRequest(reservation_id=streaming, kv=kv, first_token=300, max_tokens=64)
+        call = stub.Decode(request)
+        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
+            if streaming not in engine.reserved:
+                break
+            await asyncio.sleep(0.01)
     chunks = []
     with pytest.raises(grpc.aio.AioRpcError) as broken:
-        request = decode_pb2.DecodeRequest(reservation_id=streaming, kv=kv, first_token=300, max_tokens=64)
         async with asyncio.timeout(BOUND_S):
-            async for chunk in stub.Decode(request):
+            async for chunk in call:
                 chunks.append(chunk)
     assert_stopped_error(broken.value, "decode")
     assert 0 < len(chunks) < 63 and not any(c.finished for c in chunks)
     with pytest.raises(grpc.aio.AioRpcError) as late:
         kv_idle = await prefilled(pool, "idle", prompt)
         request = decode_pb2.DecodeRequest(reservation_id=idle, kv=kv_idle, first_token=300, max_tokens=64)
-        await asyncio.wait_for(anext(aiter(stub.Decode(request))), 2)
+        await asyncio.wait_for(anext(aiter(stub.Decode(request))), BOUND_S)
     assert_stopped_error(late.value, "decode")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await reserve(stub, "new", 10, 10)
@@ -157,11 +166,17 @@ async def test_idle_decode_gauges_drop_to_zero(start_worker):
     channel, engine, pool = await start_worker("decode", num_dies=2, mtp_depth=0)
     stub = decode_pb2_grpc.DecodeStub(channel)
     prompt = [700 + k for k in range(130)]
-    rid = await reserve(stub, "g", len(prompt), 8)
-    assert sample(engine, "supernode_decode_queue_length") == 1  # a reservation counts at once
-    kv = await prefilled(pool, "g", prompt)
-    request = decode_pb2.DecodeRequest(reservation_id=rid, kv=kv, first_token=300, max_tokens=8)
-    assert [c async for c in stub.Decode(request)][-1].finished
+    with engine.clock.held():  # the reservation must not expire before its Decode (as above)
+        rid = await reserve(stub, "g", len(prompt), 8)
+        assert sample(engine, "supernode_decode_queue_length") == 1  # a reservation counts at once
+        kv = await prefilled(pool, "g", prompt)
+        request = decode_pb2.DecodeRequest(reservation_id=rid, kv=kv, first_token=300, max_tokens=8)
+        call = stub.Decode(request)
+        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
+            if rid not in engine.reserved:
+                break
+            await asyncio.sleep(0.01)
+    assert [c async for c in call][-1].finished
     assert sample(engine, "supernode_decode_tokens_total") == 7
     for _ in range(100):  # the loop finds nothing to do right after the last step
         if sample(engine, "supernode_decode_batch_size") == 0:
@@ -189,7 +204,7 @@ async def test_a_prompt_that_would_wait_beyond_the_queue_delay_bound_is_refused_
     shed_before = SHED_TOTAL.labels("prefill", "queue_delay")._value.get()
     call = stub.Prefill(prefill_pb2.PrefillRequest(request_id="b", token_ids=[801] * 100))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await asyncio.wait_for(call, 2)
+        await asyncio.wait_for(call, BOUND_S)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "exceeds the 0.5s queueing bound" in refused.value.details()
     trailers = dict(await call.trailing_metadata())

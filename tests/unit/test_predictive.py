@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 import random
-import time
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from supernode.core import predictive, tokens
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 
 def test_no_earlier_match_is_uniform():
@@ -81,14 +87,37 @@ def test_bad_arguments_are_refused():
         predictive.score_segment([1], [], "mean_entropy")
 
 
-def test_a_segment_of_thousands_of_tokens_scores_in_milliseconds():
+def _lines_run(call: Callable[[], object]) -> int:
+    """Python lines of core/predictive.py that `call` executes."""
+    count = 0
+
+    def local(frame: FrameType, event: str, arg: Any) -> TraceFunction:
+        nonlocal count
+        count += event == "line"
+        return local
+
+    def enter(frame: FrameType, event: str, arg: Any) -> TraceFunction | None:
+        return local if frame.f_code.co_filename == predictive.__file__ else None
+
+    previous = sys.gettrace()
+    sys.settrace(enter)
+    try:
+        call()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+def test_scoring_does_no_python_work_per_segment_token():
+    """Matching runs in C (bytes.find on the packed context), once per question position and suffix
+    length: a segment ten times longer runs the very same Python lines. Its tokens are ones the
+    question never uses, so there is no occurrence to count and any difference is per-token work."""
     rng = random.Random(1)
-    text = "".join(rng.choice(["alpha ", "beta ", "gamma ", "delta. "]) for _ in range(800))
-    segment = tokens.encode(text)[:4000]
     question = tokens.encode("What is the pass key? The pass key is" + " " * 27)
-    start = time.perf_counter()
-    predictive.score_segment(segment, question)
-    assert time.perf_counter() - start < 0.5  # generous: a shared 2-core machine
+    first_unused = max(question) + 1
+    short, long = ([rng.randrange(first_unused, tokens.VOCAB_SIZE) for _ in range(n)] for n in (4000, 40000))
+    num_short = _lines_run(lambda: predictive.score_segment(short, question))
+    assert num_short > 0 and _lines_run(lambda: predictive.score_segment(long, question)) == num_short
 
 
 # -- logprobs along a generated sequence (the HTTP API's `logprobs`, emulated)

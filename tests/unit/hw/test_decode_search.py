@@ -4,12 +4,15 @@ gives the same answer as pricing op by op and searching every split."""
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import pytest
 
 from supernode.hw import comm, ops
+from supernode.hw import decode as decode_model
 from supernode.hw.cost import decode_step_cost
-from supernode.hw.decode import stream_stages
+from supernode.hw.decode import split_microbatches, stream_stages
 from supernode.hw.roofline import Share, compute_us, memory_us
 from supernode.hw.specs import H800, paper_decode
 from supernode.hw.stages import attn_fixed, attn_stage, moe_stage
@@ -70,3 +73,41 @@ def test_the_paper_point_balances_the_streams_at_its_16_8_split() -> None:
     assert step.mode == "microbatch" and step.aic_split == 16  # [v3] §4.2.3: 16 AIC + 32 AIV / 8 + 16
     attn, moe = stream_stages(dep, 48, 4096, 16)
     assert attn.total_us == pytest.approx(600, rel=0.1) and moe.total_us == pytest.approx(600, rel=0.1)
+
+
+def test_a_run_of_steps_searches_once_per_context_bucket_not_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What keeps a step's price cheap (its speed is `cost_decode_step_us` in `make bench`): as the
+    contexts grow a token per step, the mode decision and the AIC split search are made once per
+    context bucket (1/64 octave) and reused by every other step in it, which prices itself once."""
+    dep = paper_decode()
+    price = decode_model._price
+    num_priced = 0
+
+    def counted(*args: Any) -> tuple[float, int | None]:
+        nonlocal num_priced
+        num_priced += 1
+        return price(*args)
+
+    monkeypatch.setattr(decode_model, "_price", counted)
+    steps = [[k + i for k in range(4000, 4048)] for i in range(200)]
+
+    def bucket(context_tokens: float) -> int:
+        return round(math.log2(1 + context_tokens) * 64)
+
+    decode_model._mode_hint.cache_clear()
+    decode_model._best_aic.cache_clear()
+    for kv in steps:
+        decode_step_cost(dep, len(kv), kv)
+    buckets = {bucket(sum(kv)) for kv in steps}
+    shapes = set()  # the microbatches' shapes, contexts bucketed
+    for kv in steps:
+        (n0, k0), (n1, k1) = split_microbatches(kv)
+        shapes.add((n0, n1, bucket(k0), bucket(k1)))
+    assert len(buckets) < len(steps) // 10  # the premise: a few buckets span the run
+    hints = decode_model._mode_hint.cache_info()
+    assert (hints.misses, hints.hits) == (len(buckets), len(steps) - len(buckets))
+    assert num_priced == len(steps) + 2 * len(buckets)  # each decision prices both modes once
+    # one search per microbatch shape the steps ran, and at most one per mode decision's uniform probe
+    assert 0 < decode_model._best_aic.cache_info().misses <= len(shapes) + len(buckets)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import statistics
-import time
 
 import pytest
 
@@ -148,18 +146,6 @@ def test_every_hardware_preset_prices(name: str) -> None:
 def test_int8_is_faster_than_bf16() -> None:
     bf16 = dataclasses.replace(paper_decode(), attn_precision="bf16", moe_precision="bf16")
     assert tpot_ms(bf16, 8, 4096) > tpot_ms(paper_decode(), 8, 4096)
-
-
-def test_decode_step_prices_well_under_a_millisecond() -> None:
-    dep = paper_decode()
-    kv = list(range(4000, 4048))
-    decode_step_cost(dep, 48, kv)
-    samples = []
-    for i in range(200):
-        start = time.perf_counter()
-        decode_step_cost(dep, 48, [k + i for k in kv])
-        samples.append(time.perf_counter() - start)
-    assert statistics.median(samples) < 0.5e-3
 
 
 def test_fit_experts_per_die_matches_the_paper() -> None:
