@@ -57,7 +57,7 @@ async def _fabric(stack: LocalStack, call: str, request: object) -> object:
 
 async def test_a_node_outage_is_routed_around(stack):
     reply = await _fabric(stack, "Describe", fabric_pb2.DescribeRequest())
-    (lease,) = [lease for lease in reply.leases if lease.worker_id == "decode-0"]  # type: ignore[attr-defined]
+    (lease,) = [lease for lease in reply.leases if lease.worker_id == "decode-0"]
     fault = fabric_pb2.InjectFaultRequest(node=lease.dies[0] // 16, bandwidth_factor=0.0, duration_s=60)
     await _fabric(stack, "InjectFault", fault)
     try:

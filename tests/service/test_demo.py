@@ -18,7 +18,7 @@ SHAPE = ClusterShape(num_prefill=2, num_decode=1, prefill_npus=1, decode_dies=2,
 async def test_demo_drives_the_load_generator_and_reports() -> None:
     specs = demo_specs(12)
     assert len({s.session_id for s in specs}) > 1 and any(s.num_shared_tokens for s in specs)
-    settings = Settings(tokens={"tokenizer": "byte"})  # type: ignore[arg-type]  # token ids only: no BPE to load
+    settings = Settings(tokens={"tokenizer": "byte"})  # token ids only: no BPE to load
     async with serve_router(InprocCluster(settings, VirtualClock(), SHAPE), settings) as address:
         results, duration_s = await drive(address, specs, concurrency=4)
     assert len(results) == 12 and all(r.is_ok for r in results) and duration_s > 0

@@ -74,8 +74,8 @@ async def serving_gated(router: FakeRouter, **frontend: object) -> AsyncIterator
     """`serving` that also yields the frontend's admission gate, to see who waits at it."""
     async with serve_fake_router(router) as (address, router):
         settings = Settings(
-            router={"address": address, "max_tokens_limit": 1000},  # type: ignore[arg-type]
-            frontend={"max_body_bytes": MAX_BODY, **frontend},  # type: ignore[arg-type]
+            router={"address": address, "max_tokens_limit": 1000},
+            frontend={"max_body_bytes": MAX_BODY, **frontend},
         )
         app = create_app(settings)
         async with serve_in_background(app, settings) as url:
@@ -173,8 +173,8 @@ async def test_streaming_client_that_stops_reading_is_cut_off() -> None:
     router = FakeRouter(max_tokens_limit=32768)
     async with serve_fake_router(router) as (address, router):
         settings = Settings(
-            router={"address": address, "max_tokens_limit": 32768},  # type: ignore[arg-type]
-            frontend={"stream_stall_timeout_s": 0.5},  # type: ignore[arg-type]
+            router={"address": address, "max_tokens_limit": 32768},
+            frontend={"stream_stall_timeout_s": 0.5},
         )
         async with serve_in_background(create_app(settings), settings) as url:
             host, port = url.removeprefix("http://").split(":")

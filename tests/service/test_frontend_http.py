@@ -39,8 +39,8 @@ class Stack:
 async def start(router: FakeRouter, **frontend: object) -> AsyncGenerator[Stack, None]:
     async with serve_fake_router(router) as (address, router):
         settings = Settings(
-            router={"address": address, "max_tokens_limit": 1000},  # type: ignore[arg-type]
-            frontend={"max_body_bytes": MAX_BODY, **frontend},  # type: ignore[arg-type]
+            router={"address": address, "max_tokens_limit": 1000},
+            frontend={"max_body_bytes": MAX_BODY, **frontend},
         )
         async with serve_in_background(create_app(settings), settings) as url:
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:

@@ -23,9 +23,9 @@ SHAPE = ClusterShape(num_prefill=2, num_decode=1, prefill_npus=1, decode_dies=2,
 async def client() -> AsyncIterator[openai.AsyncOpenAI]:
     # Byte tokens and no natural end of sequence: the expected text is the token model's, token for token.
     byte = {"tokenizer": "byte", "output_len": "fixed:100000"}
-    settings = Settings(router={"max_tokens_limit": 64}, tokens=byte)  # type: ignore[arg-type]
+    settings = Settings(router={"max_tokens_limit": 64}, tokens=byte)
     async with serve_router(InprocCluster(settings, VirtualClock(), SHAPE), settings) as address:
-        front = Settings(router={"address": address}, tokens=byte)  # type: ignore[arg-type]
+        front = Settings(router={"address": address}, tokens=byte)
         async with serve_in_background(create_app(front), front) as url:
             async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
                 yield c

@@ -13,7 +13,7 @@ from supernode.runtime.config import Settings
 
 async def test_long_context_body_field_is_passed_and_checked() -> None:
     async with serve_fake_router(FakeRouter(tokens_per_chunk=2)) as (address, router):
-        settings = Settings(router={"address": address})  # type: ignore[arg-type]
+        settings = Settings(router={"address": address})
         async with serve_in_background(create_app(settings), settings) as url:
             client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
             await client.completions.create(

@@ -24,9 +24,9 @@ BYTE = {"tokenizer": "byte", "output_len": "fixed:100000"}
 
 @pytest.fixture
 async def client() -> AsyncIterator[openai.AsyncOpenAI]:
-    settings = Settings(tokens=BYTE)  # type: ignore[arg-type]
+    settings = Settings(tokens=BYTE)
     async with serve_router(InprocCluster(settings, VirtualClock(), SHAPE), settings) as address:
-        front = Settings(router={"address": address}, tokens=BYTE)  # type: ignore[arg-type]
+        front = Settings(router={"address": address}, tokens=BYTE)
         async with serve_in_background(create_app(front), front) as url:
             async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as c:
                 yield c

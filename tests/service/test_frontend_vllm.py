@@ -26,7 +26,7 @@ SENTENCE = "The quick brown fox jumps over the lazy dog, and then it naps in the
 @pytest.fixture
 async def http() -> AsyncIterator[tuple[httpx.AsyncClient, FakeRouter]]:
     async with serve_fake_router(FakeRouter()) as (address, router):
-        settings = Settings(router={"address": address, "max_context_tokens": 4096})  # type: ignore[arg-type]
+        settings = Settings(router={"address": address, "max_context_tokens": 4096})
         async with serve_in_background(create_app(settings), settings) as url:
             async with httpx.AsyncClient(base_url=url, timeout=10) as client:
                 yield client, router
@@ -62,14 +62,14 @@ async def test_version_ping_openapi_docs_and_models(http) -> None:
 
 async def test_health_head_and_503_when_router_is_down() -> None:
     async with serve_fake_router(FakeRouter()) as (address, _):
-        settings = Settings(router={"address": address})  # type: ignore[arg-type]
+        settings = Settings(router={"address": address})
         app = create_app(settings)
         async with serve_in_background(app, settings) as url, httpx.AsyncClient(base_url=url) as client:
             head = await client.head("/health")
             assert head.status_code == 200 and head.content == b""
             assert (await client.get("/health")).json() == {"status": "ok"}
     # The router is gone now.
-    dead = Settings(router={"address": address})  # type: ignore[arg-type]
+    dead = Settings(router={"address": address})
     async with serve_in_background(create_app(dead), dead) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/health")).status_code == 503
         assert (await client.head("/health")).status_code == 503

@@ -33,7 +33,7 @@ async def pool(request, host_factory, redis_url, monkeypatch):
     framed: list[int] = []
     message = frames.message
 
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counted(*args, **kwargs):
         out = message(*args, **kwargs)
         framed.append(out is not None)
         return out

@@ -12,7 +12,7 @@ def test_reads_take_turns_and_each_is_metered_on_its_own_calls() -> None:
     order: list[str] = []
     cpu = {"pool": 0.0, "copy": 0.0}
 
-    def read(name: str, num_bytes: int, cpu_s: float):  # type: ignore[no-untyped-def]
+    def read(name: str, num_bytes: int, cpu_s: float):
         async def call() -> int:
             order.append(name)
             cpu[name] += cpu_s

@@ -60,7 +60,7 @@ def test_first_bad_block_key_names_the_first_key_that_is_not_one():
     # lengths that add up (31 + 33) and a newline inside the joined string are still caught
     for bad in ("0123456789ABCDEF" * 2, "0" * 31, "0" * 33, "g" * 32, "", "0" * 31 + "\n", b"0" * 32, None):
         keys = [*good[:3], bad, *good[3:]]
-        assert blocks.first_bad_block_key(keys) == 3, bad  # type: ignore[arg-type]
+        assert blocks.first_bad_block_key(keys) == 3, bad
     assert blocks.first_bad_block_key(["0" * 31, "0" * 33]) == 0
     assert blocks.first_bad_block_key([good[0], "0" * 33, "0" * 31]) == 1
 

@@ -16,7 +16,7 @@ def test_specs_are_deterministic_and_varied():
 def test_outcomes_are_classified_and_wrong_tokens_counted():
     specs = make_specs(4, 3)
     baseline = {i: Outcome(i, 0.0, token_ids=[1, 2, 3], is_finished=True, e2e_s=1.0) for i in range(4)}
-    ctx = Ctx("x", stack=None, specs=specs, baseline=baseline, timeout_s=5, fault_at_s=1,  # type: ignore[arg-type]
+    ctx = Ctx("x", stack=None, specs=specs, baseline=baseline, timeout_s=5, fault_at_s=1,
               say=lambda _: None)  # fmt: skip
     outcomes = [
         Outcome(0, 0.0, token_ids=[1, 2, 3], is_finished=True, e2e_s=1.0),

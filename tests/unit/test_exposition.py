@@ -75,7 +75,7 @@ def test_vllm_names_survive_both_formats(accept: str) -> None:
 
 def test_decode_worker_kv_usage_capacity_and_spec_decode() -> None:
     worker = WorkerMetrics("decode", "decode-0", 1.0)
-    settings = Settings(decode={"num_dies": 2, "mtp_depth": 1})  # type: ignore[arg-type]
+    settings = Settings(decode={"num_dies": 2, "mtp_depth": 1})
     configure_decode_metrics(worker, settings, kv_capacity_tokens_per_die=5000)
     worker.on_queue(waiting=0, kv_tokens=2500, block_tokens=128, lag_s=0.0)
     worker.on_step(batch_size=4, batch_per_die=2, duration_s=0.02, parts_us={}, num_tokens=7)

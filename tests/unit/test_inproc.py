@@ -87,7 +87,7 @@ async def test_the_kv_store_moves_in_the_background_and_a_failed_one_is_only_log
         unroutable = c.fabric.start_transfer(("die", 0), ("cpu", 10**6), 1, "ub", "kv-store")
         assert unroutable.done() and unroutable.exception() is not None
 
-        c.fabric.start_transfer = refused  # type: ignore[method-assign]
+        c.fabric.start_transfer = refused
         caplog.set_level("DEBUG", logger="supernode.prefill.engine")
         r = c.router.make_request("b", "", [900 + j for j in range(300)], 2, Sampling(seed=1))
         [chunk async for chunk in c.generate(r)]
@@ -141,7 +141,7 @@ async def test_the_first_token_goes_out_before_the_prompt_is_stored_and_decode_w
             await release.wait()
             return await put(blocks)
 
-        cluster.pool.put = held_put  # type: ignore[method-assign]
+        cluster.pool.put = held_put
         prompt = [300 + i % 97 for i in range(700)]
         request = cluster.router.make_request("a", "", prompt, 6, Sampling(seed=3))
         chunks = cluster.generate(request)
@@ -166,7 +166,7 @@ async def test_a_prefill_that_fails_after_its_first_token_is_retried_without_sen
                 raise UnavailableError("kv pool: redis unreachable")
             return await put(blocks)
 
-        cluster.pool.put = failing_once  # type: ignore[method-assign]
+        cluster.pool.put = failing_once
         prompt = [300 + i % 97 for i in range(700)]
         request = cluster.router.make_request("a", "", prompt, 6, Sampling(seed=3))
         chunks = [chunk async for chunk in cluster.generate(request)]

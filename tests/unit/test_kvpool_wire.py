@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+from google.protobuf.internal.encoder import _VarintBytes
 
 from supernode.core import blocks
 from supernode.kvpool.wire import GetReplyWriter, packed_tokens, serialize_get, varint

@@ -32,7 +32,7 @@ class BreakingDecode(LocalDecodePeer):
         self.is_stopped = False
         self.num_calls = 0
 
-    async def decode(  # type: ignore[override]
+    async def decode(
         self, reservation_id: str, kv: KvHandle, first_token: int, max_tokens: int, sampling: Sampling,
         num_resumed: int = 0,
     ) -> AsyncGenerator[DecodeChunk, None]:  # fmt: skip
@@ -97,7 +97,7 @@ async def test_a_killed_decode_stream_continues_elsewhere_with_the_same_tokens(a
     falls = _sample("supernode_router_instance_unhealthy_total", role="decode", address="decode-0")
     async with _cluster() as cluster:
         workers = cluster.router.workers.decode
-        breaking = BreakingDecode(workers[0].peer, after)  # type: ignore[arg-type]
+        breaking = BreakingDecode(workers[0].peer, after)
         workers[0].peer = breaking
         workers[1].num_inflight = 1  # the fault-free choice, decode-0, is taken first
         request = cluster.router.make_request("r", "", PROMPT, 64, sampling)
@@ -118,7 +118,7 @@ async def test_a_silent_decode_is_given_up_after_the_liveness_time():
     async with _cluster(load_poll_s=60.0) as cluster:  # no probe in the window: liveness alone decides
         workers = cluster.router.workers.decode
         workers[1].num_inflight = 1
-        workers[0].peer = BreakingDecode(workers[0].peer, 3, mode="stop")  # type: ignore[arg-type]
+        workers[0].peer = BreakingDecode(workers[0].peer, 3, mode="stop")
         request = cluster.router.make_request("r", "", PROMPT, 48, sampling)
         started = cluster.clock.now()
         got = [t for chunk in await _run(cluster, request) for t in chunk]
@@ -135,7 +135,7 @@ async def test_an_end_of_sequence_plan_survives_migration():
     async with _cluster() as cluster:
         workers = cluster.router.workers.decode
         workers[1].num_inflight = 1
-        workers[0].peer = BreakingDecode(workers[0].peer, 4)  # type: ignore[arg-type]
+        workers[0].peer = BreakingDecode(workers[0].peer, 4)
         request = cluster.router.make_request("r", "", PROMPT, 200, sampling)
         got = [t for chunk in await _run(cluster, request) for t in chunk]
     model = tokens.TokenModel(PROMPT, 9, tokens.EosPlan(1, plan.position))
@@ -145,7 +145,7 @@ async def test_an_end_of_sequence_plan_survives_migration():
 
 async def test_migrations_are_bounded():
     async with _cluster(max_migrations=2) as cluster:
-        peers = [BreakingDecode(w.peer, 2) for w in cluster.router.workers.decode]  # type: ignore[arg-type]
+        peers = [BreakingDecode(w.peer, 2) for w in cluster.router.workers.decode]
         for worker, peer in zip(cluster.router.workers.decode, peers, strict=True):
             worker.peer = peer
         request = cluster.router.make_request("r", "", PROMPT, 64, Sampling(seed=1))
@@ -159,7 +159,7 @@ async def test_migrations_are_bounded():
 async def test_a_frozen_prefill_is_retried_elsewhere_once_its_probe_fails():
     async with _cluster() as cluster:
         workers = cluster.router.workers.prefill
-        workers[0].peer = FrozenPrefill(workers[0].peer.engine)  # type: ignore[attr-defined]
+        workers[0].peer = FrozenPrefill(workers[0].peer.engine)
         workers[1].num_inflight = 5  # the frozen one is the least loaded: tried first
         request = cluster.router.make_request("r", "", PROMPT, 8, Sampling(seed=2))
         got = [t for chunk in await _run(cluster, request) for t in chunk]

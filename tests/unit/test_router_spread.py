@@ -76,7 +76,7 @@ async def test_a_busy_decode_is_asked_again_not_marked_down():
     settings = make_settings(router={"call_timeout_s": 1.0, "load_poll_s": 1000.0})
     async with InprocCluster(settings, VirtualClock(start=1.0), shape) as cluster:
         worker = cluster.router.workers.decode[0]
-        slow = SlowReserveDecode(worker.peer, num_slow=2, delay_s=3.0)  # type: ignore[arg-type]
+        slow = SlowReserveDecode(worker.peer, num_slow=2, delay_s=3.0)
         worker.peer = slow
         request = cluster.router.make_request("r", "", PROMPT, 4, Sampling(seed=3))
         await _drain(cluster, request)

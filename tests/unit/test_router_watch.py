@@ -30,7 +30,7 @@ async def test_a_unary_call_past_its_deadline_is_abandoned():
     with pytest.raises(Abandoned) as err:
         await dog.call(Worker(), _never(), "prefill", deadline_at=1.0)
     assert err.value.reason == "deadline"
-    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # nothing lingers
+    assert asyncio.current_task().cancelling() == 0  # nothing lingers
     assert not dog.watches
 
 

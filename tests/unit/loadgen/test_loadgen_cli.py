@@ -57,7 +57,7 @@ def test_bench_rejects_bad_flags(app: typer.Typer, tmp_path: Path) -> None:
 class _Refusing(FakeClient):
     """Every request fails (RESOURCE_EXHAUSTED)."""
 
-    async def generate(self, prompt=None, *, token_ids=None, max_tokens=16, **kw):  # type: ignore[no-untyped-def,override]
+    async def generate(self, prompt=None, *, token_ids=None, max_tokens=16, **kw):
         async for chunk in super().generate(
             prompt, token_ids=[999, *(token_ids or [])], max_tokens=max_tokens, **kw
         ):
