@@ -162,7 +162,7 @@ def _row(pairs: list[tuple[Outcome, Outcome]], window: tuple[float, float], vict
         "lost_streams": sum(1 for o in failed if o.tokens),
         "wrong_tokens": wrong,
         "hung": sum(o.is_hung for o in outcomes),
-        "p99_e2e_ms": e2e_ms[min(len(e2e_ms) - 1, int(0.99 * len(e2e_ms)))] if e2e_ms else 0.0,
+        "p99_e2e_ms": round(e2e_ms[min(len(e2e_ms) - 1, int(0.99 * len(e2e_ms)))], 1) if e2e_ms else 0.0,
         "failed_outside_window": len(outside),
         "completed_after_failover": sum(1 for o in completed if o.started > window[1]),
         "notes": f"master 127.0.0.1:{victim} SIGKILLed; errors {sorted({o.error for o in failed})}",
