@@ -135,10 +135,7 @@ async def test_a_step_failure_mid_stream_fails_decode_streams_and_releases_capac
         kv = await prefilled(pool, "s", prompt)
         request = decode_pb2.DecodeRequest(reservation_id=streaming, kv=kv, first_token=300, max_tokens=64)
         call = stub.Decode(request)
-        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
-            if streaming not in engine.reserved:
-                break
-            await asyncio.sleep(0.01)
+        await claimed(engine, streaming)
     chunks = []
     with pytest.raises(grpc.aio.AioRpcError) as broken:
         async with asyncio.timeout(BOUND_S):
@@ -162,6 +159,15 @@ async def test_a_step_failure_mid_stream_fails_decode_streams_and_releases_capac
     assert sample(engine, "supernode_decode_kv_tokens_used") == 0
 
 
+async def claimed(engine, reservation_id: str) -> None:  # noqa: ANN001
+    """Returns once the decode worker has taken up the reservation (its Decode call arrived)."""
+    for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
+        if reservation_id not in engine.reserved:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"reservation {reservation_id} never claimed")
+
+
 async def test_idle_decode_gauges_drop_to_zero(start_worker):
     channel, engine, pool = await start_worker("decode", num_dies=2, mtp_depth=0)
     stub = decode_pb2_grpc.DecodeStub(channel)
@@ -172,10 +178,7 @@ async def test_idle_decode_gauges_drop_to_zero(start_worker):
         kv = await prefilled(pool, "g", prompt)
         request = decode_pb2.DecodeRequest(reservation_id=rid, kv=kv, first_token=300, max_tokens=8)
         call = stub.Decode(request)
-        for _ in range(int(BOUND_S / 0.01)):  # a guard against a hang
-            if rid not in engine.reserved:
-                break
-            await asyncio.sleep(0.01)
+        await claimed(engine, rid)
     assert [c async for c in call][-1].finished
     assert sample(engine, "supernode_decode_tokens_total") == 7
     for _ in range(100):  # the loop finds nothing to do right after the last step
