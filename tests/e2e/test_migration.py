@@ -55,20 +55,30 @@ async def _fabric(stack: LocalStack, call: str, request: object) -> object:
         return await getattr(fabric_pb2_grpc.FabricStub(channel), call)(request, timeout=5)
 
 
+async def _router_logged(stack: LocalStack, text: str, bound_s: float = 30.0) -> None:
+    """Waits until the router's log says `text` (its fault poll's verdict), at most `bound_s`."""
+    for _ in range(int(bound_s / 0.05)):
+        if text in stack.tail("router", 400):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the router never logged {text!r}:\n{stack.tail('router')}")
+
+
 async def test_a_node_outage_is_routed_around(stack):
     reply = await _fabric(stack, "Describe", fabric_pb2.DescribeRequest())
     (lease,) = [lease for lease in reply.leases if lease.worker_id == "decode-0"]
     fault = fabric_pb2.InjectFaultRequest(node=lease.dies[0] // 16, bandwidth_factor=0.0, duration_s=60)
+    decode_0 = stack.address("decode-0")
     await _fabric(stack, "InjectFault", fault)
     try:
-        await asyncio.sleep(1.0)  # a few of the router's fault polls
+        await _router_logged(stack, f"{decode_0} is behind a fabric fault")  # its fault poll saw it
         async with AsyncClient(stack.router_address, timeout_s=60) as client:
             done = await asyncio.gather(
                 *(client.complete(token_ids=_prompt(100 + i), max_tokens=4, seed=i) for i in range(6))
             )
     finally:
         await _fabric(stack, "ClearFaults", fabric_pb2.ClearFaultsRequest())
-        await asyncio.sleep(0.5)  # the router's next fault poll finds none
+        await _router_logged(stack, f"{decode_0} is no longer behind a fabric fault")
     decode_1 = stack.address("decode-1")
     assert {c.stats.decode_worker for c in done} == {decode_1}, "decode-0 sits behind the fault"
     assert all(c.stats.num_migrations == 0 for c in done), "routed around, not broken and moved"
