@@ -201,6 +201,12 @@ def prefill_batch_cost(
     return Cost(cost.total_us, dict(cost.breakdown_us), dict(cost.busy_us), cost.mode, cost.aic_split)
 
 
+def forget_batch_costs() -> None:
+    """Empties the cache of whole-batch costs (the chain pieces' caches stay), so the next call prices
+    its batch again: what a benchmark of pricing itself measures."""
+    _batch_cost.cache_clear()
+
+
 @lru_cache(maxsize=_CACHE)
 def _batch_cost(
     dep: PrefillDeployment,

@@ -82,7 +82,7 @@ def test_a_batch_of_a_shape_priced_before_costs_the_same_and_is_the_callers_own(
     from supernode.hw import prefill as hw_prefill
 
     dep = paper_prefill()
-    hw_prefill._batch_cost.cache_clear()
+    hw_prefill.forget_batch_costs()
     first = prefill_batch_cost(dep, [900, 40], [1024, 0], lm_head_tokens=[1, 1])
     first.breakdown_us.clear()  # the caller's copy: the next caller's cost is whole
     again = prefill_batch_cost(dep, (900, 40), (1024, 0))  # the default head positions: one each
@@ -91,6 +91,9 @@ def test_a_batch_of_a_shape_priced_before_costs_the_same_and_is_the_callers_own(
     assert sum(again.breakdown_us.values()) == pytest.approx(again.total_us)
     assert again == prefill_batch_cost(dep, [900, 40], [1024, 0])
     assert again.breakdown_us is not first.breakdown_us
+    hw_prefill.forget_batch_costs()  # what the cost benchmark does before each priced call
+    assert prefill_batch_cost(dep, [900, 40], [1024, 0]) == again
+    assert hw_prefill._batch_cost.cache_info().hits == 0, "priced again, not looked up"
     with pytest.raises(ValueError, match="lm_head_tokens"):
         prefill_batch_cost(dep, [900, 40], [1024, 0], lm_head_tokens=[1, 41])
     with pytest.raises(ValueError, match="same length"):
