@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 
+from supernode.runtime.guard_context import Context
+
 AUTH_KEY = "authorization"
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _DENIED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
@@ -30,11 +32,11 @@ def _presented(details: grpc.HandlerCallDetails) -> str:
     return ""
 
 
-async def _deny_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+async def _deny_unary(request: Any, context: Context) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
 
-async def _deny_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+async def _deny_stream(request: Any, context: Context) -> Any:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
     yield  # pragma: no cover - abort raises; this makes the function an async generator
 

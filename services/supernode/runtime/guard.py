@@ -44,6 +44,7 @@ from supernode.runtime.errors import (
 from supernode.runtime.guard_context import (
     INTERNAL_ID_SUFFIX_CHARS,
     ClientIdContext,
+    Context,
     DrainingContext,
     ForwardingContext,
     UploadIds,
@@ -52,7 +53,6 @@ from supernode.runtime.guard_context import (
 from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in grpc's stubs only
 
 GENERATE = "/supernode.v1.Router/Generate"

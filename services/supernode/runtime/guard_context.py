@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from grpc.aio import Metadata
@@ -19,6 +19,7 @@ from supernode.runtime.errors import check_request_id
 MAX_DRAINED_MESSAGES = 100_000
 INTERNAL_ID_SUFFIX_CHARS = 13  # what `internal_id` adds: "." + 12 hex digits
 MetadataLike = Metadata | Sequence[tuple[str, str | bytes]]  # what grpc.aio takes as call metadata
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]  # a servicer context, whatever its messages
 
 
 def internal_id(client_id: str) -> str:
@@ -27,12 +28,12 @@ def internal_id(client_id: str) -> str:
     return f"{client_id}.{uuid.uuid4().hex[:12]}"
 
 
-class ForwardingContext(grpc.aio.ServicerContext[Any, Any]):
+class ForwardingContext(Context):
     """A servicer context that hands every call to the one it wraps; the wrappers below override
     what they change. A `ServicerContext` itself, so a handler and the type checker take a wrapper
     for what it stands in for."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(self, context: Context) -> None:
         self._context = context
 
     async def read(self) -> Any:
@@ -109,7 +110,7 @@ class ClientIdContext(ForwardingContext):
     """The servicer context, except that written chunks carry the client's request id again (none
     set: as written)."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], client_id: str = "") -> None:
+    def __init__(self, context: Context, client_id: str = "") -> None:
         super().__init__(context)
         self.client_id = client_id
 
@@ -127,7 +128,7 @@ class DrainingContext(ForwardingContext):
     why it was refused (a full router, a bad header, a bad chunk). The rest is read and dropped (no
     spooling, at most `MAX_DRAINED_MESSAGES`), then the call ends with its real status."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], messages: AsyncIterator[Any]) -> None:
+    def __init__(self, context: Context, messages: AsyncIterator[Any]) -> None:
         super().__init__(context)
         self._messages = messages
 
@@ -149,7 +150,7 @@ class UploadIds(ClientIdContext):
     """An upload's messages as they arrive, its header's request id checked and made unique, and
     the servicer context whose written chunks carry the client's id again."""
 
-    def __init__(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(self, messages: AsyncIterator[Any], context: Context) -> None:
         super().__init__(context)
         self._messages = messages
 

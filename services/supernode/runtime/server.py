@@ -31,6 +31,7 @@ from supernode.runtime.errors import (
     sanitize,
 )
 from supernode.runtime.guard import GuardInterceptor, guard_interceptors, on_deadline_expired
+from supernode.runtime.guard_context import Context
 from supernode.runtime.stall import write_or_cut
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: SupernodeError) -> NoReturn:
+async def _abort(context: Context, err: SupernodeError) -> NoReturn:
     """Ends the RPC with the error's status; the message is sanitized (no internal host, port or
     exception class reaches a client; the log keeps the original)."""
     if isinstance(err, DeadlineExceededError):
@@ -123,7 +124,6 @@ class _Servicer(Protocol):
 S = TypeVar("S", bound=_Servicer)
 Req = TypeVar("Req")  # the request message (or, for a client stream, the messages' iterator)
 Rep = TypeVar("Rep")  # the reply message
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 UnaryFn: TypeAlias = Callable[[S, Req, Context], Awaitable[Rep]]  # a servicer's unary method
 StreamFn: TypeAlias = Callable[[S, Req, Context], AsyncGenerator[Rep, None]]  # its streaming one
 Handler: TypeAlias = Callable[[S, Req, Context], Coroutine[Any, Any, Rep]]  # what grpc.aio runs
