@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def test_sim_writes_the_bench_files_and_its_own(tmp_path: Path):
     assert len(series["t_s"]) >= 2 and max(series["router_inflight"]) >= 1
     assert "## Simulation" in (tmp_path / "summary.md").read_text()
     assert out.tokens == {}
+
+
+def test_the_speed_figures_leave_out_writing_the_report(tmp_path: Path):
+    started = time.perf_counter()
+    out = simulate(small_cfg(8), SMALL, tmp_path, SimOptions(write_pngs=True))
+    total_s = time.perf_counter() - started
+    assert (tmp_path / "latency_cdf.png").exists() and out.suite.write_wall_s > 0
+    assert 0 < out.sim["sim_wall_s"] <= total_s - out.suite.write_wall_s
+    assert out.sim["sim_cpu_s"] > 0
 
 
 def test_tokens_are_the_deterministic_ones_and_timing_does_not_depend_on_them(tmp_path: Path):

@@ -5,6 +5,7 @@ Folder: `<reports>/<scenario>-<UTC timestamp>/` with results.json, summary.md an
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -39,6 +40,8 @@ class SuiteOutcome:
     reports: list[PointReport]
     results: dict[str, Any]  # what results.json holds
     best_under_slo: list[dict[str, Any]]
+    write_wall_s: float = 0.0  # spent writing results.json, summary.md and the plots (wall, CPU)
+    write_cpu_s: float = 0.0
 
 
 def failure_rate(outcome: SuiteOutcome) -> float:
@@ -98,10 +101,12 @@ async def run_suite(
     axis = sweep_axis(cfg)
     slos = make_slos(cfg.slo_ttft_ms, cfg.slo_tpot_ms)
     best = report.best_under_slo(reports, [(s.label, s.ttft_ms, s.tpot_ms) for s in slos]) if axis else []
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
     results = report.clean(report.results_object(reports, header, axis))
     if best:
         results["best_under_slo"] = report.clean(best)
     report.write_results(folder, results)
     names = plots.write_plots(reports, slos, axis, folder) if write_pngs else []
     (folder / "summary.md").write_text(report.markdown_summary(reports, header, best, names))
-    return SuiteOutcome(folder, reports, results, best)
+    wall_s, cpu_s = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    return SuiteOutcome(folder, reports, results, best, wall_s, cpu_s)
