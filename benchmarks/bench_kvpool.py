@@ -77,7 +77,7 @@ CONCURRENCY = 6
 NUM_SERVICES = 3  # pool services in front of the standalone Redis and of the cluster alike
 DURATION_S = 6.0
 FULL_BLOCKS_PER_CALL = 4
-FULL_CALLS = 12
+FULL_CALLS = 40  # rounds of the four full-size reads: with 12, the ratio swung 0.59-0.94 between runs
 _tokens = itertools.count(1000)
 
 
