@@ -28,7 +28,11 @@ from supernode.core.topology import Plane, Topology
 
 
 class LinkCollector(Collector):
-    """Exports the flow model's link counters; register it on the fabric's metrics registry."""
+    """Exports the flow model's link counters; register it on the fabric's metrics registry.
+
+    A scrape runs on the metrics server's thread, so it reads the model without advancing it: the
+    figures are as of the model's last settle (the fabric's maintenance task settles it at least
+    once a second, and every transfer that starts or ends does too)."""
 
     def __init__(self, topology: Topology, flows: FlowNetwork) -> None:
         self.topology = topology
