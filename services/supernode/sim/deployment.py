@@ -65,8 +65,9 @@ class SimDeployment:
         data["prefill"].update(tokens_per_npu=self.tokens_per_npu, ep_size=self.prefill_ep_size,
                                max_queue=1 << 20)  # fmt: skip
         data["decode"].update(
-            ep_size=self.decode_npus * 2, max_batch_per_die=self.max_batch_per_die, mtp_depth=self.mtp_depth,
-            mtp_accept=self.mtp_accept, tpot_slo_ms=self.tpot_slo_ms, max_queue=1 << 20,
+            ep_size=self.decode_npus * topology.DIES_PER_NPU, max_batch_per_die=self.max_batch_per_die,
+            mtp_depth=self.mtp_depth, mtp_accept=self.mtp_accept, tpot_slo_ms=self.tpot_slo_ms,
+            max_queue=1 << 20,
         )  # fmt: skip
         data["router"].update(
             policy=self.policy, max_inflight=1 << 30, reserve_wait_s=1e9, max_tokens_limit=1 << 20,
@@ -75,7 +76,9 @@ class SimDeployment:
         settings = Settings.model_validate(data)
         if self.num_nodes < 1:
             raise ValueError(f"nodes: must be >= 1, got {self.num_nodes}")
-        wanted = 2 * self.num_prefill_npus + self.num_decode * (self.decode_dies or 2 * self.decode_npus)
+        per_npu = topology.DIES_PER_NPU
+        decode_dies = self.decode_dies or per_npu * self.decode_npus
+        wanted = per_npu * self.num_prefill_npus + self.num_decode * decode_dies
         if wanted > self.num_nodes * topology.DIES_PER_NODE:
             raise ValueError(
                 f"nodes: {self.num_nodes} nodes hold {self.num_nodes * topology.DIES_PER_NODE} dies, the "
