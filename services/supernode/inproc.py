@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,7 @@ from supernode.prefill.engine import PrefillEngine
 from supernode.router.engine import OutputChunk, RouterEngine
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.early_first import OnFirstToken
 from supernode.runtime.peers import (
     DecodeChunk,
     Die,
@@ -117,7 +118,7 @@ class LocalPrefillPeer:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
+        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         return await self.engine.prefill(request_id, prompt, sampling, on_first_token, sent_s)
 
@@ -184,9 +185,10 @@ class InprocCluster:
 
     def __init__(
         self, settings: Settings, clock: Clock, shape: ClusterShape | None = None,
-        *, materialise_tokens: bool = True, max_steps_per_batch: int = 1,
+        *, materialise_tokens: bool = True, max_steps_per_batch: int = 1, early_first: bool = False,
     ) -> None:  # fmt: skip
-        """`max_steps_per_batch`: see DecodeEngine (decode runs of counting-only steps priced at once)."""
+        """`max_steps_per_batch`: see DecodeEngine (decode runs of counting-only steps priced at once);
+        `early_first`: see PrefillEngine (off: on virtual time the offer at a batch's end is the same)."""
         self.shape = shape or ClusterShape()
         self.clock = clock
         self.fabric = InprocFabric(clock, self.shape.num_nodes)
@@ -196,7 +198,7 @@ class InprocCluster:
         self.prefills = [
             PrefillEngine(instance_settings(settings, "prefill", i, num_npus=self.shape.prefill_npus),
                           clock, self.fabric, self.pool, offload=False, heartbeat=False,
-                          num_pool_cpus=self.fabric.topology.num_cpus)
+                          num_pool_cpus=self.fabric.topology.num_cpus, early_first=early_first)
             for i in range(self.shape.num_prefill)
         ]  # fmt: skip
         self.decodes = [

@@ -8,9 +8,15 @@ import grpc
 import pytest
 
 from supernode.core import blocks, tokens
+from supernode.core.request import Sampling
 from supernode.hw import cost as hw_cost
+from supernode.inproc import InprocFabric
+from supernode.kvpool.local import LocalPool
+from supernode.prefill.engine import PrefillEngine
+from supernode.runtime.clock import VirtualClock
 from supernode.runtime.deployments import prefill_deployment
 from supernode.v1 import common_pb2, prefill_pb2
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -126,11 +132,12 @@ async def test_stream_sends_the_first_token_before_the_blocks_are_stored(prefill
     entered, release = hold_puts(pool)
     prompt = [500 + i % 13 for i in range(512)]
     call = stub.PrefillStream(request("s", prompt, seed=4))
-    first = await asyncio.wait_for(call.read(), 10)  # while the store is held
+    first = await asyncio.wait_for(call.read(), 10)  # sent when its batch started
     assert first.WhichOneof("event") == "first_token"
     assert first.first_token == tokens.TokenModel(prompt, 4).next_token()
     keys = blocks.block_keys(prompt, 128)
-    assert entered.is_set() and await pool.lookup(keys) == 0, "the store is still held"
+    await asyncio.wait_for(entered.wait(), 10)  # the batch ended and the store began: it is held
+    assert await pool.lookup(keys) == 0, "the store is still held"
     release.set()
     last = await call.read()
     assert last.WhichOneof("event") == "response"
@@ -138,6 +145,51 @@ async def test_stream_sends_the_first_token_before_the_blocks_are_stored(prefill
     assert list(last.response.kv.block_keys) == keys
     assert await pool.lookup(keys) == 4, "stored before the response"
     assert await call.read() is grpc.aio.EOF
+
+
+async def test_without_early_offers_the_first_token_comes_at_its_batch_end_before_the_store():
+    """Virtual time's prefill (`early_first` off): the token is offered once computed, due now, and
+    the blocks are stored after."""
+    settings = make_settings(prefill={"metrics_port": 0, "num_npus": 1})
+    clock = VirtualClock(start=10.0)
+    fabric, pool = InprocFabric(clock), LocalPool()
+    fabric.start()
+    engine = PrefillEngine(settings, clock, fabric, pool, heartbeat=False, early_first=False)
+    await engine.start()
+    try:
+        entered, release = hold_puts(pool)
+        prompt = [500 + i % 13 for i in range(512)]
+        offers: list[tuple[int, float, float]] = []
+        call = asyncio.ensure_future(engine.prefill(
+            "s", prompt, Sampling(seed=4), lambda token, due: offers.append((token, due, clock.now()))
+        ))  # fmt: skip
+        await asyncio.wait_for(entered.wait(), 10)
+        assert len(offers) == 1, "offered before the store began"
+        token, due, at = offers[0]
+        assert token == tokens.TokenModel(prompt, 4).next_token() and due == 0.0
+        release.set()
+        result = await call
+        assert abs(at - (10.0 + result.compute_s)) < 1e-9, "at the batch's end"
+    finally:
+        await engine.stop()
+        await fabric.stop()
+
+
+async def test_the_first_token_is_sent_when_its_batch_starts_due_when_it_ends(make_prefill):
+    """The host's way back to the router is not added to the token's time: the token leaves while its
+    batch runs (time stands still here, so the batch cannot end before it is read), due at the end."""
+    stub, engine, _ = await make_prefill(num_npus=1)
+    clock = engine.clock
+    prompt = [700 + i % 11 for i in range(1000)]
+    with clock.held():
+        start = clock.now()
+        call = stub.PrefillStream(request("e", prompt, seed=3))
+        first = await asyncio.wait_for(call.read(), 10)
+        assert clock.now() == start, "read before the batch ended"
+    assert first.first_token == tokens.TokenModel(prompt, 3).next_token()
+    last = await call.read()
+    assert last.response.compute_s > 0
+    assert abs(first.first_token_due_s - (start + last.response.compute_s)) < 1e-9
 
 
 async def test_stream_refuses_bad_input_by_field(make_prefill):

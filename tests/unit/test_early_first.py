@@ -1,4 +1,4 @@
-"""EarlyFirst: a call's offered first token is available before the call returns."""
+"""EarlyFirst: a call's offered first token is available before the call returns, and not before it is due."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from supernode.runtime.early_first import EarlyFirst
+from supernode.runtime.clock import VirtualClock
+from supernode.runtime.early_first import EarlyFirst, FirstTokenOffer
 
 
 async def test_the_offered_token_comes_before_the_result():
@@ -75,3 +76,72 @@ async def test_cancel_stops_a_running_call_and_takes_a_late_error_as_seen():
     del late
     gc.collect()
     assert not unseen, unseen
+
+
+async def test_a_held_offer_is_taken_at_its_due_instant_not_before():
+    clock = VirtualClock(start=5.0)
+    release = asyncio.Event()
+
+    async def call(offer: FirstTokenOffer) -> str:
+        offer(7, 5.25)  # sent when its batch starts, due when it ends
+        await release.wait()
+        return "stored"
+
+    early = EarlyFirst(call, clock)
+    assert await early.first_token() == 7
+    assert clock.now() == 5.25 and early.due_s == 5.25 and early.was_held
+    release.set()
+    assert await early.result() == "stored"
+
+
+async def test_an_offer_withdrawn_before_it_is_due_never_counts():
+    clock = VirtualClock(start=5.0)
+
+    async def call(offer: FirstTokenOffer) -> str:
+        offer(7, 5.25)
+        await clock.sleep(0.1)
+        offer.withdraw()  # its instance failed mid-batch
+        await clock.sleep(0.5)
+        offer(7, 5.9)  # the next instance computed it
+        return "stored"
+
+    early = EarlyFirst(call, clock)
+    assert await early.first_token() == 7
+    assert clock.now() == 5.9
+
+
+async def test_a_held_offer_of_a_call_that_answered_is_still_taken_when_due():
+    clock = VirtualClock(start=5.0)
+
+    async def call(offer: FirstTokenOffer) -> str:
+        offer(7, 5.25)
+        return "done"
+
+    early = EarlyFirst(call, clock)
+    assert await early.first_token() == 7 and clock.now() == 5.25
+
+
+async def test_a_held_offer_of_a_call_that_failed_is_dropped_with_its_error():
+    clock = VirtualClock(start=5.0)
+
+    async def call(offer: FirstTokenOffer) -> str:
+        offer(7, 5.25)
+        raise ValueError("instance died")
+
+    early = EarlyFirst(call, clock)
+    with pytest.raises(ValueError, match="died"):
+        await early.first_token()
+    assert clock.now() < 5.25
+
+
+async def test_without_a_clock_to_hold_on_an_offer_is_taken_at_once_with_its_due_instant():
+    release = asyncio.Event()
+
+    async def call(offer: FirstTokenOffer) -> None:
+        offer(7, 1e9)
+        await release.wait()
+
+    early = EarlyFirst(call)
+    assert await early.first_token() == 7 and early.due_s == 1e9 and not early.was_held
+    release.set()
+    await early.result()

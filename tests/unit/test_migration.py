@@ -62,7 +62,7 @@ class FrozenPrefill(LocalPrefillPeer):
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
+        on_first_token: Callable[[int, float], None] | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from supernode.core import blocks, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
@@ -33,6 +33,7 @@ from supernode.prefill.queue_delay import QueueDelayBound
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.deployments import prefill_deployment
+from supernode.runtime.early_first import OnFirstToken
 from supernode.runtime.engine import HOST_DELAY_FLOOR_S, StepFailure, StepLoop
 from supernode.runtime.errors import ResourceExhaustedError, SupernodeError, invalid
 from supernode.runtime.peers import (
@@ -58,10 +59,13 @@ class PrefillEngine:
     def __init__(
         self, settings: Settings, clock: Clock, fabric: FabricClient, pool: PoolClient,
         *, offload: bool = True, heartbeat: bool = True, num_pool_cpus: int = NUM_POOL_CPUS,
+        early_first: bool = True,
     ) -> None:  # fmt: skip
         """`offload`: hash long prompts off the event loop, so RPCs and the step loop keep going (live);
         `heartbeat`: renew the die lease; `num_pool_cpus`: the CPUs the EMS pool spans (every node's:
-        the fabric's node count x 4)."""
+        the fabric's node count x 4); `early_first`: offer each first token when the batch computing
+        it starts, due when it ends, so the host's way back to the caller is not added to its time
+        (live; on virtual time the way back takes no time, and the offer at the end is the same)."""
         self.cfg = settings.prefill
         self.block_tokens = settings.kvpool.block_tokens
         self.namespace = settings.kvpool.namespace
@@ -73,6 +77,7 @@ class PrefillEngine:
         self.offload = offload
         self.heartbeat = heartbeat
         self.num_pool_cpus = num_pool_cpus
+        self.early_first = early_first
         self.deployment = prefill_deployment(self.cfg)
         num_dies = self.cfg.num_npus * self.deployment.dies_per_npu
         self.lease = DieLease(fabric, self.worker_id, "prefill", num_dies, settings.fabric.lease_ttl_s)
@@ -85,6 +90,7 @@ class PrefillEngine:
             self.postprocess,
             on_failure=self._on_step_failure,
             ready_at=self._ready_at,
+            on_planned=self._on_planned if early_first else None,
         )
         self._stores: set[asyncio.Future[object]] = set()  # KV stores moving over UB in the background
         self.metrics = WorkerMetrics("prefill", self.worker_id, self.cfg.num_npus)
@@ -138,6 +144,14 @@ class PrefillEngine:
                 request.sink.on_done(request)
         self._publish_queue()
 
+    def _on_planned(self, batch: PrefillBatch, end_s: float) -> None:
+        """Offers the first token of every prompt `batch` completes, due at its end (`early_first`)."""
+        for s in batch.slices:
+            sink = s.request.sink
+            if isinstance(sink, scoring.DoneSink) and sink.on_due is not None:
+                if s.num_new == s.request.num_prefill_remaining:
+                    sink.on_due(end_s)
+
     def _ready_at(self, batch: PrefillBatch) -> float:
         """The instant every prompt in `batch` was ready (a job with none set: now)."""
         now = self.clock.now()
@@ -165,13 +179,14 @@ class PrefillEngine:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
+        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         """Computes the prompt's KV (cache hits loaded, the rest batched); emulated times in the result.
-        `on_first_token` is called with the first token once the prompt is computed, before the new
-        blocks are stored (the caller can answer it while the store runs). `sent_s`: when the router
-        sent it (0: unknown); a batch on an idle worker starts when its prompts were ready, so the
-        host's own work since (the hop, hashing, the pool lookup) is not emulated time."""
+        `on_first_token(token, due_s)` is called with the first token once the prompt is computed,
+        before the new blocks are stored (the caller can answer it while the store runs); with
+        `early_first`, also when the batch computing it starts, due when that batch ends. `sent_s`:
+        when the router sent it (0: unknown); a batch on an idle worker starts when its prompts were
+        ready, so the host's own work since (the hop, hashing, the pool lookup) is not emulated time."""
         self.supervisor.check()
         request = self._validate(request_id, prompt, sampling)
         if self.offload and len(prompt) > OFFLOAD_MIN_TOKENS:
@@ -185,7 +200,9 @@ class PrefillEngine:
         sent = sent_s if 0 < sent_s <= request.arrival_s else request.arrival_s
         ready, now = sent + request.cache_load_s, self.clock.now()
         request.ready_s = ready if ready < now - HOST_DELAY_FLOOR_S else now
-        done = scoring.DoneSink()
+        first = tokens.next_token(prompt, sampling.seed)
+        early = on_first_token if self.early_first else None
+        done = scoring.DoneSink(None if early is None else lambda end_s: early(first, end_s))
         request.sink = done
         queued_at = self.clock.now()
         self.supervisor.check()  # the loop may have failed while the cache was looked up
@@ -205,9 +222,8 @@ class PrefillEngine:
             raise self.supervisor.error()
         waited = request.finished_s - min(queued_at, request.ready_s) - request.prefill_compute_s
         request.prefill_queue_s = max(0.0, waited)
-        first = tokens.next_token(prompt, sampling.seed)
         if on_first_token is not None:
-            on_first_token(first)
+            on_first_token(first, 0.0)
         await self._store_blocks(prompt, keys, request.num_cached_tokens // self.block_tokens, die)
         kv = KvHandle(
             request_id, self.namespace, tuple(keys), len(prompt), len(prompt) * specs.KV_BYTES_PER_TOKEN,

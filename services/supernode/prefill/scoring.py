@@ -12,6 +12,7 @@ A scoring job's states:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
@@ -42,8 +43,11 @@ class PrefillHost(Protocol):
 class DoneSink:
     """The sink a waiting caller listens on: resolved when its prompt (or scoring job) is computed."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_due: Callable[[float], None] | None = None) -> None:
+        """`on_due(end_s)`: told when the batch that completes the prompt is planned, with the
+        emulated instant it ends (the first token is offered then, due at that instant)."""
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_due = on_due
 
     def on_tokens(self, request: Request, token_ids: list[int], num_tokens: int) -> None:
         return None

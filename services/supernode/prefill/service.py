@@ -66,7 +66,7 @@ class PrefillService(prefill_pb2_grpc.PrefillServicer):
         try:
             first = await call.first_token()
             if first is not None:
-                yield prefill_pb2.PrefillEvent(first_token=first)
+                yield prefill_pb2.PrefillEvent(first_token=first, first_token_due_s=call.due_s)
             yield prefill_pb2.PrefillEvent(response=_response(await call.result()))
         finally:
             call.cancel()  # the client left: the request leaves the queue

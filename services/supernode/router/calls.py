@@ -24,6 +24,7 @@ from supernode.router.watch import Watchdog
 from supernode.router.workers import Worker, WorkerSet
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
+from supernode.runtime.early_first import FirstTokenOffer
 from supernode.runtime.errors import (
     DeadlineExceededError,
     InternalError,
@@ -120,12 +121,13 @@ class WorkerCalls:
 
     async def prefill(
         self, request: Request, deadline_at: float, resumed: list[int] | None = None,
-        on_first_token: Callable[[int], None] | None = None,
+        on_first_token: FirstTokenOffer | None = None,
     ) -> None:  # fmt: skip
         """Prefills on the policy's choice, skipping instances that refuse, fail, stop answering or
         pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output).
         `on_first_token`: as PrefillPeer.prefill's (an instance tried after one that offered it offers
-        the same token again: it is drawn from the prompt and seed)."""
+        the same token again: it is drawn from the prompt and seed); an instance that fails withdraws
+        its offer, if its token was not yet due."""
         workers = self.workers.prefill
         # Only the kv_aware policy places by prefix: the others neither hash it nor remember it.
         prefix = None
@@ -149,6 +151,8 @@ class WorkerCalls:
                 deadline = self._call_deadline(self.cfg.prefill_timeout_s, deadline_at)
                 result = await self.watchdog.call(worker, call, "prefill", deadline)
             except (UnavailableError, ResourceExhaustedError, DeadlineExceededError, InternalError) as err:
+                if on_first_token is not None:
+                    on_first_token.withdraw()
                 if self.clock.now() < deadline_at:  # else the request's time ran out, not the worker
                     worker.on_error(err)
                 if not isinstance(err, ResourceExhaustedError):

@@ -163,16 +163,22 @@ class RouterEngine:
                     self._to(request, RequestStatus.PREFILLING)
                     if request.num_generated == 0:
                         # The first token goes out once computed; the prompt's blocks are stored after.
-                        call = EarlyFirst(lambda offer: self.calls.prefill(request, deadline_at, None, offer))
+                        # Held until due: a live prefill offers it when its batch starts.
+                        call = EarlyFirst(
+                            lambda offer: self.calls.prefill(request, deadline_at, None, offer), self.clock
+                        )
                         try:
                             first = await call.first_token()
                             if first is not None:
-                                yield self._first(request, first)
+                                # A held token counts from its due instant: the hold's wake-up
+                                # (the event loop's timer granularity, ~1 ms) is the host's time.
+                                at = call.due_s if call.was_held else self.clock.now()
+                                yield self._first(request, first, at)
                             await call.result()
                         finally:
                             call.cancel()
                         if request.num_generated == 0:  # a peer that only answers at the end
-                            yield self._first(request, request.first_token)
+                            yield self._first(request, request.first_token, self.clock.now())
                     else:  # resuming: prompt + the tokens sent, but the last, which decode starts from
                         await self.calls.prefill(request, deadline_at, resume.resume_prompt(request))
                 request.finish_reason = resume.finish_reason_so_far(request)
@@ -232,8 +238,8 @@ class RouterEngine:
         request.finished_s = self.clock.now()
         request.advance(RequestStatus.FINISHED)
 
-    def _first(self, request: Request, token: int) -> OutputChunk:
-        request.first_token_s = self.clock.now()
+    def _first(self, request: Request, token: int, at_s: float) -> OutputChunk:
+        request.first_token_s = at_s
         request.num_generated = 1
         request.output.append(token)
         return OutputChunk([token], 1)

@@ -5,10 +5,10 @@ fast); the loop yields to the event loop on every step, so RPC handlers keep run
 runs several steps as one batch (decode's counting-only runs) also gives `split`: new work arriving
 while such a batch runs cuts it at the end of the step then running, where the work would have joined.
 
-The loop is supervised and fail-stop: if `schedule`, `price`, the wait or `postprocess` raises, the
-loop stops, records a `StepFailure` (the stage and the error), logs it with its traceback and calls
-`on_failure`, which fails the worker's requests and takes the service out of rotation (the
-scheduler's state can no longer be trusted, so it does not run another step).
+The loop is supervised and fail-stop: if `schedule`, `price`, `on_planned`, the wait or
+`postprocess` raises, the loop stops, records a `StepFailure` (the stage and the error), logs it with
+its traceback and calls `on_failure`, which fails the worker's requests and takes the service out of
+rotation (the scheduler's state can no longer be trusted, so it does not run another step).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ HOST_DELAY_FLOOR_S = 1e-6  # emulated: a shorter delay before an idle step is no
 class StepFailure:
     """Why a step loop stopped."""
 
-    stage: str  # schedule | price | wait | postprocess
+    stage: str  # schedule | price | plan | wait | postprocess
     error: str  # the exception's class and message (for logs and operators, never for clients)
 
 
@@ -63,12 +63,14 @@ class StepLoop(Generic[B]):
         split: Callable[[B, Cost, float], tuple[B, Cost]] | None = None,
         on_failure: Callable[[StepFailure], None] | None = None,
         ready_at: Callable[[B], float] | None = None,
+        on_planned: Callable[[B, float], None] | None = None,
     ) -> None:
         """`split(batch, cost, elapsed_s)`: the part of `batch` that ends with the step running
         `elapsed_s` after its start, and its cost (None: batches are never cut). `ready_at(batch)`:
         the emulated instant the batch's work was ready, were the host's own work on its way there
         (RPCs, Redis, hashing) instant; a step after an idle spell starts then rather than now, by
-        at most its own length (None: now)."""
+        at most its own length (None: now). `on_planned(batch, end)`: told, before the wait, the emulated
+        instant a batch that is never cut will end (prefill offers its first tokens due then)."""
         self.name = name
         self.clock = clock
         self._schedule = schedule
@@ -78,6 +80,7 @@ class StepLoop(Generic[B]):
         self._cut: asyncio.Future[None] | None = None  # set while a batch that may be cut runs
         self._on_failure = on_failure
         self._ready_at = ready_at
+        self._on_planned = on_planned
         self.failure: StepFailure | None = None  # set once the loop has stopped on an error
         self._wake = asyncio.Event()
         self.stats = StepStats()
@@ -127,6 +130,10 @@ class StepLoop(Generic[B]):
                 end = start + duration
                 num_steps = getattr(batch, "num_steps", 1)  # a batch may run several steps (see split)
                 if self._split is None or num_steps == 1:
+                    if self._on_planned is not None:
+                        stage = "plan"
+                        self._on_planned(batch, end)
+                        stage = "wait"
                     await self.clock.sleep_until(end)
                 else:
                     batch, cost = await self._run_cuttable(batch, cost, start, end)

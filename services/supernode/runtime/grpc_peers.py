@@ -16,6 +16,7 @@ from supernode.runtime import codec
 from supernode.runtime.channels import open_channel
 from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
+from supernode.runtime.early_first import OnFirstToken
 from supernode.runtime.errors import InternalError, from_rpc_error
 from supernode.runtime.peers import (
     DecodeChunk,
@@ -148,7 +149,7 @@ class GrpcPrefillPeer:
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
+        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
         """One PrefillStream call: the first token as soon as it is computed, then the reply. An
         instance without that method (an older build) is asked with the unary Prefill from then on."""
@@ -162,7 +163,7 @@ class GrpcPrefillPeer:
             async for event in call:
                 if event.WhichOneof("event") == "first_token":
                     if on_first_token is not None:
-                        on_first_token(event.first_token)
+                        on_first_token(event.first_token, event.first_token_due_s)
                     continue
                 return _prefill_result(event.response)
         except grpc.RpcError as err:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from supernode.core.request import KvHandle, Sampling
 from supernode.runtime.clock import Clock
+from supernode.runtime.early_first import OnFirstToken
 from supernode.runtime.errors import FailedPreconditionError, SupernodeError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -145,10 +146,11 @@ class PrefillPeer(Protocol):
 
     async def prefill(
         self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: Callable[[int], None] | None = None, sent_s: float = 0.0,
+        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
     ) -> PrefillResult:  # fmt: skip
-        """Computes the prompt's KV; `on_first_token` gets the first token as soon as the prompt is
-        computed, before the new blocks are stored (the result follows once they are). `sent_s`: the
+        """Computes the prompt's KV; `on_first_token(token, due_s)` gets the first token as soon as the
+        prompt is computed, before the new blocks are stored (the result follows once they are), or
+        earlier, due at the emulated instant `due_s` it is computed (0: now). `sent_s`: the
         emulated instant the caller sent it (0: unknown)."""
         ...
 

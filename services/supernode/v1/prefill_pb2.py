@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from supernode.v1 import common_pb2 as supernode_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asupernode/v1/prefill.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"q\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12(\n\x08sampling\x18\x03 \x01(\x0b\x32\x16.supernode.v1.Sampling\x12\x0e\n\x06sent_s\x18\x04 \x01(\x01\"\x99\x01\n\x0fPrefillResponse\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\r\x12\"\n\x02kv\x18\x02 \x01(\x0b\x32\x16.supernode.v1.KvHandle\x12\x19\n\x11num_cached_tokens\x18\x03 \x01(\r\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x0e\n\x06load_s\x18\x05 \x01(\x01\x12\x11\n\tcompute_s\x18\x06 \x01(\x01\"a\n\x0cPrefillEvent\x12\x15\n\x0b\x66irst_token\x18\x01 \x01(\rH\x00\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.supernode.v1.PrefillResponseH\x00\x42\x07\n\x05\x65vent\"_\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bsegment_ids\x18\x02 \x03(\r\x12\x14\n\x0cquestion_ids\x18\x03 \x03(\r\x12\x10\n\x08score_fn\x18\x04 \x01(\t\"B\n\rScoreResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x0f\n\x07queue_s\x18\x02 \x01(\x01\x12\x11\n\tcompute_s\x18\x03 \x01(\x01\x32\x9d\x02\n\x07Prefill\x12\x46\n\x07Prefill\x12\x1c.supernode.v1.PrefillRequest\x1a\x1d.supernode.v1.PrefillResponse\x12K\n\rPrefillStream\x12\x1c.supernode.v1.PrefillRequest\x1a\x1a.supernode.v1.PrefillEvent0\x01\x12;\n\x04Load\x12\x19.supernode.v1.LoadRequest\x1a\x18.supernode.v1.LoadReport\x12@\n\x05Score\x12\x1a.supernode.v1.ScoreRequest\x1a\x1b.supernode.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asupernode/v1/prefill.proto\x12\x0csupernode.v1\x1a\x19supernode/v1/common.proto\"q\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12(\n\x08sampling\x18\x03 \x01(\x0b\x32\x16.supernode.v1.Sampling\x12\x0e\n\x06sent_s\x18\x04 \x01(\x01\"\x99\x01\n\x0fPrefillResponse\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\r\x12\"\n\x02kv\x18\x02 \x01(\x0b\x32\x16.supernode.v1.KvHandle\x12\x19\n\x11num_cached_tokens\x18\x03 \x01(\r\x12\x0f\n\x07queue_s\x18\x04 \x01(\x01\x12\x0e\n\x06load_s\x18\x05 \x01(\x01\x12\x11\n\tcompute_s\x18\x06 \x01(\x01\"|\n\x0cPrefillEvent\x12\x15\n\x0b\x66irst_token\x18\x01 \x01(\rH\x00\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.supernode.v1.PrefillResponseH\x00\x12\x19\n\x11\x66irst_token_due_s\x18\x03 \x01(\x01\x42\x07\n\x05\x65vent\"_\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0bsegment_ids\x18\x02 \x03(\r\x12\x14\n\x0cquestion_ids\x18\x03 \x03(\r\x12\x10\n\x08score_fn\x18\x04 \x01(\t\"B\n\rScoreResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x0f\n\x07queue_s\x18\x02 \x01(\x01\x12\x11\n\tcompute_s\x18\x03 \x01(\x01\x32\x9d\x02\n\x07Prefill\x12\x46\n\x07Prefill\x12\x1c.supernode.v1.PrefillRequest\x1a\x1d.supernode.v1.PrefillResponse\x12K\n\rPrefillStream\x12\x1c.supernode.v1.PrefillRequest\x1a\x1a.supernode.v1.PrefillEvent0\x01\x12;\n\x04Load\x12\x19.supernode.v1.LoadRequest\x1a\x18.supernode.v1.LoadReport\x12@\n\x05Score\x12\x1a.supernode.v1.ScoreRequest\x1a\x1b.supernode.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,11 +37,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREFILLRESPONSE']._serialized_start=187
   _globals['_PREFILLRESPONSE']._serialized_end=340
   _globals['_PREFILLEVENT']._serialized_start=342
-  _globals['_PREFILLEVENT']._serialized_end=439
-  _globals['_SCOREREQUEST']._serialized_start=441
-  _globals['_SCOREREQUEST']._serialized_end=536
-  _globals['_SCORERESPONSE']._serialized_start=538
-  _globals['_SCORERESPONSE']._serialized_end=604
-  _globals['_PREFILL']._serialized_start=607
-  _globals['_PREFILL']._serialized_end=892
+  _globals['_PREFILLEVENT']._serialized_end=466
+  _globals['_SCOREREQUEST']._serialized_start=468
+  _globals['_SCOREREQUEST']._serialized_end=563
+  _globals['_SCORERESPONSE']._serialized_start=565
+  _globals['_SCORERESPONSE']._serialized_end=631
+  _globals['_PREFILL']._serialized_start=634
+  _globals['_PREFILL']._serialized_end=919
 # @@protoc_insertion_point(module_scope)

@@ -36,12 +36,14 @@ class PrefillResponse(_message.Message):
     def __init__(self, first_token: _Optional[int] = ..., kv: _Optional[_Union[_common_pb2.KvHandle, _Mapping]] = ..., num_cached_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., load_s: _Optional[float] = ..., compute_s: _Optional[float] = ...) -> None: ...
 
 class PrefillEvent(_message.Message):
-    __slots__ = ("first_token", "response")
+    __slots__ = ("first_token", "response", "first_token_due_s")
     FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_DUE_S_FIELD_NUMBER: _ClassVar[int]
     first_token: int
     response: PrefillResponse
-    def __init__(self, first_token: _Optional[int] = ..., response: _Optional[_Union[PrefillResponse, _Mapping]] = ...) -> None: ...
+    first_token_due_s: float
+    def __init__(self, first_token: _Optional[int] = ..., response: _Optional[_Union[PrefillResponse, _Mapping]] = ..., first_token_due_s: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("request_id", "segment_ids", "question_ids", "score_fn")
