@@ -124,3 +124,21 @@ def test_zero_is_no_bound_and_negative_is_rejected_with_the_field():
     with pytest.raises(ValueError, match="max_queue_delay_s"):
         RouterSettings(max_queue_delay_s=-0.5)
     assert RouterSettings().max_queue_delay_s == 0.0
+
+
+def test_first_tokens_released_together_count_as_a_batch_not_as_zero_gaps():
+    """A prefill batch's first tokens go out at once, due at its end: 8 together every 0.16 s is
+    20 ms per token, as 8 tokens 20 ms apart would be."""
+    bound, clock = served_once(max_delay_s=0.0)  # counted, never refused
+    tickets = [bound.admit() for _ in range(3)]
+    more = []
+    for _ in range(4):  # keep a backlog: 8 more start for every batch of 8 first tokens
+        more += [bound.admit() for _ in range(8)]
+        clock.now += 0.16
+        for ticket in (tickets + more)[:8]:
+            bound.on_first_token(ticket)
+        tickets, more = [t for t in tickets + more if t.is_open], []
+        assert bound.interval_s is not None and bound.interval_s > 0.015, "the batch's length stays in"
+    assert bound.interval_s == pytest.approx(0.02, rel=0.15)
+    for ticket in tickets:
+        bound.on_end(ticket)

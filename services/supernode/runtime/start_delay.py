@@ -8,14 +8,19 @@ ends first). Its queueing delay is estimated, when it arrives, as
 
     requests starting ahead of it x the recent wall interval between first tokens,
 
-plus what it already waited in front of the router (a gateway's queue: the HTTP frontend sends the
-wall seconds since it received the request as the `supernode-queued-s` metadata), the interval
-measured while others were still starting (the rate at which this router, its prefill
-instances and its host turn a backlog into first tokens, whatever bounds it: batching in emulated time
-or the processes' CPU). Before any such interval has been seen, the time one request took alone
-(arrival to first token with nothing ahead) stands in for it: no overlap is assumed until some has
-been observed, so a burst on a router that has served only one request at a time is admitted as far
-as serial service keeps within the bound, and the rest refused while the backlog shows how fast it
+plus what it already waited in front of the router (a gateway's queue: the HTTP frontend sends the wall
+seconds since it received the request as the `supernode-queued-s` metadata). The interval is measured
+while others are still starting: the rate at which this router, its prefill instances and its host turn
+a backlog into first tokens, whatever bounds it (batching in emulated time or the processes' CPU). A
+first token that others are still waiting behind, or that waited behind others, counts a gap: from the
+previous first token, or, for the first of a backlog, from its own arrival; the interval is the recent
+gaps' total over their number, both forgotten with a time constant of `INTERVAL_MEMORY_S`. A prefill
+batch's first tokens go out together (due at its end), so most gaps are nearly nothing and one is the
+batch's length: the total over the number keeps that length in, where an average that weighted each gap
+alike would let a run of zero gaps hide it. Before any such interval has been seen, the time one request
+took alone (arrival to first token with nothing ahead) stands in for it: no overlap is assumed until
+some has been observed, so a burst on a router that has served only one request at a time is admitted as
+far as serial service keeps within the bound, and the rest refused while the backlog shows how fast it
 drains. Before any first token at all, nothing is known and everything is admitted.
 
 The count ahead misses a host slowed by what is already running (the admitted requests' token
@@ -41,7 +46,8 @@ from supernode.runtime.admission import ShedError
 
 QUEUED_KEY = "supernode-queued-s"  # call metadata: wall seconds the request waited before this call
 _MAX_QUEUED_S = 3600.0
-_EWMA_WEIGHT = 0.2  # weight of the newest sample in both estimates
+_EWMA_WEIGHT = 0.2  # weight of the newest sample in the alone estimate
+INTERVAL_MEMORY_S = 0.25  # wall seconds over which the interval between first tokens forgets its past
 _MIN_RETRY_AFTER_S = 0.5
 CONGESTION_WINDOW_S = 1.0  # wall seconds of first tokens the congestion reading looks back on
 
@@ -62,10 +68,16 @@ class StartDelayBound:
         self.clock = clock
         self.num_starting = 0
         self.alone_s: float | None = None  # EWMA of arrival -> first token with nothing ahead
-        self.interval_s: float | None = None  # EWMA of the gap between first tokens under a backlog
+        self._gaps_s = 0.0  # wall time between first tokens under a backlog, decayed (see module doc)
+        self._num_gaps = 0.0  # the number of those gaps, decayed alike
         self._last_first_at: float | None = None
         self._is_backlogged = False  # someone has been starting without a break since the last first token
         self._recent: deque[tuple[float, float]] = deque()  # (when, delay beyond alone_s) per first token
+
+    @property
+    def interval_s(self) -> float | None:
+        """Wall seconds per first token under a backlog, recently (None: none measured yet)."""
+        return self._gaps_s / self._num_gaps if self._num_gaps > 0 else None
 
     def estimate_s(self, num_ahead: int | None = None) -> float | None:
         """Wall seconds a request arriving now would wait behind `num_ahead` starting requests
@@ -112,8 +124,13 @@ class StartDelayBound:
             self._recent.append((now, max(0.0, latency_s - self.alone_s)))
         if ticket.is_alone:
             self.alone_s = _ewma(self.alone_s, latency_s)
-        elif self._is_backlogged and self._last_first_at is not None:
-            self.interval_s = _ewma(self.interval_s, now - self._last_first_at)
+        if self._is_backlogged or self.num_starting > 1:  # a backlog's first token: a gap
+            last = self._last_first_at
+            start = last if self._is_backlogged and last is not None else ticket.arrived_at
+            gap = now - max(start, last or start)
+            keep = math.exp(-gap / INTERVAL_MEMORY_S)
+            self._gaps_s = self._gaps_s * keep + gap
+            self._num_gaps = self._num_gaps * keep + 1.0
         self._last_first_at = now
         self._leave(ticket)
         self._is_backlogged = self.num_starting > 0
