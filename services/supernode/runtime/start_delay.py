@@ -126,8 +126,11 @@ class StartDelayBound:
             self.alone_s = _ewma(self.alone_s, latency_s)
         if self._is_backlogged or self.num_starting > 1:  # a backlog's first token: a gap
             last = self._last_first_at
-            start = last if self._is_backlogged and last is not None else ticket.arrived_at
-            gap = now - max(start, last or start)
+            if self._is_backlogged and last is not None:
+                since = last
+            else:  # the first of a backlog: from its arrival (or the previous first token, if later)
+                since = ticket.arrived_at if last is None else max(last, ticket.arrived_at)
+            gap = now - since
             keep = math.exp(-gap / INTERVAL_MEMORY_S)
             self._gaps_s = self._gaps_s * keep + gap
             self._num_gaps = self._num_gaps * keep + 1.0
