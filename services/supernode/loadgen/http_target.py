@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from supernode.core.tokenizer import deepseek
+from supernode.loadgen.http_clients import HttpClients
 from supernode.loadgen.records import RequestResult, RequestSpec
 from supernode.loadgen.targets import error_kind
 from supernode.loadgen.tokens import detokenize
@@ -54,12 +55,14 @@ class HttpTarget:
         self._url, self._model, self._time_scale = completions_url(endpoint), model, time_scale
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout_s = timeout_s
-        self._client = httpx.AsyncClient()  # replaced in __aenter__, inside the running loop
+        self._client = HttpClients()  # replaced in __aenter__, inside the running loop
 
     async def __aenter__(self) -> HttpTarget:
         await asyncio.to_thread(deepseek)  # load the vocabulary now, not inside the first timed send
         await self._client.aclose()
-        self._client = httpx.AsyncClient(
+        # Shards of a few dozen streams each: one httpx pool carrying hundreds would spend the load
+        # generator's CPU walking its connections (loadgen/http_clients.py) and skew what it measures.
+        self._client = HttpClients(
             headers=self._headers,
             timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
