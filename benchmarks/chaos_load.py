@@ -2,9 +2,9 @@
 
 Every request is a `Spec` (prompt token ids, seed, max_tokens) drawn from one seeded generator, so a
 scenario's request i is the fault-free run's request i and its tokens must be the same. Requests go
-to the router through the SDK (`run_sdk`) or to the HTTP frontend as SSE streams (`run_http`); each is
-bounded by `timeout_s` wall seconds, after which it counts as hung. Times are wall seconds (at
-time_scale 1.0 wall and emulated time agree).
+to the router through the SDK (`run_sdk`) or to the HTTP frontend as SSE streams (`run_http`, or
+`run_lean_http` for bursts); each is bounded by `timeout_s` wall seconds, after which it counts as
+hung. Times are wall seconds (at time_scale 1.0 wall and emulated time agree).
 
 Outcomes: completed (finished chunk), failed (an error before any token), lost (an error after tokens
 had been sent), hung (no end within the bound), shed (RESOURCE_EXHAUSTED / HTTP 429).
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from benchmarks.lean_http import post_sse
 from supernode.sdk import AsyncClient, SupernodeError
 
 FIRST_TOKEN_ID = 300  # pseudo-word tokens, away from bytes and end-of-sequence
@@ -101,11 +102,9 @@ async def run_sdk(client: AsyncClient, spec: Spec, sent_at_s: float, timeout_s: 
 async def run_http(http: httpx.AsyncClient, spec: Spec, sent_at_s: float, timeout_s: float) -> Outcome:
     """One streaming /v1/completions request; the text is compared, as HTTP carries no token ids."""
     out = Outcome(spec.index, sent_at_s)
-    # ignore_eos as the SDK's default: the same request as the fault-free run's, token for token.
-    body = {"model": "deepseek-r1", "prompt": spec.prompt, "max_tokens": spec.max_tokens,
-            "seed": spec.seed, "stream": True, "ignore_eos": True}  # fmt: skip
     started = time.monotonic()
     try:
+        body = _body(spec)
         async with asyncio.timeout(timeout_s), http.stream("POST", "/v1/completions", json=body) as resp:
             if resp.status_code != 200:
                 out.error = str(resp.status_code)
@@ -122,22 +121,52 @@ async def run_http(http: httpx.AsyncClient, spec: Spec, sent_at_s: float, timeou
 
 async def _read_sse(resp: httpx.Response, out: Outcome, started: float) -> None:
     async for line in resp.aiter_lines():
-        if not line.startswith("data: "):
-            continue
-        data = line.removeprefix("data: ")
-        if data == "[DONE]":
+        if line.startswith("data: ") and _on_event(out, started, line.removeprefix("data: ")):
             return
-        event = json.loads(data)
-        if "error" in event:
-            out.error = str(event["error"].get("code") or "error")
-            continue
-        for choice in event.get("choices", ()):
-            text = choice.get("text") or ""
-            if text and out.ttft_s is None:
-                out.ttft_s = time.monotonic() - started
-            out.text += text
-            if choice.get("finish_reason"):
-                out.is_finished = True
+
+
+async def run_lean_http(address: str, spec: Spec, sent_at_s: float, timeout_s: float) -> Outcome:
+    """`run_http` through benchmarks/lean_http.py (one connection per request, a fraction of httpx's
+    CPU), for bursts that would otherwise make the load generator the slowest part of the host."""
+    out = Outcome(spec.index, sent_at_s)
+    host, _, port = address.rpartition(":")
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout_s):
+            status = await post_sse(host, int(port), "/v1/completions", _body(spec),
+                                    lambda data: _on_event(out, started, data))  # fmt: skip
+        if status != 200:
+            out.error = str(status)
+    except TimeoutError:
+        out.is_hung = True
+    except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+        out.error = type(err).__name__
+    out.e2e_s = time.monotonic() - started
+    return out
+
+
+def _body(spec: Spec) -> dict[str, object]:
+    # ignore_eos as the SDK's default: the same request as the fault-free run's, token for token.
+    return {"model": "deepseek-r1", "prompt": spec.prompt, "max_tokens": spec.max_tokens,
+            "seed": spec.seed, "stream": True, "ignore_eos": True}  # fmt: skip
+
+
+def _on_event(out: Outcome, started: float, data: str) -> bool:
+    """One SSE `data:` payload into `out`; True at `[DONE]`."""
+    if data == "[DONE]":
+        return True
+    event = json.loads(data)
+    if "error" in event:
+        out.error = str(event["error"].get("code") or "error")
+        return False
+    for choice in event.get("choices", ()):
+        text = choice.get("text") or ""
+        if text and out.ttft_s is None:
+            out.ttft_s = time.monotonic() - started
+        out.text += text
+        if choice.get("finish_reason"):
+            out.is_finished = True
+    return False
 
 
 async def drive(

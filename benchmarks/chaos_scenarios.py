@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.chaos_load import Outcome, Spec, drive, p99, run_http, run_sdk
+from benchmarks.chaos_load import Outcome, Spec, drive, p99, run_http, run_lean_http, run_sdk
 from supernode.launcher import LocalStack
 from supernode.sdk import AsyncClient
 from supernode.v1 import fabric_pb2, fabric_pb2_grpc
@@ -222,20 +222,18 @@ class fabric_channel:  # noqa: N801 - used as a context manager
 
 async def overload(ctx: Ctx, factor: int = 10) -> Row:
     """`factor` x the baseline's requests at once through the HTTP frontend, after an unloaded probe."""
-    base = f"http://{ctx.stack.address('frontend')}"
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(base_url=base, timeout=ctx.timeout_s + 5, limits=limits) as http:
+    address = ctx.stack.address("frontend")
 
-        async def send(spec: Spec, at: float) -> Outcome:
-            return await run_http(http, spec, at, ctx.timeout_s)
+    def send(spec: Spec, at: float) -> Awaitable[Outcome]:
+        return run_lean_http(address, spec, at, ctx.timeout_s)
 
-        probe = [await send(spec, 0.0) for spec in ctx.specs[:8]]
-        unloaded = p99([o.ttft_s for o in probe if o.ttft_s is not None])
-        specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k in range(factor) for s in ctx.specs]
-        specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k, s in enumerate(specs)]
-        ctx.say(f"{ctx.name}: unloaded p99 TTFT {unloaded and unloaded * 1000:.0f} ms; "
-                f"sending {len(specs)} streams at once")  # fmt: skip
-        outcomes = await drive(specs, send, 0.5, ctx._progress)
+    probe = [await send(spec, 0.0) for spec in ctx.specs[:8]]
+    unloaded = p99([o.ttft_s for o in probe if o.ttft_s is not None])
+    specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k in range(factor) for s in ctx.specs]
+    specs = [Spec(k, s.prompt, s.seed, s.max_tokens) for k, s in enumerate(specs)]
+    ctx.say(f"{ctx.name}: unloaded p99 TTFT {unloaded and unloaded * 1000:.0f} ms; "
+            f"sending {len(specs)} streams at once")  # fmt: skip
+    outcomes = await drive(specs, send, 0.5, ctx._progress)
     admitted_ttft = p99([o.ttft_s for o in outcomes if o.ttft_s is not None and o.kind != "shed"])
     shed = sum(1 for o in outcomes if o.kind == "shed")
     ratio = admitted_ttft / unloaded if admitted_ttft and unloaded else None
@@ -389,11 +387,13 @@ register(Scenario("redis-restart", redis_restart))
 register(Scenario("fabric-node-down", fabric_node_down))
 # Overload runs on a stack with an interactive first-token budget: a request expected to wait longer
 # than this behind the requests still waiting for their first token is refused at once
-# (runtime/start_delay.py). The fault scenarios keep the default (no bound): their requests wait on a
-# frozen worker until liveness moves them, and must not be refused meanwhile.
+# (runtime/start_delay.py), by the router and, seeing also the way back, by the frontend. The fault
+# scenarios keep the default (no bound): their requests wait on a frozen worker until liveness moves
+# them, and must not be refused meanwhile.
 MAX_QUEUE_DELAY_S = 0.3  # wall seconds; the target is 5x an unloaded first token (about 0.1 s here)
 register(Scenario("overload-10x", overload, stack_env={
     "SUPERNODE_ROUTER__MAX_QUEUE_DELAY_S": str(MAX_QUEUE_DELAY_S),
+    "SUPERNODE_FRONTEND__MAX_QUEUE_DELAY_S": str(MAX_QUEUE_DELAY_S),
 }))  # fmt: skip
 register(Scenario("client-abandon", client_abandon))
 register(Scenario("client-stall", client_stall, stack_env={

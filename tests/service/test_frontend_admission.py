@@ -72,6 +72,15 @@ async def serving(router: FakeRouter, **frontend: object) -> AsyncIterator[Stack
 @contextlib.asynccontextmanager
 async def serving_gated(router: FakeRouter, **frontend: object) -> AsyncIterator[tuple[Stack, Gate]]:
     """`serving` that also yields the frontend's admission gate, to see who waits at it."""
+    async with serving_admission(router, **frontend) as (stack, layer):
+        yield stack, layer.gate
+
+
+@contextlib.asynccontextmanager
+async def serving_admission(
+    router: FakeRouter, **frontend: object
+) -> AsyncIterator[tuple[Stack, AdmissionMiddleware]]:
+    """`serving` that also yields the frontend's admission middleware."""
     async with serve_fake_router(router) as (address, router):
         settings = Settings(
             router={"address": address, "max_tokens_limit": 1000},
@@ -83,7 +92,7 @@ async def serving_gated(router: FakeRouter, **frontend: object) -> AsyncIterator
             while not isinstance(layer, AdmissionMiddleware):
                 layer = layer.app  # type: ignore[union-attr]
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-                yield Stack(http, router), layer.gate
+                yield Stack(http, router), layer
 
 
 @contextlib.asynccontextmanager
@@ -251,3 +260,64 @@ async def test_after_a_router_refusal_the_load_beyond_it_is_shed_at_the_door() -
             assert 'supernode_shed_total{reason="backend_full",where="frontend"} 1.0' in metrics
         assert all(post.result().status_code == 200 for post in held)
         await stack.assert_serving()  # fewer in flight than when the router refused: it passes again
+
+
+class StillLoop:
+    """Stands in for the frontend's LoopLag: reads `value` (the real one is measured in
+    tests/unit/test_loop_lag.py; here it is what the frontend does with it)."""
+
+    def __init__(self, lag_s: float) -> None:
+        self.value = lag_s
+
+    def lag_s(self) -> float:
+        return self.value
+
+
+async def test_a_frontend_whose_loop_is_behind_refuses_at_the_door_and_tells_the_router_its_wait() -> None:
+    router = FakeRouter()
+    async with serving_admission(router, max_queue_delay_s=0.3) as (stack, layer):
+        still = StillLoop(0.5)
+        layer.loop_lag = still  # type: ignore[assignment]
+        assert layer.start_bound is not None
+        layer.start_bound.loop_lag = still.lag_s
+        refused = await stack.post("/v1/completions", OK_BODY)
+        assert error_of(refused, 429)["code"] == "resource_exhausted"
+        assert "first token 0.50s exceeds the 0.3s" in refused.json()["error"]["message"]
+        assert not router.requests  # refused at the door: the router never saw it
+        metrics = (await stack.http.get("/metrics")).text
+        assert 'supernode_shed_total{reason="queue_delay",where="frontend"} 1.0' in metrics
+        still.value = 0.2  # behind, within the bound: admitted, the lag counted as waiting already
+        await stack.assert_serving()
+        assert len(router.queued_s) == 1 and router.queued_s[0] >= 0.2
+
+
+class LateRouter(FakeRouter):
+    """A FakeRouter whose streams' first chunks leave `delay_s` late while `delay_s` is set: a first
+    token held up after the router (on its way back), as far as the frontend can tell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay_s = 0.0
+
+    async def Generate(  # noqa: N802 (gRPC method name)
+        self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.GenerateChunk]:
+        await asyncio.sleep(self.delay_s)
+        async for chunk in super().Generate(request, context):
+            yield chunk
+
+
+async def test_first_tokens_that_come_back_late_close_the_frontends_door_until_they_recover() -> None:
+    router = LateRouter()
+    async with serving_admission(router, max_queue_delay_s=0.3) as (stack, layer):
+        await stack.assert_serving()  # served alone: how long a first token takes with nothing ahead
+        router.delay_s = 0.5
+        await stack.assert_serving()  # admitted (nothing known against it), its first token 0.5 s late
+        num_seen = len(router.requests)
+        refused = await stack.post("/v1/completions", OK_BODY)
+        assert error_of(refused, 429)["code"] == "resource_exhausted"
+        assert len(router.requests) == num_seen  # the frontend's own bound: never reached the router
+        router.delay_s = 0.0
+        assert layer.start_bound is not None
+        layer.start_bound.clock = lambda: time.monotonic() + 10  # the late token has left the window
+        await stack.assert_serving()

@@ -108,6 +108,21 @@ def test_time_already_waited_upstream_counts_against_the_bound():
     bound.on_end(ticket)
 
 
+def test_a_process_whose_loop_is_behind_counts_that_lag_against_the_bound():
+    clock = Clock()
+    lag = [0.4]
+    bound = StartDelayBound(0.3, clock, loop_lag=lambda: lag[0])
+    with pytest.raises(ShedError) as err:
+        bound.admit()  # nothing measured, nothing ahead: the loop's 0.4 s alone exceed the bound
+    assert "0.40s" in err.value.message
+    lag[0] = 0.1
+    with pytest.raises(ShedError) as err:
+        bound.admit(queued_s=0.25)  # 0.25 s upstream + 0.1 s behind here
+    assert "0.35s" in err.value.message
+    lag[0] = 0.0
+    serve_alone(bound, clock, 0.1)  # caught up: admitted again
+
+
 def test_queued_metadata_is_read_defensively():
     assert queued_s([("other", "1"), (QUEUED_KEY, "0.25")]) == 0.25
     assert queued_s([(QUEUED_KEY, "soon")]) == 0.0

@@ -11,7 +11,16 @@ Lifecycle of a POST to /v1/completions or /v1/chat/completions here:
    flight then are refused here for the refusal's Retry-After (`reason="backend_full"`,
    frontend/backpressure.py); its arrival time is noted in the scope (`ARRIVED_AT`): the wall seconds
    from there to its router call go with the call (`queued_s`), so the router's first-token queueing
-   bound counts the time it waited in this process too;
+   bound counts the time it waited in this process too. The arrival is dated back by this process's
+   event-loop lag (runtime/loop_lag.py): a loop that is behind runs this step that long after the
+   request's bytes came in, and will relay its first token about as late. With
+   `frontend.max_queue_delay_s` set, the frontend also keeps a first-token queueing bound of its own
+   (runtime/start_delay.py, the router's, with this loop's lag added to each estimate), timed from
+   here to the router's first chunk: it sees what the router cannot, a first token held up on its way
+   back (the router's streams to this process backed up, this loop behind) and the wait before the
+   router. Refused by it: 429 (`reason="queue_delay"`), decided before the body is read, so under a
+   burst of connections this loop turns them away for a fraction of what serving them up to the
+   router's refusal would cost;
 3. while the app serves it, a client that disconnects (its socket closed) cancels the request: the
    app task is cancelled, which closes the SDK stream and so the router call, decode slot and KV;
 4. a streaming client that stops reading is cut off: once its buffers are full (the connection's
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,11 +49,14 @@ from supernode.frontend.errors import error_response
 from supernode.runtime.admission import Gate, ShedError, ShedLog
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import SupernodeError, check_request_id
+from supernode.runtime.loop_lag import LoopLag
+from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
 
 GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 ARRIVED_AT = "supernode.arrived_at"  # scope key: monotonic wall time the request reached the frontend
+ON_FIRST_TOKEN = "supernode.on_first_token"  # scope key: call when the first token came from the router
 CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request", for the HTTP metrics only
 
 
@@ -60,6 +73,12 @@ class AdmissionMiddleware:
         )
         self.stall_timeout_s = cfg.stream_stall_timeout_s
         self.backend = BackendLimit()
+        self.loop_lag = LoopLag()
+        self.start_bound = (
+            StartDelayBound(cfg.max_queue_delay_s, loop_lag=self.loop_lag.lag_s)
+            if cfg.max_queue_delay_s > 0
+            else None
+        )
         self.shed_log = ShedLog("frontend")
         self._shed = Counter(
             "supernode_shed", "Requests refused by admission control.", ("where", "reason"), registry=registry
@@ -75,7 +94,9 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] not in GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
-        scope[ARRIVED_AT] = time.monotonic()  # the router counts the wait from here (`queued_s`)
+        # The router counts the wait from here (`queued_s`): from when the request's bytes came in,
+        # which is as long before this step runs as this process's event loop is behind.
+        scope[ARRIVED_AT] = time.monotonic() - self.loop_lag.lag_s()
         try:
             check_request_id(_header(scope, b"x-request-id"), field="X-Request-Id")
         except SupernodeError as err:
@@ -86,16 +107,34 @@ class AdmissionMiddleware:
         try:
             if self.backend.is_full(self.gate.num_inflight):
                 raise self.gate.refusal("backend_full", "the router refused requests at this load")
-            await self.gate.acquire(key)
+            bound = self.start_bound
+            ticket = bound.admit() if bound is not None else None
         except ShedError as err:
-            self._shed.labels("frontend", err.reason).inc()
-            self.shed_log.on_shed(err.reason, err.message)
+            self._refused(err)
             await error_response(err)(scope, receive, send)
             return
         try:
+            await self.gate.acquire(key)
+        except ShedError as err:
+            self._end(ticket)
+            self._refused(err)
+            await error_response(err)(scope, receive, send)
+            return
+        if bound is not None and ticket is not None:
+            scope[ON_FIRST_TOKEN] = functools.partial(bound.on_first_token, ticket)
+        try:
             await self._serve(scope, receive, send)
         finally:
+            self._end(ticket)
             self.gate.release(key)
+
+    def _refused(self, err: ShedError) -> None:
+        self._shed.labels("frontend", err.reason).inc()
+        self.shed_log.on_shed(err.reason, err.message)
+
+    def _end(self, ticket: Ticket | None) -> None:
+        if ticket is not None and self.start_bound is not None:
+            self.start_bound.on_end(ticket)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Runs the app, cancelling it when the client disconnects or stops reading."""

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from supernode.frontend import errors
-from supernode.frontend.admission import ARRIVED_AT, AdmissionMiddleware
+from supernode.frontend.admission import ARRIVED_AT, ON_FIRST_TOKEN, AdmissionMiddleware
 from supernode.frontend.client import ClientFactory, RouterClient, sdk_client_factory
 from supernode.frontend.encoders import Encoder
 from supernode.frontend.http_metrics import HttpMetricsMiddleware
@@ -193,6 +193,7 @@ async def _generate(
         time_scale=frontend.settings.runtime.time_scale,
         eos_token_id=frontend.tokenizer.eos_token_id,
         arrived_at=request.scope.get(ARRIVED_AT),
+        on_first_token=request.scope.get(ON_FIRST_TOKEN),
     )
 
 

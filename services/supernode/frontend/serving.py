@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -42,10 +42,11 @@ _QUEUE_BOUND = 64  # pieces waiting to be written per response (choices wait whe
 async def respond(
     client: RouterClient, params: GenerateParams, encoder: Encoder, metrics: ServingMetrics, *,
     stream: bool, request_id: str, prompt_param: str, time_scale: float = 1.0, eos_token_id: int = 1,
-    arrived_at: float | None = None,
+    arrived_at: float | None = None, on_first_token: Callable[[], None] | None = None,
 ) -> Response:  # fmt: skip
     """The HTTP response for one generation request (`prompt_param` names the prompt in errors;
-    `arrived_at`: monotonic wall time the request reached the frontend)."""
+    `arrived_at`: monotonic wall time the request reached the frontend; `on_first_token` is called
+    when every choice has its first chunk from the router)."""
     queued_s = 0.0 if arrived_at is None else max(0.0, time.monotonic() - arrived_at)
     choices = [
         Choice(client, params, i, metrics, request_id, time_scale, eos_token_id, queued_s)
@@ -58,6 +59,8 @@ async def respond(
         if isinstance(failure, SupernodeError):
             return error_response(failure, router_param(failure, prompt_param))
         raise failure
+    if on_first_token is not None:
+        on_first_token()
     encoder.start(choices[0].request_id)
     headers = {"X-Request-Id": choices[0].request_id}
     if stream:

@@ -316,6 +316,13 @@ class FrontendSettings(BaseModel):
         ge=0,
         description="Wall seconds a request may wait for a slot; longer (or expected longer) gets 429",
     )
+    max_queue_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="Wall seconds a request may be expected to wait for its first token (from its arrival "
+        "here to the router's first chunk, this process's event-loop lag included); longer gets 429 at "
+        "once, before its body is read (0 = no bound)",
+    )
     stream_stall_timeout_s: float = Field(
         10.0, gt=0, description="Wall seconds a streaming client may stop reading before it is cut off"
     )

@@ -50,6 +50,7 @@ from supernode.runtime.guard_context import (
     UploadIds,
     internal_id,
 )
+from supernode.runtime.loop_lag import LoopLag
 from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ def guard_interceptors(settings: Settings) -> GuardInterceptor:
         name="router",
     )
     # Without a bound nothing would be refused: skip the per-chunk bookkeeping altogether.
-    bound = StartDelayBound(cfg.max_queue_delay_s) if cfg.max_queue_delay_s > 0 else None
+    max_delay_s = cfg.max_queue_delay_s
+    bound = StartDelayBound(max_delay_s, loop_lag=LoopLag().lag_s) if max_delay_s > 0 else None
     bounds = {GENERATE: bound, GENERATE_UPLOAD: bound} if bound is not None else {}
     return GuardInterceptor({GENERATE: gate, GENERATE_UPLOAD: gate}, bounds)

@@ -9,7 +9,10 @@ ends first). Its queueing delay is estimated, when it arrives, as
     requests starting ahead of it x the recent wall interval between first tokens,
 
 plus what it already waited in front of the router (a gateway's queue: the HTTP frontend sends the wall
-seconds since it received the request as the `supernode-queued-s` metadata). The interval is measured
+seconds since it received the request as the `supernode-queued-s` metadata), plus how far this
+process's event loop is behind (`loop_lag`, runtime/loop_lag.py: a loop that is behind starts the call
+and writes its first token that much later). The HTTP frontend keeps a bound of its own, timed from a
+request's arrival there to the router's first chunk (frontend/admission.py). The interval is measured
 while others are still starting: the rate at which this router, its prefill instances and its host turn
 a backlog into first tokens, whatever bounds it (batching in emulated time or the processes' CPU). A
 first token that others are still waiting behind, or that waited behind others, counts a gap: from the
@@ -60,12 +63,17 @@ class Ticket:
 
 
 class StartDelayBound:
-    def __init__(self, max_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        """`max_delay_s`: wall seconds a request may be expected to wait (0 = no bound, only counted)."""
+    def __init__(
+        self, max_delay_s: float, clock: Callable[[], float] = time.monotonic,
+        loop_lag: Callable[[], float] | None = None,
+    ) -> None:  # fmt: skip
+        """`max_delay_s`: wall seconds a request may be expected to wait (0 = no bound, only counted);
+        `loop_lag`: wall seconds this process's event loop is behind now (runtime/loop_lag.py)."""
         if max_delay_s < 0:
             raise ValueError("max_delay_s: must be >= 0")
         self.max_delay_s = max_delay_s
         self.clock = clock
+        self.loop_lag = loop_lag
         self.num_starting = 0
         self.alone_s: float | None = None  # EWMA of arrival -> first token with nothing ahead
         self._gaps_s = 0.0  # wall time between first tokens under a backlog, decayed (see module doc)
@@ -101,8 +109,10 @@ class StartDelayBound:
         """Admits a request arriving now that already waited `queued_s` wall seconds upstream, or
         raises ShedError (reason `queue_delay`)."""
         ahead_s = self.estimate_s()
-        wait_s = queued_s + (ahead_s or 0.0)
-        if self.max_delay_s > 0 and (ahead_s is not None or queued_s > 0) and wait_s > self.max_delay_s:
+        lag_s = self.loop_lag() if self.loop_lag is not None else 0.0
+        wait_s = queued_s + lag_s + (ahead_s or 0.0)
+        known = ahead_s is not None or queued_s > 0 or lag_s > 0
+        if self.max_delay_s > 0 and known and wait_s > self.max_delay_s:
             retry_after_s = max(_MIN_RETRY_AFTER_S, math.ceil((wait_s - self.max_delay_s) * 10) / 10)
             raise ShedError(
                 f"overloaded: estimated wait for a first token {wait_s:.2f}s exceeds the "
