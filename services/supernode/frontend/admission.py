@@ -50,6 +50,7 @@ from supernode.runtime.admission import Gate, ShedError, ShedLog
 from supernode.runtime.config import Settings
 from supernode.runtime.errors import SupernodeError, check_request_id
 from supernode.runtime.loop_lag import LoopLag
+from supernode.runtime.stall import WriteWatch
 from supernode.runtime.start_delay import StartDelayBound, Ticket
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class AdmissionMiddleware:
                 body_read.set()
             return message
 
+        watch = WriteWatch(self.stall_timeout_s, stalled.set)
+
         async def app_send(message: Message) -> None:
             nonlocal started, complete
             if message["type"] == "http.response.start":
@@ -163,11 +166,7 @@ class AdmissionMiddleware:
             if message["type"] != "http.response.body" or not message.get("body"):
                 await send(message)
                 return
-            try:
-                await asyncio.wait_for(send(message), self.stall_timeout_s)
-            except TimeoutError:
-                stalled.set()
-                await asyncio.Event().wait()  # the supervisor cancels this task now
+            await watch.write(send(message))  # stalled: the supervisor cancels this task
 
         async def watch_disconnect() -> None:
             await body_read.wait()
@@ -192,6 +191,7 @@ class AdmissionMiddleware:
                 await send({"type": "http.response.body", "body": b""})
             return
         finally:
+            watch.close()
             for task in (app_task, watcher, gone):
                 await _cancel(task)
 

@@ -32,7 +32,7 @@ from supernode.runtime.errors import (
 )
 from supernode.runtime.guard import GuardInterceptor, guard_interceptors, on_deadline_expired
 from supernode.runtime.guard_context import Context
-from supernode.runtime.stall import write_or_cut
+from supernode.runtime.stall import write_all
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,7 @@ def stream(track: bool = True) -> Callable[[StreamFn[S, Req, Rep]], Handler[S, R
             try:
                 with self.drain.track() if track else contextlib.nullcontext():
                     async with contextlib.aclosing(fn(self, request, context)) as items:
-                        async for item in items:
-                            await write_or_cut(context, item, stall_s, fn.__name__)
+                        await write_all(context, items, stall_s, fn.__name__)
             except SupernodeError as err:
                 await _abort(context, err)
             except grpc.aio.AbortError:
