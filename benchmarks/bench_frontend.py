@@ -24,11 +24,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
 from benchmarks.lean_http import post_sse
+from supernode.processes import cpu_s
 from supernode.sdk import AsyncClient
 
 NUM_WARMUP = 100
@@ -92,12 +92,6 @@ async def _measure(router: str, url: str) -> tuple[list[float], list[float]]:
     return direct, through
 
 
-def _cpu_s(pid: int) -> float:
-    """A process's user + system CPU seconds so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _relay(port: int, frontend_pid: int) -> dict[str, float]:
     """Streams through the frontend, `RELAY_CONCURRENCY` at a time; events per s, frontend CPU per token."""
     gate = asyncio.Semaphore(RELAY_CONCURRENCY)
@@ -119,9 +113,9 @@ async def _relay(port: int, frontend_pid: int) -> dict[str, float]:
 
     await asyncio.gather(*(one(i) for i in range(RELAY_CONCURRENCY)))  # warm-up
     events[0] = 0
-    cpu, start = _cpu_s(frontend_pid), time.perf_counter()
+    cpu, start = cpu_s(frontend_pid), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(RELAY_STREAMS)))
-    wall, cpu = time.perf_counter() - start, _cpu_s(frontend_pid) - cpu
+    wall, cpu = time.perf_counter() - start, cpu_s(frontend_pid) - cpu
     if events[0] != RELAY_STREAMS * RELAY_TOKENS:
         raise RuntimeError(f"relay: {events[0]} events, expected {RELAY_STREAMS * RELAY_TOKENS}")
     return {

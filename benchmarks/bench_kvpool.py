@@ -42,109 +42,34 @@ standalone Redis sits behind the same number of services; only the Redis side di
   kvpool_payload_unary_over_grpc_copy (unary / unary) compare like with like;
   kvpool_bench_load_average: the host's 1-minute load average at the end (the machine is shared).
 
-The Redis servers are started by `supernode.launcher.spawn_redis`, with its allocator setting
+The Redis servers are started by `supernode.processes.spawn_redis`, with its allocator setting
 (`REDIS_MALLOC_CONF`: freed reply buffers are kept, not page-faulted in again), over TCP on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
-import struct
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.kvpool_setup import BLOCK_TOKENS, fresh_blocks, pool_services
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool.local_cluster import LocalRedisCluster, free_cluster_port
-from supernode.launcher import free_port, spawn_redis, terminate
-from supernode.runtime.channels import open_channel, wait_serving
+from supernode.processes import cpu_s, spawn_redis, terminate
+from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc
 
-BLOCK_TOKENS = 128
 PAYLOAD_BYTES = 4096
 SMALL_RATIO = PAYLOAD_BYTES / (BLOCK_TOKENS * KV_BYTES_PER_TOKEN)
 BATCH = 256
 CONCURRENCY = 6
 NUM_SERVICES = 3  # pool services in front of the standalone Redis and of the cluster alike
 DURATION_S = 6.0
-FULL_BLOCKS_PER_CALL = 4
-FULL_CALLS = 40  # rounds of the four full-size reads: with 12, the ratio swung 0.59-0.94 between runs
-_tokens = itertools.count(1000)
-
-
-_TAIL = list(range(400, 400 + BLOCK_TOKENS - 2))
-_TAIL_BYTES = struct.pack(f"<{len(_TAIL)}I", *_TAIL)
-_TEMPLATE = kvpool_pb2.Block(tokens=[0, 0, *_TAIL])
-
-
-def fresh_blocks(n: int) -> list[kvpool_pb2.Block]:
-    """n blocks no store has seen (distinct first tokens make distinct prefix-chained keys).
-
-    The load generator shares the 2 cores with what it measures, so it makes blocks cheaply: a
-    template block with two tokens changed, and the key hashed from the template's packed tail (the
-    same key `blocks.block_keys` derives, a test checks; building each from a list took ~21 us)."""
-    out = []
-    for _ in range(n):
-        # Two leading tokens from one counter: ids stay in the vocabulary and never repeat within a
-        # run (one token alone wrapped after 120,000 blocks, and a fast pool gets there).
-        high, low = divmod(next(_tokens), 120_000)
-        first, second = low + 300, high + 300
-        block = kvpool_pb2.Block()
-        block.CopyFrom(_TEMPLATE)
-        block.tokens[0], block.tokens[1] = first, second
-        packed = struct.pack("<2I", first, second) + _TAIL_BYTES
-        block.key = hashlib.blake2b(packed, digest_size=16).hexdigest()  # block_keys' first key
-        out.append(block)
-    return out
-
-
-@contextmanager
-def pool_services(
-    redis_url: str, num: int, ratio: float, log_dir: Path, profile_to: Path | None = None
-) -> Iterator[tuple[list[str], list[subprocess.Popen[bytes]]]]:
-    """`num` pool service processes on `redis_url`; yields their addresses and processes.
-    `profile_to`: run them under cProfile, writing the (last one's) profile there at exit."""
-    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to is not None else []
-    ports = [free_port() for _ in range(num)]
-    procs = []
-    for port in ports:
-        env = os.environ | {
-            "SUPERNODE_KVPOOL__PORT": str(port),
-            "SUPERNODE_KVPOOL__METRICS_PORT": "0",
-            "SUPERNODE_KVPOOL__REDIS_URL": redis_url,
-            "SUPERNODE_KVPOOL__BLOCK_TOKENS": str(BLOCK_TOKENS),
-            "SUPERNODE_KVPOOL__PAYLOAD_RATIO": repr(ratio),
-            "SUPERNODE_RUNTIME__LOG_LEVEL": "WARNING",
-        }
-        log = open(log_dir / f"kvpool-{port}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, *profile, "-m", "supernode.kvpool"], env=env, stdout=log, stderr=log
-            )
-        )
-    addresses = [f"127.0.0.1:{p}" for p in ports]
-    try:
-        for address in addresses:
-            asyncio.run(wait_serving(address, Settings(), 60))
-        yield addresses, procs
-    finally:
-        for proc in procs:
-            terminate(proc, 10)
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from supernode.launcher import LocalStack, StackConfig, free_port
+from supernode.launcher import LocalStack, StackConfig
+from supernode.processes import free_port
 
 
 async def scrape(port: int) -> dict[str, float]:

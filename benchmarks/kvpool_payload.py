@@ -20,18 +20,17 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.bench_kvpool import (
+from benchmarks.kvpool_setup import (
     BLOCK_TOKENS,
     FULL_BLOCKS_PER_CALL,
     FULL_CALLS,
-    cpu_s,
     fresh_blocks,
     pool_services,
 )
 from supernode.core import blocks
 from supernode.hw.specs import KV_BYTES_PER_TOKEN
 from supernode.kvpool.memory import keep_freed_memory
-from supernode.launcher import free_port, terminate
+from supernode.processes import cpu_s, free_port, terminate
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc

@@ -21,15 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_kvpool import (
-    BLOCK_TOKENS,
-    SMALL_RATIO,
-    cpu_s,
-    fresh_blocks,
-    pool_services,
-)
+from benchmarks.bench_kvpool import SMALL_RATIO
+from benchmarks.kvpool_setup import BLOCK_TOKENS, fresh_blocks, pool_services
 from supernode.kvpool.local_cluster import LocalRedisCluster, free_cluster_port
-from supernode.launcher import spawn_redis, terminate
+from supernode.processes import cpu_s, spawn_redis, terminate
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
 from supernode.v1 import kvpool_pb2, kvpool_pb2_grpc

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from supernode.kvpool.local_cluster import LocalRedisCluster
-from supernode.launcher import spawn_redis
+from supernode.processes import spawn_redis
 from supernode.runtime.config import Settings
 from supernode.runtime.server import ServiceHost
 

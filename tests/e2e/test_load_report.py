@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from supernode.launcher import free_port
 from supernode.loadgen.bench import build_specs
 from supernode.loadgen.scenarios import preset, run_points
 from supernode.loadgen.stats import Deployment
+from supernode.processes import free_port
 
 pytestmark = pytest.mark.e2e
 NUM_REQUESTS = 16

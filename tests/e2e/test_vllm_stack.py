@@ -13,7 +13,8 @@ from openai import OpenAI
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from supernode.launcher import LocalStack, StackConfig, free_port
+from supernode.launcher import LocalStack, StackConfig
+from supernode.processes import free_port
 
 pytestmark = pytest.mark.e2e
 PROMETHEUS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"

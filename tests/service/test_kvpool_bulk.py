@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from supernode.kvpool.bulk import BulkClient
-from supernode.launcher import REDIS_MALLOC_CONF, free_port, spawn_redis, terminate
+from supernode.processes import REDIS_MALLOC_CONF, free_port, spawn_redis, terminate
 
 
 def test_mget_reads_what_redis_py_reads(redis_url: str) -> None:

@@ -18,7 +18,7 @@ from supernode.kvpool.metrics import PoolMetrics
 from supernode.kvpool.scripts import BlockScripts, is_script_refused, is_stale_slot_map
 from supernode.kvpool.store import KvStore, RedisKvStore
 from supernode.kvpool.stores import open_store
-from supernode.launcher import spawn_redis
+from supernode.processes import spawn_redis
 from supernode.runtime.errors import UnavailableError
 from tests.conftest import free_port
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from supernode.launcher import LocalStack, StackConfig, free_ports
+from supernode.launcher import LocalStack, StackConfig
+from supernode.processes import free_ports
 from supernode.runtime.server import ServiceHost
 from tests.conftest import free_port, make_settings
 from tests.service.test_router import Fake

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_kvpool import BLOCK_TOKENS, fresh_blocks
+from benchmarks.kvpool_setup import BLOCK_TOKENS, fresh_blocks
 from supernode.core import blocks
 
 

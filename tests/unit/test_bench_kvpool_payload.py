@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from benchmarks import kvpool_payload
-from benchmarks.bench_kvpool import FULL_CALLS
+from benchmarks.kvpool_setup import FULL_CALLS
 
 
 def test_reads_take_turns_and_each_is_metered_on_its_own_calls() -> None:

@@ -15,10 +15,10 @@ from supernode.decode.engine import DecodeEngine
 from supernode.runtime import codec
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
-from supernode.runtime.grpc_peers import worker_builder
 from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import FabricClient, PoolClient
 from supernode.runtime.server import Drain, stream, unary
+from supernode.runtime.worker_peers import worker_builder
 from supernode.v1 import common_pb2, decode_pb2, decode_pb2_grpc
 
 

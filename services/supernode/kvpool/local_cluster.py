@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from supernode.launcher import spawn_redis, terminate
+from supernode.processes import spawn_redis, terminate
 
 NUM_SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # Redis Cluster's node-to-node bus listens on port + 10000

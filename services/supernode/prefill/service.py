@@ -15,10 +15,10 @@ from supernode.runtime import codec
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.early_first import EarlyFirst
-from supernode.runtime.grpc_peers import worker_builder
 from supernode.runtime.metrics import start_metrics_server
 from supernode.runtime.peers import FabricClient, PoolClient, PrefillResult
 from supernode.runtime.server import Drain, stream, unary
+from supernode.runtime.worker_peers import worker_builder
 from supernode.v1 import common_pb2, prefill_pb2, prefill_pb2_grpc
 
 

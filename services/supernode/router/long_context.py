@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from supernode.core import predictive, xl3m
 from supernode.hw import cost as hw_cost
 from supernode.hw.specs import PrefillDeployment
-from supernode.router.long_context_metrics import LongContextMetrics
+from supernode.router.long_context_metrics import LongContextMetrics, Outcome
 from supernode.router.prompt_source import PromptSource
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
@@ -53,20 +52,6 @@ class DirectScorer:
         n, nq = len(segment) + len(question), len(question)
         cost = hw_cost.prefill_batch_cost(self.deployment, [n], [0], lm_head_tokens=[nq])
         return ScoreResult(value, cost.total_us / 1e6, 0.0)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What the policy did to one prompt (policy "" = it fit)."""
-
-    policy: str
-    prompt: list[int]
-    num_prompt: int
-    num_segments: int = 0
-    num_kept: int = 0
-    num_scoring_tokens: int = 0
-    scoring_compute_s: float = 0.0
-    scoring_s: float = 0.0
 
 
 def choose_policy(requested: str, default: str) -> str:

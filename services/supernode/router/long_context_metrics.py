@@ -1,4 +1,5 @@
-"""Prometheus metrics of the router's long-context policy (on the router's metrics port).
+"""Prometheus metrics of the router's long-context policy (on the router's metrics port), and `Outcome`,
+the record of what the policy did to one prompt that they count.
 
 Names: requests by policy applied, XL3M segments scored, scoring tokens, the scoring part of TTFT,
 and scoring batch seconds (the scoring share of prefill time is scoring_compute / (scoring_compute +
@@ -7,15 +8,26 @@ the serving metrics' prefill compute)).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-if TYPE_CHECKING:
-    from supernode.router.long_context import Outcome
-
 # Scoring of a 1M-token prompt takes seconds to minutes of emulated time.
 SCORING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the policy did to one prompt (policy "" = it fit)."""
+
+    policy: str
+    prompt: list[int]
+    num_prompt: int
+    num_segments: int = 0
+    num_kept: int = 0
+    num_scoring_tokens: int = 0
+    scoring_compute_s: float = 0.0
+    scoring_s: float = 0.0
 
 
 class LongContextMetrics:

@@ -6,32 +6,28 @@ Every call has a timeout; failures surface as domain errors (runtime/errors.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
 
 import grpc
 
 from supernode.core.request import KvHandle, Sampling
 from supernode.runtime import codec
 from supernode.runtime.channels import open_channel
-from supernode.runtime.clock import Clock, ScaledClock
 from supernode.runtime.config import Settings
 from supernode.runtime.early_first import OnFirstToken
 from supernode.runtime.errors import InternalError, from_rpc_error
 from supernode.runtime.peers import (
     DecodeChunk,
     Die,
-    FabricClient,
     LoadSnapshot,
     PoolBlock,
-    PoolClient,
     PoolRead,
     PrefillResult,
     Reservation,
     ScoreResult,
     TransferResult,
 )
-from supernode.runtime.server import Drain
 from supernode.v1 import (
     common_pb2,
     decode_pb2,
@@ -247,34 +243,3 @@ class GrpcDecodePeer:
 
     async def close(self) -> None:
         await self._channel.close()
-
-
-W = TypeVar("W")  # the worker's servicer
-
-
-def worker_builder(
-    service_cls: Callable[[Settings, Clock, FabricClient, PoolClient, Drain], W],
-    add_servicer: Callable[[W, grpc.aio.Server], None],
-    settings: Settings,
-    clock: Clock | None = None,
-    fabric: FabricClient | None = None,
-    pool: PoolClient | None = None,
-) -> Callable[[grpc.aio.Server, Drain], W]:
-    """The ServiceHost factory of a worker: real peers (gRPC fabric and pool, scaled clock) unless
-    others are given (service tests)."""
-
-    def build(server: grpc.aio.Server, drain: Drain) -> W:
-        from supernode.runtime.pool_batch import BatchingPool
-        from supernode.runtime.pool_clients import PoolClients  # several pool services; imports this module
-
-        service = service_cls(
-            settings,
-            clock or ScaledClock(settings.runtime.time_scale),
-            fabric or GrpcFabricClient(settings),
-            pool or BatchingPool(PoolClients(settings), settings.kvpool.max_blocks_per_call),
-            drain,
-        )
-        add_servicer(service, server)
-        return service
-
-    return build
