@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from contextlib import contextmanager
 import httpx
 
 from benchmarks.lean_http import post_sse
-from supernode.processes import cpu_s
+from supernode.processes import cpu_s, free_port
 from supernode.sdk import AsyncClient
 
 NUM_WARMUP = 100
@@ -38,12 +37,6 @@ PROMPT = "x" * 64
 RELAY_STREAMS = 256
 RELAY_CONCURRENCY = 32
 RELAY_TOKENS = 128
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -129,7 +122,7 @@ def _p99(values: list[float]) -> float:
 
 
 def run() -> dict[str, float]:
-    router_port, http_port = _free_port(), _free_port()
+    router_port, http_port = free_port(), free_port()
     router = f"127.0.0.1:{router_port}"
     env = os.environ | {
         "SUPERNODE_ROUTER__ADDRESS": router,

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from supernode.kvpool.local_cluster import LocalRedisCluster
-from supernode.processes import spawn_redis
+from supernode.processes import free_port, spawn_redis
 from supernode.runtime.config import Settings
 from supernode.runtime.server import ServiceHost
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_settings(**sections: dict[str, Any]) -> Settings:

@@ -6,20 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 
 import httpx
 
 from supernode.frontend.fake_router import FakeRouter, serve_fake_router
+from supernode.processes import free_port
 
 NUM_TOKENS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
