@@ -18,15 +18,14 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from supernode.launcher import LocalStack
+from supernode.processes import cpu_s
 
 LAG_LIMIT_PCT = 2.0  # a scenario "keeps up" while its step loop lags less than this
 IDLE_LIMIT_PCT = 2.0  # ... and a prefill burst's host time on the path (its idle share) is under this
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass
@@ -49,10 +48,9 @@ class HostUse:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 when it is gone or /proc is missing)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_s(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def stack_cpu(stack: LocalStack) -> dict[str, float]:
