@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 import pytest
 from prometheus_client import REGISTRY
 
-from supernode.core import policy, tokens
+from supernode.core import policy, tokens, topology
 from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
 from supernode.inproc import ClusterShape, InprocCluster, LocalDecodePeer, LocalPrefillPeer
 from supernode.runtime.clock import VirtualClock
@@ -185,3 +185,22 @@ async def test_instances_behind_a_fabric_fault_are_routed_around():
         assert not cluster.router.workers.decode[0].is_behind_fault
     assert {r.decode_worker for r in requests} == {"decode-1"}
     assert all(r.num_migrations == 0 for r in requests), "routed around, not broken and moved"
+
+
+async def test_a_kv_whose_prefill_die_cannot_send_is_recomputed_elsewhere_not_moved():
+    sampling = Sampling(seed=4)
+    async with _cluster(fault_poll_s=1000.0) as cluster:
+        prefills = cluster.router.workers.prefill
+        prefills[1].num_inflight = 5  # prefill-0 computes it first
+        for _ in range(3):  # the fault poll's first look, before the fault
+            await asyncio.sleep(0)
+        # The fault comes after the fault poll's last look: the router still sends to prefill-0,
+        # whose dies compute but cannot send, so the first decode's pull is refused.
+        lease = cluster.fabric.leases.leases["prefill-0"]
+        cluster.fabric.network.inject([topology.rdma_port(d, "tx") for d in lease.dies], 0.0, 1000.0)
+        request = cluster.router.make_request("r", "", PROMPT, 16, sampling)
+        got = [t for chunk in await _run(cluster, request) for t in chunk]
+        cluster.fabric.network.clear_faults()
+    assert got == tokens.TokenModel(PROMPT, 4).generate(16)
+    assert request.num_migrations == 0, "no decode instance could have pulled it: not moved between them"
+    assert request.num_prefills == 2 and request.kv is not None and request.kv.prefill_worker == "prefill-1"

@@ -85,6 +85,11 @@ class Sampling:
     eos_position: int = 0  # context index at which the model emits eos_token_id (0 = never)
 
 
+# How decode says a prompt's KV cannot be pulled from its die (a FAILED_PRECONDITION message's start):
+# the router then recomputes it on another prefill instance.
+KV_UNREACHABLE = "kv: unreachable"
+
+
 @dataclass(frozen=True, slots=True)
 class KvHandle:
     """Where a prefilled prompt's KV lives: what decode needs to pull it."""

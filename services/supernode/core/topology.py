@@ -28,6 +28,7 @@ is expressed by degrading the node's up/down link by 1/7 per lost chip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -265,7 +266,7 @@ class Topology:
             raise RouteError("the RDMA plane connects NPU dies only (CPU DRAM is reached over UB)", "plane")
         # ASSUMPTION: the RoCE switch tier is non-blocking (3.2 Tbit/s per node = 16 die ports, ref 1.2), so
         # only the two die ports bind; no measured RDMA efficiency exists, so ports run at line rate.
-        links = (f"rdma/die{src.index}/tx", f"rdma/die{dst.index}/rx")
+        links = (rdma_port(src.index, "tx"), rdma_port(dst.index, "rx"))
         return Route(Plane.RDMA, None, links, None, RDMA_LATENCY_S, src_node != dst_node)
 
     def _vpc_route(self, src_node: int, dst_node: int) -> Route:
@@ -274,6 +275,25 @@ class Topology:
         # ASSUMPTION: the hop between an endpoint and its node's Qingtian card is never the bottleneck.
         links = (f"vpc/node{src_node}/tx", f"vpc/node{dst_node}/rx")
         return Route(Plane.VPC, None, links, None, VPC_LATENCY_S, True)
+
+
+PATH_DOWN = "path down: "  # how a transfer refused for a downed link says so, the links following
+
+
+def path_down_message(link_ids: Sequence[str]) -> str:
+    return PATH_DOWN + ", ".join(link_ids)
+
+
+def links_down(message: str) -> tuple[str, ...]:
+    """The links a `path_down_message` names (none for any other message)."""
+    if not message.startswith(PATH_DOWN):
+        return ()
+    return tuple(message[len(PATH_DOWN) :].split(", "))
+
+
+def rdma_port(die: int, direction: str) -> str:
+    """A die's RDMA port link ("tx" sends, "rx" receives)."""
+    return f"rdma/die{die}/{direction}"
 
 
 def die_index(node: int, npu: int, die: int) -> int:

@@ -26,8 +26,8 @@ import math
 import uuid
 from collections.abc import AsyncGenerator
 
-from supernode.core import blocks
-from supernode.core.request import KvHandle, Request, RequestStatus, Sampling
+from supernode.core import blocks, topology
+from supernode.core.request import KV_UNREACHABLE, KvHandle, Request, RequestStatus, Sampling
 from supernode.core.scheduler import CapacityError, DecodeBatch, DecodeScheduler, QueueFullError, kv_len_at
 from supernode.core.tokens import EosPlan, TokenModel, is_valid_token
 from supernode.decode.stepping import MultiStepPricer
@@ -40,6 +40,7 @@ from supernode.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    UnavailableError,
     invalid,
 )
 from supernode.runtime.peers import DecodeChunk, DieLease, FabricClient, LoadSnapshot, PoolClient, Reservation
@@ -367,9 +368,19 @@ class DecodeEngine:
         if num_tokens != kv.num_tokens:
             raise invalid("kv.num_tokens", f"handle says {kv.num_tokens}, blocks hold {num_tokens}")
         die = self.lease.die(request.dp_rank).index
-        result = await self.fabric.transfer(
-            ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
-        )
+        try:
+            result = await self.fabric.transfer(
+                ("die", kv.prefill_die), ("die", die), kv.nominal_bytes, "rdma", "p2d"
+            )
+        except UnavailableError as err:
+            if topology.rdma_port(kv.prefill_die, "tx") in topology.links_down(err.message):
+                # The KV's own die cannot send: no decode instance could pull it, so the router
+                # recomputes it elsewhere (as for KV gone from the pool) instead of moving the request.
+                raise FailedPreconditionError(
+                    f"{KV_UNREACHABLE}, the port of prefill die {kv.prefill_die} is down ({err.message})",
+                    field="kv",
+                ) from err
+            raise
         request.kv_pull_s = result.duration_s
         request.prompt, request.max_tokens, request.sampling = prompt, max_tokens, sampling
         if not self.materialise_tokens:

@@ -23,7 +23,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from supernode.core.flows import FlowDone, FlowNetwork, LinkDownError
-from supernode.core.topology import Route, Topology
+from supernode.core.topology import Route, Topology, path_down_message
 from supernode.fabric.faults import Fault, FaultTable
 from supernode.runtime.clock import Clock, Timer, call_at
 from supernode.runtime.errors import UnavailableError
@@ -148,7 +148,7 @@ class FabricNetwork:
 
     def _path_down(self, err: LinkDownError) -> UnavailableError:
         retry_s = self._retry_after(err.link_ids)
-        return UnavailableError(f"path down: {', '.join(err.link_ids)}", retry_after_s=retry_s)
+        return UnavailableError(path_down_message(err.link_ids), retry_after_s=retry_s)
 
     def inject(
         self, link_ids: Sequence[str], bandwidth_factor: float, duration_s: float

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -121,10 +121,11 @@ class WorkerCalls:
 
     async def prefill(
         self, request: Request, deadline_at: float, resumed: list[int] | None = None,
-        on_first_token: FirstTokenOffer | None = None,
+        on_first_token: FirstTokenOffer | None = None, avoid: Collection[str] = (),
     ) -> None:  # fmt: skip
         """Prefills on the policy's choice, skipping instances that refuse, fail, stop answering or
-        pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output).
+        pass the call's deadline; fills the record (`resumed`: a migrated request's prompt + output;
+        `avoid`: worker ids tried only after every other instance).
         `on_first_token`: as PrefillPeer.prefill's (an instance tried after one that offered it offers
         the same token again: it is drawn from the prompt and seed); an instance that fails withdraws
         its offer, if its token was not yet due."""
@@ -137,6 +138,8 @@ class WorkerCalls:
         order = self._order(workers, lambda snaps: policy.prefill_order(
             snaps, self.cfg.policy, next(self._rr), affinity
         ))  # fmt: skip
+        if avoid:
+            order = sorted(order, key=lambda i: workers[i].load.worker_id in avoid)
         last: SupernodeError = UnavailableError("no prefill instance is available", retry_after_s=1.0)
         # The first attempt counts from its reservation's call when that was granted at once; a
         # retry on the next instance from when it is sent.

@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from supernode.core import tokens
-from supernode.core.request import Request, RequestStatus, Sampling
+from supernode.core.request import KV_UNREACHABLE, Request, RequestStatus, Sampling
 from supernode.router import fault_metrics, resume
 from supernode.router.calls import EXPIRED, WorkerCalls
 from supernode.router.workers import Worker, WorkerSet
@@ -146,6 +146,7 @@ class RouterEngine:
     ) -> AsyncGenerator[OutputChunk, None]:
         request.arrival_s = self.clock.now()
         failed_on: set[str] = set()  # decode instances that failed this request
+        unreachable: set[str] = set()  # prefill worker ids whose KV for it could not be pulled
         num_recomputes = 0
         while True:
             # A one-token request ends with its prefill: it needs no decode capacity, nor two RPCs.
@@ -180,7 +181,9 @@ class RouterEngine:
                         if request.num_generated == 0:  # a peer that only answers at the end
                             yield self._first(request, request.first_token, self.clock.now())
                     else:  # resuming: prompt + the tokens sent, but the last, which decode starts from
-                        await self.calls.prefill(request, deadline_at, resume.resume_prompt(request))
+                        await self.calls.prefill(
+                            request, deadline_at, resume.resume_prompt(request), avoid=unreachable
+                        )
                 request.finish_reason = resume.finish_reason_so_far(request)
                 if request.finish_reason:
                     break
@@ -212,6 +215,8 @@ class RouterEngine:
                     log.warning(
                         "KV of %s lost before decode (%s); recomputing", request.request_id, err.message
                     )
+                    if request.kv is not None and err.message.startswith(KV_UNREACHABLE):
+                        unreachable.add(request.kv.prefill_worker)  # recompute it on another one
                     request.kv = None
                     continue
                 if not (in_decode and err.field == "reservation_id"):  # an expired reservation: move on
