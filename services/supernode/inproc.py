@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from supernode.core import policy
 from supernode.core.request import KvHandle, Request, Sampling
@@ -29,6 +29,7 @@ from supernode.router.engine import OutputChunk, RouterEngine
 from supernode.runtime.clock import Clock
 from supernode.runtime.config import Settings
 from supernode.runtime.early_first import OnFirstToken
+from supernode.runtime.errors import DeadlineExceededError, UnavailableError
 from supernode.runtime.peers import (
     DecodeChunk,
     Die,
@@ -38,6 +39,8 @@ from supernode.runtime.peers import (
     ScoreResult,
     TransferResult,
 )  # fmt: skip
+
+T = TypeVar("T")
 
 MAX_CACHED_ROUTES = 1 << 16  # routes kept by the in-process fabric (dropped all at once past it)
 
@@ -163,6 +166,152 @@ class LocalDecodePeer:
         return None
 
 
+class Outage:
+    """An instance an injected fault killed or froze, as its peers see it (`InprocCluster.kill`,
+    `InprocCluster.freeze`; `supernode sim --fault`). Killed: every call fails at once with a
+    transport error, calls in flight included, as a killed process's connections do. Frozen (SIGSTOP):
+    calls never answer, and the router learns of it from its probes and its calls' bounds. Either way
+    its load probe fails and its step loop no longer runs."""
+
+    def __init__(self, worker_id: str, clock: Clock, call_timeout_s: float) -> None:
+        self.worker_id = worker_id
+        self.clock = clock
+        self.call_timeout_s = call_timeout_s  # emulated s a unary call to a frozen instance waits
+        self.state = ""  # "", "killed" or "stopped"
+        self.num_inflight = 0  # calls into the instance not yet answered
+        self._killed = asyncio.Event()
+
+    def error(self) -> UnavailableError:
+        err = UnavailableError(f"{self.worker_id}: connection reset (the process was killed)")
+        err.from_service = False  # the transport failed, as for a live process that died
+        return err
+
+    def kill(self) -> int:
+        """Marks the instance dead and cuts its calls in flight; returns how many there were."""
+        self.state = "killed"
+        self._killed.set()
+        return self.num_inflight
+
+    def freeze(self) -> int:
+        """Marks the instance frozen; returns how many calls in flight will now never answer."""
+        self.state = "stopped"
+        return self.num_inflight
+
+    async def enter(self, unary: bool = False) -> None:
+        """Before a call: a killed instance refuses it; a frozen one never answers, so a `unary` call
+        ends with DEADLINE_EXCEEDED after the router's call timeout, as its gRPC call would (the
+        router bounds prefill calls and decode streams itself)."""
+        if self.state == "killed":
+            raise self.error()
+        if self.state == "stopped":
+            if not unary:
+                await asyncio.Event().wait()  # until the caller gives up
+            await self.clock.sleep(self.call_timeout_s)
+            late = DeadlineExceededError(f"{self.worker_id}: no answer within {self.call_timeout_s:g} s")
+            late.from_service = False
+            raise late
+
+    def probe(self) -> None:
+        if self.state:
+            err = UnavailableError(f"{self.worker_id}: probe: no answer")
+            err.from_service = False
+            raise err
+
+    async def call(self, awaitable: Awaitable[T]) -> T:
+        """`awaitable`'s result, or the transport error once the instance is killed."""
+        self.num_inflight += 1
+        task = asyncio.ensure_future(awaitable)
+        killed = asyncio.ensure_future(self._killed.wait())
+        try:
+            await asyncio.wait((task, killed), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller gave up (a deadline, a cancel): so does the call
+            await _cancelled(task)
+            raise
+        finally:
+            killed.cancel()
+            self.num_inflight -= 1
+        if not task.done():
+            await _cancelled(task)
+            raise self.error()
+        return task.result()
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancels `task` and waits until it has ended, so a generator step it ran is no longer running."""
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()  # retrieved: it ended on its own meanwhile, and nobody wants the outcome
+
+
+class FaultablePrefillPeer(LocalPrefillPeer):
+    """A prefill peer an injected fault can kill or freeze (only such instances pay for the checks)."""
+
+    def __init__(self, engine: PrefillEngine, call_timeout_s: float) -> None:
+        super().__init__(engine)
+        self.outage = Outage(engine.worker_id, engine.clock, call_timeout_s)
+
+    async def prefill(
+        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
+        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
+    ) -> PrefillResult:  # fmt: skip
+        await self.outage.enter()
+        return await self.outage.call(
+            self.engine.prefill(request_id, prompt, sampling, on_first_token, sent_s)
+        )
+
+    async def score(
+        self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
+    ) -> ScoreResult:
+        await self.outage.enter()
+        return await self.outage.call(self.engine.score(request_id, list(segment), list(question), score_fn))
+
+    async def load(self) -> LoadSnapshot:
+        self.outage.probe()
+        return self.engine.load()
+
+
+class FaultableDecodePeer(LocalDecodePeer):
+    """A decode peer an injected fault can kill or freeze."""
+
+    def __init__(self, engine: DecodeEngine, call_timeout_s: float) -> None:
+        super().__init__(engine)
+        self.outage = Outage(engine.worker_id, engine.clock, call_timeout_s)
+
+    async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
+        await self.outage.enter(unary=True)
+        return self.engine.reserve(request_id, num_prompt_tokens, max_tokens)
+
+    async def cancel_reservation(self, reservation_id: str) -> bool:
+        await self.outage.enter(unary=True)
+        return self.engine.cancel_reservation(reservation_id)
+
+    async def decode(
+        self,
+        reservation_id: str,
+        kv: KvHandle,
+        first_token: int,
+        max_tokens: int,
+        sampling: Sampling,
+        num_resumed: int = 0,
+    ) -> AsyncGenerator[DecodeChunk, None]:
+        await self.outage.enter()
+        chunks = self.engine.decode(reservation_id, kv, first_token, max_tokens, sampling, num_resumed)
+        try:
+            while True:
+                try:
+                    chunk = await self.outage.call(anext(chunks))
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    async def load(self) -> LoadSnapshot:
+        self.outage.probe()
+        return self.engine.load()
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterShape:
     num_prefill: int = 6  # prefill instances (paper: 6)
@@ -186,9 +335,11 @@ class InprocCluster:
     def __init__(
         self, settings: Settings, clock: Clock, shape: ClusterShape | None = None,
         *, materialise_tokens: bool = True, max_steps_per_batch: int = 1, early_first: bool = False,
+        faultable: Collection[str] = (),
     ) -> None:  # fmt: skip
         """`max_steps_per_batch`: see DecodeEngine (decode runs of counting-only steps priced at once);
-        `early_first`: see PrefillEngine (off: on virtual time the offer at a batch's end is the same)."""
+        `early_first`: see PrefillEngine (off: on virtual time the offer at a batch's end is the same);
+        `faultable`: worker ids ("prefill-0", "decode-1") that `kill` and `freeze` may take down."""
         self.shape = shape or ClusterShape()
         self.clock = clock
         self.fabric = InprocFabric(clock, self.shape.num_nodes)
@@ -207,13 +358,25 @@ class InprocCluster:
                          heartbeat=False, max_steps_per_batch=max_steps_per_batch)
             for i in range(self.shape.num_decode)
         ]  # fmt: skip
+        timeout_s = settings.router.call_timeout_s * settings.runtime.time_scale  # in emulated s
+        prefill_peers = [
+            FaultablePrefillPeer(e, timeout_s) if e.worker_id in faultable else LocalPrefillPeer(e)
+            for e in self.prefills
+        ]
+        decode_peers = [
+            FaultableDecodePeer(e, timeout_s) if e.worker_id in faultable else LocalDecodePeer(e)
+            for e in self.decodes
+        ]
+        self.outages: dict[str, tuple[Outage, PrefillEngine | DecodeEngine]] = {
+            p.engine.worker_id: (p.outage, p.engine)
+            for p in [*prefill_peers, *decode_peers]
+            if isinstance(p, (FaultablePrefillPeer, FaultableDecodePeer))
+        }
+        unknown = set(faultable) - self.outages.keys()
+        if unknown:
+            raise ValueError(f"faultable: no instance {', '.join(sorted(unknown))} in this cluster")
         self.router = RouterEngine(
-            settings,
-            clock,
-            [LocalPrefillPeer(e) for e in self.prefills],
-            [LocalDecodePeer(e) for e in self.decodes],
-            faults=self.fabric,
-            peers_are_local=True,
+            settings, clock, prefill_peers, decode_peers, faults=self.fabric, peers_are_local=True
         )
 
     def mute_metrics(self) -> None:
@@ -238,6 +401,27 @@ class InprocCluster:
         for decode in self.decodes:
             await decode.stop()
         await self.fabric.stop()
+
+    async def kill(self, worker_id: str) -> int:
+        """The instance dies (SIGKILL): its step loop stops and its calls in flight fail at once with
+        a transport error; returns how many it cut. `worker_id` must have been `faultable`."""
+        outage, engine = self.outages[worker_id]
+        await engine.loop.stop()
+        return outage.kill()
+
+    async def freeze(self, worker_id: str) -> int:
+        """The instance freezes (SIGSTOP, for good): its step loop stops and nothing it was asked is
+        answered; returns how many calls in flight were left waiting."""
+        outage, engine = self.outages[worker_id]
+        await engine.loop.stop()
+        return outage.freeze()
+
+    def fault_node(self, node: int, factor: float, duration_s: float) -> int:
+        """Every link of `node` at `factor` of its capacity (0: down) for `duration_s` emulated seconds,
+        as the fabric service's InjectFault; returns the transfers it failed."""
+        links = self.fabric.topology.links_of_node(node)
+        _, num_failed = self.fabric.network.inject(links, factor, duration_s)
+        return num_failed
 
     async def __aenter__(self) -> InprocCluster:
         await self.start()

@@ -16,6 +16,7 @@ from supernode.loadgen.scenarios import PRESETS
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import run_folder
 from supernode.sim.deployment import SimDeployment, load_deployment
+from supernode.sim.faults import check_faults, describe, parse_fault
 from supernode.sim.run import SimOptions, simulate
 
 Opt = typer.Option
@@ -57,6 +58,15 @@ def register(app: typer.Typer) -> None:
             bool, Opt("--exact-steps", help="Price every decode step (default: runs of steps at once)")
         ] = False,
         until: Annotated[float, Opt(help="Drop arrivals after this emulated second (0 = none)")] = 0.0,
+        fault: Annotated[
+            list[str] | None,
+            Opt(
+                metavar="SPEC",
+                help="Inject a fault (repeatable): prefill-<i>:kill@<t>, prefill-<i>:stop@<t>, "
+                "decode-<i>:kill@<t> / :stop@<t> (with --tokens), node-<n>:down@<t>+<d>, "
+                "node-<n>:<factor>@<t>+<d>; t and d in emulated seconds from the start",
+            ),
+        ] = None,
         sample_s: Annotated[float, Opt(help="Emulated s between occupancy samples")] = 1.0,
         reports: Annotated[Path, Opt(help="Folder that gets one sub-folder per run")] = Path("reports"),
         plots: Annotated[bool, Opt(help="Write PNG plots")] = True,
@@ -67,7 +77,9 @@ def register(app: typer.Typer) -> None:
         results.json, summary.md and plots as `supernode bench`, plus per-instance utilisation,
         queue lengths and KV/pool occupancy over time (sim_series.json, occupancy.png). Without
         --tokens, decode steps between two changes of the batch run as one, priced exactly at both ends
-        and on the line between (--exact-steps prices every step; the README gives the difference)."""
+        and on the line between (--exact-steps prices every step; the README gives the difference).
+        --fault kills or freezes instances and takes nodes' links down or degrades them at emulated
+        instants; results.json's sim.faults says what each did and how many requests moved."""
         try:
             dep = load_deployment(deployment) if deployment else SimDeployment()
             sizes: dict[str, object] = {"num_prefill": prefill_instances, "prefill_npus": prefill_npus,
@@ -81,13 +93,18 @@ def register(app: typer.Typer) -> None:
         cfg = flags.workload_config(scenario, Deployment(dep.num_prefill_npus, dep.num_decode_npus), given)
         if until < 0 or sample_s <= 0:
             raise typer.BadParameter("--until must be >= 0 and --sample-s > 0")
+        try:
+            injected = tuple(parse_fault(text) for text in fault or ())
+            check_faults(injected, dep.num_prefill, dep.num_decode, dep.num_nodes, tokens)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--fault") from None
         console = Console()
         folder = run_folder(reports, cfg.scenario)
         console.print(
             f"[bold]{cfg.scenario}[/]: {cfg.description} -> sim of {dep.num_prefill} x "
             f"{dep.prefill_npus}-NPU prefill, {dep.num_decode} x {dep.decode_npus}-NPU decode"
         )
-        options = SimOptions(tokens, until, sample_s, plots, exact_steps)
+        options = SimOptions(tokens, until, sample_s, plots, exact_steps, injected)
         if not progress:
             outcome = simulate(cfg, dep, folder, options)
         else:
@@ -110,3 +127,10 @@ def register(app: typer.Typer) -> None:
             f"({s['sim_requests_per_s']:.0f} requests per wall second, "
             f"{s['sim_cpu_us_per_request']:.0f} CPU us per request, peak RSS {s['sim_peak_rss_mb']:.0f} MB)"
         )
+        for entry in s.get("faults", []):
+            console.print(f"fault {describe(entry)}")
+        for text in s.get("faults_not_reached", []):
+            console.print(f"fault {text}: not reached (the run ended first)")
+        if "faults" in s:
+            moved = f"{s['requests_migrated']} requests moved to another decode instance"
+            console.print(f"{moved} ({s['migrations']} moves)")

@@ -25,7 +25,9 @@ from supernode.loadgen.records import RequestSpec
 from supernode.loadgen.scenarios import BenchConfig, RunPoint
 from supernode.loadgen.stats import Deployment
 from supernode.loadgen.suite import Progress, SuiteOutcome, run_suite
+from supernode.sim import faults
 from supernode.sim.deployment import SimDeployment
+from supernode.sim.faults import FaultSpec
 from supernode.sim.loop import LoopClock, run_virtual
 from supernode.sim.observer import Observer, Series, write_occupancy_plot
 from supernode.sim.target import InprocTarget
@@ -38,6 +40,7 @@ class SimOptions:
     sample_s: float = 1.0  # emulated s between occupancy samples
     write_pngs: bool = True
     exact_steps: bool = False  # price every decode step (False: runs of steps at once, decode/stepping.py)
+    faults: tuple[FaultSpec, ...] = ()  # injected at their emulated instants (sim/faults.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,9 @@ def simulate(
     progress: Progress | None = None, on_time: Callable[[float], None] = lambda _: None,
 ) -> SimOutcome:  # fmt: skip
     """Runs every point of `cfg` on `dep` and writes the run folder (the bench's files plus the sim's)."""
+    faults.check_faults(
+        options.faults, dep.num_prefill, dep.num_decode, dep.num_nodes, options.materialise_tokens
+    )
     folder.mkdir(parents=True, exist_ok=True)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     outcome = run_virtual(_simulate(cfg, dep, folder, options, progress, on_time))
@@ -82,6 +88,7 @@ async def _simulate(
         dep.shape(),
         materialise_tokens=options.materialise_tokens,
         max_steps_per_batch=1 if options.exact_steps else MAX_STEPS_PER_BATCH,
+        faultable={f.target for f in options.faults if f.role != "node"},
     )
     cluster.mute_metrics()
     target = InprocTarget(
@@ -90,14 +97,25 @@ async def _simulate(
     observer = Observer(cluster, options.sample_s, on_time)
     deployment = Deployment(dep.num_prefill_npus, dep.num_decode_npus)
     started = loop.time()
+    applied: list[dict[str, Any]] = []
     with _loadgen_on(loop, options.until_s):
         async with target:
             observer.start()
-            suite = await run_suite(
-                cfg, target, "sim", deployment, 1.0, folder, None, progress, options.write_pngs
-            )
+            injector = asyncio.create_task(faults.inject(cluster, options.faults, started, applied))
+            try:
+                suite = await run_suite(
+                    cfg, target, "sim", deployment, 1.0, folder, None, progress, options.write_pngs
+                )
+            finally:
+                injector.cancel()
             await observer.stop()
     summary = observer.summary(loop.time() - started)
+    if options.faults:
+        summary["faults"] = applied
+        done = {entry["fault"] for entry in applied}
+        summary["faults_not_reached"] = [str(f) for f in options.faults if str(f) not in done]
+        summary["requests_migrated"] = target.num_migrated
+        summary["migrations"] = target.num_migrations
     summary["deployment"] = asdict(dep)
     summary["materialise_tokens"] = options.materialise_tokens
     summary["exact_steps"] = options.exact_steps
@@ -141,6 +159,11 @@ def _write(folder: Path, outcome: SimOutcome, options: SimOptions) -> None:
              "", "| instance | utilisation | steps |", "|---|---|---|"]  # fmt: skip
     for name, share in s["instance_utilisation"].items():
         lines.append(f"| {name} | {100 * share:.1f}% | {s['instance_steps'][name]} |")
+    if "faults" in s:
+        lines += ["", f"Faults injected ({s['requests_migrated']} requests moved to another decode "
+                      f"instance, {s['migrations']} moves):", ""]  # fmt: skip
+        lines += [f"- {faults.describe(entry)}" for entry in s["faults"]]
+        lines += [f"- {f}: not reached (the run ended first)" for f in s["faults_not_reached"]]
     with (folder / "summary.md").open("a") as f:
         f.write("\n".join(lines) + "\n")
     (folder / "sim_series.json").write_text(json.dumps(asdict(outcome.series)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from types import TracebackType
 
-from supernode.core.request import Sampling
+from supernode.core.request import Request, Sampling
 from supernode.inproc import InprocCluster
 from supernode.loadgen.records import RequestResult, RequestSpec
 from supernode.loadgen.targets import error_kind
@@ -22,6 +22,8 @@ class InprocTarget:
         self.keep_itl = keep_itl  # record every inter-chunk gap (memory grows with output tokens)
         self.keep_tokens = keep_tokens
         self.tokens: dict[str, list[int]] = {}  # request id -> output tokens, when keep_tokens
+        self.num_migrated = 0  # requests that moved to another decode instance at least once
+        self.num_migrations = 0  # their moves
 
     async def __aenter__(self) -> InprocTarget:
         await self.cluster.start()
@@ -35,6 +37,7 @@ class InprocTarget:
     async def send(self, spec: RequestSpec, result: RequestResult) -> None:
         clock, router = self.cluster.clock, self.cluster.router
         last = result.sent_s
+        request: Request | None = None
         try:
             request = router.make_request(
                 spec.request_id, "", spec.token_ids, spec.max_tokens, Sampling(spec.seed)
@@ -60,3 +63,6 @@ class InprocTarget:
             result.error_kind, result.error_message = error_kind(exc), str(exc)[:300]
             result.num_prompt_tokens = len(spec.token_ids)
         result.done_s = clock.now()
+        if request is not None and request.num_migrations:
+            self.num_migrated += 1
+            self.num_migrations += request.num_migrations
