@@ -7,7 +7,8 @@ import asyncio
 import grpc
 import pytest
 
-from supernode.core import blocks
+from supernode.core import blocks, topology
+from supernode.core.request import KV_UNREACHABLE
 from supernode.decode.service import build
 from supernode.hw import cost as hw_cost
 from supernode.inproc import InprocFabric
@@ -131,6 +132,27 @@ async def test_missing_kv_is_failed_precondition_and_releases(make_decode):
             ):
                 pass
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and err.value.details().startswith("kv:")
+    assert service.scheduler.kv_reserved == [0, 0]
+
+
+@pytest.mark.parametrize("side", ["prefill", "decode"])
+async def test_a_pull_refused_for_the_kvs_own_die_says_kv_unreachable_else_unavailable(make_decode, side):
+    """The router recomputes KV that cannot be pulled from its die, and moves a request whose decode
+    side cannot receive: the status and message over gRPC tell it which."""
+    stub, pool, service, clock = await make_decode()
+    if side == "prefill":
+        ports = [topology.rdma_port(700, "tx")]  # `prefilled` puts the KV on die 700
+    else:
+        ports = [topology.rdma_port(service.lease.die(rank).index, "rx") for rank in range(2)]
+    with clock.held():
+        service.fabric.network.inject(ports, 0.0, 1000.0)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await collected(await start_decode(stub, pool, "x", [400] * 300, 5))
+    if side == "prefill":
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert err.value.details().startswith(KV_UNREACHABLE) and ports[0] in err.value.details()
+    else:
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "path down" in err.value.details()
     assert service.scheduler.kv_reserved == [0, 0]
 
 
