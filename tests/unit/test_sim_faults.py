@@ -43,6 +43,7 @@ def _failed(out: SimOutcome) -> list[str]:
         ("decode-0:stop@60", FaultSpec("decode", 0, "stop", 60.0)),
         ("node-7:down@10+30", FaultSpec("node", 7, "degrade", 10.0, 0.0, 30.0)),
         ("node-2:0.25@5+1.5", FaultSpec("node", 2, "degrade", 5.0, 0.25, 1.5)),
+        ("decode-1:kill@3600000", FaultSpec("decode", 1, "kill", 3.6e6)),  # no exponent written back
     ],
 )
 def test_a_fault_is_read_and_written_back_the_same(text: str, spec: FaultSpec):
@@ -60,6 +61,8 @@ def test_a_fault_is_read_and_written_back_the_same(text: str, spec: FaultSpec):
         ("node-1:down@5", "a node fault needs a window"),
         ("node-1:1.5@5+2", "must be in (0, 1)"),
         ("node-1:half@5+2", "'down' or kept at a factor"),
+        ("prefill-0:kill@1e3", "a fault is prefill-<i>:kill@<t>"),
+        ("node-0:down@1.2.3+1", "a fault is prefill-<i>:kill@<t>"),
     ],
 )
 def test_a_bad_fault_is_refused_naming_the_rule(text: str, rule: str):

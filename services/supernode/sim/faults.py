@@ -3,7 +3,7 @@
     prefill-<i>:kill@<t>      instance i's process dies at emulated second t: calls in flight fail at
                               once, as a killed process's connections do, and nothing answers again
     prefill-<i>:stop@<t>      it freezes (SIGSTOP): calls in flight and new ones never answer and its
-                              load probes fail; the router finds out through its liveness bounds
+                              load probes fail; the router finds out from those and its calls' bounds
     decode-<i>:kill@<t>       the same two for a decode instance (its requests move to another one,
     decode-<i>:stop@<t>       which needs --tokens: a counting-only run keeps no tokens to resume from)
     node-<n>:down@<t>+<d>     every UB/RDMA/VPC link of node n down for d emulated seconds
@@ -22,7 +22,8 @@ from typing import Any
 from supernode.inproc import InprocCluster
 
 _SPEC = re.compile(
-    r"(?P<role>prefill|decode|node)-(?P<index>\d+):(?P<action>[a-z0-9.]+)@(?P<at>[0-9.]+)(?:\+(?P<dur>[0-9.]+))?"
+    r"(?P<role>prefill|decode|node)-(?P<index>\d+):(?P<action>[a-z]+|\d*\.?\d+)"
+    r"@(?P<at>\d*\.?\d+)(?:\+(?P<dur>\d*\.?\d+))?"
 )
 RULE = (
     "a fault is prefill-<i>:kill@<t>, prefill-<i>:stop@<t>, decode-<i>:kill@<t>, decode-<i>:stop@<t>, "
@@ -35,7 +36,7 @@ class FaultSpec:
     role: str  # "prefill", "decode" or "node"
     index: int  # instance or node number
     action: str  # "kill", "stop" or "degrade" (a node: factor 0 is down)
-    at_s: float  # emulated seconds after the run starts
+    at_s: float  # emulated seconds after the simulation starts
     factor: float = 0.0  # a node's capacity kept
     duration_s: float = 0.0  # a node fault's window
 
@@ -44,10 +45,16 @@ class FaultSpec:
         return f"{self.role}-{self.index}"
 
     def __str__(self) -> str:
+        """The spec as written (it parses back to this)."""
         if self.role != "node":
-            return f"{self.target}:{self.action}@{self.at_s:g}"
-        what = "down" if self.factor == 0 else f"{self.factor:g}"
-        return f"{self.target}:{what}@{self.at_s:g}+{self.duration_s:g}"
+            return f"{self.target}:{self.action}@{_num(self.at_s)}"
+        what = "down" if self.factor == 0 else _num(self.factor)
+        return f"{self.target}:{what}@{_num(self.at_s)}+{_num(self.duration_s)}"
+
+
+def _num(x: float) -> str:
+    """`x` in plain decimals (no exponent, which the spec does not read), to the microsecond."""
+    return format(x, "f").rstrip("0").rstrip(".") or "0"
 
 
 def parse_fault(text: str) -> FaultSpec:
