@@ -31,11 +31,13 @@ def test_sim_writes_the_bench_files_and_its_own(tmp_path: Path):
     assert results["mean_ttft_ms"] > 0 and results["mean_tpot_ms"] > 0 and results["cache_hit_rate"] > 0
     sim = results["sim"]
     assert set(sim["instance_utilisation"]) == {"prefill-0", "prefill-1", "decode-0"}
+    assert sim["instance_nodes"] == {"prefill-0": [0, 1], "prefill-1": [2, 3], "decode-0": [4, 5]}
     assert 0 < sim["instance_utilisation"]["decode-0"] <= 1
     assert sim["peak_decode_running"] >= 1 and sim["sim_requests_per_s"] > 0
     series = json.loads((tmp_path / "sim_series.json").read_text())
     assert len(series["t_s"]) >= 2 and max(series["router_inflight"]) >= 1
     assert "## Simulation" in (tmp_path / "summary.md").read_text()
+    assert "| decode-0 |" in (tmp_path / "summary.md").read_text().split("| nodes |")[1]
     assert out.tokens == {}
 
 

@@ -119,6 +119,7 @@ def test_a_node_down_for_a_window_is_routed_around_and_counted(tmp_path: Path):
     assert _failed(out) == []
     (entry,) = out.sim["faults"]
     assert entry["fault"] == "node-0:down@1+3" and entry["applied_s"] == 1.0 and "transfers_failed" in entry
+    assert out.sim["instance_nodes"]["prefill-0"] == [0, 1]  # 32 dies, 16 per node
     # prefill-0's dies are on node 0: the router keeps new prompts off it while the window lasts
     assert out.sim["instance_steps"]["prefill-0"] < base.sim["instance_steps"]["prefill-0"]
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from supernode.core.topology import DIES_PER_NODE
 from supernode.decode.engine import DecodeEngine
 from supernode.inproc import InprocCluster
 from supernode.prefill.engine import PrefillEngine
@@ -31,10 +32,14 @@ class Observer:
         self.on_sample = on_sample  # told the emulated time of each sample (progress bar)
         self.series = Series()
         self.started_s = 0.0
+        self.placement: dict[str, list[int]] = {}  # instance -> the nodes its dies sit on
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Starts sampling; the cluster has started (its instances hold their dies)."""
         self.started_s = self.cluster.clock.now()
+        leases = self.cluster.fabric.leases.leases
+        self.placement = {worker_id: _nodes(leases[worker_id].dies) for worker_id in sorted(leases)}
         self._task = asyncio.create_task(self._run(), name="sim-observer")
 
     async def stop(self) -> None:
@@ -75,6 +80,7 @@ class Observer:
                 e.worker_id: e.loop.stats.busy_s / duration_s if duration_s > 0 else 0.0 for e in engines
             },
             "instance_steps": {e.worker_id: e.loop.stats.num_steps for e in engines},
+            "instance_nodes": self.placement,  # what a `--fault node-<n>:...` takes down with it
             "peak_router_inflight": max(s.router_inflight, default=0),
             "peak_prefill_queue": max(s.prefill_queue, default=0),
             "peak_decode_running": max(s.decode_running, default=0),
@@ -83,6 +89,10 @@ class Observer:
             "peak_pool_used": max(s.pool_used, default=0.0),
             "pool_blocks_evicted": getattr(c.pool.store, "_evicted", 0),
         }
+
+
+def _nodes(dies: list[int]) -> list[int]:
+    return sorted({die // DIES_PER_NODE for die in dies})
 
 
 def write_occupancy_plot(series: Series, path: Any) -> None:

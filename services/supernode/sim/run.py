@@ -156,9 +156,10 @@ def _write(folder: Path, outcome: SimOutcome, options: SimOptions) -> None:
              f"decode batch {s['peak_decode_running']}, decode queue {s['peak_decode_queue']}",
              f"- peak decode KV reserved {100 * s['peak_decode_kv_used']:.1f}%, EMS pool "
              f"{100 * s['peak_pool_used']:.1f}% ({s['pool_blocks_evicted']} blocks evicted)",
-             "", "| instance | utilisation | steps |", "|---|---|---|"]  # fmt: skip
+             "", "| instance | utilisation | steps | nodes |", "|---|---|---|---|"]  # fmt: skip
     for name, share in s["instance_utilisation"].items():
-        lines.append(f"| {name} | {100 * share:.1f}% | {s['instance_steps'][name]} |")
+        nodes = _spans(s["instance_nodes"].get(name, []))
+        lines.append(f"| {name} | {100 * share:.1f}% | {s['instance_steps'][name]} | {nodes} |")
     if "faults" in s:
         lines += ["", f"Faults injected ({s['requests_migrated']} requests moved to another decode "
                       f"instance, {s['migrations']} moves):", ""]  # fmt: skip
@@ -169,3 +170,14 @@ def _write(folder: Path, outcome: SimOutcome, options: SimOptions) -> None:
     (folder / "sim_series.json").write_text(json.dumps(asdict(outcome.series)))
     if options.write_pngs:
         write_occupancy_plot(outcome.series, folder / "occupancy.png")
+
+
+def _spans(nodes: list[int]) -> str:
+    """Sorted node numbers as ranges: [0, 1, 2, 5] -> "0-2, 5"."""
+    runs: list[list[int]] = []
+    for node in nodes:
+        if runs and node == runs[-1][-1] + 1:
+            runs[-1].append(node)
+        else:
+            runs.append([node])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
