@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from benchmarks.chaos_load import Outcome, Spec, drive, p99, run_http, run_lean_http, run_sdk
+from supernode.core.request import KV_UNREACHABLE
 from supernode.launcher import LocalStack
 from supernode.sdk import AsyncClient
 from supernode.v1 import fabric_pb2, fabric_pb2_grpc
@@ -181,30 +182,37 @@ async def redis_restart(ctx: Ctx, outage_s: float = 3.0) -> Row:
     return ctx.row(outcomes, notes)
 
 
-async def fabric_node_down(ctx: Ctx, duration_s: float = 30.0) -> Row:
-    async with fabric_channel(ctx) as fabric:
-        described = await fabric.Describe(fabric_pb2.DescribeRequest(), timeout=5)
-        dies = next(list(lease.dies) for lease in described.leases if lease.worker_id == "decode-0")
-        others = sorted({d // 16 for lease in described.leases if lease.worker_id != "decode-0"
-                         for d in lease.dies})  # fmt: skip
-        node = dies[0] // 16
+def _fabric_node_down(worker: str, duration_s: float = 30.0) -> Callable[[Ctx], Awaitable[Row]]:
+    """The first node of `worker`'s dies down for `duration_s` under load."""
 
-        async def inject() -> str:
-            reply = await fabric.InjectFault(
-                fabric_pb2.InjectFaultRequest(node=node, bandwidth_factor=0.0, duration_s=duration_s),
-                timeout=5,
-            )
-            return (f"node {node} (decode-0's dies) down for {duration_s:g}s, "
-                    f"{reply.num_failed_transfers} transfers cut")  # fmt: skip
+    async def scenario(ctx: Ctx) -> Row:
+        async with fabric_channel(ctx) as fabric:
+            described = await fabric.Describe(fabric_pb2.DescribeRequest(), timeout=5)
+            dies = next(list(lease.dies) for lease in described.leases if lease.worker_id == worker)
+            node = dies[0] // 16
+            others = sorted({d // 16 for lease in described.leases if lease.worker_id != worker
+                             for d in lease.dies})  # fmt: skip
 
-        outcomes, note = await ctx.under_fault(inject)
-        await fabric.ClearFaults(fabric_pb2.ClearFaultsRequest(), timeout=5)
-    after = [o for o in outcomes if o.sent_at_s >= ctx.fault_at_s]
-    sent_after = sum(1 for o in after if o.kind != "completed")
-    notes = [note, f"other instances on nodes {others}",
-             f"{sent_after} of {len(after)} requests sent after the fault did not complete",
-             f"completed by decode {_by_worker(ctx, outcomes)}"]  # fmt: skip
-    return ctx.row(outcomes, notes)
+            async def inject() -> str:
+                reply = await fabric.InjectFault(
+                    fabric_pb2.InjectFaultRequest(node=node, bandwidth_factor=0.0, duration_s=duration_s),
+                    timeout=5,
+                )
+                return (f"node {node} ({worker}'s dies) down for {duration_s:g}s, "
+                        f"{reply.num_failed_transfers} transfers cut")  # fmt: skip
+
+            outcomes, note = await ctx.under_fault(inject)
+            await fabric.ClearFaults(fabric_pb2.ClearFaultsRequest(), timeout=5)
+        after = [o for o in outcomes if o.sent_at_s >= ctx.fault_at_s]
+        sent_after = sum(1 for o in after if o.kind != "completed")
+        recomputed = ctx.stack.tail("router", 5000).count(f"lost before decode ({KV_UNREACHABLE}")
+        notes = [note, f"other instances on nodes {others}",
+                 f"{sent_after} of {len(after)} requests sent after the fault did not complete",
+                 f"{recomputed} recomputed (KV unreachable on its die)",
+                 f"completed by decode {_by_worker(ctx, outcomes)}"]  # fmt: skip
+        return ctx.row(outcomes, notes)
+
+    return scenario
 
 
 class fabric_channel:  # noqa: N801 - used as a context manager
@@ -384,7 +392,8 @@ for _name, _proc, _sig in (
 ):
     register(Scenario(_name, _signal_scenario(_proc, _sig)))
 register(Scenario("redis-restart", redis_restart))
-register(Scenario("fabric-node-down", fabric_node_down))
+register(Scenario("fabric-node-down", _fabric_node_down("decode-0")))
+register(Scenario("fabric-prefill-node-down", _fabric_node_down("prefill-0")))
 # Overload runs on a stack with an interactive first-token budget: a request expected to wait longer
 # than this behind the requests still waiting for their first token is refused at once
 # (runtime/start_delay.py), by the router and, seeing also the way back, by the frontend. The fault

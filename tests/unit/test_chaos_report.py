@@ -35,7 +35,8 @@ def test_outcomes_are_classified_and_wrong_tokens_counted():
 
 def test_every_issue_scenario_is_registered_and_the_table_renders():
     for name in ("decode-kill9", "decode-sigstop", "prefill-kill9", "prefill-sigstop", "redis-restart",
-                 "fabric-node-down", "overload-10x", "client-abandon", "client-stall"):  # fmt: skip
+                 "fabric-node-down", "fabric-prefill-node-down", "overload-10x", "client-abandon",
+                 "client-stall"):  # fmt: skip
         assert name in SCENARIOS and not SCENARIOS[name].needs
     assert SCENARIOS["redis-master-kill"].needs == "redis-cluster"
     args = parse(["--quick"])
