@@ -5,12 +5,10 @@ the other prefill instance instead of moving the request between decode instance
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from supernode.core import tokens, topology
-from supernode.launcher import LocalStack, StackConfig
+from supernode.launcher import LocalStack
 from supernode.runtime.channels import open_channel
 from supernode.runtime.config import Settings
 from supernode.sdk import AsyncClient
@@ -20,23 +18,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    config = StackConfig(
-        num_prefill=2,
-        num_decode=1,
-        ephemeral_ports=True,
-        log_dir=tmp_path_factory.mktemp("unreachable"),
-        # The router asks the fabric for faults only at its start: it keeps choosing prefill-0.
-        env={"SUPERNODE_ROUTER__FAULT_POLL_S": "100000", "SUPERNODE_ROUTER__POLICY": "round_robin"},
-    )
-    s = LocalStack(config)
-    try:
-        asyncio.run(s.start())
-    except BaseException:
-        s.stop()
-        raise
-    yield s
-    s.stop()
+def stack_env() -> dict[str, str]:
+    """Two prefill instances and one decode (conftest's stack); the router asks the fabric for faults
+    only at its start, so it keeps choosing prefill-0."""
+    return {"SUPERNODE_ROUTER__FAULT_POLL_S": "100000", "SUPERNODE_ROUTER__POLICY": "round_robin"}
 
 
 def _prompt(i: int) -> list[int]:
