@@ -180,6 +180,7 @@ class Outage:
         self.state = ""  # "", "killed" or "stopped"
         self.num_inflight = 0  # calls into the instance not yet answered
         self._killed = asyncio.Event()
+        self._resumed = asyncio.Event()  # set when a frozen instance carries on
 
     def error(self) -> UnavailableError:
         err = UnavailableError(f"{self.worker_id}: connection reset (the process was killed)")
@@ -193,23 +194,44 @@ class Outage:
         return self.num_inflight
 
     def freeze(self) -> int:
-        """Marks the instance frozen; returns how many calls in flight will now never answer."""
+        """Marks the instance frozen; returns how many calls in flight now wait for it."""
         self.state = "stopped"
+        self._resumed = asyncio.Event()
         return self.num_inflight
 
+    def resume(self) -> None:
+        """A frozen instance carries on (SIGCONT): the calls waiting at its door go in."""
+        self.state = ""
+        self._resumed.set()
+
+    def revive(self) -> None:
+        """A killed instance's process is back (a fresh one: calls reach its new engine)."""
+        self.state = ""
+        self._killed = asyncio.Event()
+
     async def enter(self, unary: bool = False) -> None:
-        """Before a call: a killed instance refuses it; a frozen one never answers, so a `unary` call
-        ends with DEADLINE_EXCEEDED after the router's call timeout, as its gRPC call would (the
-        router bounds prefill calls and decode streams itself)."""
+        """Before a call: a killed instance refuses it; a frozen one answers nothing until it carries
+        on, so a `unary` call ends with DEADLINE_EXCEEDED after the router's call timeout, as its
+        gRPC call would (the router bounds prefill calls and decode streams itself)."""
         if self.state == "killed":
             raise self.error()
         if self.state == "stopped":
             if not unary:
-                await asyncio.Event().wait()  # until the caller gives up
-            await self.clock.sleep(self.call_timeout_s)
-            late = DeadlineExceededError(f"{self.worker_id}: no answer within {self.call_timeout_s:g} s")
-            late.from_service = False
-            raise late
+                await self._resumed.wait()  # or until the caller gives up
+                return
+            waits = (
+                asyncio.ensure_future(self._resumed.wait()),
+                asyncio.ensure_future(self.clock.sleep(self.call_timeout_s)),
+            )
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+            if self.state == "stopped":
+                late = DeadlineExceededError(f"{self.worker_id}: no answer within {self.call_timeout_s:g} s")
+                late.from_service = False
+                raise late
 
     def probe(self) -> None:
         if self.state:
@@ -342,22 +364,16 @@ class InprocCluster:
         `faultable`: worker ids ("prefill-0", "decode-1") that `kill` and `freeze` may take down."""
         self.shape = shape or ClusterShape()
         self.clock = clock
+        self.settings = settings
         self.fabric = InprocFabric(clock, self.shape.num_nodes)
         ratio = 0.0 if not materialise_tokens else settings.kvpool.payload_ratio
         self.pool = LocalPool(MemoryKvStore(_store_cap(self.shape.pool_bytes, ratio, settings)),
                               settings.kvpool.namespace, ratio)  # fmt: skip
-        self.prefills = [
-            PrefillEngine(instance_settings(settings, "prefill", i, num_npus=self.shape.prefill_npus),
-                          clock, self.fabric, self.pool, offload=False, heartbeat=False,
-                          num_pool_cpus=self.fabric.topology.num_cpus, early_first=early_first)
-            for i in range(self.shape.num_prefill)
-        ]  # fmt: skip
-        self.decodes = [
-            DecodeEngine(instance_settings(settings, "decode", i, num_dies=self.shape.decode_dies), clock,
-                         self.fabric, self.pool, materialise_tokens=materialise_tokens, offload=False,
-                         heartbeat=False, max_steps_per_batch=max_steps_per_batch)
-            for i in range(self.shape.num_decode)
-        ]  # fmt: skip
+        self._engine_options = (materialise_tokens, max_steps_per_batch, early_first)
+        self.prefills = [self._prefill_engine(i) for i in range(self.shape.num_prefill)]
+        self.decodes = [self._decode_engine(i) for i in range(self.shape.num_decode)]
+        self.retired: list[PrefillEngine | DecodeEngine] = []  # engines of instances killed and restarted
+        self._muted = False
         timeout_s = settings.router.call_timeout_s * settings.runtime.time_scale  # in emulated s
         prefill_peers = [
             FaultablePrefillPeer(e, timeout_s) if e.worker_id in faultable else LocalPrefillPeer(e)
@@ -367,24 +383,40 @@ class InprocCluster:
             FaultableDecodePeer(e, timeout_s) if e.worker_id in faultable else LocalDecodePeer(e)
             for e in self.decodes
         ]
-        self.outages: dict[str, tuple[Outage, PrefillEngine | DecodeEngine]] = {
-            p.engine.worker_id: (p.outage, p.engine)
+        self.faultable: dict[str, FaultablePrefillPeer | FaultableDecodePeer] = {
+            p.engine.worker_id: p
             for p in [*prefill_peers, *decode_peers]
             if isinstance(p, (FaultablePrefillPeer, FaultableDecodePeer))
         }
-        unknown = set(faultable) - self.outages.keys()
+        unknown = set(faultable) - self.faultable.keys()
         if unknown:
             raise ValueError(f"faultable: no instance {', '.join(sorted(unknown))} in this cluster")
         self.router = RouterEngine(
             settings, clock, prefill_peers, decode_peers, faults=self.fabric, peers_are_local=True
         )
 
+    def _prefill_engine(self, index: int) -> PrefillEngine:
+        _, _, early_first = self._engine_options
+        settings = instance_settings(self.settings, "prefill", index, num_npus=self.shape.prefill_npus)
+        return PrefillEngine(
+            settings, self.clock, self.fabric, self.pool, offload=False, heartbeat=False,
+            num_pool_cpus=self.fabric.topology.num_cpus, early_first=early_first,
+        )  # fmt: skip
+
+    def _decode_engine(self, index: int) -> DecodeEngine:
+        materialise_tokens, max_steps_per_batch, _ = self._engine_options
+        settings = instance_settings(self.settings, "decode", index, num_dies=self.shape.decode_dies)
+        return DecodeEngine(
+            settings, self.clock, self.fabric, self.pool, materialise_tokens=materialise_tokens,
+            offload=False, heartbeat=False, max_steps_per_batch=max_steps_per_batch,
+        )  # fmt: skip
+
     def mute_metrics(self) -> None:
         """Skips the engines' Prometheus updates (a simulation serves no metrics port)."""
-        for prefill in self.prefills:
-            prefill.metrics.mute()
-        for decode in self.decodes:
-            decode.metrics.mute()
+        self._muted = True
+        engines: list[PrefillEngine | DecodeEngine] = [*self.prefills, *self.decodes]
+        for engine in engines:
+            engine.metrics.mute()
 
     async def start(self) -> None:
         self.fabric.start()
@@ -405,16 +437,38 @@ class InprocCluster:
     async def kill(self, worker_id: str) -> int:
         """The instance dies (SIGKILL): its step loop stops and its calls in flight fail at once with
         a transport error; returns how many it cut. `worker_id` must have been `faultable`."""
-        outage, engine = self.outages[worker_id]
-        await engine.loop.stop()
-        return outage.kill()
+        peer = self.faultable[worker_id]
+        await peer.engine.loop.stop()
+        return peer.outage.kill()
 
     async def freeze(self, worker_id: str) -> int:
-        """The instance freezes (SIGSTOP, for good): its step loop stops and nothing it was asked is
-        answered; returns how many calls in flight were left waiting."""
-        outage, engine = self.outages[worker_id]
-        await engine.loop.stop()
-        return outage.freeze()
+        """The instance freezes (SIGSTOP): its step loop stops and nothing it was asked is answered
+        until `restart`; returns how many calls in flight were left waiting."""
+        peer = self.faultable[worker_id]
+        await peer.engine.loop.stop()
+        return peer.outage.freeze()
+
+    async def restart(self, worker_id: str) -> None:
+        """A frozen instance carries on where it stopped (SIGCONT); a killed one comes back as a fresh
+        process on the same dies, holding nothing (its old engine joins `retired`)."""
+        peer = self.faultable[worker_id]
+        if peer.outage.state == "stopped":
+            peer.engine.loop.start()
+            peer.outage.resume()
+            return
+        old = peer.engine
+        await old.stop()  # gives its dies back
+        if isinstance(peer, FaultablePrefillPeer):
+            index = self.prefills.index(peer.engine)
+            peer.engine = self.prefills[index] = self._prefill_engine(index)
+        else:
+            index = self.decodes.index(peer.engine)
+            peer.engine = self.decodes[index] = self._decode_engine(index)
+        if self._muted:
+            peer.engine.metrics.mute()
+        await peer.engine.start()
+        self.retired.append(old)
+        peer.outage.revive()
 
     def fault_node(self, node: int, factor: float, duration_s: float) -> int:
         """Every link of `node` at `factor` of its capacity (0: down) for `duration_s` emulated seconds,

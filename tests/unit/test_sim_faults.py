@@ -44,6 +44,7 @@ def _failed(out: SimOutcome) -> list[str]:
         ("node-7:down@10+30", FaultSpec("node", 7, "degrade", 10.0, 0.0, 30.0)),
         ("node-2:0.25@5+1.5", FaultSpec("node", 2, "degrade", 5.0, 0.25, 1.5)),
         ("decode-1:kill@3600000", FaultSpec("decode", 1, "kill", 3.6e6)),  # no exponent written back
+        ("prefill-0:kill@5+10", FaultSpec("prefill", 0, "kill", 5.0, 0.0, 10.0)),  # back after 10 s
     ],
 )
 def test_a_fault_is_read_and_written_back_the_same(text: str, spec: FaultSpec):
@@ -57,7 +58,7 @@ def test_a_fault_is_read_and_written_back_the_same(text: str, spec: FaultSpec):
         ("prefill-0:kill", "a fault is prefill-<i>:kill@<t>"),
         ("router-0:kill@5", "a fault is prefill-<i>:kill@<t>"),
         ("prefill-0:pause@5", "killed ('kill') or frozen ('stop')"),
-        ("prefill-0:kill@5+10", "does not come back (no +<d>)"),
+        ("prefill-0:kill@5+0", "comes back after d > 0 emulated s"),
         ("node-1:down@5", "a node fault needs a window"),
         ("node-1:1.5@5+2", "must be in (0, 1)"),
         ("node-1:half@5+2", "'down' or kept at a factor"),
@@ -79,8 +80,11 @@ def test_faults_the_deployment_cannot_take_are_refused_before_the_run(tmp_path: 
         check("prefill-2:kill@1")
     with pytest.raises(ValueError, match="has 48 node"):
         check("node-48:down@1+1")
-    with pytest.raises(ValueError, match="decode-1 already fails once"):
+    with pytest.raises(ValueError, match="decode-1 is still down from an earlier fault then"):
         check("decode-1:kill@1", "decode-1:stop@2")
+    with pytest.raises(ValueError, match="prefill-0 is still down from an earlier fault then"):
+        check("prefill-0:stop@2.5", "prefill-0:kill@1+2")  # checked in time order
+    check("prefill-0:kill@1+2", "prefill-0:stop@3", "prefill-1:kill@1")  # back at 3, down again
     with pytest.raises(ValueError, match="a decode fault needs --tokens"):
         check("decode-0:kill@1", tokens=False)
     with pytest.raises(ValueError, match="has 2 prefill instances"):
@@ -98,6 +102,29 @@ def test_a_killed_prefill_instance_stops_and_the_router_sends_its_work_elsewhere
     steps, base_steps = out.sim["instance_steps"], base.sim["instance_steps"]
     assert steps["prefill-0"] < base_steps["prefill-0"] / 2  # it ran for the first 1.5 s of about 6
     assert steps["prefill-1"] > base_steps["prefill-1"]  # and the other took its share
+
+
+def test_a_killed_prefill_instance_that_comes_back_starts_empty_and_takes_work_again(tmp_path: Path):
+    gone = _run(tmp_path, "gone", "prefill-0:kill@1.5")
+    back = _run(tmp_path, "back", "prefill-0:kill@1.5+1")
+    assert _failed(back) == []
+    (entry,) = back.sim["faults"]
+    assert entry["applied_s"] == 1.5 and entry["back_s"] == 2.5
+    # Both engines' steps count for the instance: the first one's 1.5 s and the new one's after 2.5 s.
+    assert back.sim["instance_steps"]["prefill-0"] > gone.sim["instance_steps"]["prefill-0"]
+    assert (
+        "prefill-0:kill@1.5+1 at 1.5 emulated s: calls cut" in (tmp_path / "back" / "summary.md").read_text()
+    )
+    assert "back at 2.5 s" in (tmp_path / "back" / "summary.md").read_text()
+
+
+def test_a_frozen_decode_that_carries_on_serves_again_with_the_same_tokens(tmp_path: Path):
+    base = _run(tmp_path, "base", tokens=True)
+    gone = _run(tmp_path, "gone", "decode-0:stop@3", tokens=True)
+    back = _run(tmp_path, "back", "decode-0:stop@3+1", tokens=True)
+    assert _failed(back) == [] and back.tokens == base.tokens
+    assert back.sim["faults"][0]["back_s"] == 4.0
+    assert back.sim["instance_steps"]["decode-0"] > gone.sim["instance_steps"]["decode-0"]
 
 
 @pytest.mark.parametrize("action", ["kill", "stop"])

@@ -6,6 +6,7 @@ import asyncio
 
 from supernode.hw.cost import Cost
 from supernode.runtime.engine import StepLoop
+from supernode.sim.loop import LoopClock, run_virtual
 
 LATE_S = 0.01  # every wake-up comes this much after the instant asked for (a host too slow)
 
@@ -57,3 +58,26 @@ async def test_lag_total_sums_the_lag_of_each_busy_spell() -> None:
         assert abs(loop.stats.busy_s - 0.4) < 1e-9
     finally:
         await loop.stop()
+
+
+def test_a_loop_stopped_mid_step_starts_its_next_step_when_started_again() -> None:
+    """A frozen worker that carries on (`supernode sim --fault ...:stop@t+d`) steps from then, not
+    from where the step it dropped was due to end (which would run the first steps back to back)."""
+
+    async def main() -> list[float]:
+        clock = LoopClock(asyncio.get_running_loop())
+        ends: list[float] = []
+        loop: StepLoop[int] = StepLoop(
+            "t", clock, lambda: 1, lambda _: _cost(100_000.0), lambda b, c: ends.append(clock.now())
+        )
+        loop.start()
+        await clock.sleep(0.25)  # steps end at 0.1 and 0.2; the third is due at 0.3
+        await loop.stop()
+        await clock.sleep(10.0)
+        loop.start()
+        await clock.sleep(0.25)
+        await loop.stop()
+        return ends
+
+    ends = run_virtual(main())
+    assert [round(t, 6) for t in ends] == [0.1, 0.2, 10.35, 10.45]

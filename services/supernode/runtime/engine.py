@@ -98,12 +98,15 @@ class StepLoop(Generic[B]):
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-steps")
 
     async def stop(self) -> None:
+        """Cancels the loop (a batch in progress is dropped, not postprocessed); `start` runs it again,
+        its first step starting then rather than where the dropped one was due to end."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._is_busy = False
 
     async def _run(self) -> None:
         stage = "schedule"

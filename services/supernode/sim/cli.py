@@ -63,8 +63,9 @@ def register(app: typer.Typer) -> None:
             Opt(
                 metavar="SPEC",
                 help="Inject a fault (repeatable): prefill-<i>:kill@<t>, prefill-<i>:stop@<t>, "
-                "decode-<i>:kill@<t> / :stop@<t> (with --tokens), node-<n>:down@<t>+<d>, "
-                "node-<n>:<factor>@<t>+<d>; t and d in emulated seconds from the start",
+                "decode-<i>:kill@<t> / :stop@<t> (with --tokens), +<d> to bring the instance back "
+                "after d; node-<n>:down@<t>+<d>, node-<n>:<factor>@<t>+<d>; t and d in emulated "
+                "seconds from the start",
             ),
         ] = None,
         sample_s: Annotated[float, Opt(help="Emulated s between occupancy samples")] = 1.0,

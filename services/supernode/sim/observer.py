@@ -73,13 +73,17 @@ class Observer:
     def summary(self, duration_s: float) -> dict[str, Any]:
         """Per-instance utilisation (busy share of the run) and the peaks of each series."""
         c, s = self.cluster, self.series
-        engines: list[PrefillEngine | DecodeEngine] = [*c.prefills, *c.decodes]
+        busy_s: dict[str, float] = {}
+        steps: dict[str, int] = {}
+        # An instance killed and restarted ran on two engines: its figures are their sums.
+        engines: list[PrefillEngine | DecodeEngine] = [*c.prefills, *c.decodes, *c.retired]
+        for e in engines:
+            busy_s[e.worker_id] = busy_s.get(e.worker_id, 0.0) + e.loop.stats.busy_s
+            steps[e.worker_id] = steps.get(e.worker_id, 0) + e.loop.stats.num_steps
         return {
             "sim_duration_s": duration_s,
-            "instance_utilisation": {
-                e.worker_id: e.loop.stats.busy_s / duration_s if duration_s > 0 else 0.0 for e in engines
-            },
-            "instance_steps": {e.worker_id: e.loop.stats.num_steps for e in engines},
+            "instance_utilisation": {w: b / duration_s if duration_s > 0 else 0.0 for w, b in busy_s.items()},
+            "instance_steps": steps,
             "instance_nodes": self.placement,  # what a `--fault node-<n>:...` takes down with it
             "peak_router_inflight": max(s.router_inflight, default=0),
             "peak_prefill_queue": max(s.prefill_queue, default=0),
