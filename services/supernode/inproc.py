@@ -267,58 +267,45 @@ async def _cancelled(task: asyncio.Future[Any]) -> None:
 
 
 class FaultablePrefillPeer(LocalPrefillPeer):
-    """A prefill peer an injected fault can kill or freeze (only such instances pay for the checks)."""
+    """A prefill peer an injected fault can kill or freeze (only such instances pay for the checks):
+    LocalPrefillPeer's calls behind its `Outage`."""
 
     def __init__(self, engine: PrefillEngine, call_timeout_s: float) -> None:
         super().__init__(engine)
         self.outage = Outage(engine.worker_id, engine.clock, call_timeout_s)
 
-    async def prefill(
-        self, request_id: str, prompt: Sequence[int], sampling: Sampling,
-        on_first_token: OnFirstToken | None = None, sent_s: float = 0.0,
-    ) -> PrefillResult:  # fmt: skip
+    async def prefill(self, *args: Any, **kwargs: Any) -> PrefillResult:
         await self.outage.enter()
-        return await self.outage.call(
-            self.engine.prefill(request_id, prompt, sampling, on_first_token, sent_s)
-        )
+        return await self.outage.call(super().prefill(*args, **kwargs))
 
-    async def score(
-        self, request_id: str, segment: Sequence[int], question: Sequence[int], score_fn: str
-    ) -> ScoreResult:
+    async def score(self, *args: Any, **kwargs: Any) -> ScoreResult:
         await self.outage.enter()
-        return await self.outage.call(self.engine.score(request_id, list(segment), list(question), score_fn))
+        return await self.outage.call(super().score(*args, **kwargs))
 
     async def load(self) -> LoadSnapshot:
         self.outage.probe()
-        return self.engine.load()
+        return await super().load()
 
 
 class FaultableDecodePeer(LocalDecodePeer):
-    """A decode peer an injected fault can kill or freeze."""
+    """A decode peer an injected fault can kill or freeze: LocalDecodePeer's calls behind its
+    `Outage`, a stream's every chunk included."""
 
     def __init__(self, engine: DecodeEngine, call_timeout_s: float) -> None:
         super().__init__(engine)
         self.outage = Outage(engine.worker_id, engine.clock, call_timeout_s)
 
-    async def reserve(self, request_id: str, num_prompt_tokens: int, max_tokens: int) -> Reservation:
+    async def reserve(self, *args: Any, **kwargs: Any) -> Reservation:
         await self.outage.enter(unary=True)
-        return self.engine.reserve(request_id, num_prompt_tokens, max_tokens)
+        return await super().reserve(*args, **kwargs)
 
-    async def cancel_reservation(self, reservation_id: str) -> bool:
+    async def cancel_reservation(self, *args: Any, **kwargs: Any) -> bool:
         await self.outage.enter(unary=True)
-        return self.engine.cancel_reservation(reservation_id)
+        return await super().cancel_reservation(*args, **kwargs)
 
-    async def decode(
-        self,
-        reservation_id: str,
-        kv: KvHandle,
-        first_token: int,
-        max_tokens: int,
-        sampling: Sampling,
-        num_resumed: int = 0,
-    ) -> AsyncGenerator[DecodeChunk, None]:
+    async def decode(self, *args: Any, **kwargs: Any) -> AsyncGenerator[DecodeChunk, None]:
         await self.outage.enter()
-        chunks = self.engine.decode(reservation_id, kv, first_token, max_tokens, sampling, num_resumed)
+        chunks = super().decode(*args, **kwargs)
         try:
             while True:
                 try:
@@ -331,7 +318,7 @@ class FaultableDecodePeer(LocalDecodePeer):
 
     async def load(self) -> LoadSnapshot:
         self.outage.probe()
-        return self.engine.load()
+        return await super().load()
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +356,9 @@ class InprocCluster:
         ratio = 0.0 if not materialise_tokens else settings.kvpool.payload_ratio
         self.pool = LocalPool(MemoryKvStore(_store_cap(self.shape.pool_bytes, ratio, settings)),
                               settings.kvpool.namespace, ratio)  # fmt: skip
-        self._engine_options = (materialise_tokens, max_steps_per_batch, early_first)
+        self._materialise_tokens = materialise_tokens
+        self._max_steps_per_batch = max_steps_per_batch
+        self._early_first = early_first
         self.prefills = [self._prefill_engine(i) for i in range(self.shape.num_prefill)]
         self.decodes = [self._decode_engine(i) for i in range(self.shape.num_decode)]
         self.retired: list[PrefillEngine | DecodeEngine] = []  # engines of instances killed and restarted
@@ -396,19 +385,17 @@ class InprocCluster:
         )
 
     def _prefill_engine(self, index: int) -> PrefillEngine:
-        _, _, early_first = self._engine_options
         settings = instance_settings(self.settings, "prefill", index, num_npus=self.shape.prefill_npus)
         return PrefillEngine(
             settings, self.clock, self.fabric, self.pool, offload=False, heartbeat=False,
-            num_pool_cpus=self.fabric.topology.num_cpus, early_first=early_first,
+            num_pool_cpus=self.fabric.topology.num_cpus, early_first=self._early_first,
         )  # fmt: skip
 
     def _decode_engine(self, index: int) -> DecodeEngine:
-        materialise_tokens, max_steps_per_batch, _ = self._engine_options
         settings = instance_settings(self.settings, "decode", index, num_dies=self.shape.decode_dies)
         return DecodeEngine(
-            settings, self.clock, self.fabric, self.pool, materialise_tokens=materialise_tokens,
-            offload=False, heartbeat=False, max_steps_per_batch=max_steps_per_batch,
+            settings, self.clock, self.fabric, self.pool, materialise_tokens=self._materialise_tokens,
+            offload=False, heartbeat=False, max_steps_per_batch=self._max_steps_per_batch,
         )  # fmt: skip
 
     def mute_metrics(self) -> None:
