@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from supernode.core.topology import DIES_PER_NODE, DIES_PER_NPU
+from supernode.core.topology import DIES_PER_NODE, DIES_PER_NPU, rdma_port
 
 POLICIES = ("paper", "round_robin", "kv_aware")
 
@@ -120,7 +120,7 @@ def links_of_die(die: int) -> tuple[str, ...]:
     link and its node's uplinks to the L2 tier (cache loads from other nodes' EMS DRAM cross them)."""
     node, npu = die // DIES_PER_NODE, die // DIES_PER_NPU
     return (
-        f"ub/die{die}/tx", f"ub/die{die}/rx", f"rdma/die{die}/tx", f"rdma/die{die}/rx",
+        f"ub/die{die}/tx", f"ub/die{die}/rx", rdma_port(die, "tx"), rdma_port(die, "rx"),
         f"d2d/npu{npu}/0to1", f"d2d/npu{npu}/1to0", f"ub/node{node}/up", f"ub/node{node}/down",
     )  # fmt: skip
 

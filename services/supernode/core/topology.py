@@ -176,7 +176,7 @@ class Topology:
         for die in range(node * DIES_PER_NODE, (node + 1) * DIES_PER_NODE):
             for suffix in ("tx", "rx"):
                 self._add(f"ub/die{die}/{suffix}", Plane.UB, node, UB_DIE_PORT_BYTES_PER_S)
-                self._add(f"rdma/die{die}/{suffix}", Plane.RDMA, node, RDMA_DIE_PORT_BYTES_PER_S)
+                self._add(rdma_port(die, suffix), Plane.RDMA, node, RDMA_DIE_PORT_BYTES_PER_S)
         for npu in range(node * NPUS_PER_NODE, (node + 1) * NPUS_PER_NODE):
             for suffix in ("0to1", "1to0"):
                 self._add(f"d2d/npu{npu}/{suffix}", Plane.UB, node, D2D_BYTES_PER_S)
